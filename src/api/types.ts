@@ -1,0 +1,169 @@
+/**
+ * The kmod.dev/v1alpha1 API: ModuleRequest (what a person asks for) and
+ * ModuleRun (one request on one node, the controller's dispatch unit).
+ * The CRDs in crds/ are the schema the apiserver enforces; these types
+ * describe the same objects for the TypeScript side.
+ */
+import type { V1ObjectMeta } from '@kubernetes/client-node';
+
+export const GROUP = 'kmod.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const REQUEST_PLURAL = 'modulerequests';
+export const RUN_PLURAL = 'moduleruns';
+
+/** Label on a ModuleRun naming its request's UID (names can exceed label-value length, UIDs cannot). */
+export const LABEL_REQUEST_UID = 'kmod.dev/request-uid';
+/** Label on a ModuleRun naming its request (set when the name fits in a label value). */
+export const LABEL_REQUEST_NAME = 'kmod.dev/request';
+
+/** call_usermodehelper's wait modes (UMH_WAIT_PROC, UMH_WAIT_EXEC, UMH_NO_WAIT). */
+export type WaitMode = 'Process' | 'Exec' | 'None';
+export const WAIT_MODES: readonly WaitMode[] = ['Process', 'Exec', 'None'];
+
+export type RunPhase = 'Pending' | 'Running' | 'Succeeded' | 'Failed';
+
+/** Why a run ended the way it did; stable strings for automation. */
+export const Reason = {
+  /** The helper exited 0 (wait: Process). */
+  Completed: 'Completed',
+  /** The helper started (wait: Exec). */
+  Started: 'Started',
+  /** The helper was dispatched without waiting (wait: None). */
+  Dispatched: 'Dispatched',
+  /** The helper exited non-zero. */
+  ExitCode: 'ExitCode',
+  /** The helper was killed by a signal it did not get from us. */
+  Signaled: 'Signaled',
+  /** The helper ran longer than timeoutSeconds; its process group was killed. */
+  Timeout: 'Timeout',
+  /** The helper could not be executed (ENOENT, EACCES, ...). */
+  ExecFailed: 'ExecFailed',
+  /** The agent's helper path is empty: module loading is disabled on this node. */
+  HelperDisabled: 'HelperDisabled',
+  /** Every helper slot stayed busy for the whole busy timeout. */
+  Throttled: 'Throttled',
+  /** The module policy refused the module. */
+  Denied: 'Denied',
+  /** The spec failed validation (something invalid got past admission). */
+  InvalidSpec: 'InvalidSpec',
+  /** The targeted node does not exist. */
+  NodeNotFound: 'NodeNotFound',
+  /** The node was deleted before its run finished. */
+  NodeDeleted: 'NodeDeleted',
+  /** A claimed run was found without a result after an agent restart; it is run again. */
+  Interrupted: 'Interrupted',
+  /** Waiting for the agent to pick the run up. */
+  Dispatching: 'Dispatching',
+  /** The agent claimed the run and is (about to be) running the helper. */
+  Running: 'Running',
+} as const;
+export type ReasonName = (typeof Reason)[keyof typeof Reason];
+
+export interface ModuleRequestSpec {
+  module: string;
+  parameters?: string[];
+  nodeName?: string;
+  nodeSelector?: Record<string, string>;
+  wait?: WaitMode;
+  timeoutSeconds?: number;
+}
+
+/** metav1.Condition */
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  observedGeneration?: number;
+  lastTransitionTime: string;
+  reason: string;
+  message: string;
+}
+
+/** One node's outcome, as shown in ModuleRequest.status.nodes[]. */
+export interface NodeResult {
+  nodeName: string;
+  phase: RunPhase;
+  reason?: string;
+  message?: string;
+  exitCode?: number;
+  signal?: string;
+  stderrTail?: string;
+  startTime?: string;
+  finishTime?: string;
+  bootID?: string;
+  attempt?: number;
+}
+
+export interface PhaseCounts {
+  total: number;
+  pending: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+}
+
+export interface ModuleRequestStatus {
+  observedGeneration?: number;
+  phase?: RunPhase;
+  target?: string;
+  progress?: string;
+  exitCode?: number;
+  counts?: PhaseCounts;
+  nodesOmitted?: number;
+  nodes?: NodeResult[];
+  conditions?: Condition[];
+}
+
+export interface ModuleRequest {
+  apiVersion?: string;
+  kind?: string;
+  metadata: V1ObjectMeta;
+  spec: ModuleRequestSpec;
+  status?: ModuleRequestStatus;
+}
+
+export interface ModuleRunSpec {
+  nodeName: string;
+  module: string;
+  parameters?: string[];
+  wait: WaitMode;
+  timeoutSeconds: number;
+  /** The request generation this run carries out. */
+  requestGeneration?: number;
+  /** The node boot ID this run is for; changed by the controller when the node reboots. */
+  bootID?: string;
+}
+
+export interface ModuleRunStatus {
+  observedGeneration?: number;
+  phase?: RunPhase;
+  reason?: string;
+  message?: string;
+  exitCode?: number;
+  signal?: string;
+  stderrTail?: string;
+  stderrBytes?: number;
+  startTime?: string;
+  finishTime?: string;
+  bootID?: string;
+  attempt?: number;
+  claimedBy?: string;
+}
+
+export interface ModuleRun {
+  apiVersion?: string;
+  kind?: string;
+  metadata: V1ObjectMeta;
+  spec: ModuleRunSpec;
+  status?: ModuleRunStatus;
+}
+
+/** Defaults the CRD applies; applied again when reading objects that predate them. */
+export const DEFAULT_WAIT: WaitMode = 'Process';
+export const DEFAULT_TIMEOUT_SECONDS = 60;
+export const MAX_TIMEOUT_SECONDS = 3600;
+
+/** True for phases that will not change without a new generation or boot. */
+export function isTerminal(phase: RunPhase | undefined): boolean {
+  return phase === 'Succeeded' || phase === 'Failed';
+}

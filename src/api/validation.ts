@@ -1,0 +1,108 @@
+/**
+ * The same checks the CRD schema makes at admission, for the controller and
+ * the agent to make again: admission can be bypassed (a CRD installed without
+ * its rules, an older CRD version, a direct etcd write), and the agent runs as
+ * root. Each error names the field, like the apiserver's messages.
+ */
+import { MAX_TIMEOUT_SECONDS, WAIT_MODES, type ModuleRequestSpec, type ModuleRunSpec } from './types.ts';
+
+/**
+ * request_module() formats the name into a MODULE_NAME_LEN buffer (64 - sizeof(unsigned long) = 56 on
+ * 64-bit) and returns -ENAMETOOLONG when it does not fit with its NUL: 55 bytes of name at most.
+ */
+export const MAX_MODULE_NAME_BYTES = 55;
+export const MAX_PARAMETERS = 64;
+export const MAX_PARAMETER_BYTES = 1024;
+
+const PRINTABLE_ASCII = /^[!-~]+$/;
+const PARAMETER = /^[A-Za-z0-9_][A-Za-z0-9_-]*=[!-~]*$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_KEY =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+
+/** Returns the problem with a module name or modalias, or undefined when it is acceptable. */
+export function moduleNameError(module: unknown, field = 'spec.module'): string | undefined {
+  if (typeof module !== 'string' || module.length === 0) return `${field} is required`;
+  const bytes = Buffer.byteLength(module, 'utf8');
+  if (bytes > MAX_MODULE_NAME_BYTES) {
+    return `${field} is ${bytes} bytes; at most ${MAX_MODULE_NAME_BYTES} are allowed (ENAMETOOLONG)`;
+  }
+  if (!PRINTABLE_ASCII.test(module)) {
+    return `${field} must be printable ASCII with no whitespace or control characters`;
+  }
+  if (module.includes('/')) return `${field} must not contain '/'`;
+  if (module.startsWith('-')) return `${field} must not start with '-' (it would be read as a modprobe option)`;
+  return undefined;
+}
+
+/** Returns the problem with a parameter list, or undefined when it is acceptable. */
+export function parametersError(parameters: unknown, field = 'spec.parameters'): string | undefined {
+  if (parameters === undefined) return undefined;
+  if (!Array.isArray(parameters)) return `${field} must be a list of key=value strings`;
+  if (parameters.length > MAX_PARAMETERS) return `${field} has ${parameters.length} entries; at most ${MAX_PARAMETERS}`;
+  for (const [i, p] of parameters.entries()) {
+    if (typeof p !== 'string') return `${field}[${i}] must be a string`;
+    if (p.length > MAX_PARAMETER_BYTES) return `${field}[${i}] is longer than ${MAX_PARAMETER_BYTES} bytes`;
+    if (!PARAMETER.test(p)) {
+      return (
+        `${field}[${i}] must be key=value: a key of letters, digits, '_' or '-' (not starting with '-') ` +
+        `and a value of printable ASCII without whitespace or control characters`
+      );
+    }
+  }
+  return undefined;
+}
+
+/** Returns the problem with a node name, or undefined when it is acceptable. */
+export function nodeNameError(nodeName: unknown, field = 'spec.nodeName'): string | undefined {
+  if (typeof nodeName !== 'string' || nodeName.length === 0) return `${field} is required`;
+  if (nodeName.length > 253 || !DNS_SUBDOMAIN.test(nodeName)) {
+    return `${field} must be a valid node name (RFC 1123 subdomain, lowercase)`;
+  }
+  return undefined;
+}
+
+function waitAndTimeoutError(spec: { wait?: unknown; timeoutSeconds?: unknown }): string | undefined {
+  if (spec.wait !== undefined && !WAIT_MODES.includes(spec.wait as never)) {
+    return `spec.wait must be one of ${WAIT_MODES.join(', ')}`;
+  }
+  const t = spec.timeoutSeconds;
+  if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_SECONDS)) {
+    return `spec.timeoutSeconds must be a whole number from 1 to ${MAX_TIMEOUT_SECONDS}`;
+  }
+  return undefined;
+}
+
+/** Validates a ModuleRequest spec; returns the first problem found, or undefined. */
+export function validateRequestSpec(spec: ModuleRequestSpec | undefined): string | undefined {
+  if (!spec || typeof spec !== 'object') return 'spec is required';
+  const hasName = spec.nodeName !== undefined;
+  const hasSelector = spec.nodeSelector !== undefined;
+  if (hasName === hasSelector) return 'exactly one of spec.nodeName or spec.nodeSelector must be set';
+  if (hasName) {
+    const e = nodeNameError(spec.nodeName);
+    if (e) return e;
+  } else {
+    const sel = spec.nodeSelector;
+    if (typeof sel !== 'object' || sel === null || Array.isArray(sel)) return 'spec.nodeSelector must be a map';
+    for (const [k, v] of Object.entries(sel)) {
+      if (!LABEL_KEY.test(k)) return `spec.nodeSelector key "${k}" is not a valid label key`;
+      if (typeof v !== 'string' || v.length > 63 || !LABEL_VALUE.test(v)) {
+        return `spec.nodeSelector["${k}"] is not a valid label value`;
+      }
+    }
+  }
+  return moduleNameError(spec.module) ?? parametersError(spec.parameters) ?? waitAndTimeoutError(spec);
+}
+
+/** Validates a ModuleRun spec (the agent's last check before exec); returns the first problem, or undefined. */
+export function validateRunSpec(spec: ModuleRunSpec | undefined): string | undefined {
+  if (!spec || typeof spec !== 'object') return 'spec is required';
+  return (
+    nodeNameError(spec.nodeName) ??
+    moduleNameError(spec.module) ??
+    parametersError(spec.parameters) ??
+    waitAndTimeoutError(spec)
+  );
+}

@@ -1,0 +1,54 @@
+/**
+ * One real control plane per test file: `const env = useControlPlane()` at the
+ * top of a test file starts it in `before` (CRDs installed) and stops it in
+ * `after`. Test files run one at a time (see package.json), so each gets the
+ * machine's cores to itself.
+ */
+import { after, before } from 'node:test';
+import { KubeConfig } from '@kubernetes/client-node';
+import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../../src/cluster/controlplane.ts';
+import { installCrds } from '../../src/kube/crds.ts';
+
+export interface TestEnv {
+  /** The running control plane (set once `before` has run). */
+  cp: ControlPlane;
+  /** Admin kubeconfig. */
+  kc: KubeConfig;
+}
+
+export function useControlPlane(opts: ControlPlaneOptions & { crds?: boolean } = {}): TestEnv {
+  const env = {} as TestEnv;
+  before(async () => {
+    env.cp = await startControlPlane(opts);
+    env.kc = new KubeConfig();
+    env.kc.loadFromFile(env.cp.kubeconfigPath);
+    if (opts.crds !== false) await installCrds(env.kc);
+  });
+  after(async () => {
+    await env.cp?.stop();
+  });
+  return env;
+}
+
+/** Polls `fn` until it returns a value other than undefined/false, or fails after `timeoutMs` with `what`. */
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
