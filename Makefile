@@ -1,0 +1,65 @@
+# kmod-operator — the commands a developer types. Everything a fresh machine
+# needs is installed by `setup` (npm packages including Node 24, Debian's kmod
+# and util-linux, the control plane built from Go modules), so `make test` and
+# `make run` work on a clean clone.
+
+NODE := node_modules/.bin/node
+CLI  := $(NODE) src/cli/main.ts
+# One runner invocation for all tests, so the output ends with one summary.
+# Files run one at a time: each integration file starts its own control plane.
+TESTS := 'src/**/*.test.ts' 'test/**/*.test.ts'
+
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean
+
+setup: deps debs controlplane
+
+# npm ci installs the locked tree, including the `node` package (Node 24 LTS):
+# npm scripts and this Makefile run that Node, not the machine's.
+deps: node_modules/.package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+# modprobe (kmod) runs in local mode's dry-run; setpriv (util-linux) restricts the helper.
+debs:
+	@if ! command -v modprobe >/dev/null 2>&1 && [ ! -x /sbin/modprobe ] && [ ! -x /usr/sbin/modprobe ] || ! command -v setpriv >/dev/null 2>&1; then \
+		echo "installing Debian packages kmod util-linux"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root (or: sudo apt-get install kmod util-linux)" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kmod util-linux >/dev/null; \
+	fi
+
+controlplane:
+	@bash test/cluster/build.sh >/dev/null
+
+typecheck: deps
+	$(NODE) node_modules/.bin/tsc --noEmit
+
+lint: deps
+	$(NODE) node_modules/.bin/eslint .
+	$(NODE) node_modules/.bin/prettier --check .
+
+format: deps
+	$(NODE) node_modules/.bin/prettier --write .
+
+unit: deps
+	$(NODE) --test --test-reporter=spec 'src/**/*.test.ts'
+
+integration: setup
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 'test/**/*.test.ts'
+
+test: setup typecheck lint
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 --test-timeout=300000 $(TESTS)
+
+# The operator's local mode: control plane, CRDs, a Node for this machine,
+# controller, one agent, the examples; Ctrl-C stops everything.
+run: setup
+	$(CLI) local
+
+cluster: setup
+	$(CLI) cluster up
+
+cluster-down: deps
+	$(CLI) cluster down
+
+clean:
+	rm -rf .local node_modules

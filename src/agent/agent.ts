@@ -1,0 +1,455 @@
+/**
+ * The per-node agent (one per node, a DaemonSet): watches only its own
+ * node's ModuleRuns and carries each out as the kernel carries out
+ * request_module():
+ *
+ *   check (spec, helper path) → gate (helper slot, busy timeout)
+ *     → claim (durable status write before exec) → run the helper → report
+ *
+ * The claim is what makes restarts safe: a run whose status says Running for
+ * its current generation, claimed by an agent process that is gone, was
+ * interrupted; it is reported and run again with the next attempt number
+ * (loading a module is idempotent). Nothing runs without a claim.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { KubeConfig, V1Node } from '@kubernetes/client-node';
+import type { Registry } from 'prom-client';
+import {
+  API_VERSION,
+  GROUP,
+  Reason,
+  RUN_PLURAL,
+  VERSION,
+  isTerminal,
+  type ModuleRun,
+  type ModuleRunStatus,
+} from '../api/types.ts';
+import { validateRunSpec } from '../api/validation.ts';
+import { startHelper, type HelperResult } from '../helper/runner.ts';
+import { isConflict, isNotFound } from '../kube/errors.ts';
+import { EventRecorder, type EventTarget } from '../kube/events.ts';
+import { Informer } from '../kube/informer.ts';
+import { Resources } from '../kube/resources.ts';
+import { WorkQueue } from '../kube/workqueue.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
+import { AgentMetrics } from './metrics.ts';
+import { CancelledError, HelperSlots, ThrottledError } from './slots.ts';
+
+export interface AgentOptions {
+  kc: KubeConfig;
+  nodeName: string;
+  /** The helper (modprobe) path, fixed for the agent's lifetime; '' disables loading on this node. */
+  helperPath: string;
+  logger: Logger;
+  registry: Registry;
+  /** Helpers alive at once on this node (MAX_KMOD_CONCURRENT). */
+  maxConcurrent?: number;
+  /** How long a run waits for a free slot before it fails Throttled (MAX_KMOD_ALL_BUSY_TIMEOUT). */
+  busyTimeoutMs?: number;
+  /** Capability masks for the helper (bounding; inheritable). */
+  capabilities?: { bounding: readonly string[]; inheritable: readonly string[] };
+  /** Where the boot ID comes from when the Node object has none. */
+  bootIdFile?: string;
+  /** Identifies this agent process in claims; a restart gets a new one. */
+  instanceId?: string;
+}
+
+/** One run being carried out (waiting for a slot, or its helper running). */
+interface Execution {
+  generation: number;
+  attempt: number;
+  cancel: AbortController;
+}
+
+const STDERR_TAIL_BYTES = 2048;
+
+export class Agent {
+  readonly #opts: AgentOptions;
+  readonly #log: Logger;
+  readonly #resources: Resources;
+  readonly #events: EventRecorder;
+  readonly #metrics: AgentMetrics;
+  readonly #runs: Informer<ModuleRun>;
+  readonly #node: Informer<V1Node>;
+  readonly #queue: WorkQueue;
+  readonly #slots: HelperSlots;
+  readonly #executions = new Map<string, Execution>();
+  readonly #inFlight = new Set<Promise<void>>();
+  readonly #instanceId: string;
+  #started = false;
+  #stopping = false;
+
+  constructor(opts: AgentOptions) {
+    this.#opts = opts;
+    this.#instanceId = opts.instanceId ?? `${opts.nodeName}/${randomBytes(6).toString('hex')}`;
+    this.#log = opts.logger.child({ node: opts.nodeName });
+    const { kc } = opts;
+    this.#resources = new Resources(kc);
+    this.#events = new EventRecorder({ kc, component: 'kmod-agent', host: opts.nodeName, logger: opts.logger });
+    this.#metrics = new AgentMetrics(opts.registry, () => ({
+      running: this.#slots.running,
+      waiting: this.#slots.waiting,
+    }));
+    this.#slots = new HelperSlots(opts.maxConcurrent, opts.busyTimeoutMs);
+    // The kubelet pattern: a server-side field selector, so this agent sees only its own node's runs.
+    this.#runs = new Informer<ModuleRun>({
+      kc,
+      path: `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`,
+      fieldSelector: `spec.nodeName=${opts.nodeName}`,
+      logger: opts.logger,
+    });
+    this.#node = new Informer<V1Node>({
+      kc,
+      path: '/api/v1/nodes',
+      fieldSelector: `metadata.name=${opts.nodeName}`,
+      logger: opts.logger,
+    });
+    this.#queue = new WorkQueue({
+      name: 'moduleruns',
+      reconcile: async (key) => this.#reconcile(key),
+      concurrency: 4,
+      logger: opts.logger,
+    });
+    const enqueue = (run: ModuleRun) => run.metadata.name && this.#queue.add(run.metadata.name);
+    this.#runs.on('add', enqueue);
+    this.#runs.on('update', enqueue);
+    this.#runs.on('delete', enqueue);
+  }
+
+  /** This agent process's claim identity. */
+  get instanceId(): string {
+    return this.#instanceId;
+  }
+
+  /** Why the agent is not ready (for /readyz), or undefined. */
+  readiness(): string | undefined {
+    if (!this.#started) return 'starting: caches not synced';
+    if (this.#stopping) return 'stopping';
+    return undefined;
+  }
+
+  /**
+   * Starts the caches; runs are taken on only once both are synced, so
+   * interrupted runs are recognised from a complete picture.
+   */
+  async start(): Promise<void> {
+    if (this.#opts.helperPath === '') {
+      this.#log.warn('helper path is empty: module loading is disabled on this node; runs will fail HelperDisabled');
+    }
+    await Promise.all([this.#node.start(), this.#runs.start()]);
+    this.#started = true;
+    this.#queue.start();
+    for (const run of this.#runs.list()) if (run.metadata.name) this.#queue.add(run.metadata.name);
+    this.#log.info('agent started', { instance: this.#instanceId, helper: this.#opts.helperPath });
+  }
+
+  /**
+   * Stops taking new runs, cancels runs still waiting for a slot (they stay
+   * pending for the next agent), and waits up to `graceMs` for running helpers.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.#stopping = true;
+    await this.#queue.stop();
+    for (const exec of this.#executions.values()) exec.cancel.abort('agent stopping');
+    const all = Promise.allSettled([...this.#inFlight]);
+    const timer = new Promise((r) => setTimeout(r, graceMs).unref());
+    await Promise.race([all, timer]);
+    await Promise.all([this.#runs.stop(), this.#node.stop()]);
+    await this.#events.flush();
+  }
+
+  /** Resolves when nothing is queued, waiting or running (tests). */
+  async idle(): Promise<void> {
+    for (;;) {
+      await this.#queue.idle();
+      if (this.#inFlight.size === 0) return;
+      await Promise.allSettled([...this.#inFlight]);
+    }
+  }
+
+  /** The node's current boot ID: the Node object's (as the kubelet reports it), else the kernel's. */
+  bootId(): string {
+    const fromNode = this.#node.get(this.#opts.nodeName)?.status?.nodeInfo?.bootID;
+    if (fromNode) return fromNode;
+    try {
+      return readFileSync(this.#opts.bootIdFile ?? '/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    } catch {
+      return '';
+    }
+  }
+
+  /** Decides what a run needs; starts an execution when it needs one. Never waits for a helper. */
+  #reconcile(name: string): void {
+    if (this.#stopping) return;
+    const run = this.#runs.get(name);
+    const current = this.#executions.get(name);
+    if (!run || run.metadata.deletionTimestamp) {
+      // The killable wait: a deleted run still waiting for a slot is cancelled; a running helper is left alone.
+      current?.cancel.abort('run deleted');
+      return;
+    }
+    const generation = run.metadata.generation ?? 1;
+    if (current) {
+      if (current.generation === generation) return; // already on it
+      current.cancel.abort('superseded by a newer generation');
+    }
+    const st = run.status;
+    if (st?.observedGeneration === generation && isTerminal(st.phase)) return; // done for this generation
+    let attempt = 1;
+    let interrupted = false;
+    if (st?.observedGeneration === generation && st.phase === 'Running') {
+      // Our own claim seen through a lagging cache: the result is on its way.
+      if (st.claimedBy === this.#instanceId) return;
+      attempt = (st.attempt ?? 1) + 1;
+      interrupted = true;
+    }
+    const exec: Execution = { generation, attempt, cancel: new AbortController() };
+    this.#executions.set(name, exec);
+    const p = this.#execute(run, exec, interrupted)
+      .catch((err: unknown) => {
+        this.#log.error('run failed unexpectedly; retrying', { run: name, error: errorMessage(err) });
+        setTimeout(() => this.#queue.add(name), 1000).unref();
+      })
+      .finally(() => {
+        if (this.#executions.get(name) === exec) this.#executions.delete(name);
+        this.#inFlight.delete(p);
+      });
+    this.#inFlight.add(p);
+  }
+
+  /** check → gate → claim → run → report, for one generation of one run. */
+  async #execute(run: ModuleRun, exec: Execution, interrupted: boolean): Promise<void> {
+    const name = run.metadata.name ?? '';
+    const { spec } = run;
+    const log = this.#log.child({ run: name, module: spec.module, attempt: exec.attempt, request: ownerOf(run)?.metadata.name });
+    const finish = (status: ModuleRunStatus) => this.#report(run, exec, status, log);
+
+    const invalid = validateRunSpec(spec);
+    if (invalid || spec.nodeName !== this.#opts.nodeName) {
+      const message = invalid ?? `run is for node ${spec.nodeName}, not ${this.#opts.nodeName}`;
+      log.warn('refusing invalid run', { reason: message });
+      await finish({ phase: 'Failed', reason: Reason.InvalidSpec, message });
+      return;
+    }
+    if (this.#opts.helperPath === '') {
+      await finish({
+        phase: 'Failed',
+        reason: Reason.HelperDisabled,
+        message: `module loading is disabled on node ${this.#opts.nodeName}: the agent's helper path is empty`,
+      });
+      return;
+    }
+
+    const waitStart = performance.now();
+    try {
+      await this.#slots.run(async () => {
+        this.#metrics.slotWait.observe((performance.now() - waitStart) / 1000);
+        await this.#claimAndRun(run, exec, interrupted, log);
+      }, exec.cancel.signal);
+    } catch (err) {
+      if (err instanceof CancelledError) {
+        log.info('run cancelled before it started', { reason: err.message });
+        return;
+      }
+      if (err instanceof ThrottledError) {
+        this.#metrics.throttled.inc();
+        const message =
+          `${err.message} (max ${this.#slots.max} concurrent helpers on node ${this.#opts.nodeName}, ` +
+          `busy timeout ${this.#slots.busyTimeoutMs / 1000} s); ${spec.module} was not loaded`;
+        this.#throttleWarning(run, message, log);
+        await finish({ phase: 'Failed', reason: Reason.Throttled, message });
+        return;
+      }
+      throw err;
+    }
+  }
+
+  #lastThrottleLog = 0;
+  #suppressedThrottles = 0;
+  /** Rate-limited like the kernel's pr_warn_ratelimited: one log line and Event per 5 s, with a count of the rest. */
+  #throttleWarning(run: ModuleRun, message: string, log: Logger): void {
+    const now = Date.now();
+    if (now - this.#lastThrottleLog < 5000) {
+      this.#suppressedThrottles++;
+      return;
+    }
+    const suppressed = this.#suppressedThrottles;
+    this.#lastThrottleLog = now;
+    this.#suppressedThrottles = 0;
+    const text = suppressed ? `${message} (${suppressed} more throttled runs not logged)` : message;
+    log.warn('throttling module requests', { detail: text });
+    const owner = ownerOf(run);
+    if (owner) this.#events.event(owner, 'Warning', Reason.Throttled, `node ${this.#opts.nodeName}: ${text}`);
+  }
+
+  async #claimAndRun(run: ModuleRun, exec: Execution, interrupted: boolean, log: Logger): Promise<void> {
+    const name = run.metadata.name ?? '';
+    const { spec } = run;
+    const bootID = this.bootId();
+    const startTime = new Date().toISOString();
+    // The claim: durable before exec, so a crash after this point is seen as an interruption.
+    const claim: ModuleRun = {
+      ...run,
+      status: {
+        observedGeneration: exec.generation,
+        phase: 'Running',
+        reason: Reason.Running,
+        message: `running ${this.#opts.helperPath} -q -- ${spec.module}`,
+        attempt: exec.attempt,
+        claimedBy: this.#instanceId,
+        startTime,
+        bootID,
+      },
+    };
+    let claimed: ModuleRun;
+    try {
+      claimed = await this.#resources.updateRunStatus(claim);
+    } catch (err) {
+      if (isNotFound(err)) return; // deleted meanwhile
+      if (isConflict(err)) {
+        // Our cached copy was stale; the watch will bring the new one, and it is decided again.
+        log.info('claim conflicted; deciding again from fresh state');
+        setTimeout(() => this.#queue.add(name), 200).unref();
+        return;
+      }
+      throw err;
+    }
+    const owner = ownerOf(run);
+    if (interrupted) {
+      log.warn('run was interrupted by an agent restart; running it again', { attempt: exec.attempt });
+      if (owner) {
+        this.#events.event(owner, 'Warning', Reason.Interrupted,
+          `node ${this.#opts.nodeName}: attempt ${exec.attempt - 1} was interrupted by an agent restart; retrying (attempt ${exec.attempt})`);
+      }
+    }
+    if (exec.cancel.signal.aborted) {
+      // Deleted between slot and claim: the claim stands, nothing runs; report nothing (the run is going away).
+      log.info('run cancelled after claim, before exec');
+      return;
+    }
+
+    log.info('starting helper', { helper: this.#opts.helperPath, wait: spec.wait });
+    const handle = startHelper({
+      helperPath: this.#opts.helperPath,
+      module: spec.module,
+      parameters: spec.parameters ?? [],
+      timeoutMs: spec.timeoutSeconds * 1000,
+      capabilities: this.#opts.capabilities,
+      outputLimitBytes: STDERR_TAIL_BYTES,
+    });
+    this.#metrics.started.inc();
+    const base = { startTime, bootID, attempt: exec.attempt, claimedBy: this.#instanceId };
+    if (spec.wait === 'None') {
+      // UMH_NO_WAIT: fire and forget; no error comes back.
+      await this.#report(claimed, exec, { ...base, phase: 'Succeeded', reason: Reason.Dispatched, message: 'helper dispatched without waiting (wait: None)' }, log);
+    } else if (spec.wait === 'Exec') {
+      const outcome = await handle.started;
+      await this.#report(
+        claimed,
+        exec,
+        outcome.ok
+          ? { ...base, phase: 'Succeeded', reason: Reason.Started, message: `${this.#opts.helperPath} started (wait: Exec)` }
+          : { ...base, phase: 'Failed', reason: Reason.ExecFailed, message: outcome.message },
+        log,
+      );
+    }
+    const result = await handle.finished;
+    const status = { ...base, ...this.#resultStatus(result, spec.module, spec.timeoutSeconds) };
+    this.#metrics.finished(status.reason ?? 'Unknown', result.durationMs / 1000);
+    if (spec.wait === 'Process') await this.#report(claimed, exec, status, log);
+    else log.info('helper finished (not reported: wait is not Process)', { reason: status.reason, exitCode: status.exitCode });
+  }
+
+  /** Turns what the helper did into a run status. */
+  #resultStatus(r: HelperResult, module: string, timeoutSeconds: number): ModuleRunStatus {
+    const helper = this.#opts.helperPath;
+    const common: ModuleRunStatus = {
+      finishTime: r.finishedAt.toISOString(),
+      stderrTail: r.stderr.tail,
+      stderrBytes: r.stderr.totalBytes,
+    };
+    if (r.execError) {
+      return { ...common, phase: 'Failed', reason: Reason.ExecFailed, message: r.execError.message };
+    }
+    if (r.timedOut) {
+      return {
+        ...common,
+        phase: 'Failed',
+        reason: Reason.Timeout,
+        signal: r.signal ?? 'SIGKILL',
+        message: `${helper} ran longer than timeoutSeconds (${timeoutSeconds} s); its process group was killed`,
+      };
+    }
+    if (r.signal) {
+      return { ...common, phase: 'Failed', reason: Reason.Signaled, signal: r.signal, message: `${helper} was killed by ${r.signal}` };
+    }
+    const exitCode = r.exitCode ?? -1;
+    if (exitCode === 0) {
+      return { ...common, phase: 'Succeeded', reason: Reason.Completed, exitCode, message: `${helper} -q -- ${module} exited 0` };
+    }
+    const firstLine = r.stderr.tail.trim().split('\n').pop() ?? '';
+    return {
+      ...common,
+      phase: 'Failed',
+      reason: Reason.ExitCode,
+      exitCode,
+      message: `${helper} -q -- ${module} exited with status ${exitCode}${firstLine ? `: ${firstLine}` : ''}`,
+    };
+  }
+
+  /**
+   * Writes a result, unless the run went away or moved on: the result of a
+   * deleted or superseded run is dropped (logged), never written over a newer one.
+   */
+  async #report(run: ModuleRun, exec: Execution, status: ModuleRunStatus, log: Logger): Promise<void> {
+    const name = run.metadata.name ?? '';
+    for (let attempt = 0; ; attempt++) {
+      const latest = await this.#resources.getRun(name);
+      if (!latest) {
+        log.info('run deleted; result dropped', { reason: status.reason });
+        return;
+      }
+      if ((latest.metadata.generation ?? 1) !== exec.generation) {
+        log.info('run superseded by a newer generation; result dropped', { reason: status.reason });
+        return;
+      }
+      const claimedBy = latest.status?.claimedBy;
+      if (claimedBy && claimedBy !== this.#instanceId && latest.status?.observedGeneration === exec.generation) {
+        log.warn('run claimed by another agent; result dropped', { claimedBy });
+        return;
+      }
+      latest.status = {
+        observedGeneration: exec.generation,
+        attempt: exec.attempt,
+        claimedBy: this.#instanceId,
+        bootID: latest.status?.bootID ?? this.bootId(),
+        ...(latest.status?.startTime ? { startTime: latest.status.startTime } : {}),
+        ...status,
+        finishTime: status.finishTime ?? new Date().toISOString(),
+      };
+      try {
+        await this.#resources.updateRunStatus(latest);
+        break;
+      } catch (err) {
+        if (isConflict(err) && attempt < 5) continue;
+        if (isNotFound(err)) return;
+        throw err;
+      }
+    }
+    const level = status.phase === 'Succeeded' ? 'info' : 'warn';
+    log.log(level, 'run finished', { phase: status.phase, reason: status.reason, exitCode: status.exitCode, message: status.message });
+    const owner = ownerOf(run);
+    if (owner) {
+      const text = `node ${this.#opts.nodeName}: ${status.message ?? status.reason}`;
+      if (status.phase === 'Succeeded') this.#events.event(owner, 'Normal', status.reason ?? 'Succeeded', text);
+      else this.#events.event(owner, 'Warning', status.reason ?? 'Failed', text);
+    }
+  }
+}
+
+/** The ModuleRequest that owns a run, as an Event target. */
+function ownerOf(run: ModuleRun): EventTarget | undefined {
+  const o = run.metadata.ownerReferences?.find((r) => r.kind === 'ModuleRequest');
+  return o ? { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } } : undefined;
+}

@@ -1,0 +1,63 @@
+/** The agent's Prometheus metrics: helper runs, their latency, throttling and slot use (trace_module_request). */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export class AgentMetrics {
+  readonly started: Counter;
+  readonly runs: Counter<'reason'>;
+  readonly duration: Histogram;
+  readonly throttled: Counter;
+  readonly slotWait: Histogram;
+
+  constructor(registry: Registry, slots: () => { running: number; waiting: number }) {
+    this.started = new Counter({
+      name: 'kmod_agent_helpers_started_total',
+      help: 'Helpers started on this node.',
+      registers: [registry],
+    });
+    this.runs = new Counter({
+      name: 'kmod_agent_helper_runs_total',
+      help: 'Helper runs finished on this node, by reason (Completed, ExitCode, Timeout, ExecFailed, Signaled).',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+    this.duration = new Histogram({
+      name: 'kmod_agent_helper_duration_seconds',
+      help: 'How long helpers ran, from start to exit.',
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    });
+    this.throttled = new Counter({
+      name: 'kmod_agent_throttled_total',
+      help: 'Runs that failed Throttled: every helper slot stayed busy for the whole busy timeout.',
+      registers: [registry],
+    });
+    this.slotWait = new Histogram({
+      name: 'kmod_agent_slot_wait_seconds',
+      help: 'How long runs waited for a helper slot.',
+      buckets: [0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10],
+      registers: [registry],
+    });
+    new Gauge({
+      name: 'kmod_agent_helper_slots_in_use',
+      help: 'Helper slots in use right now.',
+      registers: [registry],
+      collect() {
+        this.set(slots().running);
+      },
+    });
+    new Gauge({
+      name: 'kmod_agent_helper_slot_waiters',
+      help: 'Runs waiting for a helper slot right now.',
+      registers: [registry],
+      collect() {
+        this.set(slots().waiting);
+      },
+    });
+  }
+
+  /** Records one finished helper. */
+  finished(reason: string, seconds: number): void {
+    this.runs.inc({ reason });
+    this.duration.observe(seconds);
+  }
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env node
+/**
+ * kmod-operator's command line: `controller`, `agent`, `local` and `cluster`.
+ * main only parses flags and wires parts together; each part lives in its
+ * own folder (src/controller, src/agent, src/local, src/cluster).
+ */
+import { parseArgs } from 'node:util';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Agent } from '../agent/agent.ts';
+import { clusterDown, clusterServe, clusterUp } from '../cluster/background.ts';
+import { Controller } from '../controller/controller.ts';
+import { loadKubeConfig } from '../kube/config.ts';
+import { runLocal } from '../local/local.ts';
+import { startHealthServer } from '../observability/health.ts';
+import { createLogger, errorMessage } from '../observability/logger.ts';
+
+const USAGE = `usage: kmod-operator <command> [flags]
+
+commands:
+  controller   reconcile ModuleRequests into per-node ModuleRuns and report status
+  agent        carry out this node's ModuleRuns (run as a DaemonSet)
+  local        everything on this machine: control plane, CRDs, controller, one agent, examples
+  cluster up|down
+               start (in the background) or stop the local control plane; writes .local/kubeconfig
+
+common flags:
+  --kubeconfig PATH        kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)
+  --metrics-address ADDR   /metrics, /healthz, /readyz (controller :8080, agent :8081)
+
+controller flags:
+  --leader-elect           use a Lease so only one replica reconciles (default: off)
+  --leader-election-namespace NS   (default: $POD_NAMESPACE or kmod-system)
+  --concurrency N          parallel reconciles (default 4)
+
+agent flags:
+  --node-name NAME         this node (default: $NODE_NAME)
+  --helper PATH            the module helper, fixed for the agent's life (default /sbin/modprobe;
+                           an empty value disables module loading on this node)
+  --max-concurrent N       helpers alive at once (default 50, the kernel's MAX_KMOD_CONCURRENT)
+  --busy-timeout SECONDS   wait for a free helper slot before failing Throttled (default 5)
+  --capability-bounding LIST    helper's bounding set, comma-separated (default cap_sys_module)
+  --capability-inheritable LIST helper's inheritable set (default empty)
+  --boot-id-file PATH      boot ID source when the Node has none (default /proc/sys/kernel/random/boot_id)
+`;
+
+class UsageError extends Error {}
+
+function fail(message: string): never {
+  throw new UsageError(message);
+}
+
+function positiveInt(flag: string, value: string | undefined, dflt: number): number {
+  if (value === undefined) return dflt;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) fail(`--${flag} must be a whole number >= 1, got "${value}"`);
+  return n;
+}
+
+function nonNegative(flag: string, value: string | undefined, dflt: number): number {
+  if (value === undefined) return dflt;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) fail(`--${flag} must be a number >= 0, got "${value}"`);
+  return n;
+}
+
+function capList(value: string | undefined, dflt: string[]): string[] {
+  if (value === undefined) return dflt;
+  return value
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+}
+
+/** Stops `stop` on SIGTERM/SIGINT; a second signal exits at once. */
+function onShutdown(stop: () => Promise<void>, log: { info: (m: string, meta?: object) => void }): Promise<void> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const handler = (signal: NodeJS.Signals) => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      log.info('shutting down', { signal });
+      stop().then(resolve, (err: unknown) => {
+        console.error(errorMessage(err));
+        resolve();
+      });
+    };
+    process.on('SIGTERM', handler);
+    process.on('SIGINT', handler);
+  });
+}
+
+async function controllerCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      kubeconfig: { type: 'string' },
+      'metrics-address': { type: 'string', default: ':8080' },
+      'leader-elect': { type: 'boolean', default: false },
+      'leader-election-namespace': { type: 'string' },
+      concurrency: { type: 'string' },
+    },
+  });
+  const logger = createLogger('controller');
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const kc = loadKubeConfig(values.kubeconfig);
+  const controller = new Controller({
+    kc,
+    logger,
+    registry,
+    concurrency: positiveInt('concurrency', values.concurrency, 4),
+    leaderElection: values['leader-elect']
+      ? { namespace: values['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'kmod-system' }
+      : false,
+  });
+  const health = await startHealthServer({
+    address: values['metrics-address'],
+    registry,
+    readiness: () => controller.readiness(),
+  });
+  logger.info('controller starting', { metricsPort: health.port });
+  const done = onShutdown(async () => {
+    await controller.stop();
+    await health.close();
+  }, logger);
+  await controller.start();
+  await done;
+}
+
+async function agentCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      kubeconfig: { type: 'string' },
+      'metrics-address': { type: 'string', default: ':8081' },
+      'node-name': { type: 'string' },
+      helper: { type: 'string', default: '/sbin/modprobe' },
+      'max-concurrent': { type: 'string' },
+      'busy-timeout': { type: 'string' },
+      'capability-bounding': { type: 'string' },
+      'capability-inheritable': { type: 'string' },
+      'boot-id-file': { type: 'string' },
+    },
+  });
+  const nodeName = values['node-name'] ?? process.env.NODE_NAME;
+  if (!nodeName) fail('agent needs --node-name (or NODE_NAME from the downward API)');
+  const helper = values.helper;
+  if (helper !== '' && !helper.startsWith('/')) fail(`--helper must be an absolute path (or empty to disable), got "${helper}"`);
+  const logger = createLogger('agent');
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const kc = loadKubeConfig(values.kubeconfig);
+  const agent = new Agent({
+    kc,
+    nodeName,
+    helperPath: helper,
+    logger,
+    registry,
+    maxConcurrent: positiveInt('max-concurrent', values['max-concurrent'], 50),
+    busyTimeoutMs: nonNegative('busy-timeout', values['busy-timeout'], 5) * 1000,
+    capabilities: {
+      bounding: capList(values['capability-bounding'], ['cap_sys_module']),
+      inheritable: capList(values['capability-inheritable'], []),
+    },
+    bootIdFile: values['boot-id-file'],
+  });
+  const health = await startHealthServer({
+    address: values['metrics-address'],
+    registry,
+    readiness: () => agent.readiness(),
+  });
+  logger.info('agent starting', { node: nodeName, metricsPort: health.port });
+  const done = onShutdown(async () => {
+    await agent.stop();
+    await health.close();
+  }, logger);
+  await agent.start();
+  await done;
+}
+
+async function localCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      kubeconfig: { type: 'string' },
+      examples: { type: 'string' },
+      'exit-after': { type: 'string' },
+    },
+  });
+  await runLocal({
+    kubeconfig: values.kubeconfig,
+    examplesDir: values.examples,
+    exitAfterMs: values['exit-after'] !== undefined ? nonNegative('exit-after', values['exit-after'], 0) * 1000 : undefined,
+  });
+}
+
+async function clusterCommand(args: string[]): Promise<void> {
+  const [sub] = args;
+  if (sub === 'up') await clusterUp();
+  else if (sub === 'down') await clusterDown();
+  else if (sub === 'serve') await clusterServe();
+  else fail(`cluster needs "up" or "down", got ${sub === undefined ? 'nothing' : `"${sub}"`}`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'controller':
+      return controllerCommand(rest);
+    case 'agent':
+      return agentCommand(rest);
+    case 'local':
+      return localCommand(rest);
+    case 'cluster':
+      return clusterCommand(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return;
+    default:
+      fail(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  () => process.exit(0),
+  (err: unknown) => {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`kmod-operator: ${(err as Error).message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    process.stderr.write(`kmod-operator: ${errorMessage(err)}\n`);
+    process.exit(1);
+  },
+);
