@@ -1,0 +1,77 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { moduleNameError, nodeNameError, parametersError, validateRequestSpec, validateRunSpec } from './validation.ts';
+
+test('real module names and modaliases pass', () => {
+  for (const name of [
+    'snd-hda-intel',
+    'nvidia_uvm',
+    'char-major-10-229',
+    'fs-ext4',
+    'net-pf-10',
+    'crypto-aes',
+    'pci:v00008086d00001234sv*sd*bc*sc*i*',
+    'usb:v1D6Bp0002d0510dc09dsc00dp03ic09isc00ip00in00',
+    'x'.repeat(55),
+  ]) {
+    assert.equal(moduleNameError(name), undefined, name);
+  }
+});
+
+test('hostile and malformed module names are refused with the field named', () => {
+  const cases: Array<[unknown, RegExp]> = [
+    ['', /spec\.module is required/],
+    [undefined, /spec\.module is required/],
+    ['x'.repeat(56), /spec\.module is 56 bytes; at most 55 are allowed \(ENAMETOOLONG\)/],
+    ['../../evil', /must not contain '\/'/],
+    ['a/b', /must not contain '\/'/],
+    ['-v', /must not start with '-'/],
+    ['--dry-run', /must not start with '-'/],
+    ['snd hda', /printable ASCII with no whitespace/],
+    ['snd\thda', /printable ASCII/],
+    ['snd\nhda', /printable ASCII/],
+    ['a\u0000b', /printable ASCII/],
+    ['modülé', /printable ASCII/],
+  ];
+  for (const [name, re] of cases) assert.match(moduleNameError(name) ?? 'accepted', re, JSON.stringify(name));
+});
+
+test('parameters must be key=value without whitespace, control characters or a leading -', () => {
+  assert.equal(parametersError(['debug=1', 'mode=a,b,c', 'path=/x/y', 'empty=', 'model=auto', 'x_y-z=1']), undefined);
+  assert.equal(parametersError(undefined), undefined);
+  for (const [p, re] of [
+    ['debug', /spec\.parameters\[0\] must be key=value/],
+    ['-x=1', /must be key=value/],
+    ['a b=1', /must be key=value/],
+    ['a=1 2', /must be key=value/],
+    ['a=\n', /must be key=value/],
+    ['=1', /must be key=value/],
+  ] as const) {
+    assert.match(parametersError([p]) ?? 'accepted', re, p);
+  }
+  assert.match(parametersError(Array(65).fill('a=1')) ?? '', /65 entries; at most 64/);
+  assert.match(parametersError('a=1') ?? '', /must be a list/);
+});
+
+test('node names must be RFC 1123 subdomains', () => {
+  assert.equal(nodeNameError('ip-10-0-0-1.ec2.internal'), undefined);
+  assert.match(nodeNameError('Node_1') ?? '', /spec\.nodeName must be a valid node name/);
+  assert.match(nodeNameError('a'.repeat(254)) ?? '', /valid node name/);
+});
+
+test('a request targets exactly one of nodeName or nodeSelector', () => {
+  assert.equal(validateRequestSpec({ module: 'x', nodeName: 'n1' }), undefined);
+  assert.equal(validateRequestSpec({ module: 'x', nodeSelector: {} }), undefined);
+  assert.match(validateRequestSpec({ module: 'x' }) ?? '', /exactly one of spec\.nodeName or spec\.nodeSelector/);
+  assert.match(validateRequestSpec({ module: 'x', nodeName: 'n', nodeSelector: {} }) ?? '', /exactly one/);
+  assert.match(validateRequestSpec({ module: 'x', nodeSelector: { 'bad key!': 'v' } }) ?? '', /not a valid label key/);
+  assert.match(validateRequestSpec({ module: 'x', nodeSelector: { k: 'bad value!' } }) ?? '', /not a valid label value/);
+  assert.match(validateRequestSpec({ module: 'x', nodeName: 'n', timeoutSeconds: 0 }) ?? '', /timeoutSeconds must be a whole number from 1 to 3600/);
+  assert.match(validateRequestSpec({ module: 'x', nodeName: 'n', wait: 'Later' as never }) ?? '', /spec\.wait must be one of Process, Exec, None/);
+  assert.match(validateRequestSpec(undefined) ?? '', /spec is required/);
+});
+
+test('the agent re-checks a run spec', () => {
+  assert.equal(validateRunSpec({ nodeName: 'n', module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 }), undefined);
+  assert.match(validateRunSpec({ nodeName: 'n', module: '-x', wait: 'Process', timeoutSeconds: 60 }) ?? '', /must not start with '-'/);
+});

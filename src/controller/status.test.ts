@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ModuleRequest, ModuleRun, ModuleRunStatus } from '../api/types.ts';
+import { MAX_LISTED_NODES, nodeResultOf, summarize } from './status.ts';
+
+const req: ModuleRequest = { metadata: { name: 'r', generation: 2 }, spec: { module: 'fs-ext4', nodeSelector: {} } };
+const run = (node: string, status?: ModuleRunStatus, generation = 1): ModuleRun => ({
+  metadata: { name: `r-${node}`, generation },
+  spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 },
+  status,
+});
+const ok = { observedGeneration: 1, phase: 'Succeeded' as const, reason: 'Completed', exitCode: 0 };
+const bad = { observedGeneration: 1, phase: 'Failed' as const, reason: 'ExitCode', exitCode: 1, message: 'exited 1' };
+
+test('a run whose status is for an older generation counts as pending', () => {
+  assert.equal(nodeResultOf(run('a', ok, 2)).phase, 'Pending');
+  assert.equal(nodeResultOf(run('a', ok, 1)).phase, 'Succeeded');
+  assert.equal(nodeResultOf(run('a')).reason, 'Dispatching');
+});
+
+test('all succeeded: Succeeded=True, Failed=False, progress and exit code of the one node', () => {
+  const s = summarize(req, [run('a', ok)], [], 'node/a', '2026-01-01T00:00:00Z');
+  assert.equal(s.phase, 'Succeeded');
+  assert.equal(s.progress, '1/1');
+  assert.equal(s.exitCode, 0);
+  assert.equal(s.observedGeneration, 2);
+  assert.deepEqual(s.conditions?.map((c) => [c.type, c.status, c.observedGeneration]), [['Succeeded', 'True', 2], ['Failed', 'False', 2]]);
+});
+
+test('one failure makes the request Failed with the node and reason in the condition', () => {
+  const s = summarize(req, [run('a', ok), run('b', bad), run('c')], [], 'all');
+  assert.equal(s.phase, 'Failed');
+  assert.deepEqual(s.counts, { total: 3, pending: 1, running: 0, succeeded: 1, failed: 1 });
+  const failed = s.conditions?.find((c) => c.type === 'Failed');
+  assert.equal(failed?.status, 'True');
+  assert.equal(failed?.reason, 'ExitCode');
+  assert.match(failed?.message ?? '', /1 of 3 node\(s\) failed; b: exited 1/);
+  assert.equal(s.exitCode, undefined, 'no single exit code for several nodes');
+  assert.equal(s.nodes?.[0]?.nodeName, 'b', 'failures are listed first');
+});
+
+test('a missing node is a failure with its reason', () => {
+  const s = summarize(req, [], [{ nodeName: 'ghost', reason: 'NodeNotFound', message: 'node ghost does not exist' }], 'node/ghost');
+  assert.equal(s.phase, 'Failed');
+  assert.equal(s.conditions?.find((c) => c.type === 'Failed')?.reason, 'NodeNotFound');
+});
+
+test('no matching node: pending, with a reason saying so', () => {
+  const s = summarize(req, [], [], 'role=gpu');
+  assert.equal(s.phase, 'Pending');
+  assert.equal(s.conditions?.find((c) => c.type === 'Succeeded')?.reason, 'NoMatchingNodes');
+});
+
+test('lastTransitionTime moves only when a condition flips', () => {
+  const first = summarize(req, [run('a')], [], 'x', '2026-01-01T00:00:00Z');
+  const again = summarize({ ...req, status: first }, [run('a')], [], 'x', '2026-01-02T00:00:00Z');
+  assert.equal(again.conditions?.[0]?.lastTransitionTime, '2026-01-01T00:00:00Z');
+  const flipped = summarize({ ...req, status: first }, [run('a', ok)], [], 'x', '2026-01-03T00:00:00Z');
+  assert.equal(flipped.conditions?.[0]?.lastTransitionTime, '2026-01-03T00:00:00Z');
+});
+
+test('the node list stays bounded at 5,000 nodes: succeeded nodes are counted, not listed', () => {
+  const runs = Array.from({ length: 5000 }, (_, i) => run(`n${i}`, i % 1000 === 0 ? bad : i % 7 === 0 ? undefined : ok));
+  const s = summarize(req, runs, [], 'all');
+  assert.equal(s.counts?.total, 5000);
+  assert.ok((s.nodes?.length ?? 0) <= MAX_LISTED_NODES);
+  assert.ok(s.nodes?.every((n) => n.phase !== 'Succeeded'));
+  assert.equal(s.nodes?.[0]?.phase, 'Failed');
+  assert.equal((s.nodes?.length ?? 0) + (s.nodesOmitted ?? 0), 5000);
+  assert.ok(JSON.stringify(s).length < 64 * 1024, `status is ${JSON.stringify(s).length} bytes`);
+});
