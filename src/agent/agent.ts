@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { KubeConfig, V1Node } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import {
   API_VERSION,
@@ -49,7 +49,13 @@ export interface AgentOptions {
   busyTimeoutMs?: number;
   /** Capability masks for the helper (bounding; inheritable). */
   capabilities?: { bounding: readonly string[]; inheritable: readonly string[] };
-  /** Where the boot ID comes from when the Node object has none. */
+  /**
+   * Where the node's boot ID comes from: the kernel (`bootIdFile`, default
+   * /proc/sys/kernel/random/boot_id: authoritative on a real node) or the
+   * Node object's status.nodeInfo.bootID, read fresh at claim time (simulated
+   * nodes in tests and local mode).
+   */
+  bootIdSource?: 'kernel' | 'node';
   bootIdFile?: string;
   /** Identifies this agent process in claims; a restart gets a new one. */
   instanceId?: string;
@@ -68,6 +74,7 @@ export class Agent {
   readonly #opts: AgentOptions;
   readonly #log: Logger;
   readonly #resources: Resources;
+  readonly #core: CoreV1Api;
   readonly #events: EventRecorder;
   readonly #metrics: AgentMetrics;
   readonly #runs: Informer<ModuleRun>;
@@ -86,6 +93,7 @@ export class Agent {
     this.#log = opts.logger.child({ node: opts.nodeName });
     const { kc } = opts;
     this.#resources = new Resources(kc);
+    this.#core = kc.makeApiClient(CoreV1Api);
     this.#events = new EventRecorder({ kc, component: 'kmod-agent', host: opts.nodeName, logger: opts.logger });
     this.#metrics = new AgentMetrics(opts.registry, () => ({
       running: this.#slots.running,
@@ -168,10 +176,17 @@ export class Agent {
     }
   }
 
-  /** The node's current boot ID: the Node object's (as the kubelet reports it), else the kernel's. */
-  bootId(): string {
-    const fromNode = this.#node.get(this.#opts.nodeName)?.status?.nodeInfo?.bootID;
-    if (fromNode) return fromNode;
+  /** The node's current boot ID ('' when unknown); see AgentOptions.bootIdSource. */
+  async bootId(): Promise<string> {
+    if (this.#opts.bootIdSource === 'node') {
+      try {
+        const node = await this.#core.readNode({ name: this.#opts.nodeName });
+        return node.status?.nodeInfo?.bootID ?? '';
+      } catch (err) {
+        if (isNotFound(err)) return '';
+        throw err;
+      }
+    }
     try {
       return readFileSync(this.#opts.bootIdFile ?? '/proc/sys/kernel/random/boot_id', 'utf8').trim();
     } catch {
@@ -286,7 +301,7 @@ export class Agent {
   async #claimAndRun(run: ModuleRun, exec: Execution, interrupted: boolean, log: Logger): Promise<void> {
     const name = run.metadata.name ?? '';
     const { spec } = run;
-    const bootID = this.bootId();
+    const bootID = await this.bootId();
     const startTime = new Date().toISOString();
     // The claim: durable before exec, so a crash after this point is seen as an interruption.
     const claim: ModuleRun = {
@@ -423,7 +438,7 @@ export class Agent {
         observedGeneration: exec.generation,
         attempt: exec.attempt,
         claimedBy: this.#instanceId,
-        bootID: latest.status?.bootID ?? this.bootId(),
+        bootID: latest.status?.bootID ?? (await this.bootId()),
         ...(latest.status?.startTime ? { startTime: latest.status.startTime } : {}),
         ...status,
         finishTime: status.finishTime ?? new Date().toISOString(),

@@ -40,7 +40,9 @@ agent flags:
   --busy-timeout SECONDS   wait for a free helper slot before failing Throttled (default 5)
   --capability-bounding LIST    helper's bounding set, comma-separated (default cap_sys_module)
   --capability-inheritable LIST helper's inheritable set (default empty)
-  --boot-id-file PATH      boot ID source when the Node has none (default /proc/sys/kernel/random/boot_id)
+  --boot-id-source kernel|node  where the node's boot ID comes from: the kernel (default) or the
+                           Node object's status.nodeInfo.bootID (simulated nodes)
+  --boot-id-file PATH      the kernel's boot ID file (default /proc/sys/kernel/random/boot_id)
 `;
 
 class UsageError extends Error {}
@@ -61,6 +63,11 @@ function nonNegative(flag: string, value: string | undefined, dflt: number): num
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0) fail(`--${flag} must be a number >= 0, got "${value}"`);
   return n;
+}
+
+function bootIdSource(value: string): 'kernel' | 'node' {
+  if (value !== 'kernel' && value !== 'node') fail(`--boot-id-source must be kernel or node, got "${value}"`);
+  return value;
 }
 
 function capList(value: string | undefined, dflt: string[]): string[] {
@@ -142,6 +149,7 @@ async function agentCommand(args: string[]): Promise<void> {
       'capability-bounding': { type: 'string' },
       'capability-inheritable': { type: 'string' },
       'boot-id-file': { type: 'string' },
+      'boot-id-source': { type: 'string', default: 'kernel' },
     },
   });
   const nodeName = values['node-name'] ?? process.env.NODE_NAME;
@@ -165,6 +173,7 @@ async function agentCommand(args: string[]): Promise<void> {
       inheritable: capList(values['capability-inheritable'], []),
     },
     bootIdFile: values['boot-id-file'],
+    bootIdSource: bootIdSource(values['boot-id-source']),
   });
   const health = await startHealthServer({
     address: values['metrics-address'],

@@ -165,6 +165,7 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
       kc,
       nodeName,
       helperPath: helper,
+      bootIdSource: 'node',
       logger: logger.child({ component: 'agent' }),
       registry,
     });

@@ -16,13 +16,25 @@ export interface TestEnv {
   kc: KubeConfig;
 }
 
-export function useControlPlane(opts: ControlPlaneOptions & { crds?: boolean } = {}): TestEnv {
+export interface UseControlPlaneOptions extends ControlPlaneOptions {
+  /** Install crds/ (default true). */
+  crds?: boolean;
+  /**
+   * More set-up once the control plane is up. Top-level `before` hooks of a
+   * test file may start before this fixture's has finished, so set-up that
+   * needs the cluster goes here.
+   */
+  setup?: (env: TestEnv) => Promise<void>;
+}
+
+export function useControlPlane(opts: UseControlPlaneOptions = {}): TestEnv {
   const env = {} as TestEnv;
   before(async () => {
     env.cp = await startControlPlane(opts);
     env.kc = new KubeConfig();
     env.kc.loadFromFile(env.cp.kubeconfigPath);
     if (opts.crds !== false) await installCrds(env.kc);
+    await opts.setup?.(env);
   });
   after(async () => {
     await env.cp?.stop();

@@ -1,0 +1,226 @@
+/**
+ * The operator end to end on the real control plane: the controller and
+ * agents for simulated nodes run in this process; the helper is a real
+ * script run through the real runner (setpriv and all).
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { CustomObjectsApi } from '@kubernetes/client-node';
+import type { Agent } from '../src/agent/agent.ts';
+import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
+import type { Controller } from '../src/controller/controller.ts';
+import { eventually, useControlPlane } from './support/cluster.ts';
+import {
+  createRequest,
+  deleteNode,
+  deleteRequest,
+  ensureNode,
+  fakeHelper,
+  getRequest,
+  listRuns,
+  setBootId,
+  waitForCondition,
+  type FakeHelper,
+} from './support/objects.ts';
+import { startAgent, startController } from './support/operator.ts';
+
+let helper: FakeHelper;
+let controller: Controller;
+const agents = new Map<string, Agent>();
+const env = useControlPlane({
+  setup: async ({ kc }) => {
+    helper = fakeHelper();
+    for (const n of ['node-a', 'node-b', 'node-c']) {
+      await ensureNode(kc, n, { fleet: 'abc' });
+      agents.set(n, await startAgent(kc, n, helper.path));
+    }
+    controller = await startController(kc);
+  },
+});
+
+after(async () => {
+  await controller?.stop();
+  for (const a of agents.values()) await a.stop(2000);
+});
+
+test('single node: the helper runs with the module and its exit status lands in the status', async () => {
+  await createRequest(env.kc, 'single', { module: 'ok-single', nodeName: 'node-a', parameters: ['debug=1'] });
+  const r = await waitForCondition(env.kc, 'single', 'Succeeded');
+  assert.equal(r.status?.phase, 'Succeeded');
+  assert.equal(r.status?.progress, '1/1');
+  assert.equal(r.status?.exitCode, 0);
+  const node = r.status?.nodes?.[0];
+  assert.equal(node?.nodeName, 'node-a');
+  assert.equal(node?.exitCode, 0);
+  assert.equal(node?.reason, 'Completed');
+  assert.equal(node?.attempt, 1);
+  assert.equal(node?.bootID, 'node-a-boot-1');
+  assert.ok(node?.startTime && node.finishTime);
+  assert.ok(helper.log().some((l) => / ok-single -q -- ok-single debug=1$/.test(l)), helper.log().join('\n'));
+  assert.equal(r.status?.conditions?.find((c) => c.type === 'Failed')?.status, 'False');
+});
+
+test('non-zero exit: exit code, reason and the stderr tail are reported', async () => {
+  await createRequest(env.kc, 'failing', { module: 'fail-me', nodeName: 'node-b' });
+  const r = await waitForCondition(env.kc, 'failing', 'Failed');
+  const node = r.status?.nodes?.[0];
+  assert.equal(r.status?.phase, 'Failed');
+  assert.equal(node?.exitCode, 3);
+  assert.equal(node?.reason, 'ExitCode');
+  assert.match(node?.stderrTail ?? '', /modprobe: FATAL: Module fail-me not found/);
+  assert.match(node?.message ?? '', /exited with status 3/);
+  assert.equal(r.status?.exitCode, 3);
+  assert.equal(r.status?.conditions?.find((c) => c.type === 'Succeeded')?.status, 'False');
+});
+
+test('a nodeName that does not exist fails with NodeNotFound, then runs when the node joins', async () => {
+  await createRequest(env.kc, 'ghost', { module: 'ok-ghost', nodeName: 'node-ghost' });
+  const r = await waitForCondition(env.kc, 'ghost', 'Failed');
+  assert.equal(r.status?.nodes?.[0]?.reason, 'NodeNotFound');
+  assert.match(r.status?.nodes?.[0]?.message ?? '', /node node-ghost does not exist/);
+  await ensureNode(env.kc, 'node-ghost');
+  agents.set('node-ghost', await startAgent(env.kc, 'node-ghost', helper.path));
+  await waitForCondition(env.kc, 'ghost', 'Succeeded');
+});
+
+test('helper missing: a clear ExecFailed reason naming the path', async () => {
+  await ensureNode(env.kc, 'node-nohelper');
+  agents.set('node-nohelper', await startAgent(env.kc, 'node-nohelper', '/nonexistent/modprobe'));
+  await createRequest(env.kc, 'nohelper', { module: 'ok-x', nodeName: 'node-nohelper' });
+  const r = await waitForCondition(env.kc, 'nohelper', 'Failed');
+  assert.equal(r.status?.nodes?.[0]?.reason, 'ExecFailed');
+  assert.match(r.status?.nodes?.[0]?.message ?? '', /\/nonexistent\/modprobe/);
+  assert.match(r.status?.nodes?.[0]?.message ?? '', /ENOENT|No such file/);
+});
+
+test('an empty helper path disables loading: runs fail fast with HelperDisabled', async () => {
+  await ensureNode(env.kc, 'node-disabled');
+  agents.set('node-disabled', await startAgent(env.kc, 'node-disabled', ''));
+  await createRequest(env.kc, 'disabled', { module: 'ok-x', nodeName: 'node-disabled' });
+  const r = await waitForCondition(env.kc, 'disabled', 'Failed');
+  assert.equal(r.status?.nodes?.[0]?.reason, 'HelperDisabled');
+});
+
+test('timeout: the helper’s whole process group is killed and no orphan survives', async () => {
+  await createRequest(env.kc, 'hanging', { module: 'hang-1', nodeName: 'node-c', timeoutSeconds: 1 });
+  const r = await waitForCondition(env.kc, 'hanging', 'Failed');
+  assert.equal(r.status?.nodes?.[0]?.reason, 'Timeout');
+  assert.match(r.status?.nodes?.[0]?.message ?? '', /ran longer than timeoutSeconds \(1 s\)/);
+  const grandchild = helper.log().find((l) => l.startsWith('grandchild ') && l.endsWith(' hang-1'));
+  const helperStart = helper.log().find((l) => l.startsWith('start ') && l.split(' ')[2] === 'hang-1');
+  assert.ok(grandchild && helperStart, helper.log().join('\n'));
+  for (const pid of [Number(grandchild.split(' ')[1]), Number(helperStart.split(' ')[1])]) {
+    await eventually(`pid ${pid} to be gone`, () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 5000);
+  }
+});
+
+test('wait: Exec reports once the helper started, before it exits', async () => {
+  const t0 = Date.now();
+  await createRequest(env.kc, 'exec-mode', { module: 'slow-exec', parameters: ['secs=4'], nodeName: 'node-a', wait: 'Exec' });
+  const r = await waitForCondition(env.kc, 'exec-mode', 'Succeeded');
+  assert.equal(r.status?.nodes?.[0]?.reason, 'Started');
+  assert.ok(Date.now() - t0 < 4000, `reported after ${Date.now() - t0} ms, before the 4 s helper ended`);
+  assert.equal(helper.log().filter((l) => l === `end ${l.split(' ')[1]} slow-exec`).length, 0, 'helper still running');
+});
+
+test('wait: None reports Dispatched without waiting', async () => {
+  await createRequest(env.kc, 'none-mode', { module: 'fail-none', nodeName: 'node-b', wait: 'None' });
+  const r = await waitForCondition(env.kc, 'none-mode', 'Succeeded');
+  assert.equal(r.status?.nodes?.[0]?.reason, 'Dispatched');
+  assert.equal(r.status?.nodes?.[0]?.exitCode, undefined, 'no exit status comes back');
+});
+
+test('selector fan-out: one run per matching node, each on its own agent', async () => {
+  await createRequest(env.kc, 'fanout', { module: 'ok-fanout', nodeSelector: { fleet: 'abc' } });
+  const r = await waitForCondition(env.kc, 'fanout', 'Succeeded');
+  assert.equal(r.status?.progress, '3/3');
+  assert.deepEqual(r.status?.nodes?.map((n) => n.nodeName).sort(), ['node-a', 'node-b', 'node-c']);
+  assert.equal(helper.starts('ok-fanout'), 3);
+  const runs = (await listRuns(env.kc)).filter((x) => x.metadata.ownerReferences?.[0]?.name === 'fanout');
+  assert.equal(runs.length, 3);
+});
+
+test('a node that joins later and matches the selector gets the module too', async () => {
+  await createRequest(env.kc, 'late', { module: 'ok-late', nodeSelector: { wave: 'two' } });
+  await eventually('NoMatchingNodes', async () => (await getRequest(env.kc, 'late'))?.status?.conditions?.find((c) => c.reason === 'NoMatchingNodes'));
+  await ensureNode(env.kc, 'node-late', { wave: 'two' });
+  agents.set('node-late', await startAgent(env.kc, 'node-late', helper.path));
+  const r = await waitForCondition(env.kc, 'late', 'Succeeded');
+  assert.equal(r.status?.progress, '1/1');
+});
+
+test('a boot ID change runs standing requests again', async () => {
+  await createRequest(env.kc, 'reboot', { module: 'ok-reboot', nodeName: 'node-c' });
+  await waitForCondition(env.kc, 'reboot', 'Succeeded');
+  assert.equal(helper.starts('ok-reboot'), 1);
+  await setBootId(env.kc, 'node-c', 'node-c-boot-2');
+  await eventually('a second run after the reboot', async () => {
+    const r = await getRequest(env.kc, 'reboot');
+    return r?.status?.nodes?.[0]?.bootID === 'node-c-boot-2' && r.status.phase === 'Succeeded';
+  });
+  assert.equal(helper.starts('ok-reboot'), 2);
+});
+
+test('a spec change (new generation) runs again with the new spec', async () => {
+  await createRequest(env.kc, 'respec', { module: 'ok-respec', nodeName: 'node-a', parameters: ['v=1'] });
+  await waitForCondition(env.kc, 'respec', 'Succeeded');
+  const api = env.kc.makeApiClient(CustomObjectsApi);
+  const r = await getRequest(env.kc, 'respec');
+  r!.spec.parameters = ['v=2'];
+  await api.replaceClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name: 'respec', body: r! });
+  const done = await waitForCondition(env.kc, 'respec', 'Succeeded');
+  assert.equal(done.status?.observedGeneration, 2);
+  assert.ok(helper.log().some((l) => l.endsWith('ok-respec v=2')), helper.log().join('\n'));
+  assert.equal(helper.starts('ok-respec'), 2);
+});
+
+test('deleting a node mid-run is reported', async () => {
+  await ensureNode(env.kc, 'node-doomed', { doomed: 'yes' });
+  // No agent for this node: its run stays pending until the node goes away.
+  await createRequest(env.kc, 'doomed', { module: 'ok-doomed', nodeSelector: { doomed: 'yes' } });
+  await eventually('a run for node-doomed', async () => (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-doomed'));
+  await deleteNode(env.kc, 'node-doomed');
+  const r = await waitForCondition(env.kc, 'doomed', 'Failed');
+  assert.equal(r.status?.nodes?.[0]?.reason, 'NodeDeleted');
+});
+
+test('deleting a request removes its runs', async () => {
+  await createRequest(env.kc, 'to-delete', { module: 'ok-del', nodeName: 'node-b' });
+  await waitForCondition(env.kc, 'to-delete', 'Succeeded');
+  await deleteRequest(env.kc, 'to-delete');
+  await eventually('runs of to-delete garbage-collected', async () =>
+    !(await listRuns(env.kc)).some((r) => r.metadata.ownerReferences?.[0]?.name === 'to-delete'),
+  30_000);
+});
+
+test('kubectl wait --for=condition=Succeeded works against a request', async () => {
+  await createRequest(env.kc, 'kubectl-wait', { module: 'ok-kw', nodeName: 'node-a' });
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(
+      'kubectl',
+      ['--kubeconfig', env.cp.kubeconfigPath, 'wait', '--for=condition=Succeeded', 'mr/kubectl-wait', '--timeout=30s'],
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+    ),
+  );
+  assert.match(out, /modulerequest.kmod.dev\/kubectl-wait condition met/);
+});
+
+test('kubectl get mr shows module, target, progress, status and exit code', async () => {
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile('kubectl', ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'single', 'failing'], (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    ),
+  );
+  const lines = out.trim().split('\n');
+  assert.match(lines[0] ?? '', /^NAME\s+MODULE\s+TARGET\s+SUCCEEDED\s+STATUS\s+EXIT\s+AGE/);
+  assert.match(lines.find((l) => l.startsWith('single')) ?? '', /^single\s+ok-single\s+node\/node-a\s+1\/1\s+Succeeded\s+0\s+/);
+  assert.match(lines.find((l) => l.startsWith('failing')) ?? '', /^failing\s+fail-me\s+node\/node-b\s+0\/1\s+Failed\s+3\s+/);
+});

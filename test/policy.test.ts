@@ -1,0 +1,106 @@
+/**
+ * The admission policies in deploy/, on the real control plane: the module
+ * policy refuses denied modules at `kubectl apply` time, and the node
+ * restriction refuses an agent's write to another node's run, using real
+ * pod-bound service-account tokens from the TokenRequest API.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join, resolve } from 'node:path';
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { API_VERSION, GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../src/api/types.ts';
+import { applyManifests } from '../src/kube/apply.ts';
+import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
+import { eventually, useControlPlane } from './support/cluster.ts';
+import { createRequest, ensureNode } from './support/objects.ts';
+
+const deploy = resolve(import.meta.dirname, '../deploy');
+const ns = 'kmod-system';
+const env = useControlPlane({
+  setup: async ({ kc }) => {
+    await applyManifests(
+      kc,
+      ['00-namespace.yaml', '10-rbac.yaml', '40-module-policy.yaml', '50-node-restriction.yaml'].map((f) => join(deploy, f)),
+    );
+  },
+});
+
+const bodyOf = (err: unknown) => String((err as { body?: unknown }).body ?? err);
+
+test('module policy: a denied module is refused at admission with the policy’s message', async () => {
+  await eventually('the policy to refuse dccp', async () => {
+    try {
+      await createRequest(env.kc, 'denied-dccp', { module: 'dccp', nodeName: 'n1' });
+      throw new Error('dccp was admitted');
+    } catch (err) {
+      const body = bodyOf(err);
+      if (/dccp was admitted/.test(String(err))) {
+        await env.kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: 'modulerequests', name: 'denied-dccp' });
+        return false;
+      }
+      assert.match(body, /spec\.module: module dccp is denied by the module policy/);
+      return true;
+    }
+  });
+  // Allowed modules still pass, including names that merely contain a denied one.
+  await createRequest(env.kc, 'allowed', { module: 'snd-hda-intel', nodeName: 'n1' });
+  await createRequest(env.kc, 'allowed-prefix', { module: 'sctp_diag', nodeName: 'n1' });
+});
+
+test('node restriction: agent A may write its own node’s run but not node B’s', async () => {
+  const core = env.kc.makeApiClient(CoreV1Api);
+  const tokens: Record<string, string> = {};
+  for (const node of ['node-a', 'node-b']) {
+    await ensureNode(env.kc, node);
+    // A pod of the agent's service account on that node, as the DaemonSet would create.
+    const pod = await core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        metadata: { name: `agent-${node}` },
+        spec: { nodeName: node, serviceAccountName: 'kmod-agent', containers: [{ name: 'agent', image: 'kmod-operator:test' }] },
+      },
+    });
+    const tr = await core.createNamespacedServiceAccountToken({
+      name: 'kmod-agent',
+      namespace: ns,
+      body: { spec: { audiences: [], expirationSeconds: 3600, boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: pod.metadata?.name, uid: pod.metadata?.uid } } },
+    });
+    tokens[node] = tr.status?.token ?? '';
+  }
+  const admin = env.kc.makeApiClient(CustomObjectsApi);
+  const runs: Record<string, ModuleRun> = {};
+  for (const node of ['node-a', 'node-b']) {
+    runs[node] = (await admin.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: RUN_PLURAL,
+      body: { apiVersion: API_VERSION, kind: 'ModuleRun', metadata: { name: `run-${node}` }, spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 } },
+    })) as ModuleRun;
+  }
+  const asAgent = (node: string) => {
+    const kc = new KubeConfig();
+    kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tokens[node] ?? '', `agent-${node}`));
+    return kc.makeApiClient(CustomObjectsApi);
+  };
+  const writeStatus = (api: CustomObjectsApi, node: string) =>
+    api.replaceClusterCustomObjectStatus({
+      group: GROUP,
+      version: VERSION,
+      plural: RUN_PLURAL,
+      name: `run-${node}`,
+      body: { ...runs[node], status: { phase: 'Running', reason: 'Running', observedGeneration: 1 } },
+    });
+
+  const agentA = asAgent('node-a');
+  await eventually('agent A to write its own run', async () => {
+    await writeStatus(agentA, 'node-a');
+    return true;
+  });
+  await assert.rejects(writeStatus(agentA, 'node-b'), (err: unknown) => {
+    assert.match(bodyOf(err), /agent on node node-a may not write ModuleRun run-node-b of node node-b/);
+    assert.equal((err as { code?: number }).code, 403);
+    return true;
+  });
+  // And B can write B's.
+  await writeStatus(asAgent('node-b'), 'node-b');
+});

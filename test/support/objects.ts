@@ -1,0 +1,124 @@
+/**
+ * Test fixtures on the real control plane: simulated nodes (Node objects with
+ * a boot ID, as a kubelet would register them), requests and runs, and a fake
+ * helper script that records every invocation.
+ */
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import { API_VERSION, GROUP, REQUEST_PLURAL, RUN_PLURAL, VERSION, type ModuleRequest, type ModuleRequestSpec, type ModuleRun } from '../../src/api/types.ts';
+import { isAlreadyExists, isNotFound } from '../../src/kube/errors.ts';
+import { eventually } from './cluster.ts';
+
+/** Registers (or updates) a Node with labels and a boot ID. */
+export async function ensureNode(kc: KubeConfig, name: string, labels: Record<string, string> = {}, bootID = `${name}-boot-1`): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  try {
+    await core.createNode({ body: { metadata: { name, labels } } });
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+    const n = await core.readNode({ name });
+    n.metadata = { ...n.metadata, labels };
+    await core.replaceNode({ name, body: n });
+  }
+  await setBootId(kc, name, bootID);
+}
+
+/** Sets node.status.nodeInfo.bootID, as the kubelet does after a reboot. */
+export async function setBootId(kc: KubeConfig, name: string, bootID: string): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const n: V1Node = await core.readNode({ name });
+  n.status = {
+    ...n.status,
+    nodeInfo: {
+      machineID: '', systemUUID: '', bootID, kernelVersion: '', osImage: '', containerRuntimeVersion: '',
+      kubeletVersion: '', kubeProxyVersion: '', operatingSystem: 'linux', architecture: 'amd64',
+    },
+  };
+  await core.replaceNodeStatus({ name, body: n });
+}
+
+export async function deleteNode(kc: KubeConfig, name: string): Promise<void> {
+  await kc.makeApiClient(CoreV1Api).deleteNode({ name });
+}
+
+/**
+ * A helper script standing in for modprobe. What it does depends on the
+ * module name: ok* exits 0, fail* writes to stderr and exits 3, slow* sleeps
+ * the seconds given as parameter secs=N, hang* starts a background sleep (a
+ * grandchild) and sleeps. Every start and end is appended to a log, with pids.
+ */
+export interface FakeHelper {
+  path: string;
+  dir: string;
+  /** Lines "start PID MODULE ARGS..." and "end PID MODULE". */
+  log(): string[];
+  starts(module?: string): number;
+}
+
+export function fakeHelper(): FakeHelper {
+  const dir = mkdtempSync(join(tmpdir(), 'kmod-helper-'));
+  const logPath = join(dir, 'calls.log');
+  const path = join(dir, 'modprobe');
+  writeFileSync(
+    path,
+    `#!/bin/sh
+# argv: -q -- MODULE [key=value...]
+mod="$3"
+echo "start $$ $mod $*" >> ${logPath}
+case "$mod" in
+  fail*) echo "modprobe: FATAL: Module $mod not found in directory /lib/modules/test" >&2; exit 3 ;;
+  slow*) sleep "\${4#*=}" ;;
+  hang*) sleep 1000 & echo "grandchild $! $mod" >> ${logPath}; sleep 1000 ;;
+esac
+echo "end $$ $mod" >> ${logPath}
+exit 0
+`,
+  );
+  chmodSync(path, 0o755);
+  const log = () => (existsSync(logPath) ? readFileSync(logPath, 'utf8').trim().split('\n').filter(Boolean) : []);
+  return {
+    path,
+    dir,
+    log,
+    starts: (module?: string) => log().filter((l) => l.startsWith('start ') && (!module || l.split(' ')[2] === module)).length,
+  };
+}
+
+const crd = (plural: string) => ({ group: GROUP, version: VERSION, plural });
+
+export async function createRequest(kc: KubeConfig, name: string, spec: ModuleRequestSpec): Promise<ModuleRequest> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  return (await api.createClusterCustomObject({
+    ...crd(REQUEST_PLURAL),
+    body: { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name }, spec },
+  })) as ModuleRequest;
+}
+
+export async function getRequest(kc: KubeConfig, name: string): Promise<ModuleRequest | undefined> {
+  try {
+    return (await kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({ ...crd(REQUEST_PLURAL), name })) as ModuleRequest;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+export async function deleteRequest(kc: KubeConfig, name: string): Promise<void> {
+  await kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({ ...crd(REQUEST_PLURAL), name });
+}
+
+export async function listRuns(kc: KubeConfig): Promise<ModuleRun[]> {
+  const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject(crd(RUN_PLURAL))) as { items: ModuleRun[] };
+  return list.items;
+}
+
+/** Waits until the request's condition `type` has `status` for its current generation; returns the request. */
+export function waitForCondition(kc: KubeConfig, name: string, type: string, status = 'True', timeoutMs = 20_000): Promise<ModuleRequest> {
+  return eventually(`${name} to have ${type}=${status}`, async () => {
+    const r = await getRequest(kc, name);
+    const c = r?.status?.conditions?.find((x) => x.type === type);
+    return r && c?.status === status && c.observedGeneration === r.metadata.generation && r.status?.observedGeneration === r.metadata.generation ? r : undefined;
+  }, timeoutMs);
+}
