@@ -365,13 +365,13 @@ export class Agent {
         exec,
         outcome.ok
           ? { ...base, phase: 'Succeeded', reason: Reason.Started, message: `${this.#opts.helperPath} started (wait: Exec)` }
-          : { ...base, phase: 'Failed', reason: Reason.ExecFailed, message: outcome.message },
+          : { ...base, phase: 'Failed', reason: Reason.ExecFailed, message: outcome.error.message },
         log,
       );
     }
     const result = await handle.finished;
     const status = { ...base, ...this.#resultStatus(result, spec.module, spec.timeoutSeconds) };
-    this.#metrics.finished(status.reason ?? 'Unknown', result.durationMs / 1000);
+    this.#metrics.finished(status.reason ?? 'Unknown', (result.finishTime.getTime() - result.startTime.getTime()) / 1000);
     if (spec.wait === 'Process') await this.#report(claimed, exec, status, log);
     else log.info('helper finished (not reported: wait is not Process)', { reason: status.reason, exitCode: status.exitCode });
   }
@@ -380,9 +380,9 @@ export class Agent {
   #resultStatus(r: HelperResult, module: string, timeoutSeconds: number): ModuleRunStatus {
     const helper = this.#opts.helperPath;
     const common: ModuleRunStatus = {
-      finishTime: r.finishedAt.toISOString(),
-      stderrTail: r.stderr.tail,
-      stderrBytes: r.stderr.totalBytes,
+      finishTime: r.finishTime.toISOString(),
+      stderrTail: r.stderrTail,
+      stderrBytes: r.stderrBytes,
     };
     if (r.execError) {
       return { ...common, phase: 'Failed', reason: Reason.ExecFailed, message: r.execError.message };
@@ -403,13 +403,13 @@ export class Agent {
     if (exitCode === 0) {
       return { ...common, phase: 'Succeeded', reason: Reason.Completed, exitCode, message: `${helper} -q -- ${module} exited 0` };
     }
-    const firstLine = r.stderr.tail.trim().split('\n').pop() ?? '';
+    const lastLine = r.stderrTail.trim().split('\n').pop() ?? '';
     return {
       ...common,
       phase: 'Failed',
       reason: Reason.ExitCode,
       exitCode,
-      message: `${helper} -q -- ${module} exited with status ${exitCode}${firstLine ? `: ${firstLine}` : ''}`,
+      message: `${helper} -q -- ${module} exited with status ${exitCode}${lastLine ? `: ${lastLine}` : ''}`,
     };
   }
 

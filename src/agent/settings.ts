@@ -1,0 +1,186 @@
+/**
+ * What admins may change while the agent runs, read from two ConfigMaps in
+ * the operator's namespace (writable by admins only, through RBAC):
+ *
+ * - the module policy (deploy/40-module-policy.yaml), the same one the
+ *   admission policy reads, checked again before every exec;
+ * - the agent config, whose capability masks for the helper may be
+ *   NARROWED at runtime but never widened, like the kernel's
+ *   usermodehelper/bset and inheritable sysctls (writes can only drop bits).
+ *   A widening change is refused, loudly, and the narrower mask stays in
+ *   force until the agent restarts with new flags.
+ *
+ * The helper path is deliberately not here: it is a flag, fixed for the
+ * agent's life (CONFIG_STATIC_USERMODEHELPER).
+ */
+import type { KubeConfig, V1ConfigMap } from '@kubernetes/client-node';
+import { capMaskFromNames, capNamesFromMask, capsAdded } from '../helper/capabilities.ts';
+import { Informer } from '../kube/informer.ts';
+import type { Logger } from '../observability/logger.ts';
+import { compilePolicy, type ModulePolicy } from '../policy/modulepolicy.ts';
+
+/** namespace/name of a ConfigMap. */
+export interface ConfigMapRef {
+  namespace: string;
+  name: string;
+}
+
+export interface CapabilityMasks {
+  bounding: string[];
+  inheritable: string[];
+}
+
+/** ConfigMap keys of the agent config. */
+export const BOUNDING_KEY = 'capabilityBounding';
+export const INHERITABLE_KEY = 'capabilityInheritable';
+
+/** The policy as the agent sees it: none configured, a compiled policy, or why it cannot be used. */
+export type PolicyState = { kind: 'none' } | { kind: 'policy'; policy: ModulePolicy } | { kind: 'broken'; reason: string };
+
+export interface AgentSettingsOptions {
+  kc: KubeConfig;
+  logger: Logger;
+  /** The module policy ConfigMap; unset = no agent-side policy. */
+  policy?: ConfigMapRef;
+  /** The agent config ConfigMap; unset = masks fixed at their flag values. */
+  config?: ConfigMapRef;
+  /** The masks from the flags: the widest the helper can ever get until restart. */
+  initialCaps: CapabilityMasks;
+  /** Called when a change would widen a mask (for the Event and metric). */
+  onWidenRefused?: (message: string) => void;
+  /** Called when a mask was narrowed. */
+  onNarrowed?: (message: string) => void;
+}
+
+/** Parses a comma-separated capability list; throws naming the key on an unknown name. */
+function parseCapList(key: string, value: string): bigint {
+  const names = value
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+  try {
+    return capMaskFromNames(names);
+  } catch (err) {
+    throw new Error(`${key}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Applies a proposed mask change under the narrow-only rule. Returns the mask
+ * now in force and, when the change was refused, the capabilities it would
+ * have added.
+ */
+export function narrowOnly(current: bigint, proposed: bigint): { mask: bigint; refused: string[] } {
+  const added = capsAdded(current, proposed);
+  return added.length ? { mask: current, refused: added } : { mask: proposed, refused: [] };
+}
+
+function cmInformer(kc: KubeConfig, ref: ConfigMapRef, logger: Logger): Informer<V1ConfigMap> {
+  return new Informer<V1ConfigMap>({
+    kc,
+    path: `/api/v1/namespaces/${ref.namespace}/configmaps`,
+    fieldSelector: `metadata.name=${ref.name}`,
+    logger,
+  });
+}
+
+export class AgentSettings {
+  readonly #opts: AgentSettingsOptions;
+  readonly #log: Logger;
+  #bounding: bigint;
+  #inheritable: bigint;
+  #policy: PolicyState = { kind: 'none' };
+  readonly #policyInformer: Informer<V1ConfigMap> | undefined;
+  readonly #configInformer: Informer<V1ConfigMap> | undefined;
+
+  constructor(opts: AgentSettingsOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.#bounding = capMaskFromNames(opts.initialCaps.bounding);
+    this.#inheritable = capMaskFromNames(opts.initialCaps.inheritable);
+    if (opts.policy) {
+      const ref = opts.policy;
+      this.#policy = { kind: 'broken', reason: `module policy ConfigMap ${ref.namespace}/${ref.name} not read yet` };
+      this.#policyInformer = cmInformer(opts.kc, ref, opts.logger);
+      const onPolicy = () => this.#readPolicy(ref);
+      for (const ev of ['add', 'update', 'delete'] as const) this.#policyInformer.on(ev, onPolicy);
+    }
+    if (opts.config) {
+      this.#configInformer = cmInformer(opts.kc, opts.config, opts.logger);
+      const onConfig = (cm: V1ConfigMap) => this.#applyConfig(cm);
+      this.#configInformer.on('add', onConfig);
+      this.#configInformer.on('update', onConfig);
+    }
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.#policyInformer?.start(), this.#configInformer?.start()]);
+    if (this.#opts.policy) this.#readPolicy(this.#opts.policy);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.#policyInformer?.stop(), this.#configInformer?.stop()]);
+  }
+
+  /** The module policy in force. */
+  get policy(): PolicyState {
+    return this.#policy;
+  }
+
+  /** The capability masks in force for the next helper. */
+  get capabilities(): CapabilityMasks {
+    return { bounding: capNamesFromMask(this.#bounding), inheritable: capNamesFromMask(this.#inheritable) };
+  }
+
+  #readPolicy(ref: ConfigMapRef): void {
+    const where = `${ref.namespace}/${ref.name}`;
+    const cm = this.#policyInformer?.get(ref.name, ref.namespace);
+    if (!cm) {
+      // As the admission binding's parameterNotFoundAction: Deny: no policy, no loading.
+      this.#policy = { kind: 'broken', reason: `module policy ConfigMap ${where} does not exist; failing closed` };
+      this.#log.warn('module policy missing; refusing every module', { configMap: where });
+      return;
+    }
+    try {
+      this.#policy = { kind: 'policy', policy: compilePolicy(cm.data, where) };
+      this.#log.info('module policy loaded', { configMap: where, allow: cm.data?.allow, deny: cm.data?.deny });
+    } catch (err) {
+      this.#policy = { kind: 'broken', reason: `${(err as Error).message}; failing closed` };
+      this.#log.error('module policy invalid; refusing every module', { configMap: where, error: (err as Error).message });
+    }
+  }
+
+  #applyConfig(cm: V1ConfigMap): void {
+    const where = `${cm.metadata?.namespace}/${cm.metadata?.name}`;
+    for (const [key, get, set] of [
+      [BOUNDING_KEY, () => this.#bounding, (m: bigint) => (this.#bounding = m)],
+      [INHERITABLE_KEY, () => this.#inheritable, (m: bigint) => (this.#inheritable = m)],
+    ] as const) {
+      const value = cm.data?.[key];
+      if (value === undefined) continue; // absent = unchanged: removing a key cannot widen anything
+      let proposed: bigint;
+      try {
+        proposed = parseCapList(key, value);
+      } catch (err) {
+        this.#log.error('agent config invalid; mask unchanged', { configMap: where, error: (err as Error).message });
+        this.#opts.onWidenRefused?.(`${where}: ${(err as Error).message}; ${key} unchanged`);
+        continue;
+      }
+      const current = get();
+      if (proposed === current) continue;
+      const { mask, refused } = narrowOnly(current, proposed);
+      if (refused.length) {
+        const message =
+          `${where}: ${key} would add ${refused.join(', ')}; helper capability masks can only be narrowed ` +
+          `while the agent runs (restart it with new flags to widen). Keeping ${capNamesFromMask(current).join(',') || '(empty)'}`;
+        this.#log.warn('refused to widen a helper capability mask', { configMap: where, key, added: refused });
+        this.#opts.onWidenRefused?.(message);
+        continue;
+      }
+      set(mask);
+      const message = `${where}: ${key} narrowed to ${capNamesFromMask(mask).join(',') || '(empty)'}`;
+      this.#log.info('helper capability mask narrowed', { configMap: where, key, mask: capNamesFromMask(mask) });
+      this.#opts.onNarrowed?.(message);
+    }
+  }
+}
