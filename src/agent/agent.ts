@@ -26,6 +26,7 @@ import {
   type ModuleRunStatus,
 } from '../api/types.ts';
 import { validateRunSpec } from '../api/validation.ts';
+import { policyRefusal } from '../policy/modulepolicy.ts';
 import { startHelper, type HelperResult } from '../helper/runner.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import { EventRecorder, type EventTarget } from '../kube/events.ts';
@@ -34,6 +35,16 @@ import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { AgentMetrics } from './metrics.ts';
+import { mergePatch } from '../kube/callopts.ts';
+import {
+  HELPERS_ANNOTATION,
+  HELPERS_MESSAGE_ANNOTATION,
+  HELPERS_STATE_ANNOTATION,
+  NodeHelperState,
+  parseHelperState,
+  type HelperState,
+} from './nodestate.ts';
+import { AgentSettings, type ConfigMapRef } from './settings.ts';
 import { CancelledError, HelperSlots, ThrottledError } from './slots.ts';
 
 export interface AgentOptions {
@@ -59,6 +70,14 @@ export interface AgentOptions {
   bootIdFile?: string;
   /** Identifies this agent process in claims; a restart gets a new one. */
   instanceId?: string;
+  /** The module policy ConfigMap, checked before every exec; unset = no agent-side policy. */
+  policyConfigMap?: ConfigMapRef;
+  /** The agent config ConfigMap (capability masks that may only narrow); unset = masks fixed. */
+  agentConfigMap?: ConfigMapRef;
+  /** How long a run waits while helpers are Freezing/Disabled before it is parked (stays pending). */
+  freezeWaitMs?: number;
+  /** How long disabling waits for running helpers before it fails and re-enables (kernel: 5 s). */
+  drainTimeoutMs?: number;
 }
 
 /** One run being carried out (waiting for a slot, or its helper running). */
@@ -84,6 +103,13 @@ export class Agent {
   readonly #executions = new Map<string, Execution>();
   readonly #inFlight = new Set<Promise<void>>();
   readonly #instanceId: string;
+  readonly #helperState: NodeHelperState;
+  readonly #settings: AgentSettings;
+  /** Runs that found helpers Freezing/Disabled: taken up again when the node is enabled. */
+  readonly #parked = new Set<string>();
+  /** Transitions run one at a time, in annotation order. */
+  #transitions: Promise<void> = Promise.resolve();
+  #desiredState: HelperState | undefined;
   #started = false;
   #stopping = false;
 
@@ -100,6 +126,28 @@ export class Agent {
       waiting: this.#slots.waiting,
     }));
     this.#slots = new HelperSlots(opts.maxConcurrent, opts.busyTimeoutMs);
+    this.#helperState = new NodeHelperState(
+      () => this.#slots.running,
+      async () => {
+        while (this.#slots.running > 0) await new Promise((r) => setTimeout(r, 20));
+      },
+    );
+    const nodeTarget = { apiVersion: 'v1', kind: 'Node', metadata: { name: opts.nodeName, uid: opts.nodeName } };
+    this.#settings = new AgentSettings({
+      kc,
+      logger: this.#log,
+      policy: opts.policyConfigMap,
+      config: opts.agentConfigMap,
+      initialCaps: {
+        bounding: [...(opts.capabilities?.bounding ?? ['cap_sys_module'])],
+        inheritable: [...(opts.capabilities?.inheritable ?? [])],
+      },
+      onWidenRefused: (message) => {
+        this.#metrics.widenRefused.inc();
+        this.#events.event(nodeTarget, 'Warning', 'CapabilityWidenRefused', message);
+      },
+      onNarrowed: (message) => this.#events.event(nodeTarget, 'Normal', 'CapabilityNarrowed', message),
+    });
     // The kubelet pattern: a server-side field selector, so this agent sees only its own node's runs.
     this.#runs = new Informer<ModuleRun>({
       kc,
@@ -123,6 +171,16 @@ export class Agent {
     this.#runs.on('add', enqueue);
     this.#runs.on('update', enqueue);
     this.#runs.on('delete', enqueue);
+    const onNode = (node: V1Node) => {
+      if (this.#started) this.#onNodeAnnotation(node);
+    };
+    this.#node.on('add', onNode);
+    this.#node.on('update', onNode);
+  }
+
+  /** The node's helper state right now (Disabled until the agent has started). */
+  get helperState(): HelperState {
+    return this.#helperState.state;
   }
 
   /** This agent process's claim identity. */
@@ -145,8 +203,13 @@ export class Agent {
     if (this.#opts.helperPath === '') {
       this.#log.warn('helper path is empty: module loading is disabled on this node; runs will fail HelperDisabled');
     }
-    await Promise.all([this.#node.start(), this.#runs.start()]);
+    await Promise.all([this.#node.start(), this.#runs.start(), this.#settings.start()]);
     this.#started = true;
+    // Helpers were Disabled until now; take the state the node asks for (default Enabled).
+    const node = this.#node.get(this.#opts.nodeName);
+    if (node) this.#onNodeAnnotation(node);
+    else this.#transition('Enabled');
+    await this.#transitions;
     this.#queue.start();
     for (const run of this.#runs.list()) if (run.metadata.name) this.#queue.add(run.metadata.name);
     this.#log.info('agent started', { instance: this.#instanceId, helper: this.#opts.helperPath });
@@ -158,13 +221,57 @@ export class Agent {
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
-    await this.#queue.stop();
+    // SIGTERM = disable + drain: nothing new starts; runs still waiting are left for the next agent.
     for (const exec of this.#executions.values()) exec.cancel.abort('agent stopping');
-    const all = Promise.allSettled([...this.#inFlight]);
-    const timer = new Promise((r) => setTimeout(r, graceMs).unref());
-    await Promise.race([all, timer]);
-    await Promise.all([this.#runs.stop(), this.#node.stop()]);
+    const drained = await this.#helperState.set('Disabled', graceMs);
+    if (!drained.ok) this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', { detail: drained.message });
+    await this.#queue.stop();
+    const timer = new Promise((r) => setTimeout(r, 1000).unref());
+    await Promise.race([Promise.allSettled([...this.#inFlight]), timer]);
+    await Promise.all([this.#runs.stop(), this.#node.stop(), this.#settings.stop()]);
     await this.#events.flush();
+  }
+
+  /** Reacts to the node's kmod.dev/helpers annotation: a new desired state means a transition. */
+  #onNodeAnnotation(node: V1Node): void {
+    const raw = node.metadata?.annotations?.[HELPERS_ANNOTATION];
+    let desired: HelperState;
+    try {
+      desired = parseHelperState(raw);
+    } catch (err) {
+      if (this.#desiredState !== undefined) return;
+      this.#log.error('invalid helper state annotation; keeping helpers as they are', { error: (err as Error).message });
+      desired = 'Enabled';
+    }
+    if (desired === this.#desiredState) return;
+    this.#desiredState = desired;
+    this.#transition(desired);
+  }
+
+  #transition(target: HelperState): void {
+    this.#transitions = this.#transitions.then(async () => {
+      const result = await this.#helperState.set(target, this.#opts.drainTimeoutMs);
+      this.#metrics.helperState(result.state);
+      const level = result.ok ? 'info' : 'warn';
+      this.#log.log(level, 'helper state changed', { requested: target, state: result.state, detail: result.message });
+      const nodeTarget = { apiVersion: 'v1', kind: 'Node', metadata: { name: this.#opts.nodeName, uid: this.#opts.nodeName } };
+      this.#events.event(nodeTarget, result.ok ? 'Normal' : 'Warning', result.ok ? `Helpers${result.state}` : 'HelpersDisableFailed', result.message);
+      try {
+        await this.#core.patchNode(
+          {
+            name: this.#opts.nodeName,
+            body: { metadata: { annotations: { [HELPERS_STATE_ANNOTATION]: result.state, [HELPERS_MESSAGE_ANNOTATION]: result.message } } },
+          },
+          mergePatch(),
+        );
+      } catch (err) {
+        this.#log.warn('could not report the helper state on the node', { error: errorMessage(err) });
+      }
+      if (result.state === 'Enabled') {
+        for (const name of this.#parked) this.#queue.add(name);
+        this.#parked.clear();
+      }
+    });
   }
 
   /** Resolves when nothing is queued, waiting or running (tests). */
@@ -256,10 +363,32 @@ export class Agent {
       return;
     }
 
+    // security_kernel_module_request(): the policy again, since admission can be bypassed.
+    const policy = this.#settings.policy;
+    const refusal =
+      policy.kind === 'broken' ? policy.reason : policy.kind === 'policy' ? policyRefusal(policy.policy, spec.module) : undefined;
+    if (refusal) {
+      this.#metrics.denied.inc();
+      log.warn('module refused by policy', { reason: refusal });
+      await finish({ phase: 'Failed', reason: Reason.Denied, message: refusal });
+      return;
+    }
+
+    // Freezing or Disabled: wait a while, then park; the run stays pending and nothing is lost.
+    if (!(await this.#helperState.whenEnabled(this.#opts.freezeWaitMs ?? 30_000, exec.cancel.signal))) {
+      if (!exec.cancel.signal.aborted) this.#park(name, log);
+      return;
+    }
+
     const waitStart = performance.now();
     try {
       await this.#slots.run(async () => {
         this.#metrics.slotWait.observe((performance.now() - waitStart) / 1000);
+        // Helpers may have been disabled while this run waited for its slot.
+        if (this.#helperState.state !== 'Enabled') {
+          this.#park(name, log);
+          return;
+        }
         await this.#claimAndRun(run, exec, interrupted, log);
       }, exec.cancel.signal);
     } catch (err) {
@@ -278,6 +407,13 @@ export class Agent {
       }
       throw err;
     }
+  }
+
+  #park(name: string, log: Logger): void {
+    log.info('helpers are not enabled on this node; run stays pending', { state: this.#helperState.state });
+    this.#parked.add(name);
+    // The state may have flipped back to Enabled while we decided: then take it up again now.
+    if (this.#helperState.state === 'Enabled' && this.#parked.delete(name)) this.#queue.add(name);
   }
 
   #lastThrottleLog = 0;
@@ -350,7 +486,7 @@ export class Agent {
       module: spec.module,
       parameters: spec.parameters ?? [],
       timeoutMs: spec.timeoutSeconds * 1000,
-      capabilities: this.#opts.capabilities,
+      capabilities: this.#settings.capabilities,
       outputLimitBytes: STDERR_TAIL_BYTES,
     });
     this.#metrics.started.inc();

@@ -7,6 +7,9 @@ export class AgentMetrics {
   readonly duration: Histogram;
   readonly throttled: Counter;
   readonly slotWait: Histogram;
+  readonly denied: Counter;
+  readonly widenRefused: Counter;
+  readonly #state: Gauge<'state'>;
 
   constructor(registry: Registry, slots: () => { running: number; waiting: number }) {
     this.started = new Counter({
@@ -37,6 +40,22 @@ export class AgentMetrics {
       buckets: [0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10],
       registers: [registry],
     });
+    this.denied = new Counter({
+      name: 'kmod_agent_denied_total',
+      help: 'Runs refused by the module policy on this node (reason Denied).',
+      registers: [registry],
+    });
+    this.widenRefused = new Counter({
+      name: 'kmod_agent_capability_widen_refused_total',
+      help: 'Runtime changes to the helper capability masks refused because they would widen them.',
+      registers: [registry],
+    });
+    this.#state = new Gauge({
+      name: 'kmod_agent_helper_state',
+      help: 'The node helper state: 1 for the current one of Enabled, Freezing, Disabled.',
+      labelNames: ['state'],
+      registers: [registry],
+    });
     new Gauge({
       name: 'kmod_agent_helper_slots_in_use',
       help: 'Helper slots in use right now.',
@@ -53,6 +72,11 @@ export class AgentMetrics {
         this.set(slots().waiting);
       },
     });
+  }
+
+  /** Records the node helper state. */
+  helperState(state: string): void {
+    for (const s of ['Enabled', 'Freezing', 'Disabled']) this.#state.set({ state: s }, s === state ? 1 : 0);
   }
 
   /** Records one finished helper. */

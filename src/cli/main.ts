@@ -43,6 +43,13 @@ agent flags:
   --boot-id-source kernel|node  where the node's boot ID comes from: the kernel (default) or the
                            Node object's status.nodeInfo.bootID (simulated nodes)
   --boot-id-file PATH      the kernel's boot ID file (default /proc/sys/kernel/random/boot_id)
+  --policy-configmap NS/NAME   module policy (allow/deny regexes), checked before every exec;
+                           a missing or invalid policy refuses every module (fail closed)
+  --config-configmap NS/NAME   runtime capability masks (capabilityBounding, capabilityInheritable):
+                           they may only narrow the flags' masks; widening is refused
+  --drain-timeout SECONDS  disabling waits this long for running helpers, else re-enables (default 5)
+  --freeze-wait SECONDS    a run waits this long while helpers are Freezing/Disabled, then stays
+                           pending until the node is enabled (default 30)
 `;
 
 class UsageError extends Error {}
@@ -68,6 +75,13 @@ function nonNegative(flag: string, value: string | undefined, dflt: number): num
 function bootIdSource(value: string): 'kernel' | 'node' {
   if (value !== 'kernel' && value !== 'node') fail(`--boot-id-source must be kernel or node, got "${value}"`);
   return value;
+}
+
+function configMapRef(flag: string, value: string | undefined): { namespace: string; name: string } | undefined {
+  if (value === undefined) return undefined;
+  const [namespace, name, ...rest] = value.split('/');
+  if (!namespace || !name || rest.length) fail(`--${flag} must be NAMESPACE/NAME, got "${value}"`);
+  return { namespace, name };
 }
 
 function capList(value: string | undefined, dflt: string[]): string[] {
@@ -150,6 +164,10 @@ async function agentCommand(args: string[]): Promise<void> {
       'capability-inheritable': { type: 'string' },
       'boot-id-file': { type: 'string' },
       'boot-id-source': { type: 'string', default: 'kernel' },
+      'policy-configmap': { type: 'string' },
+      'config-configmap': { type: 'string' },
+      'drain-timeout': { type: 'string' },
+      'freeze-wait': { type: 'string' },
     },
   });
   const nodeName = values['node-name'] ?? process.env.NODE_NAME;
@@ -174,6 +192,10 @@ async function agentCommand(args: string[]): Promise<void> {
     },
     bootIdFile: values['boot-id-file'],
     bootIdSource: bootIdSource(values['boot-id-source']),
+    policyConfigMap: configMapRef('policy-configmap', values['policy-configmap']),
+    agentConfigMap: configMapRef('config-configmap', values['config-configmap']),
+    drainTimeoutMs: nonNegative('drain-timeout', values['drain-timeout'], 5) * 1000,
+    freezeWaitMs: nonNegative('freeze-wait', values['freeze-wait'], 30) * 1000,
   });
   const health = await startHealthServer({
     address: values['metrics-address'],
