@@ -226,8 +226,10 @@ export class Agent {
     const drained = await this.#helperState.set('Disabled', graceMs);
     if (!drained.ok) this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', { detail: drained.message });
     await this.#queue.stop();
-    const timer = new Promise((r) => setTimeout(r, 1000).unref());
-    await Promise.race([Promise.allSettled([...this.#inFlight]), timer]);
+    // Bounded, and a ref'd timer: a caller awaiting stop() must not see the loop drain under it.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.#inFlight]), new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
     await Promise.all([this.#runs.stop(), this.#node.stop(), this.#settings.stop()]);
     await this.#events.flush();
   }
@@ -589,7 +591,7 @@ export class Agent {
       }
     }
     const level = status.phase === 'Succeeded' ? 'info' : 'warn';
-    log.log(level, 'run finished', { phase: status.phase, reason: status.reason, exitCode: status.exitCode, message: status.message });
+    log.log(level, 'run finished', { phase: status.phase, reason: status.reason, exitCode: status.exitCode, detail: status.message });
     const owner = ownerOf(run);
     if (owner) {
       const text = `node ${this.#opts.nodeName}: ${status.message ?? status.reason}`;
