@@ -1,0 +1,606 @@
+/**
+ * Tests of the helper runner with real processes: each helper is a shell
+ * script written to a temporary directory, and the "probe" helper records
+ * what it really got (from /proc) for the test to compare, exactly.
+ * Situations the test process cannot be in itself (an inherited descriptor,
+ * ignored signals, another nice value, other capability sets) are created by
+ * running the runner in a child Node process, the "agent", started in that
+ * situation.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type StdioOptions } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { capMaskFromNames, formatCapMask, readOwnCaps } from './capabilities.ts';
+import {
+  HELPER_ENV,
+  startHelper,
+  type ExecOutcome,
+  type HelperInvocation,
+  type HelperResult,
+} from './runner.ts';
+
+const tmp = mkdtempSync(join(tmpdir(), 'kmod-helper-test-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const own = readOwnCaps();
+const SYS_MODULE = capMaskFromNames(['cap_sys_module']);
+const SETPCAP = capMaskFromNames(['cap_setpcap']);
+/** The runner needs what the agent has: root with CAP_SETPCAP and CAP_SYS_MODULE. */
+const skip =
+  (own.effective & SETPCAP) === 0n || (own.bounding & SYS_MODULE) === 0n
+    ? 'needs CAP_SETPCAP and CAP_SYS_MODULE (run as root)'
+    : false;
+/** Suite options: a broken runner must fail a test, not hang it on a `sleep 300` helper. */
+const suite = { skip, timeout: 30_000 };
+
+let counter = 0;
+
+/** Writes an executable helper script and returns its path. */
+function helper(body: string, shebang = '#!/bin/sh', name = `helper-${++counter}`): string {
+  const path = join(tmp, name);
+  writeFileSync(path, `${shebang}\n${body}\n`, { mode: 0o755 });
+  return path;
+}
+
+function invocation(helperPath: string, extra: Partial<HelperInvocation> = {}): HelperInvocation {
+  return { helperPath, module: 'dummy', parameters: [], timeoutMs: 10_000, ...extra };
+}
+
+/**
+ * A helper that records what it got. The descriptor list comes from `ls`
+ * run by the helper: a child sees exactly the helper's descriptors that
+ * survive exec, which is what a leak would be (the shell's own script
+ * descriptor is close-on-exec; ls's directory descriptor is dropped when
+ * parsing).
+ */
+function probeHelper(): { path: string; dir: string } {
+  const dir = join(tmp, `probe-${++counter}`);
+  mkdirSync(dir);
+  const path = helper(
+    [
+      `d='${dir}'`,
+      // Read by the shell itself, not by a forked cat: dash blocks every
+      // signal around fork(), and a child could see that transient mask.
+      `while IFS= read -r l; do printf '%s\\n' "$l"; done < /proc/self/status > "$d/status"`,
+      `IFS= read -r l < /proc/self/stat; printf '%s\\n' "$l" > "$d/stat"`,
+      'cat /proc/$$/environ > "$d/environ"',
+      `printf '%s\\0' "$0" "$@" > "$d/argv"`,
+      'ls -l /proc/self/fd/ > "$d/fds"',
+      'readlink /proc/$$/cwd > "$d/cwd"',
+      'readlink /proc/$$/fd/0 > "$d/stdin"',
+      'echo probed',
+    ].join('\n'),
+  );
+  return { path, dir };
+}
+
+interface Probe {
+  status: Record<string, string>;
+  /** /proc/PID/stat fields, numbered as in proc(5): field(5) is the process group. */
+  field: (n: number) => string;
+  environ: string[];
+  argv: string[];
+  fds: number[];
+  cwd: string;
+  stdin: string;
+}
+
+function readProbe(dir: string): Probe {
+  const read = (name: string): string => readFileSync(join(dir, name), 'utf8');
+  const status = Object.fromEntries(
+    read('status')
+      .split('\n')
+      .filter((line) => line.includes(':'))
+      .map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1).trim()]),
+  );
+  return {
+    status,
+    field: statField(read('stat')),
+    environ: read('environ').split('\0').filter(Boolean),
+    argv: read('argv').split('\0').slice(0, -1),
+    fds: read('fds')
+      .split('\n')
+      .map((line) => /(\d+) -> (.*)$/.exec(line))
+      .filter((match) => match !== null && !/^\/proc\/\d+\/fd$/.test(match[2] ?? ''))
+      .map((match) => Number(match?.[1]))
+      .sort((a, b) => a - b),
+    cwd: read('cwd').trim(),
+    stdin: read('stdin').trim(),
+  };
+}
+
+function statField(stat: string): (n: number) => string {
+  // Fields 1 and 2 are the pid and "(comm)"; comm may contain spaces.
+  const rest = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .trim()
+    .split(' ');
+  return (n) => rest[n - 3] ?? '';
+}
+
+const selfStat = statField(readFileSync('/proc/self/stat', 'utf8'));
+
+/** True while /proc/PID exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    return statField(readFileSync(`/proc/${pid}/stat`, 'utf8'))(3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Members of a process group that are still running. */
+function groupMembers(pgid: number): number[] {
+  const members: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const field = statField(readFileSync(`/proc/${entry}/stat`, 'utf8'));
+      if (field(5) === String(pgid) && field(3) !== 'Z') members.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return members;
+}
+
+async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (condition()) return true;
+    await sleep(20);
+  }
+  return condition();
+}
+
+// --- The agent: the runner in a child Node process -------------------------
+
+const AGENT = join(tmp, 'agent.mjs');
+writeFileSync(
+  AGENT,
+  `
+import { readdirSync, readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
+import { startHelper } from ${JSON.stringify(new URL('./runner.ts', import.meta.url).href)};
+
+// Descriptors this process would pass on to anything it execs.
+const inheritableFds = readdirSync('/proc/self/fd').map(Number).filter((fd) => {
+  try {
+    const flags = /flags:\\s*([0-7]+)/.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1];
+    return (parseInt(flags, 8) & 0o2000000) === 0;
+  } catch {
+    return false;
+  }
+});
+const handle = startHelper(JSON.parse(process.argv[2]));
+const started = await handle.started;
+const finished = await handle.finished;
+process.stdout.write(JSON.stringify({
+  pid: handle.pid,
+  started,
+  finished,
+  agent: { status: readFileSync('/proc/self/status', 'utf8'), nice: getPriority(), inheritableFds },
+}));
+`,
+);
+
+interface AgentReport {
+  pid: number | undefined;
+  started: ExecOutcome;
+  finished: HelperResult;
+  agent: { status: string; nice: number; inheritableFds: number[] };
+}
+
+/**
+ * Runs the runner in a child Node process started through `prefix` (a
+ * command that execs the rest, like nice or env), optionally with an extra
+ * inherited descriptor at number `extraFd`.
+ */
+async function runInAgent(
+  inv: HelperInvocation,
+  options: { prefix?: string[]; extraFd?: number } = {},
+): Promise<AgentReport> {
+  const argv = [...(options.prefix ?? []), process.execPath, AGENT, JSON.stringify(inv)];
+  const stdio: StdioOptions = ['ignore', 'pipe', 'pipe'];
+  let extra: number | undefined;
+  if (options.extraFd !== undefined) {
+    extra = openSync(AGENT, 'r');
+    stdio.push('pipe');
+    while (stdio.length < options.extraFd) stdio.push('ignore');
+    stdio.push(extra);
+  }
+  const [file, ...args] = argv as [string, ...string[]];
+  const child = spawn(file, args, { stdio });
+  if (extra !== undefined) closeSync(extra);
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, `agent failed: ${stderr}`);
+  return JSON.parse(stdout) as AgentReport;
+}
+
+function statusLine(status: string, name: string): string {
+  return new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
+}
+
+// --- Tests --------------------------------------------------------------------
+
+void describe('startHelper: what the helper gets', suite, () => {
+  void it('runs the helper like the kernel does: argv, environment, privileges, signals, nice, session, descriptors', async () => {
+    const { path, dir } = probeHelper();
+    const pwned = join(tmp, 'pwned');
+    const inv = invocation(path, {
+      module: 'a;b$(x)',
+      parameters: ['p=1', `q=$(touch ${pwned})`, 'r=`id` s'],
+    });
+    const handle = startHelper(inv);
+    const started = await handle.started;
+    const result = await handle.finished;
+    assert.deepEqual(started, { ok: true, pid: handle.pid });
+    assert.equal(result.execError, undefined);
+    assert.equal(result.exitCode, 0, result.stderrTail);
+    assert.equal(result.stdoutTail, 'probed\n');
+    assert.equal(result.stderrTail, '');
+
+    const probe = readProbe(dir);
+    // argv: one element each, nothing interpreted.
+    assert.deepEqual(probe.argv, [path, '-q', '--', 'a;b$(x)', 'p=1', `q=$(touch ${pwned})`, 'r=`id` s']);
+    assert.equal(existsSync(pwned), false);
+    // Environment: exactly the three variables.
+    assert.deepEqual(probe.environ.sort(), ['HOME=/', 'PATH=/sbin:/usr/sbin:/bin:/usr/bin', 'TERM=linux']);
+    assert.deepEqual(Object.keys(HELPER_ENV).sort(), ['HOME', 'PATH', 'TERM']);
+    // Capabilities: bounding = cap_sys_module (∩ ours, which has it), nothing inheritable or ambient.
+    assert.equal(probe.status.CapBnd, '0000000000010000');
+    assert.equal(probe.status.CapBnd, formatCapMask(SYS_MODULE & own.bounding));
+    assert.equal(probe.status.CapInh, '0000000000000000');
+    assert.equal(probe.status.CapAmb, '0000000000000000');
+    assert.equal(probe.status.CapPrm, '0000000000010000');
+    assert.equal(probe.status.CapEff, '0000000000010000');
+    assert.equal(probe.status.NoNewPrivs, '1');
+    // Signals: nothing ignored, nothing blocked.
+    assert.equal(probe.status.SigIgn, '0000000000000000');
+    assert.equal(probe.status.SigBlk, '0000000000000000');
+    assert.equal(probe.status.Umask, '0022');
+    // nice 0; own session and process group, led by the helper; no controlling terminal.
+    assert.equal(probe.field(19), '0');
+    assert.equal(probe.field(5), String(handle.pid));
+    assert.equal(probe.field(6), String(handle.pid));
+    assert.notEqual(probe.field(5), selfStat(5));
+    assert.notEqual(probe.field(6), selfStat(6));
+    assert.equal(probe.field(7), '0');
+    // Descriptors: 0-2 only, stdin /dev/null; cwd /.
+    assert.deepEqual(probe.fds, [0, 1, 2]);
+    assert.equal(probe.stdin, '/dev/null');
+    assert.equal(probe.cwd, '/');
+  });
+
+  void it('intersects the configured masks with the agent own sets, and drops ambient capabilities', async () => {
+    const { path, dir } = probeHelper();
+    // The agent has cap_sys_module and cap_chown inheritable and ambient.
+    const prefix = [
+      '/usr/bin/setpriv',
+      '--inh-caps',
+      '+sys_module,+chown',
+      '--ambient-caps',
+      '+sys_module,+chown',
+    ];
+    const report = await runInAgent(
+      invocation(path, {
+        capabilities: {
+          bounding: ['cap_sys_module', 'cap_chown', 'cap_net_admin'],
+          inheritable: ['cap_sys_module', 'cap_net_admin'],
+        },
+      }),
+      { prefix },
+    );
+    assert.equal(report.finished.exitCode, 0, report.finished.stderrTail);
+    assert.equal(statusLine(report.agent.status, 'CapInh'), '0000000000010001');
+    assert.equal(statusLine(report.agent.status, 'CapAmb'), '0000000000010001');
+    const probe = readProbe(dir);
+    const expectedBounding =
+      capMaskFromNames(['cap_sys_module', 'cap_chown', 'cap_net_admin']) & own.bounding;
+    assert.equal(probe.status.CapBnd, formatCapMask(expectedBounding));
+    assert.equal(probe.status.CapInh, '0000000000010000'); // {sys_module, net_admin} ∩ {sys_module, chown}
+    assert.equal(probe.status.CapAmb, '0000000000000000');
+    assert.equal(probe.status.NoNewPrivs, '1');
+  });
+
+  void it('never widens the bounding set: a configured capability the agent lacks is dropped', async () => {
+    const { path, dir } = probeHelper();
+    // The agent's bounding set lacks cap_chown.
+    const report = await runInAgent(
+      invocation(path, { capabilities: { bounding: ['cap_sys_module', 'cap_chown'], inheritable: [] } }),
+      { prefix: ['/usr/bin/setpriv', '--bounding-set', '-chown'] },
+    );
+    assert.equal(report.finished.exitCode, 0, report.finished.stderrTail);
+    assert.equal(readProbe(dir).status.CapBnd, '0000000000010000');
+  });
+
+  void it('closes descriptors the agent inherited without close-on-exec', async () => {
+    const { path, dir } = probeHelper();
+    const report = await runInAgent(invocation(path), { extraFd: 50 });
+    assert.ok(
+      report.agent.inheritableFds.includes(50),
+      `agent fds: ${report.agent.inheritableFds.join(',')}`,
+    );
+    assert.equal(report.finished.exitCode, 0, report.finished.stderrTail);
+    assert.deepEqual(readProbe(dir).fds, [0, 1, 2]);
+  });
+
+  void it('resets signals the agent ignores or blocks, real-time ones included', async () => {
+    const { path, dir } = probeHelper();
+    const prefix = ['/usr/bin/env', '--ignore-signal=HUP,INT,USR1,RTMIN+1', '--block-signal=USR2,RTMIN+2'];
+    const report = await runInAgent(invocation(path), { prefix });
+    // Node itself resets signals 1-31 when it starts, but not real-time ones,
+    // and ignores SIGPIPE; libuv resets 1-31 in the child but not beyond.
+    const agentIgnored = BigInt(`0x${statusLine(report.agent.status, 'SigIgn')}`);
+    assert.notEqual(agentIgnored & (1n << 34n), 0n, 'the agent ignores SIGRTMIN+1 (signal 35)');
+    assert.notEqual(agentIgnored & (1n << 12n), 0n, 'the agent ignores SIGPIPE');
+    assert.equal(report.finished.exitCode, 0, report.finished.stderrTail);
+    const probe = readProbe(dir);
+    assert.equal(probe.status.SigIgn, '0000000000000000');
+    assert.equal(probe.status.SigBlk, '0000000000000000');
+  });
+
+  void it('sets the umask a kernel helper has, whatever the agent umask', async () => {
+    const { path, dir } = probeHelper();
+    const report = await runInAgent(invocation(path), {
+      prefix: ['/bin/sh', '-c', 'umask 077; exec "$@"', 'sh'],
+    });
+    assert.equal(statusLine(report.agent.status, 'Umask'), '0077');
+    assert.equal(report.finished.exitCode, 0, report.finished.stderrTail);
+    assert.equal(readProbe(dir).status.Umask, '0022');
+  });
+
+  for (const agentNice of [7, -4]) {
+    void it(`runs the helper at nice 0 when the agent runs at nice ${agentNice}`, async () => {
+      const { path, dir } = probeHelper();
+      const report = await runInAgent(invocation(path), {
+        prefix: ['/usr/bin/nice', '-n', String(agentNice)],
+      });
+      assert.equal(report.agent.nice, agentNice);
+      assert.equal(report.finished.exitCode, 0, report.finished.stderrTail);
+      assert.equal(readProbe(dir).field(19), '0');
+    });
+  }
+});
+
+void describe('startHelper: results', suite, () => {
+  void it('reports a non-zero exit code with the end of stderr', async () => {
+    const path = helper(
+      `echo "insmod /lib/modules/x.ko"\necho "modprobe: FATAL: Module $3 not found." >&2\nexit 1`,
+    );
+    const result = await startHelper(invocation(path, { module: 'nosuchmod' })).finished;
+    assert.equal(result.execError, undefined);
+    assert.equal(result.exitCode, 1);
+    assert.equal(result.signal, null);
+    assert.equal(result.timedOut, false);
+    assert.equal(result.stderrTail, 'modprobe: FATAL: Module nosuchmod not found.\n');
+    assert.equal(result.stderrBytes, 45);
+    assert.equal(result.stdoutTail, 'insmod /lib/modules/x.ko\n');
+    assert.ok(result.startTime <= result.finishTime);
+  });
+
+  void it('reports the signal that killed the helper', async () => {
+    const result = await startHelper(invocation(helper('kill -TERM $$\nsleep 5'))).finished;
+    assert.equal(result.exitCode, null);
+    assert.equal(result.signal, 'SIGTERM');
+    assert.equal(result.timedOut, false);
+    assert.equal(result.execError, undefined);
+  });
+
+  void it('keeps the last 2048 bytes of a large stderr and counts all of it', async () => {
+    const result = await startHelper(invocation(helper('seq -w 1 20000 >&2'))).finished;
+    const expected = Array.from({ length: 20000 }, (_, i) => `${String(i + 1).padStart(5, '0')}\n`).join('');
+    assert.equal(result.exitCode, 0);
+    assert.equal(result.stderrBytes, 120000);
+    assert.equal(result.stderrTail, expected.slice(-2048));
+    assert.equal(result.stdoutBytes, 0);
+  });
+
+  void it('honours outputLimitBytes', async () => {
+    const result = await startHelper(invocation(helper('printf 0123456789'), { outputLimitBytes: 4 }))
+      .finished;
+    assert.equal(result.stdoutTail, '6789');
+    assert.equal(result.stdoutBytes, 10);
+  });
+
+  void it('runs many helpers at once', async () => {
+    const path = helper('echo "$3"');
+    const modules = Array.from({ length: 20 }, (_, i) => `mod_${i}`);
+    const results = await Promise.all(
+      modules.map((module) => startHelper(invocation(path, { module })).finished),
+    );
+    assert.deepEqual(
+      results.map((result) => [result.exitCode, result.stdoutTail]),
+      modules.map((module) => [0, `${module}\n`]),
+    );
+  });
+});
+
+void describe('startHelper: timeout', suite, () => {
+  void it('kills the whole process group, background children included', async () => {
+    const pidFile = join(tmp, `grandchild-${++counter}`);
+    const path = helper(`sleep 300 &\necho $! > '${pidFile}'\necho started\nsleep 300`);
+    const began = Date.now();
+    const handle = startHelper(invocation(path, { timeoutMs: 500 }));
+    assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
+    const result = await handle.finished;
+    assert.equal(result.timedOut, true);
+    assert.equal(result.signal, 'SIGKILL');
+    assert.equal(result.exitCode, null);
+    assert.equal(result.execError, undefined);
+    assert.equal(result.stdoutTail, 'started\n');
+    assert.ok(Date.now() - began < 5000, 'finished soon after the timeout');
+    const grandchild = Number(readFileSync(pidFile, 'utf8'));
+    assert.ok(grandchild > 0);
+    assert.ok(await waitUntil(() => !alive(grandchild), 2000), `grandchild ${grandchild} survived`);
+    assert.deepEqual(groupMembers(handle.pid ?? 0), []);
+  });
+
+  void it('is enforced, and the helper reaped, when nobody waits', async () => {
+    const handle = startHelper(invocation(helper('sleep 300'), { timeoutMs: 300 }));
+    const pid = handle.pid ?? 0;
+    assert.ok(pid > 0);
+    // Nobody awaits anything: the runner must still kill and reap it.
+    assert.ok(await waitUntil(() => !existsSync(`/proc/${pid}`), 5000), `helper ${pid} still exists`);
+    const result = await handle.finished;
+    assert.equal(result.timedOut, true);
+  });
+});
+
+void describe('startHelper: exec failures', suite, () => {
+  async function failure(inv: HelperInvocation, tools = {}) {
+    const handle = startHelper(inv, tools);
+    const started = await handle.started;
+    const result = await handle.finished;
+    assert.equal(started.ok, false);
+    assert.deepEqual(result.execError, started.ok ? undefined : started.error);
+    assert.equal(result.exitCode, null);
+    assert.equal(result.timedOut, false);
+    return { handle, error: result.execError ?? { code: '', message: '' }, result };
+  }
+
+  void it('reports a missing helper as ENOENT, naming the path', async () => {
+    const path = join(tmp, 'no-such-modprobe');
+    const { handle, error } = await failure(invocation(path));
+    assert.equal(handle.pid, undefined);
+    assert.deepEqual(error, {
+      code: 'ENOENT',
+      message: `cannot execute helper ${path}: no such file or directory`,
+    });
+  });
+
+  void it('reports a helper that is not executable as EACCES', async () => {
+    const path = join(tmp, `not-executable-${++counter}`);
+    writeFileSync(path, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    const { error } = await failure(invocation(path));
+    assert.deepEqual(error, { code: 'EACCES', message: `cannot execute helper ${path}: permission denied` });
+    const dir = await failure(invocation(tmp));
+    assert.deepEqual(dir.error, {
+      code: 'EACCES',
+      message: `cannot execute helper ${tmp}: not a regular file`,
+    });
+  });
+
+  void it('refuses what the kernel would not execute (no ELF header, no #!) with ENOEXEC', async () => {
+    const path = join(tmp, `plain-${++counter}`);
+    writeFileSync(path, 'echo this would run under /bin/sh through execvp\n', { mode: 0o755 });
+    const { error } = await failure(invocation(path));
+    assert.equal(error.code, 'ENOEXEC');
+    assert.match(error.message, new RegExp(`^cannot execute helper ${path}: `));
+  });
+
+  void it("recognises setpriv's own failure to execute the helper", async () => {
+    const missingInterpreter = helper('exit 0', '#!/nonexistent/interpreter');
+    const missing = await failure(invocation(missingInterpreter));
+    assert.deepEqual(missing.error, {
+      code: 'ENOENT',
+      message: `cannot execute helper ${missingInterpreter}: No such file or directory`,
+    });
+    assert.match(missing.result.stderrTail, /^setpriv: failed to execute/);
+
+    const badInterpreter = helper('exit 0', `#!${join(tmp, 'no-x-interpreter')}`);
+    writeFileSync(join(tmp, 'no-x-interpreter'), '', { mode: 0o644 });
+    const denied = await failure(invocation(badInterpreter));
+    assert.deepEqual(denied.error, {
+      code: 'EACCES',
+      message: `cannot execute helper ${badInterpreter}: Permission denied`,
+    });
+  });
+
+  void it('says so when setpriv is missing', async () => {
+    const { handle, error } = await failure(invocation(helper('exit 0')), {
+      setpriv: join(tmp, 'no-setpriv'),
+    });
+    assert.equal(handle.pid, undefined);
+    assert.deepEqual(error, {
+      code: 'ENOENT',
+      message: 'setpriv (util-linux) not found: install util-linux',
+    });
+  });
+
+  void it('refuses to run when the agent cannot narrow the bounding set (no CAP_SETPCAP)', async () => {
+    const { path, dir } = probeHelper();
+    const report = await runInAgent(invocation(path), {
+      prefix: ['/usr/bin/setpriv', '--bounding-set', '-setpcap'],
+    });
+    assert.equal(report.started.ok, false);
+    assert.equal(report.pid, undefined);
+    assert.equal(report.finished.execError?.code, 'EPERM');
+    assert.match(report.finished.execError?.message ?? '', /lacks CAP_SETPCAP/);
+    assert.equal(existsSync(join(dir, 'status')), false, 'the helper did not run');
+  });
+});
+
+void describe('startHelper: wait modes', suite, () => {
+  /** Which of the two promises settles first. */
+  async function first(handle: { started: Promise<unknown>; finished: Promise<unknown> }): Promise<string> {
+    return Promise.race([handle.started.then(() => 'started'), handle.finished.then(() => 'finished')]);
+  }
+
+  void it('settles started once the helper runs, long before it finishes (UMH_WAIT_EXEC)', async () => {
+    const handle = startHelper(invocation(helper('sleep 2')));
+    const began = Date.now();
+    assert.equal(await first(handle), 'started');
+    assert.ok(Date.now() - began < 1500, 'started well before the helper finished');
+    assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
+    assert.equal((await handle.finished).exitCode, 0);
+  });
+
+  void it('recognises a helper run by bash, the interpreter of the chain step, by its name', async () => {
+    const handle = startHelper(invocation(helper('sleep 2', '#!/bin/bash', `bash-helper-${++counter}`)));
+    const began = Date.now();
+    assert.equal(await first(handle), 'started');
+    assert.ok(Date.now() - began < 1500, 'started well before the helper finished');
+    assert.equal((await handle.finished).exitCode, 0);
+  });
+
+  void it('reports a helper too quick to be seen as started', async () => {
+    for (const path of [helper('exit 0'), '/usr/bin/true']) {
+      const handle = startHelper(invocation(path));
+      assert.deepEqual(await handle.started, { ok: true, pid: handle.pid }, path);
+      assert.equal((await handle.finished).exitCode, 0, path);
+    }
+  });
+});
+
+void describe('startHelper: programming errors', () => {
+  void it('throws on an empty helper path: loading is disabled and the caller must refuse first', () => {
+    assert.throws(() => startHelper(invocation('')), /helper path is empty/);
+  });
+
+  void it('throws on a relative helper path, an empty module, NUL bytes and bad limits', () => {
+    assert.throws(() => startHelper(invocation('modprobe')), /not absolute/);
+    assert.throws(() => startHelper(invocation('/sbin/modprobe', { module: '' })), /module name is empty/);
+    assert.throws(() => startHelper(invocation('/sbin/modprobe', { module: 'a\0b' })), /NUL/);
+    assert.throws(() => startHelper(invocation('/sbin/modprobe', { parameters: ['x=\0'] })), /NUL/);
+    for (const timeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31]) {
+      assert.throws(() => startHelper(invocation('/sbin/modprobe', { timeoutMs })), RangeError);
+    }
+    assert.throws(() => startHelper(invocation('/sbin/modprobe', { outputLimitBytes: -1 })), RangeError);
+    assert.throws(
+      () =>
+        startHelper(
+          invocation('/sbin/modprobe', { capabilities: { bounding: ['cap_sys_modul'], inheritable: [] } }),
+        ),
+      /unknown capability "cap_sys_modul"/,
+    );
+  });
+});
