@@ -3,7 +3,12 @@
  * for objects this tool owns (deploy/, examples/). Used by local mode and tests.
  */
 import { readFileSync } from 'node:fs';
-import { KubernetesObjectApi, loadAllYaml, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import {
+  KubernetesObjectApi,
+  loadAllYaml,
+  type KubeConfig,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
 import { errorMessage } from '../observability/logger.ts';
 import { isAlreadyExists } from './errors.ts';
 

@@ -5,7 +5,12 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ApiextensionsV1Api, loadAllYaml, type KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import {
+  ApiextensionsV1Api,
+  loadAllYaml,
+  type KubeConfig,
+  type V1CustomResourceDefinition,
+} from '@kubernetes/client-node';
 import { errorMessage } from '../observability/logger.ts';
 import { isAlreadyExists } from './errors.ts';
 
@@ -29,7 +34,8 @@ export async function installCrds(kc: KubeConfig, dir = CRD_DIR, timeoutMs = 30_
     try {
       await api.createCustomResourceDefinition({ body: crd });
     } catch (err) {
-      if (!isAlreadyExists(err)) throw new Error(`installing CRD ${name}: ${errorMessage(err)}`, { cause: err });
+      if (!isAlreadyExists(err))
+        throw new Error(`installing CRD ${name}: ${errorMessage(err)}`, { cause: err });
       const current = await api.readCustomResourceDefinition({ name });
       crd.metadata = { ...crd.metadata, resourceVersion: current.metadata?.resourceVersion };
       await api.replaceCustomResourceDefinition({ name, body: crd });

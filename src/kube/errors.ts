@@ -18,3 +18,23 @@ export const isConflict = (err: unknown): boolean => statusCode(err) === 409;
 export const isAlreadyExists = (err: unknown): boolean => statusCode(err) === 409;
 export const isGone = (err: unknown): boolean => statusCode(err) === 410;
 export const isForbidden = (err: unknown): boolean => statusCode(err) === 403;
+
+/**
+ * True for a 404 about the object `name` itself. A 404 without the name (the
+ * apiserver does not serve the resource at all: CRD missing or not yet
+ * established) is not "the object is gone", and must not be treated as such.
+ */
+export function isObjectNotFound(err: unknown, name: string): boolean {
+  if (!isNotFound(err)) return false;
+  const body = (err as { body?: unknown }).body;
+  let parsed: unknown = body;
+  if (typeof body === 'string') {
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return false;
+    }
+  }
+  const details = (parsed as { details?: { name?: unknown } } | undefined)?.details;
+  return details?.name === name;
+}

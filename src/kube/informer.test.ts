@@ -1,0 +1,293 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { CoreV1Api, CustomObjectsApi, type V1Node } from '@kubernetes/client-node';
+import { eventually, useControlPlane } from '../../test/support/cluster.ts';
+import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../api/types.ts';
+import { silentLogger } from '../observability/logger.ts';
+import { Informer } from './informer.ts';
+import { FaultProxy, memoryLogger } from './testing.ts';
+
+const env = useControlPlane();
+const RUNS_PATH = `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function run(name: string, nodeName: string): ModuleRun {
+  return {
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: 'ModuleRun',
+    metadata: { name },
+    spec: { nodeName, module: 'dummy', wait: 'Process', timeoutSeconds: 10 },
+  };
+}
+
+void describe('Informer', () => {
+  let crs: CustomObjectsApi;
+  let core: CoreV1Api;
+  const informers: { stop(): Promise<void> }[] = [];
+  const proxies: FaultProxy[] = [];
+
+  const createRun = (name: string, node: string) =>
+    crs.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: RUN_PLURAL,
+      body: run(name, node),
+    });
+  const deleteRun = (name: string) =>
+    crs.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: RUN_PLURAL, name });
+  const track = <T extends { stop(): Promise<void> }>(i: T): T => (informers.push(i), i);
+
+  before(() => {
+    crs = env.kc.makeApiClient(CustomObjectsApi);
+    core = env.kc.makeApiClient(CoreV1Api);
+  });
+  after(async () => {
+    for (const i of informers) await i.stop();
+    for (const p of proxies) await p.close();
+  });
+
+  void it('lists and watches core nodes with the label selector on both list and watch', async () => {
+    await core.createNode({ body: { metadata: { name: 'n-pre-a', labels: { pool: 'a' } } } });
+    await core.createNode({ body: { metadata: { name: 'n-pre-b', labels: { pool: 'b' } } } });
+    const inf = new Informer<V1Node>({
+      kc: env.kc,
+      path: '/api/v1/nodes',
+      labelSelector: 'pool=a',
+      logger: silentLogger(),
+    });
+    track(inf);
+    const events: string[] = [];
+    inf.on('add', (n) => events.push(`add ${n.metadata?.name}`));
+    inf.on('update', (n) => events.push(`update ${n.metadata?.name}`));
+    inf.on('delete', (n) => events.push(`delete ${n.metadata?.name}`));
+    assert.equal(inf.synced, false);
+    await inf.start();
+    assert.equal(inf.synced, true);
+    assert.deepEqual(
+      inf.list().map((n) => n.metadata?.name),
+      ['n-pre-a'],
+      'the list honoured the selector',
+    );
+    assert.ok(inf.get('n-pre-a'));
+    assert.equal(inf.get('n-pre-b'), undefined);
+
+    await core.createNode({ body: { metadata: { name: 'n-new-a', labels: { pool: 'a' } } } });
+    await core.createNode({ body: { metadata: { name: 'n-new-b', labels: { pool: 'b' } } } });
+    await core.patchNode({ name: 'n-new-a', body: [{ op: 'add', path: '/metadata/labels/x', value: 'y' }] });
+    await core.deleteNode({ name: 'n-new-a' });
+    await eventually('delete of n-new-a', () => events.includes('delete n-new-a'));
+    assert.deepEqual(events, ['add n-pre-a', 'add n-new-a', 'update n-new-a', 'delete n-new-a']);
+    assert.equal(inf.get('n-new-a'), undefined);
+  });
+
+  void it('with a field selector on ModuleRun spec.nodeName delivers only that node’s runs', async () => {
+    await createRun('fs-pre-1', 'fs-node-1');
+    await createRun('fs-pre-2', 'fs-node-2');
+    const inf = track(
+      new Informer<ModuleRun>({
+        kc: env.kc,
+        path: RUNS_PATH,
+        fieldSelector: 'spec.nodeName=fs-node-1',
+        logger: silentLogger(),
+      }),
+    );
+    const seen: string[] = [];
+    inf.on('add', (r) => seen.push(r.metadata.name ?? ''));
+    await inf.start();
+    await createRun('fs-new-1', 'fs-node-1');
+    await createRun('fs-new-2', 'fs-node-2');
+    await createRun('fs-new-3', 'fs-node-1');
+    await eventually('fs-new-3', () => inf.get('fs-new-3'));
+    await sleep(200); // would a node-2 event still arrive? it must not
+    assert.deepEqual(seen, ['fs-pre-1', 'fs-new-1', 'fs-new-3']);
+    assert.deepEqual(
+      inf
+        .list()
+        .map((r) => r.spec.nodeName)
+        .sort(),
+      ['fs-node-1', 'fs-node-1', 'fs-node-1'],
+    );
+  });
+
+  void it('lists page by page', async () => {
+    for (let i = 1; i <= 5; i++) await createRun(`pg-${i}`, 'pg-node');
+    const { logger, entries } = memoryLogger();
+    const inf = track(
+      new Informer<ModuleRun>({
+        kc: env.kc,
+        path: RUNS_PATH,
+        fieldSelector: 'spec.nodeName=pg-node',
+        logger,
+        listPageSize: 2,
+      }),
+    );
+    await inf.start();
+    assert.deepEqual(
+      inf
+        .list()
+        .map((r) => r.metadata.name)
+        .sort(),
+      ['pg-1', 'pg-2', 'pg-3', 'pg-4', 'pg-5'],
+    );
+    assert.equal(entries.find((e) => e.message === 'listed')?.count, 5);
+  });
+
+  void it('survives handlers that throw or reject, and logs them', async () => {
+    const { logger, entries } = memoryLogger();
+    const inf = new Informer<ModuleRun>({
+      kc: env.kc,
+      path: RUNS_PATH,
+      fieldSelector: 'spec.nodeName=h-node',
+      logger,
+    });
+    track(inf);
+    const seen: string[] = [];
+    inf.on('add', () => {
+      throw new Error('handler bug');
+    });
+    inf.on('add', () => Promise.reject(new Error('async handler bug')) as unknown as void);
+    inf.on('add', (r) => seen.push(r.metadata.name ?? ''));
+    await createRun('h-1', 'h-node');
+    await inf.start();
+    await createRun('h-2', 'h-node');
+    await createRun('h-3', 'h-node');
+    await eventually('all three delivered to the healthy handler', () => seen.length === 3);
+    assert.deepEqual(seen, ['h-1', 'h-2', 'h-3']);
+    await eventually(
+      'errors logged',
+      () => entries.filter((e) => e.message === 'informer handler threw').length === 6,
+    );
+    assert.ok(entries.some((e) => e.error === 'async handler bug'));
+    assert.ok(inf.get('h-3'), 'cache still current');
+  });
+
+  void it('re-delivers every cached object as update on resync', async () => {
+    await createRun('rs-1', 'rs-node');
+    await createRun('rs-2', 'rs-node');
+    const inf = new Informer<ModuleRun>({
+      kc: env.kc,
+      path: RUNS_PATH,
+      fieldSelector: 'spec.nodeName=rs-node',
+      logger: silentLogger(),
+      resyncMs: 150,
+    });
+    track(inf);
+    const updates = new Map<string, number>();
+    inf.on('update', (r) =>
+      updates.set(r.metadata.name ?? '', (updates.get(r.metadata.name ?? '') ?? 0) + 1),
+    );
+    await inf.start();
+    await eventually('two resyncs', () => (updates.get('rs-1') ?? 0) >= 2 && (updates.get('rs-2') ?? 0) >= 2);
+  });
+
+  void it('recovers from a watch that goes silent (frozen connection) through the inactivity timeout', async () => {
+    const proxy = await FaultProxy.start(env.cp.server);
+    proxies.push(proxy);
+    const { logger, entries } = memoryLogger();
+    const inf = new Informer<ModuleRun>({
+      kc: proxy.kubeConfig(env.kc),
+      path: RUNS_PATH,
+      fieldSelector: 'spec.nodeName=fz-node',
+      logger,
+      watchTimeoutMs: 1500,
+    });
+    track(inf);
+    await inf.start();
+    await createRun('fz-1', 'fz-node');
+    await eventually('fz-1 through the proxy', () => inf.get('fz-1'));
+
+    proxy.freeze(); // the watch connection stays open but nothing flows
+    const accepted = proxy.accepted;
+    await createRun('fz-2', 'fz-node');
+    await sleep(500);
+    assert.equal(inf.get('fz-2'), undefined, 'the frozen watch did not deliver');
+    await eventually('fz-2 after the watch reconnected', () => inf.get('fz-2'), 10_000);
+    assert.ok(proxy.accepted > accepted, 'a new connection was opened');
+    assert.ok(
+      !entries.some((e) => e.level === 'error'),
+      'no errors: a timeout is a reconnect, not a failure',
+    );
+    await deleteRun('fz-1');
+    await eventually('delete seen on the new watch', () => inf.get('fz-1') === undefined);
+  });
+
+  void it('restarts with backoff after errors that stop the watch, and start() waits for the first sync', async () => {
+    const proxy = await FaultProxy.start(env.cp.server);
+    proxies.push(proxy);
+    proxy.refuse(true);
+    const { logger, entries } = memoryLogger();
+    const inf = new Informer<ModuleRun>({
+      kc: proxy.kubeConfig(env.kc),
+      path: RUNS_PATH,
+      fieldSelector: 'spec.nodeName=rt-node',
+      logger,
+      restartBackoffMs: { min: 50, max: 400 },
+    });
+    track(inf);
+    await createRun('rt-1', 'rt-node');
+    let started = false;
+    const starting = inf.start().then(() => (started = true));
+    await eventually(
+      'a few failed attempts',
+      () => entries.filter((e) => e.message.includes('restarting')).length >= 3,
+    );
+    assert.equal(started, false, 'start() waits while the apiserver is unreachable');
+    const delays = entries.filter((e) => e.message.includes('restarting')).map((e) => e.retryInMs as number);
+    assert.deepEqual(delays.slice(0, 3), [50, 100, 200], 'exponential backoff');
+    proxy.refuse(false);
+    await starting;
+    assert.ok(inf.get('rt-1'));
+
+    // Now break the established watch: the connection is reset, ListWatch stops, we restart it.
+    entries.length = 0;
+    proxy.refuse(true);
+    proxy.dropAll();
+    await eventually('restart logged', () => entries.some((e) => e.message.includes('restarting')));
+    await createRun('rt-2', 'rt-node');
+    await sleep(300);
+    proxy.refuse(false);
+    await eventually('rt-2 after recovery', () => inf.get('rt-2'), 10_000);
+    await createRun('rt-3', 'rt-node');
+    await eventually('rt-3: watching again', () => inf.get('rt-3'));
+  });
+
+  void it('calls no handler once stop() has resolved', async () => {
+    const inf = new Informer<ModuleRun>({
+      kc: env.kc,
+      path: RUNS_PATH,
+      fieldSelector: 'spec.nodeName=st-node',
+      logger: silentLogger(),
+      resyncMs: 50,
+    });
+    const seen: string[] = [];
+    inf.on('add', (r) => seen.push(`add ${r.metadata.name}`));
+    inf.on('update', (r) => seen.push(`update ${r.metadata.name}`));
+    await inf.start();
+    await createRun('st-1', 'st-node');
+    await eventually('st-1', () => inf.get('st-1'));
+    await inf.stop();
+    const before = seen.length;
+    await createRun('st-2', 'st-node');
+    await sleep(300);
+    assert.equal(seen.length, before);
+    assert.equal(inf.get('st-2'), undefined);
+  });
+
+  void it('rejects start() when stopped before the first sync', async () => {
+    const proxy = await FaultProxy.start(env.cp.server);
+    proxies.push(proxy);
+    proxy.refuse(true);
+    const inf = new Informer<ModuleRun>({
+      kc: proxy.kubeConfig(env.kc),
+      path: RUNS_PATH,
+      logger: silentLogger(),
+      restartBackoffMs: { min: 20, max: 40 },
+    });
+    const starting = inf.start();
+    await sleep(100);
+    await inf.stop();
+    await assert.rejects(starting, /stopped before it synced/);
+    assert.equal(inf.synced, false);
+    assert.throws(() => inf.start(), /start\(\) after stop\(\)/, 'an informer runs once');
+  });
+});

@@ -1,0 +1,169 @@
+/**
+ * Typed access to the project's custom resources (cluster-scoped,
+ * kmod.dev/v1alpha1) through client-node's CustomObjectsApi, so that
+ * controller and agent code reads as "get the request", "claim the run",
+ * not as group/version/plural plumbing.
+ *
+ * Two write styles, on purpose:
+ * - status of a ModuleRequest: JSON merge patch (RFC 7386) of /status. Only
+ *   the controller writes it, and a merge patch cannot clobber fields it did
+ *   not send. Arrays (conditions, nodes) are replaced whole.
+ * - status of a ModuleRun: PUT of /status carrying metadata.resourceVersion.
+ *   The agent's claim ("Running, attempt n, claimedBy me") must fail if
+ *   anyone changed the run since it was read; the 409 is that signal.
+ *
+ * Every call has a deadline (default 30 s): a request stuck on a silent
+ * connection must fail, and the work queue retry it, rather than hang.
+ */
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import {
+  GROUP,
+  REQUEST_PLURAL,
+  RUN_PLURAL,
+  VERSION,
+  type ModuleRequest,
+  type ModuleRequestStatus,
+  type ModuleRun,
+  type ModuleRunSpec,
+} from '../api/types.ts';
+import { mergePatch, withTimeout, type CallOptions } from './callopts.ts';
+import { isConflict, isObjectNotFound } from './errors.ts';
+
+/** Options for Resources. */
+export interface ResourcesOptions {
+  /** Deadline of each API call, in ms. Default 30 000. */
+  timeoutMs?: number;
+  /** Objects per page when listing. Default 500. */
+  pageSize?: number;
+}
+
+/** See the module comment. Errors are client-node's ApiException (classify with errors.ts). */
+export class Resources {
+  readonly #api: CustomObjectsApi;
+  readonly #timeoutMs: number;
+  readonly #pageSize: number;
+
+  constructor(kc: KubeConfig, opts: ResourcesOptions = {}) {
+    this.#api = kc.makeApiClient(CustomObjectsApi);
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#pageSize = opts.pageSize ?? 500;
+  }
+
+  /** The ModuleRequest, or undefined if it does not exist. */
+  async getRequest(name: string): Promise<ModuleRequest | undefined> {
+    return orUndefined(name, this.#api.getClusterCustomObject({ ...this.#req, name }, this.#call()));
+  }
+
+  /**
+   * Merge-patches the request's status subresource with `status`: fields
+   * present replace the stored ones (arrays whole), fields absent are kept.
+   * Unconditional (no resourceVersion): the controller owns this status.
+   */
+  async patchRequestStatus(name: string, status: ModuleRequestStatus): Promise<ModuleRequest> {
+    return (await this.#api.patchClusterCustomObjectStatus(
+      { ...this.#req, name, body: { status } },
+      this.#call(mergePatch()),
+    )) as ModuleRequest;
+  }
+
+  /** Creates a ModuleRun (409 if one of that name exists). */
+  async createRun(run: ModuleRun): Promise<ModuleRun> {
+    return (await this.#api.createClusterCustomObject(
+      { ...this.#run, body: run },
+      this.#call(),
+    )) as ModuleRun;
+  }
+
+  /** The ModuleRun, or undefined if it does not exist. */
+  async getRun(name: string): Promise<ModuleRun | undefined> {
+    return orUndefined(name, this.#api.getClusterCustomObject({ ...this.#run, name }, this.#call()));
+  }
+
+  /**
+   * Replaces the run's status (PUT /status) if the run is unchanged since
+   * `run` was read: rejects with a 409 conflict otherwise (isConflict), and
+   * refuses a run without metadata.resourceVersion (an unconditional write
+   * would defeat the point). The spec in `run` is ignored by the apiserver.
+   */
+  async updateRunStatus(run: ModuleRun): Promise<ModuleRun> {
+    const name = run.metadata.name;
+    if (!name) throw new Error('updateRunStatus: run has no metadata.name');
+    if (!run.metadata.resourceVersion)
+      throw new Error(`updateRunStatus ${name}: run has no metadata.resourceVersion`);
+    return (await this.#api.replaceClusterCustomObjectStatus(
+      { ...this.#run, name, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'ModuleRun', ...run } },
+      this.#call(),
+    )) as ModuleRun;
+  }
+
+  /** Merge-patches the run's spec (e.g. a new bootID). Bumps metadata.generation when something changed. */
+  async patchRunSpec(name: string, spec: Partial<ModuleRunSpec>): Promise<ModuleRun> {
+    return (await this.#api.patchClusterCustomObject(
+      { ...this.#run, name, body: { spec } },
+      this.#call(mergePatch()),
+    )) as ModuleRun;
+  }
+
+  /** Deletes the run; a run that is already gone is not an error. */
+  async deleteRun(name: string): Promise<void> {
+    try {
+      await this.#api.deleteClusterCustomObject({ ...this.#run, name }, this.#call());
+    } catch (err) {
+      if (!isObjectNotFound(err, name)) throw err;
+    }
+  }
+
+  /** Every ModuleRun matching `labelSelector` (all if omitted), read page by page. */
+  async listRuns(labelSelector?: string): Promise<ModuleRun[]> {
+    const runs: ModuleRun[] = [];
+    let cont: string | undefined;
+    do {
+      const page = (await this.#api.listClusterCustomObject(
+        { ...this.#run, labelSelector, limit: this.#pageSize, _continue: cont },
+        this.#call(),
+      )) as { items?: ModuleRun[]; metadata?: { continue?: string } };
+      runs.push(...(page.items ?? []));
+      cont = page.metadata?.continue || undefined;
+    } while (cont);
+    return runs;
+  }
+
+  get #req() {
+    return { group: GROUP, version: VERSION, plural: REQUEST_PLURAL };
+  }
+
+  get #run() {
+    return { group: GROUP, version: VERSION, plural: RUN_PLURAL };
+  }
+
+  #call(opt?: CallOptions): CallOptions {
+    return withTimeout(this.#timeoutMs, opt);
+  }
+}
+
+/** The object, or undefined when the apiserver says that object does not exist (not: "no such resource"). */
+async function orUndefined<T>(name: string, p: Promise<unknown>): Promise<T | undefined> {
+  try {
+    return (await p) as T;
+  } catch (err) {
+    if (isObjectNotFound(err, name)) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Runs `fn` again while it fails with 409 Conflict, up to `attempts` times in
+ * all (client-go's retry.RetryOnConflict). `fn` must re-read the object each
+ * time: retrying a write with the same stale resourceVersion cannot succeed.
+ */
+export async function retryOnConflict<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isConflict(err) || i >= attempts) throw err;
+      // client-go's DefaultRetry: ~10 ms with jitter, so that two writers do not collide again in lockstep.
+      await new Promise((r) => setTimeout(r, 10 + Math.random() * 10));
+    }
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * Test support for code that talks to the apiserver: a TCP proxy that can
+ * fail the way networks fail, and a logger that records what it was told.
+ *
+ * client-node 2.x sends its requests through undici, which nock cannot
+ * intercept; faults are therefore injected on the wire, in front of the real
+ * apiserver. The proxy forwards bytes and never terminates TLS, so the
+ * apiserver's certificate (issued for 127.0.0.1) stays valid through it.
+ */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
+import { KubeConfig } from '@kubernetes/client-node';
+import winston from 'winston';
+
+interface Pair {
+  client: Socket;
+  upstream: Socket;
+}
+
+/** A TCP proxy in front of one apiserver, with switches for freezing and refusing. */
+export class FaultProxy {
+  readonly #server: Server;
+  readonly #target: URL;
+  readonly #pairs = new Set<Pair>();
+  #refusing = false;
+  #accepted = 0;
+
+  private constructor(server: Server, target: URL) {
+    this.#server = server;
+    this.#target = target;
+  }
+
+  /** Starts a proxy on 127.0.0.1 (a free port) forwarding to `server` (e.g. https://127.0.0.1:6443). */
+  static async start(server: string): Promise<FaultProxy> {
+    const target = new URL(server);
+    const srv = createServer();
+    const proxy = new FaultProxy(srv, target);
+    srv.on('connection', (client) => proxy.#onConnection(client));
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => resolve());
+    });
+    return proxy;
+  }
+
+  /** https://127.0.0.1:PORT of the proxy. */
+  get url(): string {
+    const addr = this.#server.address();
+    if (!addr || typeof addr !== 'object') throw new Error('proxy not listening');
+    return `${this.#target.protocol}//127.0.0.1:${addr.port}`;
+  }
+
+  /** Connections accepted so far (refused ones included). */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
+  /** Connections open now. */
+  get open(): number {
+    return this.#pairs.size;
+  }
+
+  /** A copy of `kc` whose current cluster points at this proxy. */
+  kubeConfig(kc: KubeConfig): KubeConfig {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig has no current cluster');
+    const copy = new KubeConfig();
+    copy.loadFromOptions({
+      clusters: kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server: this.url } : c)),
+      users: kc.users,
+      contexts: kc.contexts,
+      currentContext: kc.getCurrentContext(),
+    });
+    return copy;
+  }
+
+  /**
+   * Every open connection stops forwarding in both directions but stays
+   * open: the peer sees silence, not an error. New connections still work.
+   */
+  freeze(): void {
+    for (const { client, upstream } of this.#pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+  }
+
+  /** While on, new connections are accepted and reset at once. */
+  refuse(on: boolean): void {
+    this.#refusing = on;
+  }
+
+  /** Resets every open connection. */
+  dropAll(): void {
+    for (const { client, upstream } of this.#pairs) {
+      client.resetAndDestroy();
+      upstream.destroy();
+    }
+    this.#pairs.clear();
+  }
+
+  /** Drops all connections and stops listening. */
+  async close(): Promise<void> {
+    this.dropAll();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #onConnection(client: Socket): void {
+    this.#accepted++;
+    if (this.#refusing) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = createConnection({ host: this.#target.hostname, port: Number(this.#target.port) });
+    const pair = { client, upstream };
+    this.#pairs.add(pair);
+    const end = () => {
+      this.#pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+}
+
+/** One recorded log entry. */
+export interface LogEntry {
+  level: string;
+  message: string;
+  [field: string]: unknown;
+}
+
+/** A winston logger (all levels) that keeps its entries in `entries`. */
+export function memoryLogger(): { logger: winston.Logger; entries: LogEntry[] } {
+  const entries: LogEntry[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      entries.push(JSON.parse(chunk.toString('utf8')) as LogEntry);
+      cb();
+    },
+  });
+  const logger = winston.createLogger({
+    level: 'silly',
+    format: winston.format.json(),
+    transports: [new winston.transports.Stream({ stream })],
+  });
+  return { logger, entries };
+}

@@ -1,0 +1,185 @@
+/**
+ * A keyed work queue with controller-runtime's semantics (client-go's
+ * workqueue + rate limiter + reconcile.Result), so that reconcilers are
+ * level-triggered: events only say "look at this key again", the reconciler
+ * reads the current state itself.
+ *
+ * Guarantees:
+ * - a key added N times while it waits is reconciled once (de-duplication);
+ * - a key is never reconciled concurrently with itself; a key added while it
+ *   is being reconciled is reconciled again once the current run ends;
+ * - a reconcile that throws never loses the key: it comes back after
+ *   base·2^n ms (capped at max), per key; success forgets the failure count;
+ * - `requeueAfterMs` schedules the key again after that delay.
+ */
+import type winston from 'winston';
+import { errorMessage } from '../observability/logger.ts';
+
+/** What a reconcile returns; the analogue of controller-runtime's reconcile.Result. */
+export interface ReconcileResult {
+  /** Reconcile this key again after this many ms (for time-based conditions; not for errors: throw instead). */
+  requeueAfterMs?: number;
+}
+
+/** How a WorkQueue is set up. */
+export interface WorkQueueOptions {
+  /** Names the queue in logs. */
+  name: string;
+  /** Converges the object named by `key`; throwing requeues the key with backoff. */
+  reconcile: (key: string) => Promise<ReconcileResult | void>;
+  /** Keys reconciled in parallel (distinct keys only). Default 1. */
+  concurrency?: number;
+  /** First retry delay after a failure, in ms. Default 5 (client-go's default rate limiter). */
+  baseDelayMs?: number;
+  /** Cap of the retry delay, in ms. Default 60 000. */
+  maxDelayMs?: number;
+  logger: winston.Logger;
+  /** Called on every failed reconcile, with the number of consecutive failures of that key (1-based). */
+  onRetry?: (key: string, attempt: number, err: unknown) => void;
+}
+
+/** See the module comment for the guarantees. */
+export class WorkQueue {
+  readonly #opts: Required<Omit<WorkQueueOptions, 'onRetry'>> & Pick<WorkQueueOptions, 'onRetry'>;
+  /** Keys ready to be reconciled, in arrival order. */
+  #ready: string[] = [];
+  /** Keys that need a reconcile: waiting in #ready, or re-added while in flight. */
+  readonly #dirty = new Set<string>();
+  readonly #inFlight = new Map<string, Promise<void>>();
+  /** Delayed adds (backoff, requeueAfter): key → earliest due time and its timer. */
+  readonly #delayed = new Map<string, { due: number; timer: NodeJS.Timeout }>();
+  /** Consecutive failures per key, for the backoff. */
+  readonly #failures = new Map<string, number>();
+  #idleWaiters: (() => void)[] = [];
+  #started = false;
+  #stopped = false;
+
+  constructor(opts: WorkQueueOptions) {
+    this.#opts = { concurrency: 1, baseDelayMs: 5, maxDelayMs: 60_000, ...opts };
+    if (!(this.#opts.concurrency >= 1)) throw new Error(`workqueue ${opts.name}: concurrency must be >= 1`);
+  }
+
+  /** Marks `key` as needing a reconcile. Ignored after stop(). */
+  add(key: string): void {
+    if (this.#stopped) return;
+    if (this.#dirty.has(key)) return; // already waiting, or already due again after its current run
+    this.#dirty.add(key);
+    // A key in flight goes back to #ready when its current run ends (#finish).
+    if (!this.#inFlight.has(key)) this.#ready.push(key);
+    this.#pump();
+  }
+
+  /**
+   * Adds `key` after `ms`. If the key already has an earlier delayed add, that
+   * one stands (the key will be looked at by then anyway); a later one is
+   * brought forward.
+   */
+  addAfter(key: string, ms: number): void {
+    if (this.#stopped) return;
+    if (ms <= 0) return this.add(key);
+    const due = Date.now() + ms;
+    const current = this.#delayed.get(key);
+    if (current && current.due <= due) return;
+    if (current) clearTimeout(current.timer);
+    const timer = setTimeout(() => {
+      this.#delayed.delete(key);
+      this.add(key);
+    }, ms);
+    this.#delayed.set(key, { due, timer });
+  }
+
+  /** Starts reconciling. Keys added before start() are kept and processed now. */
+  start(): void {
+    if (this.#stopped) throw new Error(`workqueue ${this.#opts.name}: start() after stop()`);
+    this.#started = true;
+    this.#pump();
+  }
+
+  /**
+   * Stops taking work: waiting and delayed keys are dropped, later adds are
+   * ignored. Resolves once every reconcile in flight has finished.
+   */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const { timer } of this.#delayed.values()) clearTimeout(timer);
+    this.#delayed.clear();
+    this.#ready = [];
+    this.#dirty.clear();
+    await Promise.all(this.#inFlight.values());
+    this.#notifyIdle();
+  }
+
+  /** Keys waiting to be reconciled now (not counting delayed keys or keys in flight). */
+  get length(): number {
+    return this.#ready.length;
+  }
+
+  /**
+   * Resolves once no key is waiting and none is in flight (delayed keys do not
+   * count). For tests: add, then `await queue.idle()`.
+   */
+  idle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #isIdle(): boolean {
+    return this.#inFlight.size === 0 && (this.#ready.length === 0 || this.#stopped);
+  }
+
+  #notifyIdle(): void {
+    if (!this.#isIdle()) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #pump(): void {
+    if (!this.#started || this.#stopped) return;
+    while (this.#inFlight.size < this.#opts.concurrency && this.#ready.length > 0) {
+      const key = this.#ready.shift() as string;
+      this.#dirty.delete(key);
+      this.#inFlight.set(key, this.#process(key));
+    }
+  }
+
+  async #process(key: string): Promise<void> {
+    const log = this.#opts.logger;
+    try {
+      // Wrapped so that a reconcile that throws synchronously is handled like a rejection.
+      const result = await Promise.resolve().then(() => this.#opts.reconcile(key));
+      this.#failures.delete(key);
+      const after = result?.requeueAfterMs;
+      if (after !== undefined) this.addAfter(key, after);
+      log.debug('reconciled', { queue: this.#opts.name, key, requeueAfterMs: after });
+    } catch (err) {
+      const attempt = (this.#failures.get(key) ?? 0) + 1;
+      this.#failures.set(key, attempt);
+      const delay = Math.min(this.#opts.baseDelayMs * 2 ** (attempt - 1), this.#opts.maxDelayMs);
+      log.warn('reconcile failed; will retry', {
+        queue: this.#opts.name,
+        key,
+        attempt,
+        retryInMs: delay,
+        error: errorMessage(err),
+      });
+      try {
+        this.#opts.onRetry?.(key, attempt, err);
+      } catch (hookErr) {
+        log.error('onRetry hook threw', { queue: this.#opts.name, key, error: errorMessage(hookErr) });
+      }
+      this.addAfter(key, delay);
+    } finally {
+      this.#finish(key);
+    }
+  }
+
+  #finish(key: string): void {
+    this.#inFlight.delete(key);
+    if (this.#stopped) this.#failures.delete(key);
+    // Re-added while in flight: it goes to the back of the line now.
+    else if (this.#dirty.has(key)) this.#ready.push(key);
+    this.#pump();
+    this.#notifyIdle();
+  }
+}
