@@ -3,7 +3,7 @@
  * agents for simulated nodes run in this process; the helper is a real
  * script run through the real runner (setpriv and all).
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { CustomObjectsApi } from '@kubernetes/client-node';
@@ -29,19 +29,18 @@ let helper: FakeHelper;
 let controller: Controller;
 const agents = new Map<string, Agent>();
 const env = useControlPlane({
-  setup: async ({ kc }) => {
+  setup: async (e) => {
     helper = fakeHelper();
     for (const n of ['node-a', 'node-b', 'node-c']) {
-      await ensureNode(kc, n, { fleet: 'abc' });
-      agents.set(n, await startAgent(kc, n, helper.path));
+      await ensureNode(e.kc, n, { fleet: 'abc' });
+      agents.set(n, await startAgent(e.kc, n, helper.path));
     }
-    controller = await startController(kc);
+    controller = await startController(e.kc);
+    e.onStop(async () => {
+      await controller.stop();
+      for (const a of agents.values()) await a.stop(2000);
+    });
   },
-});
-
-after(async () => {
-  await controller?.stop();
-  for (const a of agents.values()) await a.stop(2000);
 });
 
 test('single node: the helper runs with the module and its exit status lands in the status', async () => {

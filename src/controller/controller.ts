@@ -196,7 +196,15 @@ export class Controller {
   /** One pass of the checklist: gone → done; invalid → fail; converge runs; report status. */
   async #reconcile(name: string): Promise<ReconcileResult | void> {
     const req = this.#requests.get(name);
-    if (!req || req.metadata.deletionTimestamp) return; // owned runs are garbage-collected with it
+    // Runs whose request is gone (or was recreated under the same name) are deleted now rather than
+    // when the garbage collector gets to them (it can lag by its discovery period): deleting a
+    // request must cancel its runs still waiting for a helper slot at once.
+    const orphans = this.#runs.list().filter((r) => {
+      const owner = r.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
+      return owner?.name === name && owner.uid !== req?.metadata.uid;
+    });
+    for (const run of orphans) await this.#resources.deleteRun(run.metadata.name ?? '');
+    if (!req || req.metadata.deletionTimestamp) return;
     const log = this.#log.child({ request: name, module: req.spec?.module });
     const uid = req.metadata.uid ?? '';
     const ownRuns = this.#runs.list().filter((r) => r.metadata.labels?.[LABEL_REQUEST_UID] === uid);

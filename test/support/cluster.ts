@@ -14,6 +14,8 @@ export interface TestEnv {
   cp: ControlPlane;
   /** Admin kubeconfig. */
   kc: KubeConfig;
+  /** Registers clean-up that runs (last registered first) before the control plane stops. */
+  onStop(fn: () => Promise<void> | void): void;
 }
 
 export interface UseControlPlaneOptions extends ControlPlaneOptions {
@@ -28,7 +30,13 @@ export interface UseControlPlaneOptions extends ControlPlaneOptions {
 }
 
 export function useControlPlane(opts: UseControlPlaneOptions = {}): TestEnv {
-  const env = {} as TestEnv;
+  const cleanups: Array<() => Promise<void> | void> = [];
+  // cp and kc are filled in by before(); tests only run after it.
+  const env = {
+    onStop: (fn: () => Promise<void> | void) => {
+      cleanups.push(fn);
+    },
+  } as unknown as TestEnv;
   before(async () => {
     env.cp = await startControlPlane(opts);
     env.kc = new KubeConfig();
@@ -37,6 +45,7 @@ export function useControlPlane(opts: UseControlPlaneOptions = {}): TestEnv {
     await opts.setup?.(env);
   });
   after(async () => {
+    for (const fn of cleanups.reverse()) await fn();
     await env.cp?.stop();
   });
   return env;
