@@ -17,7 +17,9 @@ for (let i = 1; i <= rounds; i++) {
   const t2 = performance.now();
   starts.push(t1 - t0);
   stops.push(t2 - t1);
-  console.log(`round ${i}: ready in ${((t1 - t0) / 1000).toFixed(2)} s, stopped in ${((t2 - t1) / 1000).toFixed(2)} s`);
+  console.log(
+    `round ${i}: ready in ${((t1 - t0) / 1000).toFixed(2)} s, stopped in ${((t2 - t1) / 1000).toFixed(2)} s`,
+  );
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 console.log(

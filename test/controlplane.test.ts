@@ -23,69 +23,109 @@ test('the CRDs from crds/ are Established', async () => {
   }
 });
 
-test('/version reports the real Kubernetes version', async () => {
+test('/version reports the real Kubernetes version', () => {
   const out = execFileSync('kubectl', ['--kubeconfig', env.cp.kubeconfigPath, 'version', '-o', 'json'], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   const v = JSON.parse(out) as { serverVersion: { gitVersion: string; major: string; minor: string } };
   assert.match(v.serverVersion.gitVersion, /^v1\.\d+\.\d+$/);
-  assert.equal(`v${v.serverVersion.major}.${v.serverVersion.minor}`, v.serverVersion.gitVersion.replace(/\.\d+$/, ''));
+  assert.equal(
+    `v${v.serverVersion.major}.${v.serverVersion.minor}`,
+    v.serverVersion.gitVersion.replace(/\.\d+$/, ''),
+  );
 });
 
 test('a valid object is stored and read back, with defaults applied', async () => {
   const api = env.kc.makeApiClient(CustomObjectsApi);
   await api.createClusterCustomObject({
     ...mr,
-    body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'ModuleRequest', metadata: { name: 'smoke' }, spec: { module: 'snd-hda-intel', nodeName: 'n1' } },
+    body: {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: 'ModuleRequest',
+      metadata: { name: 'smoke' },
+      spec: { module: 'snd-hda-intel', nodeName: 'n1' },
+    },
   });
-  const got = (await api.getClusterCustomObject({ ...mr, name: 'smoke' })) as { spec: Record<string, unknown> };
-  assert.deepEqual(got.spec, { module: 'snd-hda-intel', nodeName: 'n1', wait: 'Process', timeoutSeconds: 60 });
+  const got = (await api.getClusterCustomObject({ ...mr, name: 'smoke' })) as {
+    spec: Record<string, unknown>;
+  };
+  assert.deepEqual(got.spec, {
+    module: 'snd-hda-intel',
+    nodeName: 'n1',
+    wait: 'Process',
+    timeoutSeconds: 60,
+  });
 });
 
 test('invalid objects are refused with the server’s message (schema and CEL)', async () => {
   const api = env.kc.makeApiClient(CustomObjectsApi);
   const create = (name: string, spec: unknown) =>
-    api.createClusterCustomObject({ ...mr, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'ModuleRequest', metadata: { name }, spec } });
-  await assert.rejects(create('bad-schema', { module: 'x', nodeName: 'n1', timeoutSeconds: 0 }), (err: Error) => {
-    assert.match(String((err as { body?: unknown }).body), /spec\.timeoutSeconds: Invalid value: 0: spec\.timeoutSeconds in body should be greater than or equal to 1/);
-    return true;
-  });
+    api.createClusterCustomObject({
+      ...mr,
+      body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'ModuleRequest', metadata: { name }, spec },
+    });
+  await assert.rejects(
+    create('bad-schema', { module: 'x', nodeName: 'n1', timeoutSeconds: 0 }),
+    (err: Error) => {
+      assert.match(
+        String((err as { body?: unknown }).body),
+        /spec\.timeoutSeconds: Invalid value: 0: spec\.timeoutSeconds in body should be greater than or equal to 1/,
+      );
+      return true;
+    },
+  );
   await assert.rejects(create('bad-cel', { module: 'x', nodeName: 'n1', nodeSelector: {} }), (err: Error) => {
-    assert.match(String((err as { body?: unknown }).body), /exactly one of spec\.nodeName or spec\.nodeSelector must be set/);
+    assert.match(
+      String((err as { body?: unknown }).body),
+      /exactly one of spec\.nodeName or spec\.nodeSelector must be set/,
+    );
     return true;
   });
 });
 
 test('kubectl talks to it with the generated kubeconfig', () => {
   assert.ok(existsSync(env.cp.kubeconfigPath));
-  const out = execFileSync('kubectl', ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'smoke', '-o', 'jsonpath={.spec.module}'], {
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    'kubectl',
+    ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'smoke', '-o', 'jsonpath={.spec.module}'],
+    {
+      encoding: 'utf8',
+    },
+  );
   assert.equal(out, 'snd-hda-intel');
 });
 
 test('an owned child is garbage-collected after its owner is deleted', async () => {
   const core = env.kc.makeApiClient(CoreV1Api);
-  const owner = await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'owner' } } });
+  const owner = await core.createNamespacedConfigMap({
+    namespace: 'default',
+    body: { metadata: { name: 'owner' } },
+  });
   await core.createNamespacedConfigMap({
     namespace: 'default',
     body: {
       metadata: {
         name: 'child',
-        ownerReferences: [{ apiVersion: 'v1', kind: 'ConfigMap', name: 'owner', uid: owner.metadata?.uid ?? '' }],
+        ownerReferences: [
+          { apiVersion: 'v1', kind: 'ConfigMap', name: 'owner', uid: owner.metadata?.uid ?? '' },
+        ],
       },
     },
   });
   await core.deleteNamespacedConfigMap({ namespace: 'default', name: 'owner' });
-  await eventually('the child to be garbage-collected', async () => {
-    try {
-      await core.readNamespacedConfigMap({ namespace: 'default', name: 'child' });
-      return false;
-    } catch (err) {
-      return (err as { code?: number }).code === 404;
-    }
-  }, 30_000);
+  await eventually(
+    'the child to be garbage-collected',
+    async () => {
+      try {
+        await core.readNamespacedConfigMap({ namespace: 'default', name: 'child' });
+        return false;
+      } catch (err) {
+        return (err as { code?: number }).code === 404;
+      }
+    },
+    30_000,
+  );
 });
 
 test('namespace deletion finishes (the namespace controller runs)', async () => {
@@ -93,12 +133,16 @@ test('namespace deletion finishes (the namespace controller runs)', async () => 
   await core.createNamespace({ body: { metadata: { name: 'doomed' } } });
   await core.createNamespacedConfigMap({ namespace: 'doomed', body: { metadata: { name: 'c' } } });
   await core.deleteNamespace({ name: 'doomed' });
-  await eventually('namespace doomed to be gone', async () => {
-    try {
-      await core.readNamespace({ name: 'doomed' });
-      return false;
-    } catch (err) {
-      return (err as { code?: number }).code === 404;
-    }
-  }, 30_000);
+  await eventually(
+    'namespace doomed to be gone',
+    async () => {
+      try {
+        await core.readNamespace({ name: 'doomed' });
+        return false;
+      } catch (err) {
+        return (err as { code?: number }).code === 404;
+      }
+    },
+    30_000,
+  );
 });

@@ -56,7 +56,10 @@ test('single node: the helper runs with the module and its exit status lands in 
   assert.equal(node?.attempt, 1);
   assert.equal(node?.bootID, 'node-a-boot-1');
   assert.ok(node?.startTime && node.finishTime);
-  assert.ok(helper.log().some((l) => / ok-single -q -- ok-single debug=1$/.test(l)), helper.log().join('\n'));
+  assert.ok(
+    helper.log().some((l) => / ok-single -q -- ok-single debug=1$/.test(l)),
+    helper.log().join('\n'),
+  );
   assert.equal(r.status?.conditions?.find((c) => c.type === 'Failed')?.status, 'False');
 });
 
@@ -90,7 +93,7 @@ test('helper missing: a clear ExecFailed reason naming the path', async () => {
   const r = await waitForCondition(env.kc, 'nohelper', 'Failed');
   assert.equal(r.status?.nodes?.[0]?.reason, 'ExecFailed');
   assert.match(r.status?.nodes?.[0]?.message ?? '', /\/nonexistent\/modprobe/);
-  assert.match(r.status?.nodes?.[0]?.message ?? "", /no such file or directory/i);
+  assert.match(r.status?.nodes?.[0]?.message ?? '', /no such file or directory/i);
 });
 
 test('an empty helper path disables loading: runs fail fast with HelperDisabled', async () => {
@@ -110,24 +113,37 @@ test('timeout: the helper’s whole process group is killed and no orphan surviv
   const helperStart = helper.log().find((l) => l.startsWith('start ') && l.split(' ')[2] === 'hang-1');
   assert.ok(grandchild && helperStart, helper.log().join('\n'));
   for (const pid of [Number(grandchild.split(' ')[1]), Number(helperStart.split(' ')[1])]) {
-    await eventually(`pid ${pid} to be gone`, () => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 5000);
+    await eventually(
+      `pid ${pid} to be gone`,
+      () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      5000,
+    );
   }
 });
 
 test('wait: Exec reports once the helper started, before it exits', async () => {
   const t0 = Date.now();
-  await createRequest(env.kc, 'exec-mode', { module: 'slow-exec', parameters: ['secs=4'], nodeName: 'node-a', wait: 'Exec' });
+  await createRequest(env.kc, 'exec-mode', {
+    module: 'slow-exec',
+    parameters: ['secs=4'],
+    nodeName: 'node-a',
+    wait: 'Exec',
+  });
   const r = await waitForCondition(env.kc, 'exec-mode', 'Succeeded');
   assert.equal(r.status?.nodes?.[0]?.reason, 'Started');
   assert.ok(Date.now() - t0 < 4000, `reported after ${Date.now() - t0} ms, before the 4 s helper ended`);
-  assert.equal(helper.log().filter((l) => l === `end ${l.split(' ')[1]} slow-exec`).length, 0, 'helper still running');
+  assert.equal(
+    helper.log().filter((l) => l === `end ${l.split(' ')[1]} slow-exec`).length,
+    0,
+    'helper still running',
+  );
 });
 
 test('wait: None reports Dispatched without waiting', async () => {
@@ -149,7 +165,9 @@ test('selector fan-out: one run per matching node, each on its own agent', async
 
 test('a node that joins later and matches the selector gets the module too', async () => {
   await createRequest(env.kc, 'late', { module: 'ok-late', nodeSelector: { wave: 'two' } });
-  await eventually('NoMatchingNodes', async () => (await getRequest(env.kc, 'late'))?.status?.conditions?.find((c) => c.reason === 'NoMatchingNodes'));
+  await eventually('NoMatchingNodes', async () =>
+    (await getRequest(env.kc, 'late'))?.status?.conditions?.find((c) => c.reason === 'NoMatchingNodes'),
+  );
   await ensureNode(env.kc, 'node-late', { wave: 'two' });
   agents.set('node-late', await startAgent(env.kc, 'node-late', helper.path));
   const r = await waitForCondition(env.kc, 'late', 'Succeeded');
@@ -174,10 +192,19 @@ test('a spec change (new generation) runs again with the new spec', async () => 
   const api = env.kc.makeApiClient(CustomObjectsApi);
   const r = await getRequest(env.kc, 'respec');
   r!.spec.parameters = ['v=2'];
-  await api.replaceClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name: 'respec', body: r! });
+  await api.replaceClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: REQUEST_PLURAL,
+    name: 'respec',
+    body: r!,
+  });
   const done = await waitForCondition(env.kc, 'respec', 'Succeeded');
   assert.equal(done.status?.observedGeneration, 2);
-  assert.ok(helper.log().some((l) => l.endsWith('ok-respec v=2')), helper.log().join('\n'));
+  assert.ok(
+    helper.log().some((l) => l.endsWith('ok-respec v=2')),
+    helper.log().join('\n'),
+  );
   assert.equal(helper.starts('ok-respec'), 2);
 });
 
@@ -185,7 +212,9 @@ test('deleting a node mid-run is reported', async () => {
   await ensureNode(env.kc, 'node-doomed', { doomed: 'yes' });
   // No agent for this node: its run stays pending until the node goes away.
   await createRequest(env.kc, 'doomed', { module: 'ok-doomed', nodeSelector: { doomed: 'yes' } });
-  await eventually('a run for node-doomed', async () => (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-doomed'));
+  await eventually('a run for node-doomed', async () =>
+    (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-doomed'),
+  );
   await deleteNode(env.kc, 'node-doomed');
   const r = await waitForCondition(env.kc, 'doomed', 'Failed');
   assert.equal(r.status?.nodes?.[0]?.reason, 'NodeDeleted');
@@ -195,9 +224,11 @@ test('deleting a request removes its runs', async () => {
   await createRequest(env.kc, 'to-delete', { module: 'ok-del', nodeName: 'node-b' });
   await waitForCondition(env.kc, 'to-delete', 'Succeeded');
   await deleteRequest(env.kc, 'to-delete');
-  await eventually('runs of to-delete garbage-collected', async () =>
-    !(await listRuns(env.kc)).some((r) => r.metadata.ownerReferences?.[0]?.name === 'to-delete'),
-  30_000);
+  await eventually(
+    'runs of to-delete garbage-collected',
+    async () => !(await listRuns(env.kc)).some((r) => r.metadata.ownerReferences?.[0]?.name === 'to-delete'),
+    30_000,
+  );
 });
 
 test('kubectl wait --for=condition=Succeeded works against a request', async () => {
@@ -205,7 +236,14 @@ test('kubectl wait --for=condition=Succeeded works against a request', async () 
   const out = await new Promise<string>((resolve, reject) =>
     execFile(
       'kubectl',
-      ['--kubeconfig', env.cp.kubeconfigPath, 'wait', '--for=condition=Succeeded', 'mr/kubectl-wait', '--timeout=30s'],
+      [
+        '--kubeconfig',
+        env.cp.kubeconfigPath,
+        'wait',
+        '--for=condition=Succeeded',
+        'mr/kubectl-wait',
+        '--timeout=30s',
+      ],
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
     ),
   );
@@ -214,12 +252,20 @@ test('kubectl wait --for=condition=Succeeded works against a request', async () 
 
 test('kubectl get mr shows module, target, progress, status and exit code', async () => {
   const out = await new Promise<string>((resolve, reject) =>
-    execFile('kubectl', ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'single', 'failing'], (err, stdout) =>
-      err ? reject(err) : resolve(stdout),
+    execFile(
+      'kubectl',
+      ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'single', 'failing'],
+      (err, stdout) => (err ? reject(new Error(err.message)) : resolve(stdout)),
     ),
   );
   const lines = out.trim().split('\n');
   assert.match(lines[0] ?? '', /^NAME\s+MODULE\s+TARGET\s+SUCCEEDED\s+STATUS\s+EXIT\s+AGE/);
-  assert.match(lines.find((l) => l.startsWith('single')) ?? '', /^single\s+ok-single\s+node\/node-a\s+1\/1\s+Succeeded\s+0\s+/);
-  assert.match(lines.find((l) => l.startsWith('failing')) ?? '', /^failing\s+fail-me\s+node\/node-b\s+0\/1\s+Failed\s+3\s+/);
+  assert.match(
+    lines.find((l) => l.startsWith('single')) ?? '',
+    /^single\s+ok-single\s+node\/node-a\s+1\/1\s+Succeeded\s+0\s+/,
+  );
+  assert.match(
+    lines.find((l) => l.startsWith('failing')) ?? '',
+    /^failing\s+fail-me\s+node\/node-b\s+0\/1\s+Failed\s+3\s+/,
+  );
 });

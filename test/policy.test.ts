@@ -20,7 +20,9 @@ const env = useControlPlane({
   setup: async ({ kc }) => {
     await applyManifests(
       kc,
-      ['00-namespace.yaml', '10-rbac.yaml', '40-module-policy.yaml', '50-node-restriction.yaml'].map((f) => join(deploy, f)),
+      ['00-namespace.yaml', '10-rbac.yaml', '40-module-policy.yaml', '50-node-restriction.yaml'].map((f) =>
+        join(deploy, f),
+      ),
     );
   },
 });
@@ -35,7 +37,12 @@ test('module policy: a denied module is refused at admission with the policy’s
     } catch (err) {
       const body = bodyOf(err);
       if (/dccp was admitted/.test(String(err))) {
-        await env.kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: 'modulerequests', name: 'denied-dccp' });
+        await env.kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: 'modulerequests',
+          name: 'denied-dccp',
+        });
         return false;
       }
       assert.match(body, /spec\.module: module dccp is denied by the module policy/);
@@ -57,13 +64,23 @@ test('node restriction: agent A may write its own node’s run but not node B’
       namespace: ns,
       body: {
         metadata: { name: `agent-${node}` },
-        spec: { nodeName: node, serviceAccountName: 'kmod-agent', containers: [{ name: 'agent', image: 'kmod-operator:test' }] },
+        spec: {
+          nodeName: node,
+          serviceAccountName: 'kmod-agent',
+          containers: [{ name: 'agent', image: 'kmod-operator:test' }],
+        },
       },
     });
     const tr = await core.createNamespacedServiceAccountToken({
       name: 'kmod-agent',
       namespace: ns,
-      body: { spec: { audiences: [], expirationSeconds: 3600, boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: pod.metadata?.name, uid: pod.metadata?.uid } } },
+      body: {
+        spec: {
+          audiences: [],
+          expirationSeconds: 3600,
+          boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: pod.metadata?.name, uid: pod.metadata?.uid },
+        },
+      },
     });
     tokens[node] = tr.status?.token ?? '';
   }
@@ -74,7 +91,12 @@ test('node restriction: agent A may write its own node’s run but not node B’
       group: GROUP,
       version: VERSION,
       plural: RUN_PLURAL,
-      body: { apiVersion: API_VERSION, kind: 'ModuleRun', metadata: { name: `run-${node}` }, spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 } },
+      body: {
+        apiVersion: API_VERSION,
+        kind: 'ModuleRun',
+        metadata: { name: `run-${node}` },
+        spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 },
+      },
     })) as ModuleRun;
   }
   const asAgent = (node: string) => {

@@ -58,13 +58,22 @@ function agentProcess(node: string, extra: string[] = []): ChildProcess & { outp
 }
 
 const exited = (child: ChildProcess) =>
-  new Promise<number | null>((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code))));
+  new Promise<number | null>((r) =>
+    child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code)),
+  );
 
 test('an agent killed mid-run: the claimed run is reported interrupted and retried with the next attempt', async () => {
   await ensureNode(env.kc, 'node-crash');
   const first = agentProcess('node-crash');
-  await createRequest(env.kc, 'crash', { module: 'slow-crash', parameters: ['secs=2'], nodeName: 'node-crash' });
-  await eventually('the run to be claimed', async () => (await getRequest(env.kc, 'crash'))?.status?.phase === 'Running');
+  await createRequest(env.kc, 'crash', {
+    module: 'slow-crash',
+    parameters: ['secs=2'],
+    nodeName: 'node-crash',
+  });
+  await eventually(
+    'the run to be claimed',
+    async () => (await getRequest(env.kc, 'crash'))?.status?.phase === 'Running',
+  );
   first.kill('SIGKILL');
   await exited(first);
   const second = agentProcess('node-crash');
@@ -74,7 +83,12 @@ test('an agent killed mid-run: the claimed run is reported interrupted and retri
     assert.equal(helper.starts('slow-crash'), 2);
     const events = await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' });
     assert.ok(
-      events.items.some((e) => e.reason === 'Interrupted' && e.involvedObject.name === 'crash' && /attempt 2/.test(e.message ?? '')),
+      events.items.some(
+        (e) =>
+          e.reason === 'Interrupted' &&
+          e.involvedObject.name === 'crash' &&
+          /attempt 2/.test(e.message ?? ''),
+      ),
       'an Interrupted event on the request',
     );
   } finally {
@@ -86,12 +100,22 @@ test('an agent killed mid-run: the claimed run is reported interrupted and retri
 test('SIGTERM disables and drains: the running helper finishes, runs not started stay pending for the next agent', async () => {
   await ensureNode(env.kc, 'node-term', { term: 'yes' });
   const first = agentProcess('node-term', ['--max-concurrent=1', '--busy-timeout=60']);
-  await createRequest(env.kc, 'term-running', { module: 'slow-term', parameters: ['secs=2'], nodeName: 'node-term' });
-  await eventually('the first run to be claimed', async () => (await getRequest(env.kc, 'term-running'))?.status?.phase === 'Running');
+  await createRequest(env.kc, 'term-running', {
+    module: 'slow-term',
+    parameters: ['secs=2'],
+    nodeName: 'node-term',
+  });
+  await eventually(
+    'the first run to be claimed',
+    async () => (await getRequest(env.kc, 'term-running'))?.status?.phase === 'Running',
+  );
   for (const name of ['term-w1', 'term-w2', 'term-w3']) {
     await createRequest(env.kc, name, { module: `ok-${name}`, nodeName: 'node-term' });
   }
-  await eventually('the waiting runs to be dispatched', async () => (await listRuns(env.kc)).filter((r) => r.spec.nodeName === 'node-term').length === 4);
+  await eventually(
+    'the waiting runs to be dispatched',
+    async () => (await listRuns(env.kc)).filter((r) => r.spec.nodeName === 'node-term').length === 4,
+  );
   await new Promise((r) => setTimeout(r, 300)); // let the agent queue them behind the busy slot
   first.kill('SIGTERM');
   assert.equal(await exited(first), 0, first.output());
@@ -119,15 +143,25 @@ test('a controller restarted mid-way loses nothing', async () => {
   await ensureNode(env.kc, 'node-ctl', { ctl: 'yes' });
   const agent = await startAgent(env.kc, 'node-ctl', helper.path);
   try {
-    await createRequest(env.kc, 'ctl-1', { module: 'slow-ctl1', parameters: ['secs=1'], nodeName: 'node-ctl' });
-    await eventually('ctl-1 dispatched', async () => (await listRuns(env.kc)).some((r) => r.spec.module === 'slow-ctl1'));
+    await createRequest(env.kc, 'ctl-1', {
+      module: 'slow-ctl1',
+      parameters: ['secs=1'],
+      nodeName: 'node-ctl',
+    });
+    await eventually('ctl-1 dispatched', async () =>
+      (await listRuns(env.kc)).some((r) => r.spec.module === 'slow-ctl1'),
+    );
     await controller.stop();
     // While no controller runs: a new request, and the first run finishes.
     await createRequest(env.kc, 'ctl-2', { module: 'ok-ctl2', nodeSelector: { ctl: 'yes' } });
     await eventually('ctl-1 run to finish', async () =>
       (await listRuns(env.kc)).some((r) => r.spec.module === 'slow-ctl1' && r.status?.phase === 'Succeeded'),
     );
-    assert.equal((await getRequest(env.kc, 'ctl-2'))?.status, undefined, 'nothing reconciles without a controller');
+    assert.equal(
+      (await getRequest(env.kc, 'ctl-2'))?.status,
+      undefined,
+      'nothing reconciles without a controller',
+    );
     controller = await startController(env.kc);
     await waitForCondition(env.kc, 'ctl-1', 'Succeeded');
     await waitForCondition(env.kc, 'ctl-2', 'Succeeded');
@@ -139,12 +173,24 @@ test('a controller restarted mid-way loses nothing', async () => {
 
 test('deleting a request while its run waits for a slot cancels it at once; the running helper is not killed', async () => {
   await ensureNode(env.kc, 'node-del');
-  const agent = await startAgent(env.kc, 'node-del', helper.path, { maxConcurrent: 1, busyTimeoutMs: 60_000 });
+  const agent = await startAgent(env.kc, 'node-del', helper.path, {
+    maxConcurrent: 1,
+    busyTimeoutMs: 60_000,
+  });
   try {
-    await createRequest(env.kc, 'del-busy', { module: 'slow-del', parameters: ['secs=2'], nodeName: 'node-del' });
-    await eventually('the slot to be taken', async () => (await getRequest(env.kc, 'del-busy'))?.status?.phase === 'Running');
+    await createRequest(env.kc, 'del-busy', {
+      module: 'slow-del',
+      parameters: ['secs=2'],
+      nodeName: 'node-del',
+    });
+    await eventually(
+      'the slot to be taken',
+      async () => (await getRequest(env.kc, 'del-busy'))?.status?.phase === 'Running',
+    );
     await createRequest(env.kc, 'del-waiting', { module: 'ok-del-waiting', nodeName: 'node-del' });
-    await eventually('the waiting run to exist', async () => (await listRuns(env.kc)).some((r) => r.spec.module === 'ok-del-waiting'));
+    await eventually('the waiting run to exist', async () =>
+      (await listRuns(env.kc)).some((r) => r.spec.module === 'ok-del-waiting'),
+    );
     await new Promise((r) => setTimeout(r, 300));
     await deleteRequest(env.kc, 'del-waiting');
     // The busy helper goes on to the end and reports.
@@ -158,7 +204,8 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
 
 test('Events record success and failure on the request', async () => {
   const events = await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' });
-  const about = (name: string) => events.items.filter((e) => e.involvedObject.name === name).map((e) => `${e.type}/${e.reason}`);
+  const about = (name: string) =>
+    events.items.filter((e) => e.involvedObject.name === name).map((e) => `${e.type}/${e.reason}`);
   assert.ok(about('ctl-2').includes('Normal/Completed'), about('ctl-2').join(','));
   assert.ok(about('ctl-2').includes('Normal/Succeeded'), about('ctl-2').join(','));
 });

@@ -120,7 +120,12 @@ export class Agent {
     const { kc } = opts;
     this.#resources = new Resources(kc);
     this.#core = kc.makeApiClient(CoreV1Api);
-    this.#events = new EventRecorder({ kc, component: 'kmod-agent', host: opts.nodeName, logger: opts.logger });
+    this.#events = new EventRecorder({
+      kc,
+      component: 'kmod-agent',
+      host: opts.nodeName,
+      logger: opts.logger,
+    });
     this.#metrics = new AgentMetrics(opts.registry, () => ({
       running: this.#slots.running,
       waiting: this.#slots.waiting,
@@ -132,7 +137,11 @@ export class Agent {
         while (this.#slots.running > 0) await new Promise((r) => setTimeout(r, 20));
       },
     );
-    const nodeTarget = { apiVersion: 'v1', kind: 'Node', metadata: { name: opts.nodeName, uid: opts.nodeName } };
+    const nodeTarget = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: opts.nodeName, uid: opts.nodeName },
+    };
     this.#settings = new AgentSettings({
       kc,
       logger: this.#log,
@@ -163,7 +172,10 @@ export class Agent {
     });
     this.#queue = new WorkQueue({
       name: 'moduleruns',
-      reconcile: async (key) => this.#reconcile(key),
+      reconcile: (key) => {
+        this.#reconcile(key);
+        return Promise.resolve();
+      },
       concurrency: 4,
       logger: opts.logger,
     });
@@ -201,7 +213,9 @@ export class Agent {
    */
   async start(): Promise<void> {
     if (this.#opts.helperPath === '') {
-      this.#log.warn('helper path is empty: module loading is disabled on this node; runs will fail HelperDisabled');
+      this.#log.warn(
+        'helper path is empty: module loading is disabled on this node; runs will fail HelperDisabled',
+      );
     }
     await Promise.all([this.#node.start(), this.#runs.start(), this.#settings.start()]);
     this.#started = true;
@@ -224,11 +238,17 @@ export class Agent {
     // SIGTERM = disable + drain: nothing new starts; runs still waiting are left for the next agent.
     for (const exec of this.#executions.values()) exec.cancel.abort('agent stopping');
     const drained = await this.#helperState.set('Disabled', graceMs);
-    if (!drained.ok) this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', { detail: drained.message });
+    if (!drained.ok)
+      this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', {
+        detail: drained.message,
+      });
     await this.#queue.stop();
     // Bounded, and a ref'd timer: a caller awaiting stop() must not see the loop drain under it.
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.#inFlight]), new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    await Promise.race([
+      Promise.allSettled([...this.#inFlight]),
+      new Promise((r) => (timer = setTimeout(r, 1000))),
+    ]);
     clearTimeout(timer);
     await Promise.all([this.#runs.stop(), this.#node.stop(), this.#settings.stop()]);
     await this.#events.flush();
@@ -242,7 +262,9 @@ export class Agent {
       desired = parseHelperState(raw);
     } catch (err) {
       if (this.#desiredState !== undefined) return;
-      this.#log.error('invalid helper state annotation; keeping helpers as they are', { error: (err as Error).message });
+      this.#log.error('invalid helper state annotation; keeping helpers as they are', {
+        error: (err as Error).message,
+      });
       desired = 'Enabled';
     }
     if (desired === this.#desiredState) return;
@@ -255,14 +277,34 @@ export class Agent {
       const result = await this.#helperState.set(target, this.#opts.drainTimeoutMs);
       this.#metrics.helperState(result.state);
       const level = result.ok ? 'info' : 'warn';
-      this.#log.log(level, 'helper state changed', { requested: target, state: result.state, detail: result.message });
-      const nodeTarget = { apiVersion: 'v1', kind: 'Node', metadata: { name: this.#opts.nodeName, uid: this.#opts.nodeName } };
-      this.#events.event(nodeTarget, result.ok ? 'Normal' : 'Warning', result.ok ? `Helpers${result.state}` : 'HelpersDisableFailed', result.message);
+      this.#log.log(level, 'helper state changed', {
+        requested: target,
+        state: result.state,
+        detail: result.message,
+      });
+      const nodeTarget = {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name: this.#opts.nodeName, uid: this.#opts.nodeName },
+      };
+      this.#events.event(
+        nodeTarget,
+        result.ok ? 'Normal' : 'Warning',
+        result.ok ? `Helpers${result.state}` : 'HelpersDisableFailed',
+        result.message,
+      );
       try {
         await this.#core.patchNode(
           {
             name: this.#opts.nodeName,
-            body: { metadata: { annotations: { [HELPERS_STATE_ANNOTATION]: result.state, [HELPERS_MESSAGE_ANNOTATION]: result.message } } },
+            body: {
+              metadata: {
+                annotations: {
+                  [HELPERS_STATE_ANNOTATION]: result.state,
+                  [HELPERS_MESSAGE_ANNOTATION]: result.message,
+                },
+              },
+            },
           },
           mergePatch(),
         );
@@ -346,7 +388,12 @@ export class Agent {
   async #execute(run: ModuleRun, exec: Execution, interrupted: boolean): Promise<void> {
     const name = run.metadata.name ?? '';
     const { spec } = run;
-    const log = this.#log.child({ run: name, module: spec.module, attempt: exec.attempt, request: ownerOf(run)?.metadata.name });
+    const log = this.#log.child({
+      run: name,
+      module: spec.module,
+      attempt: exec.attempt,
+      request: ownerOf(run)?.metadata.name,
+    });
     const finish = (status: ModuleRunStatus) => this.#report(run, exec, status, log);
 
     const invalid = validateRunSpec(spec);
@@ -368,7 +415,11 @@ export class Agent {
     // security_kernel_module_request(): the policy again, since admission can be bypassed.
     const policy = this.#settings.policy;
     const refusal =
-      policy.kind === 'broken' ? policy.reason : policy.kind === 'policy' ? policyRefusal(policy.policy, spec.module) : undefined;
+      policy.kind === 'broken'
+        ? policy.reason
+        : policy.kind === 'policy'
+          ? policyRefusal(policy.policy, spec.module)
+          : undefined;
     if (refusal) {
       this.#metrics.denied.inc();
       log.warn('module refused by policy', { reason: refusal });
@@ -472,8 +523,12 @@ export class Agent {
     if (interrupted) {
       log.warn('run was interrupted by an agent restart; running it again', { attempt: exec.attempt });
       if (owner) {
-        this.#events.event(owner, 'Warning', Reason.Interrupted,
-          `node ${this.#opts.nodeName}: attempt ${exec.attempt - 1} was interrupted by an agent restart; retrying (attempt ${exec.attempt})`);
+        this.#events.event(
+          owner,
+          'Warning',
+          Reason.Interrupted,
+          `node ${this.#opts.nodeName}: attempt ${exec.attempt - 1} was interrupted by an agent restart; retrying (attempt ${exec.attempt})`,
+        );
       }
     }
     if (exec.cancel.signal.aborted) {
@@ -495,23 +550,45 @@ export class Agent {
     const base = { startTime, bootID, attempt: exec.attempt, claimedBy: this.#instanceId };
     if (spec.wait === 'None') {
       // UMH_NO_WAIT: fire and forget; no error comes back.
-      await this.#report(claimed, exec, { ...base, phase: 'Succeeded', reason: Reason.Dispatched, message: 'helper dispatched without waiting (wait: None)' }, log);
+      await this.#report(
+        claimed,
+        exec,
+        {
+          ...base,
+          phase: 'Succeeded',
+          reason: Reason.Dispatched,
+          message: 'helper dispatched without waiting (wait: None)',
+        },
+        log,
+      );
     } else if (spec.wait === 'Exec') {
       const outcome = await handle.started;
       await this.#report(
         claimed,
         exec,
         outcome.ok
-          ? { ...base, phase: 'Succeeded', reason: Reason.Started, message: `${this.#opts.helperPath} started (wait: Exec)` }
+          ? {
+              ...base,
+              phase: 'Succeeded',
+              reason: Reason.Started,
+              message: `${this.#opts.helperPath} started (wait: Exec)`,
+            }
           : { ...base, phase: 'Failed', reason: Reason.ExecFailed, message: outcome.error.message },
         log,
       );
     }
     const result = await handle.finished;
     const status = { ...base, ...this.#resultStatus(result, spec.module, spec.timeoutSeconds) };
-    this.#metrics.finished(status.reason ?? 'Unknown', (result.finishTime.getTime() - result.startTime.getTime()) / 1000);
+    this.#metrics.finished(
+      status.reason ?? 'Unknown',
+      (result.finishTime.getTime() - result.startTime.getTime()) / 1000,
+    );
     if (spec.wait === 'Process') await this.#report(claimed, exec, status, log);
-    else log.info('helper finished (not reported: wait is not Process)', { reason: status.reason, exitCode: status.exitCode });
+    else
+      log.info('helper finished (not reported: wait is not Process)', {
+        reason: status.reason,
+        exitCode: status.exitCode,
+      });
   }
 
   /** Turns what the helper did into a run status. */
@@ -535,11 +612,23 @@ export class Agent {
       };
     }
     if (r.signal) {
-      return { ...common, phase: 'Failed', reason: Reason.Signaled, signal: r.signal, message: `${helper} was killed by ${r.signal}` };
+      return {
+        ...common,
+        phase: 'Failed',
+        reason: Reason.Signaled,
+        signal: r.signal,
+        message: `${helper} was killed by ${r.signal}`,
+      };
     }
     const exitCode = r.exitCode ?? -1;
     if (exitCode === 0) {
-      return { ...common, phase: 'Succeeded', reason: Reason.Completed, exitCode, message: `${helper} -q -- ${module} exited 0` };
+      return {
+        ...common,
+        phase: 'Succeeded',
+        reason: Reason.Completed,
+        exitCode,
+        message: `${helper} -q -- ${module} exited 0`,
+      };
     }
     const lastLine = r.stderrTail.trim().split('\n').pop() ?? '';
     return {
@@ -568,7 +657,11 @@ export class Agent {
         return;
       }
       const claimedBy = latest.status?.claimedBy;
-      if (claimedBy && claimedBy !== this.#instanceId && latest.status?.observedGeneration === exec.generation) {
+      if (
+        claimedBy &&
+        claimedBy !== this.#instanceId &&
+        latest.status?.observedGeneration === exec.generation
+      ) {
         log.warn('run claimed by another agent; result dropped', { claimedBy });
         return;
       }
@@ -591,11 +684,17 @@ export class Agent {
       }
     }
     const level = status.phase === 'Succeeded' ? 'info' : 'warn';
-    log.log(level, 'run finished', { phase: status.phase, reason: status.reason, exitCode: status.exitCode, detail: status.message });
+    log.log(level, 'run finished', {
+      phase: status.phase,
+      reason: status.reason,
+      exitCode: status.exitCode,
+      detail: status.message,
+    });
     const owner = ownerOf(run);
     if (owner) {
       const text = `node ${this.#opts.nodeName}: ${status.message ?? status.reason}`;
-      if (status.phase === 'Succeeded') this.#events.event(owner, 'Normal', status.reason ?? 'Succeeded', text);
+      if (status.phase === 'Succeeded')
+        this.#events.event(owner, 'Normal', status.reason ?? 'Succeeded', text);
       else this.#events.event(owner, 'Warning', status.reason ?? 'Failed', text);
     }
   }
@@ -604,5 +703,7 @@ export class Agent {
 /** The ModuleRequest that owns a run, as an Event target. */
 function ownerOf(run: ModuleRun): EventTarget | undefined {
   const o = run.metadata.ownerReferences?.find((r) => r.kind === 'ModuleRequest');
-  return o ? { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } } : undefined;
+  return o
+    ? { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } }
+    : undefined;
 }

@@ -77,5 +77,8 @@ test('an aborted wait resolves false at once', async () => {
 test('the annotation value is parsed case-insensitively; nonsense is an error naming it', () => {
   assert.equal(parseHelperState(undefined), 'Enabled');
   assert.equal(parseHelperState('disabled'), 'Disabled');
-  assert.throws(() => parseHelperState('off'), /kmod.dev\/helpers="off" is not one of Enabled, Freezing, Disabled/);
+  assert.throws(
+    () => parseHelperState('off'),
+    /kmod.dev\/helpers="off" is not one of Enabled, Freezing, Disabled/,
+  );
 });

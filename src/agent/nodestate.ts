@@ -99,18 +99,28 @@ export class NodeHelperState {
     }
     if (target === 'Freezing') {
       this.#state = 'Freezing';
-      return { state: 'Freezing', ok: true, message: 'helpers freezing: new runs wait, running helpers go on' };
+      return {
+        state: 'Freezing',
+        ok: true,
+        message: 'helpers freezing: new runs wait, running helpers go on',
+      };
     }
     this.#state = 'Disabled';
     const running = this.#running();
-    if (running === 0) return { state: 'Disabled', ok: true, message: 'helpers disabled: new runs stay pending' };
+    if (running === 0)
+      return { state: 'Disabled', ok: true, message: 'helpers disabled: new runs stay pending' };
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
       this.#idle().then(() => true),
       new Promise<boolean>((r) => (timer = setTimeout(() => r(false), drainTimeoutMs))),
     ]);
     clearTimeout(timer);
-    if (drained) return { state: 'Disabled', ok: true, message: `helpers disabled after ${running} running helper(s) finished` };
+    if (drained)
+      return {
+        state: 'Disabled',
+        ok: true,
+        message: `helpers disabled after ${running} running helper(s) finished`,
+      };
     // __usermodehelper_disable(): helpers still running after the timeout → re-enable, -EAGAIN.
     const still = this.#running();
     await this.set('Enabled');

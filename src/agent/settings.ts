@@ -35,7 +35,8 @@ export const BOUNDING_KEY = 'capabilityBounding';
 export const INHERITABLE_KEY = 'capabilityInheritable';
 
 /** The policy as the agent sees it: none configured, a compiled policy, or why it cannot be used. */
-export type PolicyState = { kind: 'none' } | { kind: 'policy'; policy: ModulePolicy } | { kind: 'broken'; reason: string };
+export type PolicyState =
+  { kind: 'none' } | { kind: 'policy'; policy: ModulePolicy } | { kind: 'broken'; reason: string };
 
 export interface AgentSettingsOptions {
   kc: KubeConfig;
@@ -100,7 +101,10 @@ export class AgentSettings {
     this.#inheritable = capMaskFromNames(opts.initialCaps.inheritable);
     if (opts.policy) {
       const ref = opts.policy;
-      this.#policy = { kind: 'broken', reason: `module policy ConfigMap ${ref.namespace}/${ref.name} not read yet` };
+      this.#policy = {
+        kind: 'broken',
+        reason: `module policy ConfigMap ${ref.namespace}/${ref.name} not read yet`,
+      };
       this.#policyInformer = cmInformer(opts.kc, ref, opts.logger);
       const onPolicy = () => this.#readPolicy(ref);
       for (const ev of ['add', 'update', 'delete'] as const) this.#policyInformer.on(ev, onPolicy);
@@ -137,16 +141,26 @@ export class AgentSettings {
     const cm = this.#policyInformer?.get(ref.name, ref.namespace);
     if (!cm) {
       // As the admission binding's parameterNotFoundAction: Deny: no policy, no loading.
-      this.#policy = { kind: 'broken', reason: `module policy ConfigMap ${where} does not exist; failing closed` };
+      this.#policy = {
+        kind: 'broken',
+        reason: `module policy ConfigMap ${where} does not exist; failing closed`,
+      };
       this.#log.warn('module policy missing; refusing every module', { configMap: where });
       return;
     }
     try {
       this.#policy = { kind: 'policy', policy: compilePolicy(cm.data, where) };
-      this.#log.info('module policy loaded', { configMap: where, allow: cm.data?.allow, deny: cm.data?.deny });
+      this.#log.info('module policy loaded', {
+        configMap: where,
+        allow: cm.data?.allow,
+        deny: cm.data?.deny,
+      });
     } catch (err) {
       this.#policy = { kind: 'broken', reason: `${(err as Error).message}; failing closed` };
-      this.#log.error('module policy invalid; refusing every module', { configMap: where, error: (err as Error).message });
+      this.#log.error('module policy invalid; refusing every module', {
+        configMap: where,
+        error: (err as Error).message,
+      });
     }
   }
 
@@ -162,7 +176,10 @@ export class AgentSettings {
       try {
         proposed = parseCapList(key, value);
       } catch (err) {
-        this.#log.error('agent config invalid; mask unchanged', { configMap: where, error: (err as Error).message });
+        this.#log.error('agent config invalid; mask unchanged', {
+          configMap: where,
+          error: (err as Error).message,
+        });
         this.#opts.onWidenRefused?.(`${where}: ${(err as Error).message}; ${key} unchanged`);
         continue;
       }
@@ -173,13 +190,21 @@ export class AgentSettings {
         const message =
           `${where}: ${key} would add ${refused.join(', ')}; helper capability masks can only be narrowed ` +
           `while the agent runs (restart it with new flags to widen). Keeping ${capNamesFromMask(current).join(',') || '(empty)'}`;
-        this.#log.warn('refused to widen a helper capability mask', { configMap: where, key, added: refused });
+        this.#log.warn('refused to widen a helper capability mask', {
+          configMap: where,
+          key,
+          added: refused,
+        });
         this.#opts.onWidenRefused?.(message);
         continue;
       }
       set(mask);
       const message = `${where}: ${key} narrowed to ${capNamesFromMask(mask).join(',') || '(empty)'}`;
-      this.#log.info('helper capability mask narrowed', { configMap: where, key, mask: capNamesFromMask(mask) });
+      this.#log.info('helper capability mask narrowed', {
+        configMap: where,
+        key,
+        mask: capNamesFromMask(mask),
+      });
       this.#opts.onNarrowed?.(message);
     }
   }

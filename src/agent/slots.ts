@@ -38,7 +38,8 @@ export class HelperSlots {
   readonly #busyTimeoutMs: number;
 
   constructor(max = DEFAULT_MAX_CONCURRENT, busyTimeoutMs = DEFAULT_BUSY_TIMEOUT_MS) {
-    if (!Number.isInteger(max) || max < 1) throw new Error(`max concurrent helpers must be a whole number >= 1, got ${max}`);
+    if (!Number.isInteger(max) || max < 1)
+      throw new Error(`max concurrent helpers must be a whole number >= 1, got ${max}`);
     if (!(busyTimeoutMs >= 0)) throw new Error(`busy timeout must be >= 0 ms, got ${busyTimeoutMs}`);
     this.#max = max;
     this.#busyTimeoutMs = busyTimeoutMs;

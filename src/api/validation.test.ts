@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { moduleNameError, nodeNameError, parametersError, validateRequestSpec, validateRunSpec } from './validation.ts';
+import {
+  moduleNameError,
+  nodeNameError,
+  parametersError,
+  validateRequestSpec,
+  validateRunSpec,
+} from './validation.ts';
 
 test('real module names and modaliases pass', () => {
   for (const name of [
@@ -37,7 +43,10 @@ test('hostile and malformed module names are refused with the field named', () =
 });
 
 test('parameters must be key=value without whitespace, control characters or a leading -', () => {
-  assert.equal(parametersError(['debug=1', 'mode=a,b,c', 'path=/x/y', 'empty=', 'model=auto', 'x_y-z=1']), undefined);
+  assert.equal(
+    parametersError(['debug=1', 'mode=a,b,c', 'path=/x/y', 'empty=', 'model=auto', 'x_y-z=1']),
+    undefined,
+  );
   assert.equal(parametersError(undefined), undefined);
   for (const [p, re] of [
     ['debug', /spec\.parameters\[0\] must be key=value/],
@@ -62,16 +71,37 @@ test('node names must be RFC 1123 subdomains', () => {
 test('a request targets exactly one of nodeName or nodeSelector', () => {
   assert.equal(validateRequestSpec({ module: 'x', nodeName: 'n1' }), undefined);
   assert.equal(validateRequestSpec({ module: 'x', nodeSelector: {} }), undefined);
-  assert.match(validateRequestSpec({ module: 'x' }) ?? '', /exactly one of spec\.nodeName or spec\.nodeSelector/);
+  assert.match(
+    validateRequestSpec({ module: 'x' }) ?? '',
+    /exactly one of spec\.nodeName or spec\.nodeSelector/,
+  );
   assert.match(validateRequestSpec({ module: 'x', nodeName: 'n', nodeSelector: {} }) ?? '', /exactly one/);
-  assert.match(validateRequestSpec({ module: 'x', nodeSelector: { 'bad key!': 'v' } }) ?? '', /not a valid label key/);
-  assert.match(validateRequestSpec({ module: 'x', nodeSelector: { k: 'bad value!' } }) ?? '', /not a valid label value/);
-  assert.match(validateRequestSpec({ module: 'x', nodeName: 'n', timeoutSeconds: 0 }) ?? '', /timeoutSeconds must be a whole number from 1 to 3600/);
-  assert.match(validateRequestSpec({ module: 'x', nodeName: 'n', wait: 'Later' as never }) ?? '', /spec\.wait must be one of Process, Exec, None/);
+  assert.match(
+    validateRequestSpec({ module: 'x', nodeSelector: { 'bad key!': 'v' } }) ?? '',
+    /not a valid label key/,
+  );
+  assert.match(
+    validateRequestSpec({ module: 'x', nodeSelector: { k: 'bad value!' } }) ?? '',
+    /not a valid label value/,
+  );
+  assert.match(
+    validateRequestSpec({ module: 'x', nodeName: 'n', timeoutSeconds: 0 }) ?? '',
+    /timeoutSeconds must be a whole number from 1 to 3600/,
+  );
+  assert.match(
+    validateRequestSpec({ module: 'x', nodeName: 'n', wait: 'Later' as never }) ?? '',
+    /spec\.wait must be one of Process, Exec, None/,
+  );
   assert.match(validateRequestSpec(undefined) ?? '', /spec is required/);
 });
 
 test('the agent re-checks a run spec', () => {
-  assert.equal(validateRunSpec({ nodeName: 'n', module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 }), undefined);
-  assert.match(validateRunSpec({ nodeName: 'n', module: '-x', wait: 'Process', timeoutSeconds: 60 }) ?? '', /must not start with '-'/);
+  assert.equal(
+    validateRunSpec({ nodeName: 'n', module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 }),
+    undefined,
+  );
+  assert.match(
+    validateRunSpec({ nodeName: 'n', module: '-x', wait: 'Process', timeoutSeconds: 60 }) ?? '',
+    /must not start with '-'/,
+  );
 });

@@ -32,7 +32,8 @@ export function moduleNameError(module: unknown, field = 'spec.module'): string 
     return `${field} must be printable ASCII with no whitespace or control characters`;
   }
   if (module.includes('/')) return `${field} must not contain '/'`;
-  if (module.startsWith('-')) return `${field} must not start with '-' (it would be read as a modprobe option)`;
+  if (module.startsWith('-'))
+    return `${field} must not start with '-' (it would be read as a modprobe option)`;
   return undefined;
 }
 
@@ -40,7 +41,8 @@ export function moduleNameError(module: unknown, field = 'spec.module'): string 
 export function parametersError(parameters: unknown, field = 'spec.parameters'): string | undefined {
   if (parameters === undefined) return undefined;
   if (!Array.isArray(parameters)) return `${field} must be a list of key=value strings`;
-  if (parameters.length > MAX_PARAMETERS) return `${field} has ${parameters.length} entries; at most ${MAX_PARAMETERS}`;
+  if (parameters.length > MAX_PARAMETERS)
+    return `${field} has ${parameters.length} entries; at most ${MAX_PARAMETERS}`;
   for (const [i, p] of parameters.entries()) {
     if (typeof p !== 'string') return `${field}[${i}] must be a string`;
     if (p.length > MAX_PARAMETER_BYTES) return `${field}[${i}] is longer than ${MAX_PARAMETER_BYTES} bytes`;
@@ -68,7 +70,10 @@ function waitAndTimeoutError(spec: { wait?: unknown; timeoutSeconds?: unknown })
     return `spec.wait must be one of ${WAIT_MODES.join(', ')}`;
   }
   const t = spec.timeoutSeconds;
-  if (t !== undefined && (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_SECONDS)) {
+  if (
+    t !== undefined &&
+    (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_SECONDS)
+  ) {
     return `spec.timeoutSeconds must be a whole number from 1 to ${MAX_TIMEOUT_SECONDS}`;
   }
   return undefined;
@@ -85,7 +90,8 @@ export function validateRequestSpec(spec: ModuleRequestSpec | undefined): string
     if (e) return e;
   } else {
     const sel = spec.nodeSelector;
-    if (typeof sel !== 'object' || sel === null || Array.isArray(sel)) return 'spec.nodeSelector must be a map';
+    if (typeof sel !== 'object' || sel === null || Array.isArray(sel))
+      return 'spec.nodeSelector must be a map';
     for (const [k, v] of Object.entries(sel)) {
       if (!LABEL_KEY.test(k)) return `spec.nodeSelector key "${k}" is not a valid label key`;
       if (typeof v !== 'string' || v.length > 63 || !LABEL_VALUE.test(v)) {

@@ -77,7 +77,10 @@ function bootIdSource(value: string): 'kernel' | 'node' {
   return value;
 }
 
-function configMapRef(flag: string, value: string | undefined): { namespace: string; name: string } | undefined {
+function configMapRef(
+  flag: string,
+  value: string | undefined,
+): { namespace: string; name: string } | undefined {
   if (value === undefined) return undefined;
   const [namespace, name, ...rest] = value.split('/');
   if (!namespace || !name || rest.length) fail(`--${flag} must be NAMESPACE/NAME, got "${value}"`);
@@ -93,7 +96,10 @@ function capList(value: string | undefined, dflt: string[]): string[] {
 }
 
 /** Stops `stop` on SIGTERM/SIGINT; a second signal exits at once. */
-function onShutdown(stop: () => Promise<void>, log: { info: (m: string, meta?: object) => void }): Promise<void> {
+function onShutdown(
+  stop: () => Promise<void>,
+  log: { info: (m: string, meta?: object) => void },
+): Promise<void> {
   return new Promise((resolve) => {
     let stopping = false;
     const handler = (signal: NodeJS.Signals) => {
@@ -173,7 +179,8 @@ async function agentCommand(args: string[]): Promise<void> {
   const nodeName = values['node-name'] ?? process.env.NODE_NAME;
   if (!nodeName) fail('agent needs --node-name (or NODE_NAME from the downward API)');
   const helper = values.helper;
-  if (helper !== '' && !helper.startsWith('/')) fail(`--helper must be an absolute path (or empty to disable), got "${helper}"`);
+  if (helper !== '' && !helper.startsWith('/'))
+    fail(`--helper must be an absolute path (or empty to disable), got "${helper}"`);
   const logger = createLogger('agent');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -224,7 +231,10 @@ async function localCommand(args: string[]): Promise<void> {
   await runLocal({
     kubeconfig: values.kubeconfig,
     examplesDir: values.examples,
-    exitAfterMs: values['exit-after'] !== undefined ? nonNegative('exit-after', values['exit-after'], 0) * 1000 : undefined,
+    exitAfterMs:
+      values['exit-after'] !== undefined
+        ? nonNegative('exit-after', values['exit-after'], 0) * 1000
+        : undefined,
   });
 }
 

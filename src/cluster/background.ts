@@ -38,7 +38,8 @@ export async function clusterUp(): Promise<void> {
   if (existing && existsSync(readyFile)) {
     console.log(`control plane already running (pid ${existing})`);
   } else {
-    if (existing) throw new Error(`a control plane (pid ${existing}) is starting or stuck; run make cluster-down first`);
+    if (existing)
+      throw new Error(`a control plane (pid ${existing}) is starting or stuck; run make cluster-down first`);
     rmSync(readyFile, { force: true });
     const fd = openSync(logFile, 'w');
     const child = spawn(process.execPath, [join(root, 'src/cli/main.ts'), 'cluster', 'serve'], {
@@ -51,7 +52,9 @@ export async function clusterUp(): Promise<void> {
     for (;;) {
       if (existsSync(readyFile)) break;
       if (child.exitCode !== null) {
-        const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').trim().split('\n').slice(-20).join('\n') : '';
+        const log = existsSync(logFile)
+          ? readFileSync(logFile, 'utf8').trim().split('\n').slice(-20).join('\n')
+          : '';
         throw new Error(`the control plane failed to start; last lines of ${logFile}:\n${log}`);
       }
       if (Date.now() > deadline) throw new Error(`the control plane did not become ready; see ${logFile}`);

@@ -14,7 +14,16 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  openSync,
+  closeSync,
+} from 'node:fs';
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -170,7 +179,12 @@ function killNow(p: Proc): void {
 }
 
 /** GETs `path` on the apiserver; resolves with the status code and body (never rejects). */
-function apiGet(server: string, token: string, caPem: string, path: string): Promise<{ status: number; body: string }> {
+function apiGet(
+  server: string,
+  token: string,
+  caPem: string,
+  path: string,
+): Promise<{ status: number; body: string }> {
   return new Promise((res) => {
     const req = request(
       `${server}${path}`,
@@ -303,7 +317,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     for (;;) {
       for (const p of procs) {
         if (p.child.exitCode !== null || p.child.signalCode !== null) {
-          throw new Error(`${p.name} exited during start-up (exit ${p.child.exitCode ?? p.child.signalCode}); last lines of ${p.logPath}:\n${tailOf(p.logPath)}`);
+          throw new Error(
+            `${p.name} exited during start-up (exit ${p.child.exitCode ?? p.child.signalCode}); last lines of ${p.logPath}:\n${tailOf(p.logPath)}`,
+          );
         }
       }
       if (!caPem && existsSync(crtPath)) caPem = readFileSync(crtPath, 'utf8');
@@ -315,7 +331,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         }
       }
       if (Date.now() > deadline) {
-        throw new Error(`kube-apiserver not ready after ${opts.readyTimeoutMs ?? 60_000} ms; last lines of ${apiserver.logPath}:\n${tailOf(apiserver.logPath)}`);
+        throw new Error(
+          `kube-apiserver not ready after ${opts.readyTimeoutMs ?? 60_000} ms; last lines of ${apiserver.logPath}:\n${tailOf(apiserver.logPath)}`,
+        );
       }
       await sleep(100);
     }

@@ -31,7 +31,15 @@ import { WorkQueue, type ReconcileResult } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { summarize, type MissingNode } from './status.ts';
-import { bootIdOf, describeTarget, desiredRunSpec, newRun, rebooted, resolveTargets, runSpecDiffers } from './targets.ts';
+import {
+  bootIdOf,
+  describeTarget,
+  desiredRunSpec,
+  newRun,
+  rebooted,
+  resolveTargets,
+  runSpecDiffers,
+} from './targets.ts';
 
 export interface ControllerOptions {
   kc: KubeConfig;
@@ -68,7 +76,12 @@ export class Controller {
     this.#log = opts.logger;
     const { kc } = opts;
     this.#resources = new Resources(kc);
-    this.#events = new EventRecorder({ kc, component: 'kmod-controller', host: hostname(), logger: opts.logger });
+    this.#events = new EventRecorder({
+      kc,
+      component: 'kmod-controller',
+      host: hostname(),
+      logger: opts.logger,
+    });
     this.#metrics = new ControllerMetrics(opts.registry);
     const resyncMs = opts.resyncMs;
     this.#requests = new Informer<ModuleRequest>({ kc, path: requestsPath, logger: opts.logger, resyncMs });
@@ -212,7 +225,16 @@ export class Controller {
     const invalid = validateRequestSpec(req.spec);
     if (invalid) {
       // Admission should have refused it; it got through (no CRD rules, a bypass): fail loudly, run nothing.
-      await this.#writeStatus(req, summarize(req, [], [{ nodeName: req.spec?.nodeName ?? '-', reason: Reason.InvalidSpec, message: invalid }], describeTarget(req)), log);
+      await this.#writeStatus(
+        req,
+        summarize(
+          req,
+          [],
+          [{ nodeName: req.spec?.nodeName ?? '-', reason: Reason.InvalidSpec, message: invalid }],
+          describeTarget(req),
+        ),
+        log,
+      );
       return;
     }
 
@@ -232,11 +254,19 @@ export class Controller {
       }
       const desired = desiredRunSpec(req, node);
       if (runSpecDiffers(run.spec, desired)) {
-        log.info('request changed; dispatching again', { node: nodeName, generation: desired.requestGeneration });
+        log.info('request changed; dispatching again', {
+          node: nodeName,
+          generation: desired.requestGeneration,
+        });
         await this.#resources.patchRunSpec(run.metadata.name ?? '', desired);
       } else if (rebooted(run, node)) {
         log.info('node rebooted; running again', { node: nodeName, bootID: desired.bootID });
-        this.#events.event(asTarget(req), 'Normal', 'NodeRebooted', `node ${nodeName} rebooted (boot ${desired.bootID}); loading ${req.spec.module} again`);
+        this.#events.event(
+          asTarget(req),
+          'Normal',
+          'NodeRebooted',
+          `node ${nodeName} rebooted (boot ${desired.bootID}); loading ${req.spec.module} again`,
+        );
         await this.#resources.patchRunSpec(run.metadata.name ?? '', { bootID: desired.bootID });
       }
     }
@@ -263,7 +293,13 @@ export class Controller {
     }
 
     const missingNodes: MissingNode[] = missing
-      ? [{ nodeName: missing, reason: Reason.NodeNotFound, message: `node ${missing} does not exist; waiting for it to join` }]
+      ? [
+          {
+            nodeName: missing,
+            reason: Reason.NodeNotFound,
+            message: `node ${missing} does not exist; waiting for it to join`,
+          },
+        ]
       : [];
     const status = summarize(req, stillReported, missingNodes, describeTarget(req));
     await this.#writeStatus(req, status, log);

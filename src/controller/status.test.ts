@@ -3,14 +3,23 @@ import assert from 'node:assert/strict';
 import type { ModuleRequest, ModuleRun, ModuleRunStatus } from '../api/types.ts';
 import { MAX_LISTED_NODES, nodeResultOf, summarize } from './status.ts';
 
-const req: ModuleRequest = { metadata: { name: 'r', generation: 2 }, spec: { module: 'fs-ext4', nodeSelector: {} } };
+const req: ModuleRequest = {
+  metadata: { name: 'r', generation: 2 },
+  spec: { module: 'fs-ext4', nodeSelector: {} },
+};
 const run = (node: string, status?: ModuleRunStatus, generation = 1): ModuleRun => ({
   metadata: { name: `r-${node}`, generation },
   spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 },
   status,
 });
 const ok = { observedGeneration: 1, phase: 'Succeeded' as const, reason: 'Completed', exitCode: 0 };
-const bad = { observedGeneration: 1, phase: 'Failed' as const, reason: 'ExitCode', exitCode: 1, message: 'exited 1' };
+const bad = {
+  observedGeneration: 1,
+  phase: 'Failed' as const,
+  reason: 'ExitCode',
+  exitCode: 1,
+  message: 'exited 1',
+};
 
 test('a run whose status is for an older generation counts as pending', () => {
   assert.equal(nodeResultOf(run('a', ok, 2)).phase, 'Pending');
@@ -24,7 +33,13 @@ test('all succeeded: Succeeded=True, Failed=False, progress and exit code of the
   assert.equal(s.progress, '1/1');
   assert.equal(s.exitCode, 0);
   assert.equal(s.observedGeneration, 2);
-  assert.deepEqual(s.conditions?.map((c) => [c.type, c.status, c.observedGeneration]), [['Succeeded', 'True', 2], ['Failed', 'False', 2]]);
+  assert.deepEqual(
+    s.conditions?.map((c) => [c.type, c.status, c.observedGeneration]),
+    [
+      ['Succeeded', 'True', 2],
+      ['Failed', 'False', 2],
+    ],
+  );
 });
 
 test('one failure makes the request Failed with the node and reason in the condition', () => {
@@ -40,7 +55,12 @@ test('one failure makes the request Failed with the node and reason in the condi
 });
 
 test('a missing node is a failure with its reason', () => {
-  const s = summarize(req, [], [{ nodeName: 'ghost', reason: 'NodeNotFound', message: 'node ghost does not exist' }], 'node/ghost');
+  const s = summarize(
+    req,
+    [],
+    [{ nodeName: 'ghost', reason: 'NodeNotFound', message: 'node ghost does not exist' }],
+    'node/ghost',
+  );
   assert.equal(s.phase, 'Failed');
   assert.equal(s.conditions?.find((c) => c.type === 'Failed')?.reason, 'NodeNotFound');
 });
@@ -60,7 +80,9 @@ test('lastTransitionTime moves only when a condition flips', () => {
 });
 
 test('the node list stays bounded at 5,000 nodes: succeeded nodes are counted, not listed', () => {
-  const runs = Array.from({ length: 5000 }, (_, i) => run(`n${i}`, i % 1000 === 0 ? bad : i % 7 === 0 ? undefined : ok));
+  const runs = Array.from({ length: 5000 }, (_, i) =>
+    run(`n${i}`, i % 1000 === 0 ? bad : i % 7 === 0 ? undefined : ok),
+  );
   const s = summarize(req, runs, [], 'all');
   assert.equal(s.counts?.total, 5000);
   assert.ok((s.nodes?.length ?? 0) <= MAX_LISTED_NODES);

@@ -32,7 +32,17 @@ export function nodeResultOf(run: ModuleRun): NodeResult {
     return { nodeName, phase: 'Pending', reason: Reason.Dispatching, message: 'waiting for the node agent' };
   }
   const r: NodeResult = { nodeName, phase: st.phase };
-  for (const k of ['reason', 'message', 'exitCode', 'signal', 'stderrTail', 'startTime', 'finishTime', 'bootID', 'attempt'] as const) {
+  for (const k of [
+    'reason',
+    'message',
+    'exitCode',
+    'signal',
+    'stderrTail',
+    'startTime',
+    'finishTime',
+    'bootID',
+    'attempt',
+  ] as const) {
     if (st[k] !== undefined) (r as unknown as Record<string, unknown>)[k] = st[k];
   }
   return r;
@@ -66,7 +76,12 @@ export function summarize(
 ): ModuleRequestStatus {
   const generation = req.metadata.generation ?? 1;
   const results: NodeResult[] = [
-    ...missing.map((m): NodeResult => ({ nodeName: m.nodeName, phase: 'Failed', reason: m.reason, message: m.message })),
+    ...missing.map((m): NodeResult => ({
+      nodeName: m.nodeName,
+      phase: 'Failed',
+      reason: m.reason,
+      message: m.message,
+    })),
     ...runs.map(nodeResultOf),
   ];
   const counts: PhaseCounts = { total: results.length, pending: 0, running: 0, succeeded: 0, failed: 0 };

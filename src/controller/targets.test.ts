@@ -2,7 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { V1Node } from '@kubernetes/client-node';
 import type { ModuleRequest, ModuleRun } from '../api/types.ts';
-import { describeTarget, desiredRunSpec, newRun, rebooted, resolveTargets, runName, runSpecDiffers } from './targets.ts';
+import {
+  describeTarget,
+  desiredRunSpec,
+  newRun,
+  rebooted,
+  resolveTargets,
+  runName,
+  runSpecDiffers,
+} from './targets.ts';
 
 const node = (name: string, labels: Record<string, string> = {}, bootID = 'boot-1'): V1Node => ({
   metadata: { name, labels },
@@ -15,13 +23,24 @@ const req = (spec: Partial<ModuleRequest['spec']>, generation = 1): ModuleReques
 });
 
 test('nodeName targets that node, or reports it missing', () => {
-  assert.deepEqual(resolveTargets(req({ nodeName: 'b' }), nodes).nodes.map((n) => n.metadata?.name), ['b']);
+  assert.deepEqual(
+    resolveTargets(req({ nodeName: 'b' }), nodes).nodes.map((n) => n.metadata?.name),
+    ['b'],
+  );
   assert.deepEqual(resolveTargets(req({ nodeName: 'zz' }), nodes), { nodes: [], missing: 'zz' });
 });
 
 test('nodeSelector targets every matching node; an empty selector targets all', () => {
-  assert.deepEqual(resolveTargets(req({ nodeSelector: { role: 'gpu' } }), nodes).nodes.map((n) => n.metadata?.name), ['a', 'b']);
-  assert.deepEqual(resolveTargets(req({ nodeSelector: { role: 'gpu', zone: 'z1' } }), nodes).nodes.map((n) => n.metadata?.name), ['b']);
+  assert.deepEqual(
+    resolveTargets(req({ nodeSelector: { role: 'gpu' } }), nodes).nodes.map((n) => n.metadata?.name),
+    ['a', 'b'],
+  );
+  assert.deepEqual(
+    resolveTargets(req({ nodeSelector: { role: 'gpu', zone: 'z1' } }), nodes).nodes.map(
+      (n) => n.metadata?.name,
+    ),
+    ['b'],
+  );
   assert.equal(resolveTargets(req({ nodeSelector: {} }), nodes).nodes.length, 3);
   assert.equal(describeTarget(req({ nodeSelector: {} })), '<all nodes>');
   assert.equal(describeTarget(req({ nodeSelector: { role: 'gpu' } })), 'role=gpu');
@@ -31,7 +50,10 @@ test('run names are valid, bounded, and differ per node and per request incarnat
   const long = { ...req({ nodeName: 'a' }), metadata: { name: 'x'.repeat(253), uid: 'u' } };
   assert.ok(runName(long, 'a').length <= 253);
   assert.notEqual(runName(req({}), 'a'), runName(req({}), 'b'));
-  assert.notEqual(runName(req({}), 'a'), runName({ ...req({}), metadata: { name: 'req', uid: 'uid-2' } }, 'a'));
+  assert.notEqual(
+    runName(req({}), 'a'),
+    runName({ ...req({}), metadata: { name: 'req', uid: 'uid-2' } }, 'a'),
+  );
   assert.match(runName(req({}), 'a'), /^req-[0-9a-f]{12}$/);
 });
 
@@ -39,7 +61,15 @@ test('a new run is owned by its request and carries its spec, generation and the
   const r = newRun(req({ nodeSelector: {}, parameters: ['a=1'] }, 3), nodes[0]!);
   assert.equal(r.metadata.ownerReferences?.[0]?.uid, 'uid-1');
   assert.equal(r.metadata.ownerReferences?.[0]?.controller, true);
-  assert.deepEqual(r.spec, { nodeName: 'a', module: 'nvidia_uvm', wait: 'Process', timeoutSeconds: 60, requestGeneration: 3, bootID: 'boot-1', parameters: ['a=1'] });
+  assert.deepEqual(r.spec, {
+    nodeName: 'a',
+    module: 'nvidia_uvm',
+    wait: 'Process',
+    timeoutSeconds: 60,
+    requestGeneration: 3,
+    bootID: 'boot-1',
+    parameters: ['a=1'],
+  });
 });
 
 test('a spec change or new request generation makes the run differ', () => {
@@ -58,7 +88,14 @@ test('rebooted: a finished run on an earlier boot of its node', () => {
   };
   assert.equal(rebooted(run, node('a', {}, 'boot-1')), false);
   assert.equal(rebooted(run, node('a', {}, 'boot-2')), true);
-  assert.equal(rebooted({ ...run, status: { ...run.status, phase: 'Running' } }, node('a', {}, 'boot-2')), false);
-  assert.equal(rebooted({ ...run, spec: { ...run.spec, bootID: 'boot-2' } }, node('a', {}, 'boot-2')), false, 'already re-dispatched');
+  assert.equal(
+    rebooted({ ...run, status: { ...run.status, phase: 'Running' } }, node('a', {}, 'boot-2')),
+    false,
+  );
+  assert.equal(
+    rebooted({ ...run, spec: { ...run.spec, bootID: 'boot-2' } }, node('a', {}, 'boot-2')),
+    false,
+    'already re-dispatched',
+  );
   assert.equal(rebooted(run, node('a', {}, '')), false, 'unknown boot');
 });

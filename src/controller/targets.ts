@@ -17,12 +17,18 @@ import {
 } from '../api/types.ts';
 
 /** True when every key=value of `selector` is among `labels` (an empty selector matches every node). */
-export function selectorMatches(selector: Record<string, string>, labels: Record<string, string> | undefined): boolean {
+export function selectorMatches(
+  selector: Record<string, string>,
+  labels: Record<string, string> | undefined,
+): boolean {
   return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 }
 
 /** The nodes a request targets, among `nodes`; `missing` names a nodeName target that does not exist. */
-export function resolveTargets(req: ModuleRequest, nodes: readonly V1Node[]): { nodes: V1Node[]; missing?: string } {
+export function resolveTargets(
+  req: ModuleRequest,
+  nodes: readonly V1Node[],
+): { nodes: V1Node[]; missing?: string } {
   const { nodeName, nodeSelector } = req.spec;
   if (nodeName !== undefined) {
     const node = nodes.find((n) => n.metadata?.name === nodeName);

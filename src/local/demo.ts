@@ -23,9 +23,19 @@ interface DemoModule {
 /** The demo modules: names and aliases of the kinds real requests use. */
 export const DEMO_MODULES: readonly DemoModule[] = [
   { name: 'demo_core', aliases: [], depends: [], description: 'demo: a module others depend on' },
-  { name: 'demo_net', aliases: ['net-pf-99'], depends: ['demo_core'], description: 'demo: a protocol family' },
+  {
+    name: 'demo_net',
+    aliases: ['net-pf-99'],
+    depends: ['demo_core'],
+    description: 'demo: a protocol family',
+  },
   { name: 'demo_fs', aliases: ['fs-demofs'], depends: [], description: 'demo: a file system' },
-  { name: 'demo_pci', aliases: ['pci:v00008086d00001234sv*sd*bc*sc*i*'], depends: ['demo_core'], description: 'demo: a PCI driver' },
+  {
+    name: 'demo_pci',
+    aliases: ['pci:v00008086d00001234sv*sd*bc*sc*i*'],
+    depends: ['demo_core'],
+    description: 'demo: a PCI driver',
+  },
 ];
 
 function findTool(names: string[], hint: string): string {

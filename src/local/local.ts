@@ -8,13 +8,7 @@
 import { readdirSync, readFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { arch, hostname, release } from 'node:os';
 import { join, resolve } from 'node:path';
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-  loadAllYaml,
-  type V1Node,
-} from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, loadAllYaml, type V1Node } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { Agent } from '../agent/agent.ts';
 import { GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../api/types.ts';
@@ -41,7 +35,10 @@ export interface LocalOptions {
 
 /** A Node name for this machine: the hostname, lowercased to a valid node name. */
 export function localNodeName(): string {
-  const n = hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-').replace(/^[-.]+|[-.]+$/g, '');
+  const n = hostname()
+    .toLowerCase()
+    .replace(/[^a-z0-9.-]/g, '-')
+    .replace(/^[-.]+|[-.]+$/g, '');
   return n || 'localhost';
 }
 
@@ -90,7 +87,9 @@ async function registerNode(kc: KubeConfig, name: string): Promise<void> {
 async function applyExamples(kc: KubeConfig, dir: string): Promise<string[]> {
   const api = kc.makeApiClient(CustomObjectsApi);
   const names: string[] = [];
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort()) {
+  for (const file of readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()) {
     for (const obj of loadAllYaml(readFileSync(join(dir, file), 'utf8')) as ModuleRequest[]) {
       const name = obj.metadata.name ?? '';
       names.push(name);
@@ -101,7 +100,12 @@ async function applyExamples(kc: KubeConfig, dir: string): Promise<string[]> {
       }
       for (let i = 0; ; i++) {
         try {
-          await api.createClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, body: obj });
+          await api.createClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: REQUEST_PLURAL,
+            body: obj,
+          });
           break;
         } catch (err) {
           // The delete above may still be finishing.
@@ -130,7 +134,14 @@ export function statusTable(requests: ModuleRequest[]): string {
     ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  return rows.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 /** Runs local mode until Ctrl-C (or `exitAfterMs`). */
@@ -174,7 +185,11 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
       registry,
       readiness: () => controller.readiness() ?? agent.readiness(),
     });
-    stops.push(() => health.close(), () => controller.stop(), () => agent.stop());
+    stops.push(
+      () => health.close(),
+      () => controller.stop(),
+      () => agent.stop(),
+    );
     await controller.start();
     await agent.start();
 
@@ -204,7 +219,11 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
       if (opts.exitAfterMs !== undefined) setTimeout(handler, opts.exitAfterMs).unref();
     });
     while (!stop) {
-      const list = (await api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL })) as {
+      const list = (await api.listClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: REQUEST_PLURAL,
+      })) as {
         items: ModuleRequest[];
       };
       const table = statusTable(list.items);

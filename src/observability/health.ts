@@ -48,7 +48,9 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');
+      res
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end('not found: try /metrics, /healthz or /readyz\n');
     }
   });
   await new Promise<void>((resolve, reject) => {

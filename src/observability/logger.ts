@@ -25,7 +25,10 @@ export function createLogger(component: string, level = process.env.LOG_LEVEL ??
 
 /** A logger that drops everything (tests that do not care about logs). */
 export function silentLogger(): Logger {
-  return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });
+  return winston.createLogger({
+    silent: true,
+    transports: [new winston.transports.Console({ silent: true })],
+  });
 }
 
 /** The message of an unknown thrown value, with the apiserver's body message where there is one. */

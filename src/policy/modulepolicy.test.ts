@@ -7,15 +7,28 @@ import { compilePolicy, policyRefusal } from './modulepolicy.ts';
 
 // The shipped default, read from the same manifest the admission policy uses.
 const shipped = (
-  loadAllYaml(readFileSync(resolve(import.meta.dirname, '../../deploy/40-module-policy.yaml'), 'utf8')) as V1ConfigMap[]
+  loadAllYaml(
+    readFileSync(resolve(import.meta.dirname, '../../deploy/40-module-policy.yaml'), 'utf8'),
+  ) as V1ConfigMap[]
 ).find((o) => o.kind === 'ConfigMap');
 const policy = compilePolicy(shipped?.data, 'kmod-system/kmod-module-policy');
 
 test('the shipped default denies the CIS-listed modules and allows the rest', () => {
   for (const m of ['dccp', 'sctp', 'rds', 'tipc', 'cramfs', 'udf', 'hfsplus']) {
-    assert.match(policyRefusal(policy, m) ?? 'allowed', /is denied by the module policy \(kmod-system\/kmod-module-policy deny: /, m);
+    assert.match(
+      policyRefusal(policy, m) ?? 'allowed',
+      /is denied by the module policy \(kmod-system\/kmod-module-policy deny: /,
+      m,
+    );
   }
-  for (const m of ['snd-hda-intel', 'nvidia_uvm', 'fs-ext4', 'sctp_diag', 'pci:v00008086d*', 'char-major-10-229']) {
+  for (const m of [
+    'snd-hda-intel',
+    'nvidia_uvm',
+    'fs-ext4',
+    'sctp_diag',
+    'pci:v00008086d*',
+    'char-major-10-229',
+  ]) {
     assert.equal(policyRefusal(policy, m), undefined, m);
   }
 });
@@ -23,11 +36,17 @@ test('the shipped default denies the CIS-listed modules and allows the rest', ()
 test('allow narrows to what matches', () => {
   const p = compilePolicy({ allow: '^(nvidia.*|fs-.*)$' }, 'cm');
   assert.equal(policyRefusal(p, 'nvidia_uvm'), undefined);
-  assert.match(policyRefusal(p, 'dccp') ?? '', /module dccp is not allowed by the module policy \(cm allow: /);
+  assert.match(
+    policyRefusal(p, 'dccp') ?? '',
+    /module dccp is not allowed by the module policy \(cm allow: /,
+  );
 });
 
 test('an invalid pattern is an error naming the key', () => {
-  assert.throws(() => compilePolicy({ deny: '(' }, 'ns/cm'), /ns\/cm: deny is not a valid regular expression/);
+  assert.throws(
+    () => compilePolicy({ deny: '(' }, 'ns/cm'),
+    /ns\/cm: deny is not a valid regular expression/,
+  );
 });
 
 test('no keys: everything is allowed', () => {

@@ -23,7 +23,9 @@ export function compilePolicy(data: Record<string, string> | undefined, source: 
     try {
       policy[key] = new RegExp(pattern, 'u');
     } catch (err) {
-      throw new Error(`${source}: ${key} is not a valid regular expression: ${(err as Error).message}`, { cause: err });
+      throw new Error(`${source}: ${key} is not a valid regular expression: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
   return policy;

@@ -6,7 +6,11 @@
  */
 import { after, before } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
-import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from '../../src/cluster/controlplane.ts';
+import {
+  startControlPlane,
+  type ControlPlane,
+  type ControlPlaneOptions,
+} from '../../src/cluster/controlplane.ts';
 import { installCrds } from '../../src/kube/crds.ts';
 
 export interface TestEnv {
@@ -68,7 +72,9 @@ export async function eventually<T>(
       last = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last instanceof Error ? last.message : JSON.stringify(last)}` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }

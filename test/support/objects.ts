@@ -7,12 +7,26 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
-import { API_VERSION, GROUP, REQUEST_PLURAL, RUN_PLURAL, VERSION, type ModuleRequest, type ModuleRequestSpec, type ModuleRun } from '../../src/api/types.ts';
+import {
+  API_VERSION,
+  GROUP,
+  REQUEST_PLURAL,
+  RUN_PLURAL,
+  VERSION,
+  type ModuleRequest,
+  type ModuleRequestSpec,
+  type ModuleRun,
+} from '../../src/api/types.ts';
 import { isAlreadyExists, isNotFound } from '../../src/kube/errors.ts';
 import { eventually } from './cluster.ts';
 
 /** Registers (or updates) a Node with labels and a boot ID. */
-export async function ensureNode(kc: KubeConfig, name: string, labels: Record<string, string> = {}, bootID = `${name}-boot-1`): Promise<void> {
+export async function ensureNode(
+  kc: KubeConfig,
+  name: string,
+  labels: Record<string, string> = {},
+  bootID = `${name}-boot-1`,
+): Promise<void> {
   const core = kc.makeApiClient(CoreV1Api);
   try {
     await core.createNode({ body: { metadata: { name, labels } } });
@@ -32,8 +46,16 @@ export async function setBootId(kc: KubeConfig, name: string, bootID: string): P
   n.status = {
     ...n.status,
     nodeInfo: {
-      machineID: '', systemUUID: '', bootID, kernelVersion: '', osImage: '', containerRuntimeVersion: '',
-      kubeletVersion: '', kubeProxyVersion: '', operatingSystem: 'linux', architecture: 'amd64',
+      machineID: '',
+      systemUUID: '',
+      bootID,
+      kernelVersion: '',
+      osImage: '',
+      containerRuntimeVersion: '',
+      kubeletVersion: '',
+      kubeProxyVersion: '',
+      operatingSystem: 'linux',
+      architecture: 'amd64',
     },
   };
   await core.replaceNodeStatus({ name, body: n });
@@ -77,18 +99,24 @@ exit 0
 `,
   );
   chmodSync(path, 0o755);
-  const log = () => (existsSync(logPath) ? readFileSync(logPath, 'utf8').trim().split('\n').filter(Boolean) : []);
+  const log = () =>
+    existsSync(logPath) ? readFileSync(logPath, 'utf8').trim().split('\n').filter(Boolean) : [];
   return {
     path,
     dir,
     log,
-    starts: (module?: string) => log().filter((l) => l.startsWith('start ') && (!module || l.split(' ')[2] === module)).length,
+    starts: (module?: string) =>
+      log().filter((l) => l.startsWith('start ') && (!module || l.split(' ')[2] === module)).length,
   };
 }
 
 const crd = (plural: string) => ({ group: GROUP, version: VERSION, plural });
 
-export async function createRequest(kc: KubeConfig, name: string, spec: ModuleRequestSpec): Promise<ModuleRequest> {
+export async function createRequest(
+  kc: KubeConfig,
+  name: string,
+  spec: ModuleRequestSpec,
+): Promise<ModuleRequest> {
   const api = kc.makeApiClient(CustomObjectsApi);
   return (await api.createClusterCustomObject({
     ...crd(REQUEST_PLURAL),
@@ -98,7 +126,9 @@ export async function createRequest(kc: KubeConfig, name: string, spec: ModuleRe
 
 export async function getRequest(kc: KubeConfig, name: string): Promise<ModuleRequest | undefined> {
   try {
-    return (await kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({ ...crd(REQUEST_PLURAL), name })) as ModuleRequest;
+    return (await kc
+      .makeApiClient(CustomObjectsApi)
+      .getClusterCustomObject({ ...crd(REQUEST_PLURAL), name })) as ModuleRequest;
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
@@ -110,15 +140,32 @@ export async function deleteRequest(kc: KubeConfig, name: string): Promise<void>
 }
 
 export async function listRuns(kc: KubeConfig): Promise<ModuleRun[]> {
-  const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject(crd(RUN_PLURAL))) as { items: ModuleRun[] };
+  const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject(crd(RUN_PLURAL))) as {
+    items: ModuleRun[];
+  };
   return list.items;
 }
 
 /** Waits until the request's condition `type` has `status` for its current generation; returns the request. */
-export function waitForCondition(kc: KubeConfig, name: string, type: string, status = 'True', timeoutMs = 20_000): Promise<ModuleRequest> {
-  return eventually(`${name} to have ${type}=${status}`, async () => {
-    const r = await getRequest(kc, name);
-    const c = r?.status?.conditions?.find((x) => x.type === type);
-    return r && c?.status === status && c.observedGeneration === r.metadata.generation && r.status?.observedGeneration === r.metadata.generation ? r : undefined;
-  }, timeoutMs);
+export function waitForCondition(
+  kc: KubeConfig,
+  name: string,
+  type: string,
+  status = 'True',
+  timeoutMs = 20_000,
+): Promise<ModuleRequest> {
+  return eventually(
+    `${name} to have ${type}=${status}`,
+    async () => {
+      const r = await getRequest(kc, name);
+      const c = r?.status?.conditions?.find((x) => x.type === type);
+      return r &&
+        c?.status === status &&
+        c.observedGeneration === r.metadata.generation &&
+        r.status?.observedGeneration === r.metadata.generation
+        ? r
+        : undefined;
+    },
+    timeoutMs,
+  );
 }

@@ -14,9 +14,21 @@ export function startController(kc: KubeConfig): Promise<Controller> {
   return c.start().then(() => c);
 }
 
-export async function startAgent(kc: KubeConfig, nodeName: string, helperPath: string, extra: Partial<AgentOptions> = {}): Promise<Agent> {
-  const a = new Agent({ kc, nodeName, helperPath, logger: testLogger('agent'), registry: new Registry(), bootIdSource: 'node', ...extra });
+export async function startAgent(
+  kc: KubeConfig,
+  nodeName: string,
+  helperPath: string,
+  extra: Partial<AgentOptions> = {},
+): Promise<Agent> {
+  const a = new Agent({
+    kc,
+    nodeName,
+    helperPath,
+    logger: testLogger('agent'),
+    registry: new Registry(),
+    bootIdSource: 'node',
+    ...extra,
+  });
   await a.start();
   return a;
 }
-
