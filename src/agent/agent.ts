@@ -103,6 +103,8 @@ export class Agent {
   readonly #executions = new Map<string, Execution>();
   readonly #inFlight = new Set<Promise<void>>();
   readonly #instanceId: string;
+  /** Events about the node itself (helper state, throttling, masks) go on its Node, as the kubelet's do. */
+  readonly #nodeTarget: EventTarget;
   readonly #helperState: NodeHelperState;
   readonly #settings: AgentSettings;
   /** Runs that found helpers Freezing/Disabled: taken up again when the node is enabled. */
@@ -117,6 +119,11 @@ export class Agent {
     this.#opts = opts;
     this.#instanceId = opts.instanceId ?? `${opts.nodeName}/${randomBytes(6).toString('hex')}`;
     this.#log = opts.logger.child({ node: opts.nodeName });
+    this.#nodeTarget = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: opts.nodeName, uid: opts.nodeName },
+    };
     const { kc } = opts;
     this.#resources = new Resources(kc);
     this.#core = kc.makeApiClient(CoreV1Api);
@@ -454,7 +461,7 @@ export class Agent {
         const message =
           `${err.message} (max ${this.#slots.max} concurrent helpers on node ${this.#opts.nodeName}, ` +
           `busy timeout ${this.#slots.busyTimeoutMs / 1000} s); ${spec.module} was not loaded`;
-        this.#throttleWarning(run, message, log);
+        this.#throttleWarning(message, log);
         await finish({ phase: 'Failed', reason: Reason.Throttled, message });
         return;
       }
@@ -472,7 +479,7 @@ export class Agent {
   #lastThrottleLog = 0;
   #suppressedThrottles = 0;
   /** Rate-limited like the kernel's pr_warn_ratelimited: one log line and Event per 5 s, with a count of the rest. */
-  #throttleWarning(run: ModuleRun, message: string, log: Logger): void {
+  #throttleWarning(message: string, log: Logger): void {
     const now = Date.now();
     if (now - this.#lastThrottleLog < 5000) {
       this.#suppressedThrottles++;
@@ -483,8 +490,7 @@ export class Agent {
     this.#suppressedThrottles = 0;
     const text = suppressed ? `${message} (${suppressed} more throttled runs not logged)` : message;
     log.warn('throttling module requests', { detail: text });
-    const owner = ownerOf(run);
-    if (owner) this.#events.event(owner, 'Warning', Reason.Throttled, `node ${this.#opts.nodeName}: ${text}`);
+    this.#events.event(this.#nodeTarget, 'Warning', 'Throttling', text);
   }
 
   async #claimAndRun(run: ModuleRun, exec: Execution, interrupted: boolean, log: Logger): Promise<void> {
