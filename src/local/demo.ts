@@ -47,18 +47,31 @@ function findTool(names: string[], hint: string): string {
   throw new Error(`${names[0]} not found: ${hint}`);
 }
 
-/** A C source whose object file has the .modinfo section modprobe and depmod read. */
-function modinfoSource(m: DemoModule): string {
+/**
+ * A C source whose object file looks to depmod and modprobe like a module:
+ * a .modinfo section (name, aliases, license, vermagic), an exported symbol
+ * (listed in __ksymtab_strings) and an undefined reference to each
+ * dependency's symbol, from which depmod computes modules.dep, as it does for
+ * real modules.
+ */
+function moduleSource(m: DemoModule): string {
   const fields = [
     'license=GPL',
     `description=${m.description}`,
     ...m.aliases.map((a) => `alias=${a}`),
-    `depends=${m.depends.join(',')}`,
     `name=${m.name}`,
     `vermagic=${DEMO_KERNEL} SMP mod_unload `,
   ];
-  const bytes = fields.map((f) => JSON.stringify(`${f}\0`)).join(' ');
-  return `static const char modinfo[] __attribute__((used, section(".modinfo"), aligned(1))) = ${bytes};\n`;
+  // C string literals, each ending in an explicit NUL: .modinfo is a sequence of NUL-terminated strings.
+  const cString = (f: string) => `"${f.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}\\0"`;
+  const sym = (name: string) => `${name}_hello`;
+  return [
+    `static const char modinfo[] __attribute__((used, section(".modinfo"), aligned(1))) = ${fields.map(cString).join(' ')};`,
+    `static const char ksymtab[] __attribute__((used, section("__ksymtab_strings"), aligned(1))) = ${cString(sym(m.name))};`,
+    ...m.depends.map((d) => `extern int ${sym(d)}(void);`),
+    `int ${sym(m.name)}(void) { return 0${m.depends.map((d) => ` + ${sym(d)}()`).join('')}; }`,
+    '',
+  ].join('\n');
 }
 
 /**
@@ -79,7 +92,7 @@ export function prepareDemoHelper(dir: string): string {
   mkdirSync(koDir, { recursive: true });
   for (const m of DEMO_MODULES) {
     const c = join(src, `${m.name}.c`);
-    writeFileSync(c, modinfoSource(m));
+    writeFileSync(c, moduleSource(m));
     execFileSync(cc, ['-c', '-o', join(koDir, `${m.name}.ko`), c], { stdio: 'pipe' });
   }
   execFileSync(depmod, ['-b', dir, DEMO_KERNEL], { stdio: 'pipe' });
