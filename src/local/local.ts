@@ -147,7 +147,8 @@ export function statusTable(requests: ModuleRequest[]): string {
 /** Runs local mode until Ctrl-C (or `exitAfterMs`). */
 export async function runLocal(opts: LocalOptions = {}): Promise<void> {
   const out = opts.out ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const logger = createLogger('local', process.env.LOG_LEVEL ?? 'warn');
+  // Quiet by default so the status table stays readable; LOG_LEVEL=info shows every step as JSON.
+  const logger = createLogger('local', process.env.LOG_LEVEL ?? 'error');
   mkdirSync(localDir, { recursive: true });
   let cp: ControlPlane | undefined;
   let kubeconfigPath = opts.kubeconfig;
@@ -197,6 +198,7 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
     const names = await applyExamples(kc, examplesDir);
     writeFileSync(join(localDir, 'kubeconfig.path'), `${kubeconfigPath}\n`);
     out('');
+    out(`api server:  ${kc.getCurrentCluster()?.server ?? '?'}`);
     out(`node:        ${nodeName} (labelled kmod.dev/local-demo=true)`);
     out(`kubeconfig:  ${kubeconfigPath}`);
     out(`try:         kubectl --kubeconfig ${kubeconfigPath} get mr`);

@@ -1,0 +1,44 @@
+/**
+ * `make run`, the newcomer's first command: local mode starts its own control
+ * plane, runs the examples through the real modprobe (--dry-run, demo tree),
+ * shows their status, and stops cleanly, leaving no process behind.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..');
+
+test('kmod-operator local runs the examples end to end and stops cleanly', async () => {
+  const child = spawn(
+    join(root, 'node_modules/.bin/node'),
+    [join(root, 'src/cli/main.ts'), 'local', '--exit-after=25'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  assert.equal(code, 0, out);
+  assert.match(out, /the helper is the real modprobe in --dry-run mode/);
+  assert.match(out, /kubeconfig: {2}\S+local\.kubeconfig/);
+  const tables = out.split(/\[\d\d:\d\d:\d\d\]\n/);
+  const last = tables[tables.length - 1] ?? '';
+  assert.match(last, /^demo-core\s+demo_core\s+kmod\.dev\/local-demo=true\s+1\/1\s+Succeeded\s+0\s*$/m);
+  assert.match(last, /^demo-net-alias\s+net-pf-99\s+kmod\.dev\/local-demo=true\s+1\/1\s+Succeeded\s+0\s*$/m);
+  assert.match(
+    last,
+    /^missing-module\s+no_such_module\s+kmod\.dev\/local-demo=true\s+0\/1\s+Failed\s+1\s+ExitCode\s*$/m,
+  );
+  assert.match(out, /stopped\.\n$/);
+  // Nothing it started is left running: no process serves its apiserver port.
+  const port = /api server: {2}https:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1];
+  assert.ok(port, out);
+  const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes(`--secure-port=${port}`) || l.includes(`127.0.0.1:${port}`));
+  assert.deepEqual(left, []);
+});
