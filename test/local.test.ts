@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
@@ -41,4 +42,28 @@ test('kmod-operator local runs the examples end to end and stops cleanly', async
     .split('\n')
     .filter((l) => l.includes(`--secure-port=${port}`) || l.includes(`127.0.0.1:${port}`));
   assert.deepEqual(left, []);
+});
+
+test('make cluster / make cluster-down: a background control plane that kubectl reaches', () => {
+  const cli = (...args: string[]) =>
+    execFileSync(join(root, 'node_modules/.bin/node'), [join(root, 'src/cli/main.ts'), ...args], {
+      encoding: 'utf8',
+    });
+  const up = cli('cluster', 'up');
+  const kubeconfig = /kubeconfig: (\S+)/.exec(up)?.[1] ?? '';
+  assert.equal(kubeconfig, join(root, '.local/kubeconfig'));
+  try {
+    const version = execFileSync('kubectl', ['--kubeconfig', kubeconfig, 'version', '-o', 'json'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    assert.match(
+      (JSON.parse(version) as { serverVersion: { gitVersion: string } }).serverVersion.gitVersion,
+      /^v1\.\d+\.\d+$/,
+    );
+    assert.match(cli('cluster', 'up'), /already running/);
+  } finally {
+    assert.match(cli('cluster', 'down'), /stopped/);
+  }
+  assert.equal(existsSync(kubeconfig), false, 'the kubeconfig of a stopped control plane is removed');
 });

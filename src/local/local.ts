@@ -5,7 +5,7 @@
  * in this process, applies examples/, and prints the requests' status as it
  * changes, until Ctrl-C stops everything.
  */
-import { readdirSync, readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, hostname, release } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, loadAllYaml, type V1Node } from '@kubernetes/client-node';
@@ -240,7 +240,12 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
     out('stopping...');
   } finally {
     for (const s of stops.reverse()) await s().catch(() => undefined);
-    await cp?.stop();
+    if (cp) {
+      await cp.stop();
+      // The kubeconfig pointed at the control plane that just stopped.
+      rmSync(join(localDir, 'local.kubeconfig'), { force: true });
+    }
+    rmSync(join(localDir, 'kubeconfig.path'), { force: true });
   }
   out('stopped.');
 }
