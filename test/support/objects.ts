@@ -139,6 +139,13 @@ export async function deleteRequest(kc: KubeConfig, name: string): Promise<void>
   await kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({ ...crd(REQUEST_PLURAL), name });
 }
 
+export async function listRequests(kc: KubeConfig): Promise<ModuleRequest[]> {
+  const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject(crd(REQUEST_PLURAL))) as {
+    items: ModuleRequest[];
+  };
+  return list.items;
+}
+
 export async function listRuns(kc: KubeConfig): Promise<ModuleRun[]> {
   const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject(crd(RUN_PLURAL))) as {
     items: ModuleRun[];

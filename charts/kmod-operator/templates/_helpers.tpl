@@ -1,0 +1,35 @@
+{{/* Names: every object is <namePrefix>-<part>, as in deploy/ (kmod-controller, kmod-agent, ...). */}}
+{{- define "kmod.name" -}}
+{{- required "namePrefix must not be empty" .Values.namePrefix | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- define "kmod.controller" -}}{{ include "kmod.name" . }}-controller{{- end -}}
+{{- define "kmod.agent" -}}{{ include "kmod.name" . }}-agent{{- end -}}
+{{- define "kmod.modulePolicy" -}}{{ include "kmod.name" . }}-module-policy{{- end -}}
+{{- define "kmod.agentConfig" -}}{{ include "kmod.name" . }}-agent-config{{- end -}}
+
+{{/* The agent's identity as the apiserver sees it (request.userInfo.username). */}}
+{{- define "kmod.agentUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "kmod.agent" . }}
+{{- end -}}
+
+{{- define "kmod.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Selector labels: exactly deploy/'s, so an install made with `kubectl apply -f deploy/` can move to the chart (selectors are immutable). */}}
+{{- define "kmod.selectorLabels" -}}
+app.kubernetes.io/name: kmod-operator
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Object labels: the selector labels plus Helm's. */}}
+{{- define "kmod.labels" -}}
+app.kubernetes.io/name: kmod-operator
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
