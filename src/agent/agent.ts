@@ -82,9 +82,15 @@ export interface AgentOptions {
 
 /** One run being carried out (waiting for a slot, or its helper running). */
 interface Execution {
+  /** The run object's UID: a run deleted and recreated under the same name is a new run. */
+  uid: string;
   generation: number;
   attempt: number;
   cancel: AbortController;
+  /** Set once the claim is durable: from then on only deletion stops it (never shutdown). */
+  claimed: boolean;
+  /** The claimer of an interrupted attempt, whose stale claim this execution may overwrite. */
+  takesOverFrom?: string;
 }
 
 const STDERR_TAIL_BYTES = 2048;
@@ -109,6 +115,10 @@ export class Agent {
   readonly #settings: AgentSettings;
   /** Runs that found helpers Freezing/Disabled: taken up again when the node is enabled. */
   readonly #parked = new Set<string>();
+  /** Consecutive unexpected failures per run, for the retry backoff. */
+  readonly #failures = new Map<string, number>();
+  /** Run UID → the generation whose result this agent wrote (bridges the cache's lag after a write). */
+  readonly #reported = new Map<string, number>();
   /** Transitions run one at a time, in annotation order. */
   #transitions: Promise<void> = Promise.resolve();
   #desiredState: HelperState | undefined;
@@ -243,7 +253,7 @@ export class Agent {
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
     // SIGTERM = disable + drain: nothing new starts; runs still waiting are left for the next agent.
-    for (const exec of this.#executions.values()) exec.cancel.abort('agent stopping');
+    for (const exec of this.#executions.values()) if (!exec.claimed) exec.cancel.abort('agent stopping');
     const drained = await this.#helperState.set('Disabled', graceMs);
     if (!drained.ok)
       this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', {
@@ -268,15 +278,33 @@ export class Agent {
     try {
       desired = parseHelperState(raw);
     } catch (err) {
-      if (this.#desiredState !== undefined) return;
-      this.#log.error('invalid helper state annotation; keeping helpers as they are', {
-        error: (err as Error).message,
-      });
-      desired = 'Enabled';
+      // Fail safe: a value nobody meant (a typo of "Disabled"?) must not enable helpers. Keep the
+      // current state (Disabled at start-up) and say why on the node.
+      const message = `${(err as Error).message}; helpers stay ${this.#helperState.state}`;
+      this.#log.error('invalid helper state annotation', { detail: message });
+      this.#events.event(this.#nodeTarget, 'Warning', 'InvalidHelperState', message);
+      void this.#reportState(this.#helperState.state, message);
+      this.#desiredState = undefined;
+      return;
     }
     if (desired === this.#desiredState) return;
     this.#desiredState = desired;
     this.#transition(desired);
+  }
+
+  /** Writes the helper state and what the last transition did into the node's annotations. */
+  async #reportState(state: HelperState, message: string): Promise<void> {
+    try {
+      await this.#core.patchNode(
+        {
+          name: this.#opts.nodeName,
+          body: { metadata: { annotations: { [HELPERS_STATE_ANNOTATION]: state, [HELPERS_MESSAGE_ANNOTATION]: message } } },
+        },
+        mergePatch(),
+      );
+    } catch (err) {
+      this.#log.warn('could not report the helper state on the node', { error: errorMessage(err) });
+    }
   }
 
   #transition(target: HelperState): void {
@@ -300,24 +328,7 @@ export class Agent {
         result.ok ? `Helpers${result.state}` : 'HelpersDisableFailed',
         result.message,
       );
-      try {
-        await this.#core.patchNode(
-          {
-            name: this.#opts.nodeName,
-            body: {
-              metadata: {
-                annotations: {
-                  [HELPERS_STATE_ANNOTATION]: result.state,
-                  [HELPERS_MESSAGE_ANNOTATION]: result.message,
-                },
-              },
-            },
-          },
-          mergePatch(),
-        );
-      } catch (err) {
-        this.#log.warn('could not report the helper state on the node', { error: errorMessage(err) });
-      }
+      await this.#reportState(result.state, result.message);
       if (result.state === 'Enabled') {
         for (const name of this.#parked) this.#queue.add(name);
         this.#parked.clear();
@@ -360,39 +371,53 @@ export class Agent {
     if (!run || run.metadata.deletionTimestamp) {
       // The killable wait: a deleted run still waiting for a slot is cancelled; a running helper is left alone.
       current?.cancel.abort('run deleted');
+      for (const [uid] of this.#reported) if (!this.#runs.list().some((r) => r.metadata.uid === uid)) this.#reported.delete(uid);
       return;
     }
+    const uid = run.metadata.uid ?? '';
     const generation = run.metadata.generation ?? 1;
-    if (current) {
-      if (current.generation === generation) return; // already on it
-      current.cancel.abort('superseded by a newer generation');
+    if (current && !current.cancel.signal.aborted) {
+      if (current.uid === uid && current.generation === generation) return; // already on it
+      current.cancel.abort(current.uid === uid ? 'superseded by a newer generation' : 'run was recreated');
     }
     const st = run.status;
     if (st?.observedGeneration === generation && isTerminal(st.phase)) return; // done for this generation
+    if (this.#reported.get(uid) === generation) return; // our result is written; the cache has not caught up
     let attempt = 1;
-    let interrupted = false;
+    let takesOverFrom: string | undefined;
     if (st?.observedGeneration === generation && st.phase === 'Running') {
-      // Our own claim seen through a lagging cache: the result is on its way.
-      if (st.claimedBy === this.#instanceId) return;
+      // A claim without a result and nobody here running it: an earlier agent (or an earlier
+      // attempt of ours whose claim write failed) was interrupted. Run it again, visibly.
       attempt = (st.attempt ?? 1) + 1;
-      interrupted = true;
+      takesOverFrom = st.claimedBy;
     }
-    const exec: Execution = { generation, attempt, cancel: new AbortController() };
+    const exec: Execution = { uid, generation, attempt, cancel: new AbortController(), claimed: false, takesOverFrom };
     this.#executions.set(name, exec);
-    const p = this.#execute(run, exec, interrupted)
+    const p = this.#execute(run, exec)
+      .then(() => {
+        this.#failures.delete(name);
+      })
       .catch((err: unknown) => {
-        this.#log.error('run failed unexpectedly; retrying', { run: name, error: errorMessage(err) });
-        setTimeout(() => this.#queue.add(name), 1000).unref();
+        // Repeated failures back off exponentially (1 s, 2 s, ... 60 s).
+        const failures = (this.#failures.get(name) ?? 0) + 1;
+        this.#failures.set(name, failures);
+        const retryInMs = Math.min(1000 * 2 ** (failures - 1), 60_000);
+        this.#log.error('run failed unexpectedly; retrying with backoff', { run: name, error: errorMessage(err), retryInMs });
+        this.#queue.addAfter(name, retryInMs);
       })
       .finally(() => {
-        if (this.#executions.get(name) === exec) this.#executions.delete(name);
+        if (this.#executions.get(name) === exec) {
+          this.#executions.delete(name);
+          // Cancelled because the run was superseded or recreated: decide again for what is there now.
+          if (exec.cancel.signal.aborted && !this.#stopping) this.#queue.add(name);
+        }
         this.#inFlight.delete(p);
       });
     this.#inFlight.add(p);
   }
 
   /** check → gate → claim → run → report, for one generation of one run. */
-  async #execute(run: ModuleRun, exec: Execution, interrupted: boolean): Promise<void> {
+  async #execute(run: ModuleRun, exec: Execution): Promise<void> {
     const name = run.metadata.name ?? '';
     const { spec } = run;
     const log = this.#log.child({
@@ -449,7 +474,7 @@ export class Agent {
           this.#park(name, log);
           return;
         }
-        await this.#claimAndRun(run, exec, interrupted, log);
+        await this.#claimAndRun(run, exec, log);
       }, exec.cancel.signal);
     } catch (err) {
       if (err instanceof CancelledError) {
@@ -493,7 +518,7 @@ export class Agent {
     this.#events.event(this.#nodeTarget, 'Warning', 'Throttling', text);
   }
 
-  async #claimAndRun(run: ModuleRun, exec: Execution, interrupted: boolean, log: Logger): Promise<void> {
+  async #claimAndRun(run: ModuleRun, exec: Execution, log: Logger): Promise<void> {
     const name = run.metadata.name ?? '';
     const { spec } = run;
     const bootID = await this.bootId();
@@ -515,6 +540,7 @@ export class Agent {
     let claimed: ModuleRun;
     try {
       claimed = await this.#resources.updateRunStatus(claim);
+      exec.claimed = true;
     } catch (err) {
       if (isNotFound(err)) return; // deleted meanwhile
       if (isConflict(err)) {
@@ -526,20 +552,20 @@ export class Agent {
       throw err;
     }
     const owner = ownerOf(run);
-    if (interrupted) {
-      log.warn('run was interrupted by an agent restart; running it again', { attempt: exec.attempt });
+    if (exec.takesOverFrom !== undefined) {
+      log.warn('run was interrupted (agent restart or lost claim); running it again', { attempt: exec.attempt });
       if (owner) {
         this.#events.event(
           owner,
           'Warning',
           Reason.Interrupted,
-          `node ${this.#opts.nodeName}: attempt ${exec.attempt - 1} was interrupted by an agent restart; retrying (attempt ${exec.attempt})`,
+          `node ${this.#opts.nodeName}: attempt ${exec.attempt - 1} was interrupted (agent restart); retrying (attempt ${exec.attempt})`,
         );
       }
     }
     if (exec.cancel.signal.aborted) {
-      // Deleted between slot and claim: the claim stands, nothing runs; report nothing (the run is going away).
-      log.info('run cancelled after claim, before exec');
+      // Deleted or superseded between slot and claim: nothing runs; the run is going away or will be decided again.
+      log.info('run cancelled after claim, before exec', { reason: String(exec.cancel.signal.reason) });
       return;
     }
 
@@ -652,41 +678,46 @@ export class Agent {
    */
   async #report(run: ModuleRun, exec: Execution, status: ModuleRunStatus, log: Logger): Promise<void> {
     const name = run.metadata.name ?? '';
-    for (let attempt = 0; ; attempt++) {
-      const latest = await this.#resources.getRun(name);
-      if (!latest) {
-        log.info('run deleted; result dropped', { reason: status.reason });
-        return;
-      }
-      if ((latest.metadata.generation ?? 1) !== exec.generation) {
-        log.info('run superseded by a newer generation; result dropped', { reason: status.reason });
-        return;
-      }
-      const claimedBy = latest.status?.claimedBy;
-      if (
-        claimedBy &&
-        claimedBy !== this.#instanceId &&
-        latest.status?.observedGeneration === exec.generation
-      ) {
-        log.warn('run claimed by another agent; result dropped', { claimedBy });
-        return;
-      }
-      latest.status = {
-        observedGeneration: exec.generation,
-        attempt: exec.attempt,
-        claimedBy: this.#instanceId,
-        bootID: latest.status?.bootID ?? (await this.bootId()),
-        ...(latest.status?.startTime ? { startTime: latest.status.startTime } : {}),
-        ...status,
-        finishTime: status.finishTime ?? new Date().toISOString(),
-      };
+    // A result must not be lost to one failed request: retry with backoff until it is written, the
+    // run is gone or superseded, or the agent stops (then the claim shows the run as interrupted).
+    for (let delay = 100; ; delay = Math.min(delay * 2, 30_000)) {
       try {
+        const latest = await this.#resources.getRun(name);
+        if (!latest || (latest.metadata.uid ?? '') !== exec.uid) {
+          log.info('run deleted; result dropped', { reason: status.reason });
+          return;
+        }
+        if ((latest.metadata.generation ?? 1) !== exec.generation) {
+          log.info('run superseded by a newer generation; result dropped', { reason: status.reason });
+          return;
+        }
+        const claimedBy = latest.status?.claimedBy;
+        const sameGeneration = latest.status?.observedGeneration === exec.generation;
+        if (claimedBy && claimedBy !== this.#instanceId && claimedBy !== exec.takesOverFrom && sameGeneration) {
+          log.warn('run claimed by another agent; result dropped', { claimedBy });
+          return;
+        }
+        const previous = sameGeneration ? latest.status : undefined; // never carry fields over from an older generation
+        latest.status = {
+          observedGeneration: exec.generation,
+          attempt: exec.attempt,
+          claimedBy: this.#instanceId,
+          ...(previous?.bootID ? { bootID: previous.bootID } : {}),
+          ...(previous?.startTime ? { startTime: previous.startTime } : {}),
+          ...status,
+          finishTime: status.finishTime ?? new Date().toISOString(),
+        };
         await this.#resources.updateRunStatus(latest);
+        this.#reported.set(exec.uid, exec.generation);
         break;
       } catch (err) {
-        if (isConflict(err) && attempt < 5) continue;
-        if (isNotFound(err)) return;
-        throw err;
+        if (isConflict(err)) continue; // someone wrote in between: read again at once
+        if (this.#stopping) {
+          log.warn('could not report the result before stopping', { error: errorMessage(err) });
+          return;
+        }
+        log.warn('reporting the result failed; retrying', { error: errorMessage(err), retryInMs: delay });
+        await new Promise((r) => setTimeout(r, delay));
       }
     }
     const level = status.phase === 'Succeeded' ? 'info' : 'warn';

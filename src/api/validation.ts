@@ -105,6 +105,9 @@ export function validateRequestSpec(spec: ModuleRequestSpec | undefined): string
 /** Validates a ModuleRun spec (the agent's last check before exec); returns the first problem, or undefined. */
 export function validateRunSpec(spec: ModuleRunSpec | undefined): string | undefined {
   if (!spec || typeof spec !== 'object') return 'spec is required';
+  // The agent uses these as they are: a run (unlike a request) carries them explicitly.
+  if (spec.wait === undefined) return 'spec.wait is required';
+  if (spec.timeoutSeconds === undefined) return 'spec.timeoutSeconds is required';
   return (
     nodeNameError(spec.nodeName) ??
     moduleNameError(spec.module) ??

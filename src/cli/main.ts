@@ -140,6 +140,10 @@ async function controllerCommand(args: string[]): Promise<void> {
     leaderElection: values['leader-elect']
       ? { namespace: values['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'kmod-system' }
       : false,
+    onLostLeadership: () => {
+      logger.error('lost the leader lease; exiting so that a fresh process campaigns again');
+      process.exit(1);
+    },
   });
   const health = await startHealthServer({
     address: values['metrics-address'],

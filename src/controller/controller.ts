@@ -20,6 +20,7 @@ import {
   type ModuleRequest,
   type ModuleRequestStatus,
   type ModuleRun,
+  type ModuleRunSpec,
 } from '../api/types.ts';
 import { validateRequestSpec } from '../api/validation.ts';
 import { EventRecorder } from '../kube/events.ts';
@@ -51,6 +52,12 @@ export interface ControllerOptions {
   leaderElection?: { namespace: string; name?: string; identity?: string; leaseDurationMs?: number } | false;
   /** Full re-delivery of cached objects (the level-triggered safety net). */
   resyncMs?: number;
+  /**
+   * Called when this replica loses the lease. Reconciles have stopped by then; the CLI exits the
+   * process (as controller-runtime does) so a fresh one campaigns with clean state. Without it the
+   * replica keeps campaigning and starts a new queue when it leads again.
+   */
+  onLostLeadership?: () => void;
 }
 
 const requestsPath = `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`;
@@ -66,7 +73,8 @@ export class Controller {
   readonly #requests: Informer<ModuleRequest>;
   readonly #runs: Informer<ModuleRun>;
   readonly #nodes: Informer<V1Node>;
-  readonly #queue: WorkQueue;
+  /** The work queue of the current leadership term (a new one each term); undefined while not leading. */
+  #queue: WorkQueue | undefined;
   #elector: LeaderElector | undefined;
   #running = false;
   #leading = false;
@@ -87,21 +95,13 @@ export class Controller {
     this.#requests = new Informer<ModuleRequest>({ kc, path: requestsPath, logger: opts.logger, resyncMs });
     this.#runs = new Informer<ModuleRun>({ kc, path: runsPath, logger: opts.logger, resyncMs });
     this.#nodes = new Informer<V1Node>({ kc, path: '/api/v1/nodes', logger: opts.logger, resyncMs });
-    this.#queue = new WorkQueue({
-      name: 'modulerequests',
-      reconcile: (key) => this.#reconcileTimed(key),
-      concurrency: opts.concurrency ?? 4,
-      logger: opts.logger,
-      onRetry: (key, attempt, err) => this.#onRetry(key, attempt, err),
-    });
-
-    const enqueueRequest = (r: ModuleRequest) => r.metadata.name && this.#queue.add(r.metadata.name);
+    const enqueueRequest = (r: ModuleRequest) => r.metadata.name && this.#queue?.add(r.metadata.name);
     this.#requests.on('add', enqueueRequest);
     this.#requests.on('update', enqueueRequest);
     this.#requests.on('delete', enqueueRequest);
     const enqueueOwner = (run: ModuleRun) => {
       const owner = run.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
-      if (owner) this.#queue.add(owner.name);
+      if (owner) this.#queue?.add(owner.name);
     };
     this.#runs.on('add', enqueueOwner);
     this.#runs.on('update', enqueueOwner);
@@ -114,7 +114,7 @@ export class Controller {
       if (!deleted && nodeSeen.get(name) === fingerprint) return;
       if (deleted) nodeSeen.delete(name);
       else nodeSeen.set(name, fingerprint);
-      for (const r of this.#requests.list()) if (r.metadata.name) this.#queue.add(r.metadata.name);
+      for (const r of this.#requests.list()) if (r.metadata.name) this.#queue?.add(r.metadata.name);
     };
     this.#nodes.on('add', (n) => onNode(n));
     this.#nodes.on('update', (n) => onNode(n));
@@ -157,7 +157,10 @@ export class Controller {
         // Another replica may already reconcile: stop at once, as controller-runtime exits.
         this.#log.warn('lost the leader lease; stopping reconciles', { identity });
         this.#leading = false;
-        void this.#queue.stop();
+        const queue = this.#queue;
+        this.#queue = undefined;
+        void queue?.stop();
+        this.#opts.onLostLeadership?.();
       },
     });
   }
@@ -165,15 +168,24 @@ export class Controller {
   #startLeading(): void {
     this.#leading = true;
     this.#log.info('reconciling ModuleRequests');
-    this.#queue.start();
-    for (const r of this.#requests.list()) if (r.metadata.name) this.#queue.add(r.metadata.name);
+    const queue = new WorkQueue({
+      name: 'modulerequests',
+      reconcile: (key) => this.#reconcileTimed(key),
+      concurrency: this.#opts.concurrency ?? 4,
+      logger: this.#log,
+      onRetry: (key, attempt, err) => this.#onRetry(key, attempt, err),
+    });
+    this.#queue = queue;
+    queue.start();
+    for (const r of this.#requests.list()) if (r.metadata.name) queue.add(r.metadata.name);
   }
 
   /** Stops reconciling, releases the lease, stops the caches. */
   async stop(): Promise<void> {
     this.#running = false;
     this.#leading = false;
-    await this.#queue.stop();
+    await this.#queue?.stop();
+    this.#queue = undefined;
     await this.#elector?.stop();
     await Promise.all([this.#requests.stop(), this.#runs.stop(), this.#nodes.stop()]);
     await this.#events.flush();
@@ -181,7 +193,7 @@ export class Controller {
 
   /** Resolves when nothing is queued or in flight (tests). */
   idle(): Promise<void> {
-    return this.#queue.idle();
+    return this.#queue?.idle() ?? Promise.resolve();
   }
 
   #onRetry(key: string, attempt: number, err: unknown): void {
@@ -244,21 +256,23 @@ export class Controller {
     const targetNames = new Set(targets.map((n) => n.metadata?.name ?? ''));
     const existingNodes = new Set(nodes.map((n) => n.metadata?.name ?? ''));
 
-    // Converge: a run for every targeted node, carrying the request's current generation.
+    // Converge: a run for every targeted node, carrying the request's current generation. What we
+    // write replaces the cached copy in `current`, so the status below never reports a run as
+    // done for a generation it has not carried out yet.
+    const current = new Map<string, ModuleRun>();
     for (const node of targets) {
       const nodeName = node.metadata?.name ?? '';
       const run = byNode.get(nodeName);
       if (!run) {
-        await this.#createRun(req, node, log);
+        current.set(nodeName, await this.#createRun(req, node, log));
         continue;
       }
       const desired = desiredRunSpec(req, node);
       if (runSpecDiffers(run.spec, desired)) {
-        log.info('request changed; dispatching again', {
-          node: nodeName,
-          generation: desired.requestGeneration,
-        });
-        await this.#resources.patchRunSpec(run.metadata.name ?? '', desired);
+        log.info('request changed; dispatching again', { node: nodeName, generation: desired.requestGeneration });
+        // Merge patch: a list that went away must be sent as null to be removed.
+        const patch = { ...desired, parameters: desired.parameters ?? null } as unknown as ModuleRunSpec;
+        current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', patch));
       } else if (rebooted(run, node)) {
         log.info('node rebooted; running again', { node: nodeName, bootID: desired.bootID });
         this.#events.event(
@@ -267,58 +281,56 @@ export class Controller {
           'NodeRebooted',
           `node ${nodeName} rebooted (boot ${desired.bootID}); loading ${req.spec.module} again`,
         );
-        await this.#resources.patchRunSpec(run.metadata.name ?? '', { bootID: desired.bootID });
+        current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', { bootID: desired.bootID }));
+      } else if (run.status?.reason === Reason.NodeDeleted) {
+        // The node was deleted and has come back under the same name: run again from scratch.
+        log.info('node is back; running again', { node: nodeName });
+        current.set(nodeName, await this.#resources.updateRunStatus({ ...run, status: {} }));
+      } else {
+        current.set(nodeName, run);
       }
     }
 
     // Runs that are no longer targeted: node gone mid-run → report it; no longer selected → cancel.
-    const stillReported: ModuleRun[] = [];
     for (const run of ownRuns) {
       const nodeName = run.spec.nodeName;
-      if (targetNames.has(nodeName)) {
-        stillReported.push(run);
-        continue;
-      }
-      const runName = run.metadata.name ?? '';
+      if (targetNames.has(nodeName)) continue;
       if (!existingNodes.has(nodeName) && !isTerminal(run.status?.phase)) {
         log.warn('node deleted before its run finished', { node: nodeName });
-        await this.#markNodeDeleted(run);
-        stillReported.push(run);
+        current.set(nodeName, (await this.#markNodeDeleted(run)) ?? run);
       } else if (!existingNodes.has(nodeName) && run.status?.reason === Reason.NodeDeleted) {
-        stillReported.push(run); // keep reporting the loss
+        current.set(nodeName, run); // keep reporting the loss
       } else {
         log.info('node no longer targeted; deleting its run', { node: nodeName });
-        await this.#resources.deleteRun(runName);
+        await this.#resources.deleteRun(run.metadata.name ?? '');
       }
     }
 
-    const missingNodes: MissingNode[] = missing
-      ? [
-          {
-            nodeName: missing,
-            reason: Reason.NodeNotFound,
-            message: `node ${missing} does not exist; waiting for it to join`,
-          },
-        ]
-      : [];
-    const status = summarize(req, stillReported, missingNodes, describeTarget(req));
+    // A named node that does not exist, and has no run to report (a deleted node's run says more).
+    const missingNodes: MissingNode[] =
+      missing && !current.has(missing)
+        ? [{ nodeName: missing, reason: Reason.NodeNotFound, message: `node ${missing} does not exist; waiting for it to join` }]
+        : [];
+    const status = summarize(req, [...current.values()], missingNodes, describeTarget(req));
     await this.#writeStatus(req, status, log);
   }
 
-  async #createRun(req: ModuleRequest, node: V1Node, log: Logger): Promise<void> {
+  async #createRun(req: ModuleRequest, node: V1Node, log: Logger): Promise<ModuleRun> {
     const run = newRun(req, node);
     try {
-      await this.#resources.createRun(run);
+      const created = await this.#resources.createRun(run);
       log.info('dispatched', { node: run.spec.nodeName, run: run.metadata.name });
+      return created;
     } catch (err) {
       // The cache lags our own writes: AlreadyExists means an earlier pass created it.
       if (!isAlreadyExists(err)) throw err;
+      return (await this.#resources.getRun(run.metadata.name ?? '')) ?? run;
     }
   }
 
-  async #markNodeDeleted(run: ModuleRun): Promise<void> {
+  async #markNodeDeleted(run: ModuleRun): Promise<ModuleRun | undefined> {
     const current = await this.#resources.getRun(run.metadata.name ?? '');
-    if (!current || isTerminal(current.status?.phase)) return;
+    if (!current || isTerminal(current.status?.phase)) return current;
     current.status = {
       ...current.status,
       observedGeneration: current.metadata.generation,
@@ -328,9 +340,10 @@ export class Controller {
       finishTime: new Date().toISOString(),
     };
     try {
-      await this.#resources.updateRunStatus(current);
+      return await this.#resources.updateRunStatus(current);
     } catch (err) {
       if (!isNotFound(err)) throw err;
+      return undefined;
     }
   }
 

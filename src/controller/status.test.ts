@@ -25,6 +25,9 @@ test('a run whose status is for an older generation counts as pending', () => {
   assert.equal(nodeResultOf(run('a', ok, 2)).phase, 'Pending');
   assert.equal(nodeResultOf(run('a', ok, 1)).phase, 'Succeeded');
   assert.equal(nodeResultOf(run('a')).reason, 'Dispatching');
+  const behind = { ...run('a', ok, 1), spec: { ...run('a').spec, requestGeneration: 1 } };
+  assert.equal(nodeResultOf(behind, 2).phase, 'Pending', 'the run still carries the previous request generation');
+  assert.equal(nodeResultOf(behind, 1).phase, 'Succeeded');
 });
 
 test('all succeeded: Succeeded=True, Failed=False, progress and exit code of the one node', () => {

@@ -24,11 +24,15 @@ export interface MissingNode {
   message: string;
 }
 
-/** What one run means for its node: a stale status (older generation) counts as not yet picked up. */
-export function nodeResultOf(run: ModuleRun): NodeResult {
+/**
+ * What one run means for its node. A status for an older generation of the run, or a run that
+ * does not yet carry the request's generation, counts as not yet picked up.
+ */
+export function nodeResultOf(run: ModuleRun, requestGeneration?: number): NodeResult {
   const st = run.status;
   const nodeName = run.spec.nodeName;
-  if (!st || st.observedGeneration !== run.metadata.generation || !st.phase) {
+  const behind = requestGeneration !== undefined && run.spec.requestGeneration !== undefined && run.spec.requestGeneration !== requestGeneration;
+  if (!st || st.observedGeneration !== run.metadata.generation || !st.phase || behind) {
     return { nodeName, phase: 'Pending', reason: Reason.Dispatching, message: 'waiting for the node agent' };
   }
   const r: NodeResult = { nodeName, phase: st.phase };
@@ -82,7 +86,7 @@ export function summarize(
       reason: m.reason,
       message: m.message,
     })),
-    ...runs.map(nodeResultOf),
+    ...runs.map((r) => nodeResultOf(r, generation)),
   ];
   const counts: PhaseCounts = { total: results.length, pending: 0, running: 0, succeeded: 0, failed: 0 };
   for (const r of results) counts[r.phase.toLowerCase() as 'pending' | 'running' | 'succeeded' | 'failed']++;
