@@ -12,6 +12,8 @@ import { API_VERSION, GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../src/
 import { applyManifests } from '../src/kube/apply.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
+import { mergePatch } from '../src/kube/callopts.ts';
+import { errorMessage } from '../src/observability/logger.ts';
 import { createRequest, ensureNode } from './support/objects.ts';
 
 const deploy = resolve(import.meta.dirname, '../deploy');
@@ -49,9 +51,54 @@ test('module policy: a denied module is refused at admission with the policy’s
       return true;
     }
   });
+  // The same modules under the names the kernel asks for, and with '-' for '_'.
+  for (const module of ['net-pf-2-proto-132', 'fs-cramfs', 'n-hdlc']) {
+    await assert.rejects(
+      createRequest(env.kc, `denied-${module.replaceAll(':', '')}`, { module, nodeName: 'n1' }),
+      (err: unknown) => {
+        assert.match(errorMessage(err), new RegExp(`module ${module} is denied by the module policy`));
+        return true;
+      },
+    );
+  }
   // Allowed modules still pass, including names that merely contain a denied one.
   await createRequest(env.kc, 'allowed', { module: 'snd-hda-intel', nodeName: 'n1' });
   await createRequest(env.kc, 'allowed-prefix', { module: 'sctp_diag', nodeName: 'n1' });
+});
+
+test('module policy: tightening it does not block updates of existing requests that keep their module', async () => {
+  const core = env.kc.makeApiClient(CoreV1Api);
+  const api = env.kc.makeApiClient(CustomObjectsApi);
+  await createRequest(env.kc, 'soon-denied', { module: 'nvidia_uvm', nodeName: 'n1' });
+  const cm = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
+  const original = { ...cm.data };
+  cm.data = { ...cm.data, deny: '^nvidia_uvm$' };
+  await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: cm });
+  try {
+    await eventually('the tightened policy to refuse new nvidia_uvm requests', async () => {
+      try {
+        await createRequest(env.kc, `probe-${Date.now()}`, { module: 'nvidia_uvm', nodeName: 'n1' });
+        return false;
+      } catch (err) {
+        return /is denied by the module policy/.test(errorMessage(err));
+      }
+    });
+    // A metadata edit of the existing request still goes through.
+    await api.patchClusterCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: 'modulerequests',
+        name: 'soon-denied',
+        body: { metadata: { labels: { team: 'gpu' } } },
+      },
+      mergePatch(),
+    );
+  } finally {
+    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
+    now.data = original;
+    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
+  }
 });
 
 test('node restriction: agent A may write its own node’s run but not node B’s', async () => {
@@ -125,4 +172,69 @@ test('node restriction: agent A may write its own node’s run but not node B’
   });
   // And B can write B's.
   await writeStatus(asAgent('node-b'), 'node-b');
+
+  // Nodes: an agent may set its helper-state annotations on its own Node, and nothing else.
+  const nodesAs = (node: string) => {
+    const kc = new KubeConfig();
+    kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tokens[node] ?? '', `agent-${node}`));
+    return kc.makeApiClient(CoreV1Api);
+  };
+  const patchNode = (as: string, node: string, metadata: object) =>
+    nodesAs(as).patchNode({ name: node, body: { metadata } }, mergePatch());
+  await eventually('agent A to report on its own Node', async () => {
+    await patchNode('node-a', 'node-a', {
+      annotations: { 'kmod.dev/helpers-state': 'Enabled', 'kmod.dev/helpers-message': 'ok' },
+    });
+    return true;
+  });
+  await assert.rejects(
+    patchNode('node-a', 'node-b', { annotations: { 'kmod.dev/helpers-state': 'Enabled' } }),
+    (err: unknown) => {
+      assert.match(errorMessage(err), /kmod-agent may update only its own Node, not node-b/);
+      return true;
+    },
+  );
+  for (const metadata of [{ labels: { gpu: 'yes' } }, { annotations: { 'kmod.dev/helpers': 'Enabled' } }]) {
+    await assert.rejects(patchNode('node-a', 'node-a', metadata), (err: unknown) => {
+      assert.match(
+        errorMessage(err),
+        /may change only the kmod\.dev\/helpers-state and kmod\.dev\/helpers-message annotations/,
+      );
+      return true;
+    });
+  }
+});
+
+test('node restriction: an agent token without a node name (not pod-bound) is refused', async () => {
+  const core = env.kc.makeApiClient(CoreV1Api);
+  const tr = await core.createNamespacedServiceAccountToken({
+    name: 'kmod-agent',
+    namespace: ns,
+    body: { spec: { audiences: [] } },
+  });
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tr.status?.token ?? '', 'unbound'));
+  const run = (await env.kc
+    .makeApiClient(CustomObjectsApi)
+    .getClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: RUN_PLURAL,
+      name: 'run-node-a',
+    })) as ModuleRun;
+  await assert.rejects(
+    kc
+      .makeApiClient(CustomObjectsApi)
+      .replaceClusterCustomObjectStatus({
+        group: GROUP,
+        version: VERSION,
+        plural: RUN_PLURAL,
+        name: 'run-node-a',
+        body: run,
+      }),
+    (err: unknown) => {
+      assert.match(errorMessage(err), /must be a pod-bound service-account token/);
+      return true;
+    },
+  );
 });
