@@ -214,24 +214,20 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
   });
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tr.status?.token ?? '', 'unbound'));
-  const run = (await env.kc
-    .makeApiClient(CustomObjectsApi)
-    .getClusterCustomObject({
+  const run = (await env.kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: RUN_PLURAL,
+    name: 'run-node-a',
+  })) as ModuleRun;
+  await assert.rejects(
+    kc.makeApiClient(CustomObjectsApi).replaceClusterCustomObjectStatus({
       group: GROUP,
       version: VERSION,
       plural: RUN_PLURAL,
       name: 'run-node-a',
-    })) as ModuleRun;
-  await assert.rejects(
-    kc
-      .makeApiClient(CustomObjectsApi)
-      .replaceClusterCustomObjectStatus({
-        group: GROUP,
-        version: VERSION,
-        plural: RUN_PLURAL,
-        name: 'run-node-a',
-        body: run,
-      }),
+      body: run,
+    }),
     (err: unknown) => {
       assert.match(errorMessage(err), /must be a pod-bound service-account token/);
       return true;

@@ -298,7 +298,11 @@ export class Agent {
       await this.#core.patchNode(
         {
           name: this.#opts.nodeName,
-          body: { metadata: { annotations: { [HELPERS_STATE_ANNOTATION]: state, [HELPERS_MESSAGE_ANNOTATION]: message } } },
+          body: {
+            metadata: {
+              annotations: { [HELPERS_STATE_ANNOTATION]: state, [HELPERS_MESSAGE_ANNOTATION]: message },
+            },
+          },
         },
         mergePatch(),
       );
@@ -371,7 +375,8 @@ export class Agent {
     if (!run || run.metadata.deletionTimestamp) {
       // The killable wait: a deleted run still waiting for a slot is cancelled; a running helper is left alone.
       current?.cancel.abort('run deleted');
-      for (const [uid] of this.#reported) if (!this.#runs.list().some((r) => r.metadata.uid === uid)) this.#reported.delete(uid);
+      for (const [uid] of this.#reported)
+        if (!this.#runs.list().some((r) => r.metadata.uid === uid)) this.#reported.delete(uid);
       return;
     }
     const uid = run.metadata.uid ?? '';
@@ -391,7 +396,14 @@ export class Agent {
       attempt = (st.attempt ?? 1) + 1;
       takesOverFrom = st.claimedBy;
     }
-    const exec: Execution = { uid, generation, attempt, cancel: new AbortController(), claimed: false, takesOverFrom };
+    const exec: Execution = {
+      uid,
+      generation,
+      attempt,
+      cancel: new AbortController(),
+      claimed: false,
+      takesOverFrom,
+    };
     this.#executions.set(name, exec);
     const p = this.#execute(run, exec)
       .then(() => {
@@ -402,7 +414,11 @@ export class Agent {
         const failures = (this.#failures.get(name) ?? 0) + 1;
         this.#failures.set(name, failures);
         const retryInMs = Math.min(1000 * 2 ** (failures - 1), 60_000);
-        this.#log.error('run failed unexpectedly; retrying with backoff', { run: name, error: errorMessage(err), retryInMs });
+        this.#log.error('run failed unexpectedly; retrying with backoff', {
+          run: name,
+          error: errorMessage(err),
+          retryInMs,
+        });
         this.#queue.addAfter(name, retryInMs);
       })
       .finally(() => {
@@ -553,7 +569,9 @@ export class Agent {
     }
     const owner = ownerOf(run);
     if (exec.takesOverFrom !== undefined) {
-      log.warn('run was interrupted (agent restart or lost claim); running it again', { attempt: exec.attempt });
+      log.warn('run was interrupted (agent restart or lost claim); running it again', {
+        attempt: exec.attempt,
+      });
       if (owner) {
         this.#events.event(
           owner,
@@ -693,7 +711,12 @@ export class Agent {
         }
         const claimedBy = latest.status?.claimedBy;
         const sameGeneration = latest.status?.observedGeneration === exec.generation;
-        if (claimedBy && claimedBy !== this.#instanceId && claimedBy !== exec.takesOverFrom && sameGeneration) {
+        if (
+          claimedBy &&
+          claimedBy !== this.#instanceId &&
+          claimedBy !== exec.takesOverFrom &&
+          sameGeneration
+        ) {
           log.warn('run claimed by another agent; result dropped', { claimedBy });
           return;
         }

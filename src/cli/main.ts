@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { Agent } from '../agent/agent.ts';
+import { capMaskFromNames } from '../helper/capabilities.ts';
 import { clusterDown, clusterServe, clusterUp } from '../cluster/background.ts';
 import { Controller } from '../controller/controller.ts';
 import { loadKubeConfig } from '../kube/config.ts';
@@ -50,6 +51,13 @@ agent flags:
   --drain-timeout SECONDS  disabling waits this long for running helpers, else re-enables (default 5)
   --freeze-wait SECONDS    a run waits this long while helpers are Freezing/Disabled, then stays
                            pending until the node is enabled (default 30)
+  --shutdown-grace SECONDS on SIGTERM, how long running helpers may drain (default 25; keep it
+                           below the pod's terminationGracePeriodSeconds)
+
+local flags:
+  --kubeconfig PATH        use this cluster instead of starting the local control plane
+  --examples DIR           ModuleRequests to apply (default examples/)
+  --exit-after SECONDS     stop by itself after this long (default: run until Ctrl-C)
 `;
 
 class UsageError extends Error {}
@@ -87,12 +95,18 @@ function configMapRef(
   return { namespace, name };
 }
 
-function capList(value: string | undefined, dflt: string[]): string[] {
+function capList(flag: string, value: string | undefined, dflt: string[]): string[] {
   if (value === undefined) return dflt;
-  return value
+  const names = value
     .split(',')
     .map((s) => s.trim().toLowerCase())
     .filter(Boolean);
+  try {
+    capMaskFromNames(names);
+  } catch (err) {
+    fail(`--${flag}: ${(err as Error).message}`);
+  }
+  return names;
 }
 
 /** Stops `stop` on SIGTERM/SIGINT; a second signal exits at once. */
@@ -178,6 +192,7 @@ async function agentCommand(args: string[]): Promise<void> {
       'config-configmap': { type: 'string' },
       'drain-timeout': { type: 'string' },
       'freeze-wait': { type: 'string' },
+      'shutdown-grace': { type: 'string' },
     },
   });
   const nodeName = values['node-name'] ?? process.env.NODE_NAME;
@@ -185,6 +200,11 @@ async function agentCommand(args: string[]): Promise<void> {
   const helper = values.helper;
   if (helper !== '' && !helper.startsWith('/'))
     fail(`--helper must be an absolute path (or empty to disable), got "${helper}"`);
+  // Flags are checked before anything connects, so a typo fails at once with the flag's name.
+  const capabilities = {
+    bounding: capList('capability-bounding', values['capability-bounding'], ['cap_sys_module']),
+    inheritable: capList('capability-inheritable', values['capability-inheritable'], []),
+  };
   const logger = createLogger('agent');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -197,10 +217,7 @@ async function agentCommand(args: string[]): Promise<void> {
     registry,
     maxConcurrent: positiveInt('max-concurrent', values['max-concurrent'], 50),
     busyTimeoutMs: nonNegative('busy-timeout', values['busy-timeout'], 5) * 1000,
-    capabilities: {
-      bounding: capList(values['capability-bounding'], ['cap_sys_module']),
-      inheritable: capList(values['capability-inheritable'], []),
-    },
+    capabilities,
     bootIdFile: values['boot-id-file'],
     bootIdSource: bootIdSource(values['boot-id-source']),
     policyConfigMap: configMapRef('policy-configmap', values['policy-configmap']),
@@ -214,8 +231,10 @@ async function agentCommand(args: string[]): Promise<void> {
     readiness: () => agent.readiness(),
   });
   logger.info('agent starting', { node: nodeName, metricsPort: health.port });
+  // Below the pod's terminationGracePeriodSeconds (30 in deploy/), so the drain finishes before SIGKILL.
+  const shutdownGraceMs = nonNegative('shutdown-grace', values['shutdown-grace'], 25) * 1000;
   const done = onShutdown(async () => {
-    await agent.stop();
+    await agent.stop(shutdownGraceMs);
     await health.close();
   }, logger);
   await agent.start();

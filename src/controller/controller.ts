@@ -269,7 +269,10 @@ export class Controller {
       }
       const desired = desiredRunSpec(req, node);
       if (runSpecDiffers(run.spec, desired)) {
-        log.info('request changed; dispatching again', { node: nodeName, generation: desired.requestGeneration });
+        log.info('request changed; dispatching again', {
+          node: nodeName,
+          generation: desired.requestGeneration,
+        });
         // Merge patch: a list that went away must be sent as null to be removed.
         const patch = { ...desired, parameters: desired.parameters ?? null } as unknown as ModuleRunSpec;
         current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', patch));
@@ -281,7 +284,10 @@ export class Controller {
           'NodeRebooted',
           `node ${nodeName} rebooted (boot ${desired.bootID}); loading ${req.spec.module} again`,
         );
-        current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', { bootID: desired.bootID }));
+        current.set(
+          nodeName,
+          await this.#resources.patchRunSpec(run.metadata.name ?? '', { bootID: desired.bootID }),
+        );
       } else if (run.status?.reason === Reason.NodeDeleted) {
         // The node was deleted and has come back under the same name: run again from scratch.
         log.info('node is back; running again', { node: nodeName });
@@ -309,7 +315,13 @@ export class Controller {
     // A named node that does not exist, and has no run to report (a deleted node's run says more).
     const missingNodes: MissingNode[] =
       missing && !current.has(missing)
-        ? [{ nodeName: missing, reason: Reason.NodeNotFound, message: `node ${missing} does not exist; waiting for it to join` }]
+        ? [
+            {
+              nodeName: missing,
+              reason: Reason.NodeNotFound,
+              message: `node ${missing} does not exist; waiting for it to join`,
+            },
+          ]
         : [];
     const status = summarize(req, [...current.values()], missingNodes, describeTarget(req));
     await this.#writeStatus(req, status, log);

@@ -26,7 +26,11 @@ test('a run whose status is for an older generation counts as pending', () => {
   assert.equal(nodeResultOf(run('a', ok, 1)).phase, 'Succeeded');
   assert.equal(nodeResultOf(run('a')).reason, 'Dispatching');
   const behind = { ...run('a', ok, 1), spec: { ...run('a').spec, requestGeneration: 1 } };
-  assert.equal(nodeResultOf(behind, 2).phase, 'Pending', 'the run still carries the previous request generation');
+  assert.equal(
+    nodeResultOf(behind, 2).phase,
+    'Pending',
+    'the run still carries the previous request generation',
+  );
   assert.equal(nodeResultOf(behind, 1).phase, 'Succeeded');
 });
 

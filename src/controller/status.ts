@@ -31,7 +31,10 @@ export interface MissingNode {
 export function nodeResultOf(run: ModuleRun, requestGeneration?: number): NodeResult {
   const st = run.status;
   const nodeName = run.spec.nodeName;
-  const behind = requestGeneration !== undefined && run.spec.requestGeneration !== undefined && run.spec.requestGeneration !== requestGeneration;
+  const behind =
+    requestGeneration !== undefined &&
+    run.spec.requestGeneration !== undefined &&
+    run.spec.requestGeneration !== requestGeneration;
   if (!st || st.observedGeneration !== run.metadata.generation || !st.phase || behind) {
     return { nodeName, phase: 'Pending', reason: Reason.Dispatching, message: 'waiting for the node agent' };
   }
