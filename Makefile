@@ -17,15 +17,21 @@ setup: deps debs controlplane
 # npm scripts and this Makefile run that Node, not the machine's.
 deps: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# modprobe (kmod) runs in local mode's dry-run; setpriv (util-linux) restricts the helper.
+# modprobe/depmod (kmod) run in local mode's dry-run, against demo modules built with
+# the C compiler (gcc); setpriv (util-linux) restricts the helper.
 debs:
-	@if ! command -v modprobe >/dev/null 2>&1 && [ ! -x /sbin/modprobe ] && [ ! -x /usr/sbin/modprobe ] || ! command -v setpriv >/dev/null 2>&1; then \
-		echo "installing Debian packages kmod util-linux"; \
-		if [ "$$(id -u)" != 0 ]; then echo "need root (or: sudo apt-get install kmod util-linux)" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kmod util-linux >/dev/null; \
+	@missing=""; \
+	for tool in modprobe:kmod depmod:kmod setpriv:util-linux cc:gcc; do \
+		cmd=$${tool%%:*}; pkg=$${tool#*:}; \
+		PATH="$$PATH:/sbin:/usr/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root (or: sudo apt-get install$$missing)" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 controlplane:
