@@ -99,6 +99,7 @@ function peakAlive(records: string[]): number {
  * is enabled and every run reaches the helper gate together.
  */
 async function burst(
+  registry: Registry,
   node: string,
   prefix: string,
   busyTimeoutMs: number,
@@ -108,7 +109,7 @@ async function burst(
   );
   await ensureNode(env.kc, node);
   await annotateNode(env.kc, node, 'Disabled');
-  await agentFor(node, sleeper.path, { maxConcurrent: 50, busyTimeoutMs, freezeWaitMs: 120_000 });
+  await agentFor(node, sleeper.path, { maxConcurrent: 50, busyTimeoutMs, freezeWaitMs: 120_000, registry });
   const names = Array.from({ length: 200 }, (_, i) => `${prefix}-${i}`);
   for (let i = 0; i < names.length; i += 20) {
     await Promise.all(
@@ -156,7 +157,8 @@ async function burst(
 }
 
 test('200 runs on one node: never more than 50 helpers alive; runs beyond a short busy timeout fail Throttled', async () => {
-  const { records, phases, reasons } = await burst('node-burst', 'b', 1500);
+  const registry = new Registry();
+  const { records, phases, reasons } = await burst(registry, 'node-burst', 'b', 1500);
   const peak = peakAlive(records);
   const failed = [...phases.values()].filter((p) => p === 'Failed').length;
   console.log(
@@ -166,6 +168,11 @@ test('200 runs on one node: never more than 50 helpers alive; runs beyond a shor
   assert.equal(peak, 50, 'the cap is reached, not undershot');
   assert.ok(failed > 0, 'some runs waited longer than the busy timeout');
   assert.equal(records.length / 2 + failed, 200, 'every run either ran its helper or was throttled');
+  assert.match(
+    await registry.metrics(),
+    new RegExp(`^kmod_agent_throttled_total ${failed}$`, 'm'),
+    'the throttle counter',
+  );
   for (const r of reasons) {
     assert.match(
       r,
@@ -182,7 +189,7 @@ test('200 runs on one node: never more than 50 helpers alive; runs beyond a shor
 });
 
 test('200 runs with a long busy timeout: all succeed, still never more than 50 alive', async () => {
-  const { records, phases } = await burst('node-burst2', 'c', 60_000);
+  const { records, phases } = await burst(new Registry(), 'node-burst2', 'c', 60_000);
   const peak = peakAlive(records);
   console.log(`busy timeout 60 s: ${records.length / 2} helpers ran, peak alive ${peak}`);
   assert.equal([...phases.values()].filter((p) => p === 'Succeeded').length, 200);

@@ -23,6 +23,7 @@ import {
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
 import type { Controller } from '../src/controller/controller.ts';
+import { Registry } from 'prom-client';
 
 const root = resolve(import.meta.dirname, '..');
 let helper: FakeHelper;
@@ -173,10 +174,14 @@ test('a controller restarted mid-way loses nothing', async () => {
 
 test('deleting a request while its run waits for a slot cancels it at once; the running helper is not killed', async () => {
   await ensureNode(env.kc, 'node-del');
+  const registry = new Registry();
   const agent = await startAgent(env.kc, 'node-del', helper.path, {
     maxConcurrent: 1,
     busyTimeoutMs: 60_000,
+    registry,
   });
+  const waiters = async () =>
+    Number(/^kmod_agent_helper_slot_waiters (\d+)$/m.exec(await registry.metrics())?.[1]);
   try {
     await createRequest(env.kc, 'del-busy', {
       module: 'slow-del',
@@ -191,8 +196,15 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
     await eventually('the waiting run to exist', async () =>
       (await listRuns(env.kc)).some((r) => r.spec.module === 'ok-del-waiting'),
     );
-    await new Promise((r) => setTimeout(r, 300));
+    await eventually('the run to wait for the busy slot', async () => (await waiters()) === 1);
     await deleteRequest(env.kc, 'del-waiting');
+    // Out of line at once, while the busy helper is still running.
+    await eventually('the waiter to leave the line', async () => (await waiters()) === 0, 1500);
+    assert.equal(
+      (await getRequest(env.kc, 'del-busy'))?.status?.phase,
+      'Running',
+      'the busy helper is not killed',
+    );
     // The busy helper goes on to the end and reports.
     await waitForCondition(env.kc, 'del-busy', 'Succeeded');
     await new Promise((r) => setTimeout(r, 500));

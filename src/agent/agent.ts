@@ -235,14 +235,17 @@ export class Agent {
       );
     }
     await Promise.all([this.#node.start(), this.#runs.start(), this.#settings.start()]);
+    // Recovery, with helpers still Disabled: decide every run from the synced cache, so claims left
+    // by an interrupted agent are recognised (and their retries counted) before anything starts.
+    this.#queue.start();
+    for (const run of this.#runs.list()) if (run.metadata.name) this.#queue.add(run.metadata.name);
+    await this.#queue.idle();
     this.#started = true;
-    // Helpers were Disabled until now; take the state the node asks for (default Enabled).
+    // Now take the state the node asks for (default Enabled); waiting runs start.
     const node = this.#node.get(this.#opts.nodeName);
     if (node) this.#onNodeAnnotation(node);
     else this.#transition('Enabled');
     await this.#transitions;
-    this.#queue.start();
-    for (const run of this.#runs.list()) if (run.metadata.name) this.#queue.add(run.metadata.name);
     this.#log.info('agent started', { instance: this.#instanceId, helper: this.#opts.helperPath });
   }
 
