@@ -358,6 +358,19 @@ void describe('startHelper: what the helper gets', suite, () => {
     assert.equal(probe.status.SigBlk, '0000000000000000');
   });
 
+  void it('resets signals 32 and 33 too, which glibc will not touch (GNU make ignores them)', async () => {
+    const { path, dir } = probeHelper();
+    // Start the agent with signals 32 and 33 ignored, by raw rt_sigaction (SIG_IGN = 1), as under make.
+    const ignore =
+      'my $ign = pack("Q4", 1, 0, 0, 0); syscall(13, $_, $ign, 0, 8) for 32, 33; exec { $ARGV[0] } @ARGV';
+    const report = await runInAgent(invocation(path), { prefix: ['/usr/bin/perl', '-e', ignore, '--'] });
+    const agentIgnored = BigInt(`0x${statusLine(report.agent.status, 'SigIgn')}`);
+    // Node resets 33 when it starts, not 32.
+    assert.equal((agentIgnored >> 31n) & 1n, 1n, 'the agent ignores signal 32');
+    assert.equal(report.finished.exitCode, 0, report.finished.stderrTail);
+    assert.equal(readProbe(dir).status.SigIgn, '0000000000000000');
+  });
+
   void it('sets the umask a kernel helper has, whatever the agent umask', async () => {
     const { path, dir } = probeHelper();
     const report = await runInAgent(invocation(path), {

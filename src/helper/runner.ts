@@ -103,6 +103,8 @@ export interface HelperTools {
   readonly nice: string;
   /** util-linux setpriv: capability sets and no_new_privs. */
   readonly setpriv: string;
+  /** perl (Debian's Essential perl-base): resets signals 32-64, which glibc's sigaction refuses. */
+  readonly perl: string;
 }
 
 /** Why the helper never ran. */
@@ -207,12 +209,32 @@ const FD_CLOSER_NAME = 'kmod-helper-exec';
 const FD_CLOSER =
   'umask 022; for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then exec {fd}>&-; fi; done; exec "$@"';
 
+/** rt_sigaction's system call number, per architecture Node runs on here. */
+const RT_SIGACTION: Readonly<Record<string, number>> = { x64: 13, arm64: 134 };
+
+/**
+ * A perl program that sets every signal's disposition to SIG_DFL with the raw
+ * rt_sigaction system call (a zeroed struct sigaction is SIG_DFL, no flags,
+ * empty mask; the last argument is the kernel's sigset size, 8 bytes), then
+ * execs its arguments. SIGKILL and SIGSTOP cannot be changed and are skipped.
+ */
+const RESET_ALL_SIGNALS =
+  `my $dfl = pack("Q4", 0, 0, 0, 0); for my $s (1 .. 64) { next if $s == 9 || $s == 19; ` +
+  `syscall(${RT_SIGACTION[process.arch] ?? -1}, $s, $dfl, 0, 8); } exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!\n"`;
+
+/** True when this process ignores a signal above 31 (the helper would inherit it). */
+function ignoresHighSignals(): boolean {
+  const line = /^SigIgn:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return line?.[1] !== undefined && BigInt(`0x${line[1]}`) >> 31n !== 0n;
+}
+
 /** Package to install when a tool is missing. */
 const TOOL_PACKAGES: Readonly<Record<keyof HelperTools, string>> = {
   env: 'coreutils',
   bash: 'bash',
   nice: 'coreutils',
   setpriv: 'util-linux',
+  perl: 'perl-base',
 };
 
 const TOOL_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
@@ -286,9 +308,13 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
     );
   }
 
-  const { env, bash, nice, setpriv } = resolved.tools;
+  const { env, bash, nice, setpriv, perl } = resolved.tools;
   const agentNice = getPriority();
   const argv = [
+    // Only when the agent ignores a signal above 31 (GNU make, for one, ignores 32 and 33 and its
+    // children inherit that): libuv and `env --default-signal` reset dispositions through glibc,
+    // which refuses the two signals it reserves for itself, so a raw rt_sigaction does it.
+    ...(ignoresHighSignals() ? [perl, '-e', RESET_ALL_SIGNALS, '--'] : []),
     bash,
     '-c',
     FD_CLOSER,
@@ -471,7 +497,7 @@ interface ChainIdentity {
 }
 
 function chainIdentity(tools: HelperTools): ChainIdentity {
-  const paths = [tools.env, tools.bash, tools.nice, tools.setpriv];
+  const paths = [tools.env, tools.bash, tools.nice, tools.setpriv, tools.perl];
   const exes = new Set([...paths, process.execPath].map((path) => realpathSync(path)));
   const comms = new Set(paths.map((path) => basename(path).slice(0, 15)));
   // Before its exec, a forked child carries the name of the thread that forked it.
