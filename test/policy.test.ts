@@ -14,7 +14,8 @@ import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
 import { errorMessage } from '../src/observability/logger.ts';
-import { createRequest, ensureNode } from './support/objects.ts';
+import { createRequest, ensureNode, waitForCondition } from './support/objects.ts';
+import { startController } from './support/operator.ts';
 
 const deploy = resolve(import.meta.dirname, '../deploy');
 const ns = 'kmod-system';
@@ -233,4 +234,37 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
       return true;
     },
   );
+});
+
+test('a run the module policy refuses at dispatch is reported Denied, not retried blindly', async () => {
+  const core = env.kc.makeApiClient(CoreV1Api);
+  await ensureNode(env.kc, 'node-dispatch');
+  // Admitted while the module was allowed; no controller has dispatched it yet.
+  await createRequest(env.kc, 'denied-at-dispatch', { module: 'snd-pcsp', nodeName: 'node-dispatch' });
+  const cm = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
+  const original = { ...cm.data };
+  cm.data = { ...cm.data, deny: '^snd_pcsp$' };
+  await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: cm });
+  try {
+    await eventually('the tightened policy to be in force', async () => {
+      try {
+        await createRequest(env.kc, `probe2-${Date.now()}`, { module: 'snd-pcsp', nodeName: 'n1' });
+        return false;
+      } catch (err) {
+        return /is denied by the module policy/.test(errorMessage(err));
+      }
+    });
+    const controller = await startController(env.kc);
+    env.onStop(() => controller.stop());
+    const r = await waitForCondition(env.kc, 'denied-at-dispatch', 'Failed');
+    assert.equal(r.status?.nodes?.[0]?.reason, 'Denied');
+    assert.match(
+      r.status?.nodes?.[0]?.message ?? '',
+      /dispatch refused by the API server: .*module snd-pcsp is denied by the module policy/,
+    );
+  } finally {
+    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
+    now.data = original;
+    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
+  }
 });

@@ -24,7 +24,7 @@ import {
 } from '../api/types.ts';
 import { validateRequestSpec } from '../api/validation.ts';
 import { EventRecorder } from '../kube/events.ts';
-import { isAlreadyExists, isConflict, isNotFound } from '../kube/errors.ts';
+import { isAlreadyExists, isConflict, isForbidden, isNotFound, statusCode } from '../kube/errors.ts';
 import { Informer } from '../kube/informer.ts';
 import { LeaderElector } from '../kube/leaderelection.ts';
 import { Resources } from '../kube/resources.ts';
@@ -260,11 +260,20 @@ export class Controller {
     // write replaces the cached copy in `current`, so the status below never reports a run as
     // done for a generation it has not carried out yet.
     const current = new Map<string, ModuleRun>();
+    const refused: MissingNode[] = [];
     for (const node of targets) {
       const nodeName = node.metadata?.name ?? '';
       const run = byNode.get(nodeName);
       if (!run) {
-        current.set(nodeName, await this.#createRun(req, node, log));
+        try {
+          current.set(nodeName, await this.#createRun(req, node, log));
+        } catch (err) {
+          // Admission refused the run (the module policy changed since the request was admitted, or a
+          // rule the request did not meet): that is this node's outcome, not a reason to retry blindly.
+          if (!isForbidden(err) && statusCode(err) !== 422) throw err;
+          const reason = isForbidden(err) ? Reason.Denied : Reason.InvalidSpec;
+          refused.push({ nodeName, reason, message: `dispatch refused by the API server: ${errorMessage(err)}` });
+        }
         continue;
       }
       const desired = desiredRunSpec(req, node);
@@ -313,18 +322,18 @@ export class Controller {
     }
 
     // A named node that does not exist, and has no run to report (a deleted node's run says more).
-    const missingNodes: MissingNode[] =
-      missing && !current.has(missing)
-        ? [
-            {
-              nodeName: missing,
-              reason: Reason.NodeNotFound,
-              message: `node ${missing} does not exist; waiting for it to join`,
-            },
-          ]
-        : [];
+    const missingNodes: MissingNode[] = [...refused];
+    if (missing && !current.has(missing)) {
+      missingNodes.push({
+        nodeName: missing,
+        reason: Reason.NodeNotFound,
+        message: `node ${missing} does not exist; waiting for it to join`,
+      });
+    }
     const status = summarize(req, [...current.values()], missingNodes, describeTarget(req));
     await this.#writeStatus(req, status, log);
+    // A refused dispatch may be allowed later (the policy can change): look again in a while.
+    if (refused.length) return { requeueAfterMs: 60_000 };
   }
 
   async #createRun(req: ModuleRequest, node: V1Node, log: Logger): Promise<ModuleRun> {
