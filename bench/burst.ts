@@ -20,6 +20,7 @@ import { Controller } from '../src/controller/controller.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
 import { installCrds } from '../src/kube/crds.ts';
 import { silentLogger } from '../src/observability/logger.ts';
+import { createRequest } from '../test/support/objects.ts';
 
 const n = Number(process.argv[2] ?? 200);
 const cp = await startControlPlane();
@@ -56,17 +57,7 @@ try {
   for (let i = 0; i < n; i += 25) {
     await Promise.all(
       Array.from({ length: Math.min(25, n - i) }, (_, j) =>
-        api.createClusterCustomObject({
-          group: GROUP,
-          version: VERSION,
-          plural: REQUEST_PLURAL,
-          body: {
-            apiVersion: `${GROUP}/${VERSION}`,
-            kind: 'ModuleRequest',
-            metadata: { name: `r${i + j}` },
-            spec: { module: `m${i + j}`, nodeName: 'bench' },
-          },
-        }),
+        createRequest(kc, `r${i + j}`, { module: `m${i + j}`, nodeName: 'bench' }),
       ),
     );
   }

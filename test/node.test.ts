@@ -27,6 +27,7 @@ import {
   listRequests,
   listRuns,
   waitForCondition,
+  waitForPhase,
   type FakeHelper,
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
@@ -297,10 +298,7 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
     parameters: ['secs=1'],
     nodeName: 'node-states',
   });
-  await eventually(
-    'st-running to run',
-    async () => (await getRequest(env.kc, 'st-running'))?.status?.phase === 'Running',
-  );
+  await waitForPhase(env.kc, 'st-running', 'Running');
   await annotateNode(env.kc, 'node-states', 'Disabled');
   // The running helper drains (it finishes), then the node reports Disabled.
   await eventually(
@@ -342,10 +340,7 @@ test('a disable whose helpers do not finish in time fails and re-enables (EAGAIN
     parameters: ['secs=4'],
     nodeName: 'node-eagain',
   });
-  await eventually(
-    'eagain to run',
-    async () => (await getRequest(env.kc, 'eagain'))?.status?.phase === 'Running',
-  );
+  await waitForPhase(env.kc, 'eagain', 'Running');
   await annotateNode(env.kc, 'node-eagain', 'Disabled');
   const msg = await eventually('the failed disable to be reported', async () => {
     const a = await nodeAnnotations('node-eagain');

@@ -19,6 +19,7 @@ import {
   getRequest,
   listRuns,
   waitForCondition,
+  waitForPhase,
   type FakeHelper,
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
@@ -71,10 +72,7 @@ test('an agent killed mid-run: the claimed run is reported interrupted and retri
     parameters: ['secs=2'],
     nodeName: 'node-crash',
   });
-  await eventually(
-    'the run to be claimed',
-    async () => (await getRequest(env.kc, 'crash'))?.status?.phase === 'Running',
-  );
+  await waitForPhase(env.kc, 'crash', 'Running');
   first.kill('SIGKILL');
   await exited(first);
   const second = agentProcess('node-crash');
@@ -106,10 +104,7 @@ test('SIGTERM disables and drains: the running helper finishes, runs not started
     parameters: ['secs=2'],
     nodeName: 'node-term',
   });
-  await eventually(
-    'the first run to be claimed',
-    async () => (await getRequest(env.kc, 'term-running'))?.status?.phase === 'Running',
-  );
+  await waitForPhase(env.kc, 'term-running', 'Running');
   for (const name of ['term-w1', 'term-w2', 'term-w3']) {
     await createRequest(env.kc, name, { module: `ok-${name}`, nodeName: 'node-term' });
   }
@@ -188,10 +183,7 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
       parameters: ['secs=2'],
       nodeName: 'node-del',
     });
-    await eventually(
-      'the slot to be taken',
-      async () => (await getRequest(env.kc, 'del-busy'))?.status?.phase === 'Running',
-    );
+    await waitForPhase(env.kc, 'del-busy', 'Running');
     await createRequest(env.kc, 'del-waiting', { module: 'ok-del-waiting', nodeName: 'node-del' });
     await eventually('the waiting run to exist', async () =>
       (await listRuns(env.kc)).some((r) => r.spec.module === 'ok-del-waiting'),

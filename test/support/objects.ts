@@ -176,3 +176,20 @@ export function waitForCondition(
     timeoutMs,
   );
 }
+
+/** Waits until the request's status.phase is `phase` (e.g. Running: its helper has been claimed). */
+export function waitForPhase(
+  kc: KubeConfig,
+  name: string,
+  phase: string,
+  timeoutMs = 20_000,
+): Promise<ModuleRequest> {
+  return eventually(
+    `${name} to be ${phase}`,
+    async () => {
+      const r = await getRequest(kc, name);
+      return r?.status?.phase === phase ? r : undefined;
+    },
+    timeoutMs,
+  );
+}
