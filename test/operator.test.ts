@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { CustomObjectsApi } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
 import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import type { Controller } from '../src/controller/controller.ts';
@@ -208,7 +208,7 @@ test('a spec change (new generation) runs again with the new spec', async () => 
   assert.equal(helper.starts('ok-respec'), 2);
 });
 
-test('deleting a node mid-run is reported', async () => {
+test('a selected node deleted mid-run is reported in an Event and no longer counted', async () => {
   await ensureNode(env.kc, 'node-doomed', { doomed: 'yes' });
   // No agent for this node: its run stays pending until the node goes away.
   await createRequest(env.kc, 'doomed', { module: 'ok-doomed', nodeSelector: { doomed: 'yes' } });
@@ -216,8 +216,48 @@ test('deleting a node mid-run is reported', async () => {
     (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-doomed'),
   );
   await deleteNode(env.kc, 'node-doomed');
-  const r = await waitForCondition(env.kc, 'doomed', 'Failed');
-  assert.equal(r.status?.nodes?.[0]?.reason, 'NodeDeleted');
+  await eventually('the NodeDeleted event', async () => {
+    const events = await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' });
+    return events.items.some(
+      (e) =>
+        e.involvedObject.name === 'doomed' &&
+        e.reason === 'NodeDeleted' &&
+        /node-doomed was deleted before its run finished/.test(e.message ?? ''),
+    );
+  });
+  const r = await eventually('the node to be no longer counted', async () => {
+    const req = await getRequest(env.kc, 'doomed');
+    return req?.status?.counts?.total === 0 ? req : undefined;
+  });
+  assert.equal(r.status?.conditions?.find((c) => c.type === 'Succeeded')?.reason, 'NoMatchingNodes');
+});
+
+test('the one named node deleted mid-run fails the request NodeDeleted; a spec change keeps it so', async () => {
+  await ensureNode(env.kc, 'node-named-doomed');
+  await createRequest(env.kc, 'named-doomed', { module: 'ok-named', nodeName: 'node-named-doomed' });
+  await eventually('a run for node-named-doomed', async () =>
+    (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-named-doomed'),
+  );
+  await deleteNode(env.kc, 'node-named-doomed');
+  const r = await waitForCondition(env.kc, 'named-doomed', 'Failed');
+  assert.deepEqual(
+    r.status?.nodes?.map((n) => [n.nodeName, n.reason]),
+    [['node-named-doomed', 'NodeDeleted']],
+  );
+  assert.equal(r.status?.counts?.total, 1);
+  // A new generation does not hide the loss behind "pending".
+  r.spec.parameters = ['x=1'];
+  await env.kc
+    .makeApiClient(CustomObjectsApi)
+    .replaceClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: REQUEST_PLURAL,
+      name: 'named-doomed',
+      body: r,
+    });
+  const again = await waitForCondition(env.kc, 'named-doomed', 'Failed');
+  assert.equal(again.status?.nodes?.[0]?.reason, 'NodeDeleted');
 });
 
 test('deleting a request removes its runs', async () => {

@@ -87,8 +87,8 @@ interface Execution {
   generation: number;
   attempt: number;
   cancel: AbortController;
-  /** Set once the claim is durable: from then on only deletion stops it (never shutdown). */
-  claimed: boolean;
+  /** Set once it holds a helper slot (claim under way or done): shutdown leaves it to finish. */
+  inSlot: boolean;
   /** The claimer of an interrupted attempt, whose stale claim this execution may overwrite. */
   takesOverFrom?: string;
 }
@@ -122,6 +122,8 @@ export class Agent {
   /** Transitions run one at a time, in annotation order. */
   #transitions: Promise<void> = Promise.resolve();
   #desiredState: HelperState | undefined;
+  /** The last kmod.dev/helpers value acted on; null until the first. */
+  #lastAnnotation: string | undefined | null = null;
   #started = false;
   #stopping = false;
 
@@ -256,7 +258,7 @@ export class Agent {
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
     // SIGTERM = disable + drain: nothing new starts; runs still waiting are left for the next agent.
-    for (const exec of this.#executions.values()) if (!exec.claimed) exec.cancel.abort('agent stopping');
+    for (const exec of this.#executions.values()) if (!exec.inSlot) exec.cancel.abort('agent stopping');
     const drained = await this.#helperState.set('Disabled', graceMs);
     if (!drained.ok)
       this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', {
@@ -277,6 +279,8 @@ export class Agent {
   /** Reacts to the node's kmod.dev/helpers annotation: a new desired state means a transition. */
   #onNodeAnnotation(node: V1Node): void {
     const raw = node.metadata?.annotations?.[HELPERS_ANNOTATION];
+    if (raw === this.#lastAnnotation) return; // the Node changed, not the request
+    this.#lastAnnotation = raw;
     let desired: HelperState;
     try {
       desired = parseHelperState(raw);
@@ -404,7 +408,7 @@ export class Agent {
       generation,
       attempt,
       cancel: new AbortController(),
-      claimed: false,
+      inSlot: false,
       takesOverFrom,
     };
     this.#executions.set(name, exec);
@@ -486,15 +490,19 @@ export class Agent {
 
     const waitStart = performance.now();
     try {
-      await this.#slots.run(async () => {
+      // The slot is held while the helper lives, as the kernel holds its count; reporting happens
+      // after it is released, so an API server that is slow to answer never keeps a slot busy.
+      const outcome = await this.#slots.run(async () => {
+        exec.inSlot = true;
         this.#metrics.slotWait.observe((performance.now() - waitStart) / 1000);
         // Helpers may have been disabled while this run waited for its slot.
         if (this.#helperState.state !== 'Enabled') {
           this.#park(name, log);
-          return;
+          return undefined;
         }
-        await this.#claimAndRun(run, exec, log);
+        return this.#claimAndRun(run, exec, log);
       }, exec.cancel.signal);
+      if (outcome) await this.#report(outcome.claimed, exec, outcome.status, log);
     } catch (err) {
       if (err instanceof CancelledError) {
         log.info('run cancelled before it started', { reason: err.message });
@@ -537,7 +545,16 @@ export class Agent {
     this.#events.event(this.#nodeTarget, 'Warning', 'Throttling', text);
   }
 
-  async #claimAndRun(run: ModuleRun, exec: Execution, log: Logger): Promise<void> {
+  /**
+   * Claims the run and runs its helper to the end. Returns what is left to report: the early
+   * report of `wait: Exec`/`None` is already written by then (the helper outlives it); the exit
+   * status is returned for `wait: Process`. Undefined when there is nothing to report.
+   */
+  async #claimAndRun(
+    run: ModuleRun,
+    exec: Execution,
+    log: Logger,
+  ): Promise<{ claimed: ModuleRun; status: ModuleRunStatus } | undefined> {
     const name = run.metadata.name ?? '';
     const { spec } = run;
     const bootID = await this.bootId();
@@ -559,14 +576,13 @@ export class Agent {
     let claimed: ModuleRun;
     try {
       claimed = await this.#resources.updateRunStatus(claim);
-      exec.claimed = true;
     } catch (err) {
       if (isNotFound(err)) return; // deleted meanwhile
       if (isConflict(err)) {
         // Our cached copy was stale; the watch will bring the new one, and it is decided again.
         log.info('claim conflicted; deciding again from fresh state');
         setTimeout(() => this.#queue.add(name), 200).unref();
-        return;
+        return undefined;
       }
       throw err;
     }
@@ -587,7 +603,7 @@ export class Agent {
     if (exec.cancel.signal.aborted) {
       // Deleted or superseded between slot and claim: nothing runs; the run is going away or will be decided again.
       log.info('run cancelled after claim, before exec', { reason: String(exec.cancel.signal.reason) });
-      return;
+      return undefined;
     }
 
     log.info('starting helper', { helper: this.#opts.helperPath, wait: spec.wait });
@@ -636,12 +652,12 @@ export class Agent {
       status.reason ?? 'Unknown',
       (result.finishTime.getTime() - result.startTime.getTime()) / 1000,
     );
-    if (spec.wait === 'Process') await this.#report(claimed, exec, status, log);
-    else
-      log.info('helper finished (not reported: wait is not Process)', {
-        reason: status.reason,
-        exitCode: status.exitCode,
-      });
+    if (spec.wait === 'Process') return { claimed, status };
+    log.info('helper finished (not reported: wait is not Process)', {
+      reason: status.reason,
+      exitCode: status.exitCode,
+    });
+    return undefined;
   }
 
   /** Turns what the helper did into a run status. */

@@ -166,6 +166,7 @@ export class Controller {
   }
 
   #startLeading(): void {
+    if (!this.#running) return; // won the lease while stopping
     this.#leading = true;
     this.#log.info('reconciling ModuleRequests');
     const queue = new WorkQueue({
@@ -268,11 +269,9 @@ export class Controller {
         try {
           current.set(nodeName, await this.#createRun(req, node, log));
         } catch (err) {
-          // Admission refused the run (the module policy changed since the request was admitted, or a
-          // rule the request did not meet): that is this node's outcome, not a reason to retry blindly.
-          if (!isForbidden(err) && statusCode(err) !== 422) throw err;
-          const reason = isForbidden(err) ? Reason.Denied : Reason.InvalidSpec;
-          refused.push({ nodeName, reason, message: `dispatch refused by the API server: ${errorMessage(err)}` });
+          const outcome = refusal(err, nodeName);
+          if (!outcome) throw err;
+          refused.push(outcome);
         }
         continue;
       }
@@ -284,7 +283,13 @@ export class Controller {
         });
         // Merge patch: a list that went away must be sent as null to be removed.
         const patch = { ...desired, parameters: desired.parameters ?? null } as unknown as ModuleRunSpec;
-        current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', patch));
+        try {
+          current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', patch));
+        } catch (err) {
+          const outcome = refusal(err, nodeName);
+          if (!outcome) throw err;
+          refused.push(outcome);
+        }
       } else if (rebooted(run, node)) {
         log.info('node rebooted; running again', { node: nodeName, bootID: desired.bootID });
         this.#events.event(
@@ -306,24 +311,41 @@ export class Controller {
       }
     }
 
-    // Runs that are no longer targeted: node gone mid-run → report it; no longer selected → cancel.
+    // Runs that are no longer targeted. The one node a request names was deleted before its run
+    // finished: that is the request's outcome (NodeDeleted). A selected node that left (scale-down,
+    // replacement) is said in an Event and no longer counted. Otherwise the run is deleted, which
+    // cancels it if it was still waiting.
+    const deletedNodes: MissingNode[] = [];
     for (const run of ownRuns) {
       const nodeName = run.spec.nodeName;
       if (targetNames.has(nodeName)) continue;
-      if (!existingNodes.has(nodeName) && !isTerminal(run.status?.phase)) {
-        log.warn('node deleted before its run finished', { node: nodeName });
-        current.set(nodeName, (await this.#markNodeDeleted(run)) ?? run);
-      } else if (!existingNodes.has(nodeName) && run.status?.reason === Reason.NodeDeleted) {
-        current.set(nodeName, run); // keep reporting the loss
+      const gone = !existingNodes.has(nodeName);
+      const lost = !isTerminal(run.status?.phase) || run.status?.reason === Reason.NodeDeleted;
+      if (gone && lost && req.spec.nodeName !== undefined) {
+        if (run.status?.reason !== Reason.NodeDeleted) {
+          log.warn('node deleted before its run finished', { node: nodeName });
+          await this.#markNodeDeleted(run);
+        }
+        const message = `node ${nodeName} was deleted before the run finished`;
+        deletedNodes.push({ nodeName, reason: Reason.NodeDeleted, message });
+        continue;
+      }
+      if (gone && lost) {
+        log.warn('selected node deleted before its run finished', { node: nodeName });
+        this.#events.event(
+          asTarget(req),
+          'Warning',
+          Reason.NodeDeleted,
+          `node ${nodeName} was deleted before its run finished; it is no longer targeted`,
+        );
       } else {
         log.info('node no longer targeted; deleting its run', { node: nodeName });
-        await this.#resources.deleteRun(run.metadata.name ?? '');
       }
+      await this.#resources.deleteRun(run.metadata.name ?? '');
     }
 
-    // A named node that does not exist, and has no run to report (a deleted node's run says more).
-    const missingNodes: MissingNode[] = [...refused];
-    if (missing && !current.has(missing)) {
+    const missingNodes: MissingNode[] = [...refused, ...deletedNodes];
+    if (missing && !deletedNodes.some((n) => n.nodeName === missing)) {
       missingNodes.push({
         nodeName: missing,
         reason: Reason.NodeNotFound,
@@ -391,6 +413,17 @@ export class Controller {
       log.info('request status changed', { phase: status.phase, progress: status.progress });
     }
   }
+}
+
+/**
+ * Admission refused a run (the module policy changed since the request was admitted, or a rule the
+ * request does not meet): that is the node's outcome, not a reason to retry blindly. Undefined for
+ * any other error.
+ */
+function refusal(err: unknown, nodeName: string): MissingNode | undefined {
+  if (!isForbidden(err) && statusCode(err) !== 422) return undefined;
+  const reason = isForbidden(err) ? Reason.Denied : Reason.InvalidSpec;
+  return { nodeName, reason, message: `dispatch refused by the API server: ${errorMessage(err)}` };
 }
 
 /** Equal ignoring condition timestamps (they only move on transitions) and key order (the apiserver sorts keys). */
