@@ -247,15 +247,13 @@ test('the one named node deleted mid-run fails the request NodeDeleted; a spec c
   assert.equal(r.status?.counts?.total, 1);
   // A new generation does not hide the loss behind "pending".
   r.spec.parameters = ['x=1'];
-  await env.kc
-    .makeApiClient(CustomObjectsApi)
-    .replaceClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: REQUEST_PLURAL,
-      name: 'named-doomed',
-      body: r,
-    });
+  await env.kc.makeApiClient(CustomObjectsApi).replaceClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: REQUEST_PLURAL,
+    name: 'named-doomed',
+    body: r,
+  });
   const again = await waitForCondition(env.kc, 'named-doomed', 'Failed');
   assert.equal(again.status?.nodes?.[0]?.reason, 'NodeDeleted');
 });
