@@ -67,25 +67,38 @@ test('module policy: a denied module is refused at admission with the policy’s
   await createRequest(env.kc, 'allowed-prefix', { module: 'sctp_diag', nodeName: 'n1' });
 });
 
-test('module policy: tightening it does not block updates of existing requests that keep their module', async () => {
+/**
+ * Runs `body` while the module policy also denies `module` (exactly), once the admission policy
+ * is seen to refuse it; restores the policy afterwards.
+ */
+async function whileDenied(module: string, body: () => Promise<void>): Promise<void> {
   const core = env.kc.makeApiClient(CoreV1Api);
-  const api = env.kc.makeApiClient(CustomObjectsApi);
-  await createRequest(env.kc, 'soon-denied', { module: 'nvidia_uvm', nodeName: 'n1' });
   const cm = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
   const original = { ...cm.data };
-  cm.data = { ...cm.data, deny: '^nvidia_uvm$' };
+  cm.data = { ...cm.data, deny: `^${module.replaceAll('-', '_')}$` };
   await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: cm });
   try {
-    await eventually('the tightened policy to refuse new nvidia_uvm requests', async () => {
+    await eventually(`the tightened policy to refuse ${module}`, async () => {
       try {
-        await createRequest(env.kc, `probe-${Date.now()}`, { module: 'nvidia_uvm', nodeName: 'n1' });
+        await createRequest(env.kc, `probe-${Date.now()}`, { module, nodeName: 'n1' });
         return false;
       } catch (err) {
         return /is denied by the module policy/.test(errorMessage(err));
       }
     });
+    await body();
+  } finally {
+    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
+    now.data = original;
+    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
+  }
+}
+
+test('module policy: tightening it does not block updates of existing requests that keep their module', async () => {
+  await createRequest(env.kc, 'soon-denied', { module: 'nvidia_uvm', nodeName: 'n1' });
+  await whileDenied('nvidia_uvm', async () => {
     // A metadata edit of the existing request still goes through.
-    await api.patchClusterCustomObject(
+    await env.kc.makeApiClient(CustomObjectsApi).patchClusterCustomObject(
       {
         group: GROUP,
         version: VERSION,
@@ -95,11 +108,7 @@ test('module policy: tightening it does not block updates of existing requests t
       },
       mergePatch(),
     );
-  } finally {
-    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-    now.data = original;
-    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
-  }
+  });
 });
 
 test('node restriction: agent A may write its own node’s run but not node B’s', async () => {
@@ -237,23 +246,10 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
 });
 
 test('a run the module policy refuses at dispatch is reported Denied, not retried blindly', async () => {
-  const core = env.kc.makeApiClient(CoreV1Api);
   await ensureNode(env.kc, 'node-dispatch');
   // Admitted while the module was allowed; no controller has dispatched it yet.
   await createRequest(env.kc, 'denied-at-dispatch', { module: 'snd-pcsp', nodeName: 'node-dispatch' });
-  const cm = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-  const original = { ...cm.data };
-  cm.data = { ...cm.data, deny: '^snd_pcsp$' };
-  await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: cm });
-  try {
-    await eventually('the tightened policy to be in force', async () => {
-      try {
-        await createRequest(env.kc, `probe2-${Date.now()}`, { module: 'snd-pcsp', nodeName: 'n1' });
-        return false;
-      } catch (err) {
-        return /is denied by the module policy/.test(errorMessage(err));
-      }
-    });
+  await whileDenied('snd-pcsp', async () => {
     const controller = await startController(env.kc);
     env.onStop(() => controller.stop());
     const r = await waitForCondition(env.kc, 'denied-at-dispatch', 'Failed');
@@ -262,9 +258,5 @@ test('a run the module policy refuses at dispatch is reported Denied, not retrie
       r.status?.nodes?.[0]?.message ?? '',
       /dispatch refused by the API server: .*module snd-pcsp is denied by the module policy/,
     );
-  } finally {
-    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-    now.data = original;
-    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
-  }
+  });
 });
