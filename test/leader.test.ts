@@ -20,11 +20,12 @@ test('two replicas: one leads and reconciles; the other takes over when it stops
   const agent = await startAgent(env.kc, 'node-le', helper.path);
   env.onStop(() => agent.stop(2000));
   let lost = 0;
+  const registries = new Map<string, Registry>();
   const replica = (identity: string) =>
     new Controller({
       kc: env.kc,
       logger: silentLogger(),
-      registry: new Registry(),
+      registry: registries.set(identity, new Registry()).get(identity)!,
       leaderElection: { namespace: 'default', identity },
       onLostLeadership: () => lost++,
     });
@@ -52,4 +53,8 @@ test('two replicas: one leads and reconciles; the other takes over when it stops
   await waitForCondition(env.kc, 'le-2', 'Succeeded');
   assert.equal(helper.starts('ok-le1'), 1, 'the hand-over did not run anything twice');
   assert.equal(lost, 1, 'the stopped leader reported the end of its term');
+  // The requests-by-phase gauge is read from the cache: right on the replica that took over.
+  const metrics = await registries.get(standby === a ? 'replica-a' : 'replica-b')!.metrics();
+  assert.match(metrics, /^kmod_controller_requests\{phase="Succeeded"\} 2$/m);
+  assert.match(metrics, /^kmod_controller_requests\{phase="Failed"\} 0$/m);
 });

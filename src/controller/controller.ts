@@ -90,7 +90,9 @@ export class Controller {
       host: hostname(),
       logger: opts.logger,
     });
-    this.#metrics = new ControllerMetrics(opts.registry);
+    this.#metrics = new ControllerMetrics(opts.registry, () =>
+      this.#requests.list().map((r) => r.status?.phase),
+    );
     const resyncMs = opts.resyncMs;
     this.#requests = new Informer<ModuleRequest>({ kc, path: requestsPath, logger: opts.logger, resyncMs });
     this.#runs = new Informer<ModuleRun>({ kc, path: runsPath, logger: opts.logger, resyncMs });
@@ -402,7 +404,6 @@ export class Controller {
       if (isNotFound(err)) return; // deleted meanwhile
       throw err;
     }
-    this.#metrics.observePhase(old.phase, status.phase);
     if (old.phase !== status.phase || old.observedGeneration !== status.observedGeneration) {
       const msg = `${req.spec.module}: ${status.progress} node(s) succeeded (${status.phase})`;
       if (status.phase === 'Succeeded') this.#events.event(asTarget(req), 'Normal', 'Succeeded', msg);

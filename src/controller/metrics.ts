@@ -8,7 +8,7 @@ export class ControllerMetrics {
   readonly retries: Counter;
   readonly requestsByPhase: Gauge<'phase'>;
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, phases: () => Iterable<RunPhase | undefined>) {
     this.reconciles = new Counter({
       name: 'kmod_controller_reconciles_total',
       help: 'ModuleRequest reconciles by result (success, error, conflict).',
@@ -26,18 +26,18 @@ export class ControllerMetrics {
       help: 'Reconciles requeued with backoff after an error.',
       registers: [registry],
     });
+    // Computed from the cache at scrape time: always the truth, whatever restarts or leadership
+    // changes happened (counting transitions would drift).
     this.requestsByPhase = new Gauge({
       name: 'kmod_controller_requests',
-      help: 'ModuleRequests by phase, as last written by this controller.',
+      help: 'ModuleRequests by status.phase, from the controller cache.',
       labelNames: ['phase'],
       registers: [registry],
+      collect() {
+        const counts: Record<string, number> = { Pending: 0, Running: 0, Succeeded: 0, Failed: 0 };
+        for (const phase of phases()) counts[phase ?? 'Pending'] = (counts[phase ?? 'Pending'] ?? 0) + 1;
+        for (const [phase, n] of Object.entries(counts)) this.set({ phase }, n);
+      },
     });
-  }
-
-  /** Moves one request from phase `from` to phase `to` in the gauge. */
-  observePhase(from: RunPhase | undefined, to: RunPhase | undefined): void {
-    if (from === to) return;
-    if (from) this.requestsByPhase.dec({ phase: from });
-    if (to) this.requestsByPhase.inc({ phase: to });
   }
 }
