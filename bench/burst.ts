@@ -8,7 +8,7 @@
  *
  * Run: node_modules/.bin/node bench/burst.ts [N=200]
  */
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
@@ -34,6 +34,7 @@ try {
     body: { metadata: { name: 'bench', annotations: { 'kmod.dev/helpers': 'Disabled' } } },
   });
   const dir = mkdtempSync(join(tmpdir(), 'kmod-bench-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const helper = join(dir, 'modprobe');
   writeFileSync(
     helper,

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
@@ -56,6 +56,7 @@ async function agentFor(
 
 function script(body: string): { path: string; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'kmod-node-test-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'helper');
   writeFileSync(path, `#!/bin/bash\n${body.replaceAll('$DIR', dir)}\n`);
   chmodSync(path, 0o755);

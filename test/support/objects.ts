@@ -3,7 +3,7 @@
  * a boot ID, as a kubelet would register them), requests and runs, and a fake
  * helper script that records every invocation.
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
@@ -81,6 +81,7 @@ export interface FakeHelper {
 
 export function fakeHelper(): FakeHelper {
   const dir = mkdtempSync(join(tmpdir(), 'kmod-helper-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const logPath = join(dir, 'calls.log');
   const path = join(dir, 'modprobe');
   writeFileSync(
