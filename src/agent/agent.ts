@@ -21,6 +21,7 @@ import {
   Reason,
   RUN_PLURAL,
   VERSION,
+  controllingRequest,
   isTerminal,
   type ModuleRun,
   type ModuleRunStatus,
@@ -781,7 +782,7 @@ export class Agent {
 
 /** The ModuleRequest that owns a run, as an Event target. */
 function ownerOf(run: ModuleRun): EventTarget | undefined {
-  const o = run.metadata.ownerReferences?.find((r) => r.kind === 'ModuleRequest');
+  const o = controllingRequest(run);
   return o
     ? { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } }
     : undefined;

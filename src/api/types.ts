@@ -4,7 +4,7 @@
  * The CRDs in crds/ are the schema the apiserver enforces; these types
  * describe the same objects for the TypeScript side.
  */
-import type { V1ObjectMeta } from '@kubernetes/client-node';
+import type { V1ObjectMeta, V1OwnerReference } from '@kubernetes/client-node';
 
 export const GROUP = 'kmod.dev';
 export const VERSION = 'v1alpha1';
@@ -166,4 +166,9 @@ export const MAX_TIMEOUT_SECONDS = 3600;
 /** True for phases that will not change without a new generation or boot. */
 export function isTerminal(phase: RunPhase | undefined): boolean {
   return phase === 'Succeeded' || phase === 'Failed';
+}
+
+/** The ModuleRequest that controls a run (its ownerReference with controller: true), if any. */
+export function controllingRequest(run: ModuleRun): V1OwnerReference | undefined {
+  return run.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
 }

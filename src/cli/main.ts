@@ -13,7 +13,7 @@ import { Controller } from '../controller/controller.ts';
 import { loadKubeConfig } from '../kube/config.ts';
 import { runLocal } from '../local/local.ts';
 import { startHealthServer } from '../observability/health.ts';
-import { createLogger, errorMessage } from '../observability/logger.ts';
+import { createLogger, errorMessage, type Logger } from '../observability/logger.ts';
 
 const USAGE = `usage: kmod-operator <command> [flags]
 
@@ -130,6 +130,28 @@ function onShutdown(
   });
 }
 
+/**
+ * Serves /metrics, /healthz and /readyz for `component`, starts it, and on SIGTERM/SIGINT stops it
+ * (then the server). Resolves once stopped.
+ */
+async function serveUntilSignal(
+  name: string,
+  component: { start(): Promise<void>; readiness(): string | undefined },
+  stop: () => Promise<void>,
+  address: string,
+  registry: Registry,
+  logger: Logger,
+): Promise<void> {
+  const health = await startHealthServer({ address, registry, readiness: () => component.readiness() });
+  logger.info(`${name} starting`, { metricsPort: health.port });
+  const done = onShutdown(async () => {
+    await stop();
+    await health.close();
+  }, logger);
+  await component.start();
+  await done;
+}
+
 async function controllerCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -159,18 +181,14 @@ async function controllerCommand(args: string[]): Promise<void> {
       process.exit(1);
     },
   });
-  const health = await startHealthServer({
-    address: values['metrics-address'],
+  await serveUntilSignal(
+    'controller',
+    controller,
+    () => controller.stop(),
+    values['metrics-address'],
     registry,
-    readiness: () => controller.readiness(),
-  });
-  logger.info('controller starting', { metricsPort: health.port });
-  const done = onShutdown(async () => {
-    await controller.stop();
-    await health.close();
-  }, logger);
-  await controller.start();
-  await done;
+    logger,
+  );
 }
 
 async function agentCommand(args: string[]): Promise<void> {
@@ -225,20 +243,16 @@ async function agentCommand(args: string[]): Promise<void> {
     drainTimeoutMs: nonNegative('drain-timeout', values['drain-timeout'], 5) * 1000,
     freezeWaitMs: nonNegative('freeze-wait', values['freeze-wait'], 30) * 1000,
   });
-  const health = await startHealthServer({
-    address: values['metrics-address'],
-    registry,
-    readiness: () => agent.readiness(),
-  });
-  logger.info('agent starting', { node: nodeName, metricsPort: health.port });
   // Below the pod's terminationGracePeriodSeconds (30 in deploy/), so the drain finishes before SIGKILL.
   const shutdownGraceMs = nonNegative('shutdown-grace', values['shutdown-grace'], 25) * 1000;
-  const done = onShutdown(async () => {
-    await agent.stop(shutdownGraceMs);
-    await health.close();
-  }, logger);
-  await agent.start();
-  await done;
+  await serveUntilSignal(
+    'agent',
+    agent,
+    () => agent.stop(shutdownGraceMs),
+    values['metrics-address'],
+    registry,
+    logger,
+  );
 }
 
 async function localCommand(args: string[]): Promise<void> {

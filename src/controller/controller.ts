@@ -11,11 +11,11 @@ import type { KubeConfig, V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import {
   GROUP,
-  LABEL_REQUEST_UID,
   Reason,
   REQUEST_PLURAL,
   RUN_PLURAL,
   VERSION,
+  controllingRequest,
   isTerminal,
   type ModuleRequest,
   type ModuleRequestStatus,
@@ -72,6 +72,8 @@ export class Controller {
   readonly #metrics: ControllerMetrics;
   readonly #requests: Informer<ModuleRequest>;
   readonly #runs: Informer<ModuleRun>;
+  /** Request name → its runs (by run name), from the run informer's events. */
+  readonly #runsByRequest = new Map<string, Map<string, ModuleRun>>();
   readonly #nodes: Informer<V1Node>;
   /** The work queue of the current leadership term (a new one each term); undefined while not leading. */
   #queue: WorkQueue | undefined;
@@ -101,13 +103,25 @@ export class Controller {
     this.#requests.on('add', enqueueRequest);
     this.#requests.on('update', enqueueRequest);
     this.#requests.on('delete', enqueueRequest);
-    const enqueueOwner = (run: ModuleRun) => {
-      const owner = run.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
-      if (owner) this.#queue?.add(owner.name);
+    // An index of runs by the name of the request that owns them, kept from the run events, so a
+    // reconcile looks at its own runs instead of scanning every run in the cluster.
+    const indexRun = (run: ModuleRun, deleted = false) => {
+      const owner = controllingRequest(run);
+      const runName = run.metadata.name ?? '';
+      if (!owner) return;
+      let runs = this.#runsByRequest.get(owner.name);
+      if (deleted) {
+        runs?.delete(runName);
+        if (runs?.size === 0) this.#runsByRequest.delete(owner.name);
+      } else {
+        if (!runs) this.#runsByRequest.set(owner.name, (runs = new Map<string, ModuleRun>()));
+        runs.set(runName, run);
+      }
+      this.#queue?.add(owner.name);
     };
-    this.#runs.on('add', enqueueOwner);
-    this.#runs.on('update', enqueueOwner);
-    this.#runs.on('delete', enqueueOwner);
+    this.#runs.on('add', (run) => indexRun(run));
+    this.#runs.on('update', (run) => indexRun(run));
+    this.#runs.on('delete', (run) => indexRun(run, true));
     // Node heartbeats change status every few seconds; only joins, leaves, label and boot changes matter.
     const nodeSeen = new Map<string, string>();
     const onNode = (node: V1Node, deleted = false) => {
@@ -227,15 +241,13 @@ export class Controller {
     // Runs whose request is gone (or was recreated under the same name) are deleted now rather than
     // when the garbage collector gets to them (it can lag by its discovery period): deleting a
     // request must cancel its runs still waiting for a helper slot at once.
-    const orphans = this.#runs.list().filter((r) => {
-      const owner = r.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
-      return owner?.name === name && owner.uid !== req?.metadata.uid;
-    });
+    const named = [...(this.#runsByRequest.get(name)?.values() ?? [])];
+    const orphans = named.filter((r) => controllingRequest(r)?.uid !== req?.metadata.uid);
     for (const run of orphans) await this.#resources.deleteRun(run.metadata.name ?? '');
     if (!req || req.metadata.deletionTimestamp) return;
     const log = this.#log.child({ request: name, module: req.spec?.module });
     const uid = req.metadata.uid ?? '';
-    const ownRuns = this.#runs.list().filter((r) => r.metadata.labels?.[LABEL_REQUEST_UID] === uid);
+    const ownRuns = named.filter((r) => controllingRequest(r)?.uid === uid);
 
     const invalid = validateRequestSpec(req.spec);
     if (invalid) {
