@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager)
+# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager),
+# the real node's kubelet and kube-scheduler, and a kubectl of the same version,
 # from the Go module proxy into .cache/cluster/<key>/bin, where <key> hashes the
 # pinned versions (go.mod/go.sum of both modules, this script and the Go version).
 # A second run with the same pins does nothing. Prints the bin directory.
@@ -21,7 +22,10 @@ key="$( { cat "$here"/kube/go.mod "$here"/kube/go.sum "$here"/etcd/go.mod "$here
 out="$root/.cache/cluster/$key"
 bin="$out/bin"
 
-if [ -x "$bin/etcd" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; then
+KUBE_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"
+have=1
+for cmd in etcd $KUBE_CMDS; do [ -x "$bin/$cmd" ] || have=0; done
+if [ "$have" = 1 ]; then
   echo "$bin"
   exit 0
 fi
@@ -45,7 +49,7 @@ if ! ( cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin.partial/e
   echo "build.sh: building etcd failed; check that the Go module proxy is reachable (GOPROXY=$(go env GOPROXY))" >&2
   exit 1
 fi
-for cmd in kube-apiserver kube-controller-manager; do
+for cmd in $KUBE_CMDS; do
   if ! ( cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$bin.partial/$cmd" "k8s.io/kubernetes/cmd/$cmd" ); then
     echo "build.sh: building $cmd failed; check that the Go module proxy is reachable (GOPROXY=$(go env GOPROXY))" >&2
     exit 1
