@@ -115,3 +115,11 @@ export function validateRunSpec(spec: ModuleRunSpec | undefined): string | undef
     waitAndTimeoutError(spec)
   );
 }
+
+/** Why `key` is not a valid label key (`[prefix/]name`), naming `field`; undefined when it is. */
+export function labelKeyError(key: unknown, field: string): string | undefined {
+  if (typeof key !== 'string' || !LABEL_KEY.test(key)) {
+    return `${field}: ${JSON.stringify(key)} is not a valid label key ([DNS-subdomain/]name, name at most 63 characters)`;
+  }
+  return undefined;
+}

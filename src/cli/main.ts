@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { Agent } from '../agent/agent.ts';
+import { labelKeyError } from '../api/validation.ts';
 import { capMaskFromNames } from '../helper/capabilities.ts';
 import { clusterDown, clusterServe, clusterUp } from '../cluster/background.ts';
 import { Controller } from '../controller/controller.ts';
@@ -32,6 +33,9 @@ controller flags:
   --leader-elect           use a Lease so only one replica reconciles (default: off)
   --leader-election-namespace NS   (default: $POD_NAMESPACE or kmod-system)
   --concurrency N          parallel reconciles (default 4)
+  --exclude-nodes-with-label KEY   keep nodes carrying label KEY (any value) out of nodeSelector
+                           targets, unless the selector names KEY; repeatable. deploy/ and the
+                           chart pass node-role.kubernetes.io/control-plane (default: none)
 
 agent flags:
   --node-name NAME         this node (default: $NODE_NAME)
@@ -162,8 +166,14 @@ async function controllerCommand(args: string[]): Promise<void> {
       'leader-elect': { type: 'boolean', default: false },
       'leader-election-namespace': { type: 'string' },
       concurrency: { type: 'string' },
+      'exclude-nodes-with-label': { type: 'string', multiple: true, default: [] },
     },
   });
+  const excludeNodesWithLabels = values['exclude-nodes-with-label'];
+  for (const key of excludeNodesWithLabels) {
+    const error = labelKeyError(key, '--exclude-nodes-with-label');
+    if (error) fail(error);
+  }
   const logger = createLogger('controller');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -173,6 +183,7 @@ async function controllerCommand(args: string[]): Promise<void> {
     logger,
     registry,
     concurrency: positiveInt('concurrency', values.concurrency, 4),
+    targets: { excludeNodesWithLabels },
     leaderElection: values['leader-elect']
       ? { namespace: values['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'kmod-system' }
       : false,

@@ -40,6 +40,7 @@ import {
   rebooted,
   resolveTargets,
   runSpecDiffers,
+  type TargetOptions,
 } from './targets.ts';
 
 export interface ControllerOptions {
@@ -52,6 +53,8 @@ export interface ControllerOptions {
   leaderElection?: { namespace: string; name?: string; identity?: string; leaseDurationMs?: number } | false;
   /** Full re-delivery of cached objects (the level-triggered safety net). */
   resyncMs?: number;
+  /** How nodeSelector targets are resolved (`--exclude-nodes-with-label`): see TargetOptions. */
+  targets?: TargetOptions;
   /**
    * Called when this replica loses the lease. Reconciles have stopped by then; the CLI exits the
    * process (as controller-runtime does) so a fresh one campaigns with clean state. Without it the
@@ -266,7 +269,7 @@ export class Controller {
     }
 
     const nodes = this.#nodes.list();
-    const { nodes: targets, missing } = resolveTargets(req, nodes);
+    const { nodes: targets, missing } = resolveTargets(req, nodes, this.#opts.targets);
     const byNode = new Map(ownRuns.map((r) => [r.spec.nodeName, r]));
     const targetNames = new Set(targets.map((n) => n.metadata?.name ?? ''));
     const existingNodes = new Set(nodes.map((n) => n.metadata?.name ?? ''));

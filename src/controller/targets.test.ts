@@ -6,6 +6,7 @@ import {
   describeTarget,
   desiredRunSpec,
   newRun,
+  CONTROL_PLANE_LABEL,
   rebooted,
   resolveTargets,
   runName,
@@ -44,6 +45,38 @@ test('nodeSelector targets every matching node; an empty selector targets all', 
   assert.equal(resolveTargets(req({ nodeSelector: {} }), nodes).nodes.length, 3);
   assert.equal(describeTarget(req({ nodeSelector: {} })), '<all nodes>');
   assert.equal(describeTarget(req({ nodeSelector: { role: 'gpu' } })), 'role=gpu');
+});
+
+test('excluded labels keep nodes out of selector targets, not out of nodeName or a selector naming them', () => {
+  const cluster = [
+    node('cp-1', { [CONTROL_PLANE_LABEL]: '' }),
+    node('cp-gpu', { [CONTROL_PLANE_LABEL]: 'true', role: 'gpu' }),
+    node('w-gpu', { role: 'gpu' }),
+    node('w-plain'),
+  ];
+  const names = (r: { nodes: V1Node[] }) => r.nodes.map((n) => n.metadata?.name);
+  const opts = { excludeNodesWithLabels: [CONTROL_PLANE_LABEL] };
+  // Without the option, {} is every node, control plane included (what the README warns about).
+  assert.deepEqual(names(resolveTargets(req({ nodeSelector: {} }), cluster)), [
+    'cp-1',
+    'cp-gpu',
+    'w-gpu',
+    'w-plain',
+  ]);
+  // With it: whatever the label's value, a control-plane node is out of {} and of other selectors.
+  assert.deepEqual(names(resolveTargets(req({ nodeSelector: {} }), cluster, opts)), ['w-gpu', 'w-plain']);
+  assert.deepEqual(names(resolveTargets(req({ nodeSelector: { role: 'gpu' } }), cluster, opts)), ['w-gpu']);
+  // A selector that asks for the control plane by its label gets it.
+  assert.deepEqual(
+    names(resolveTargets(req({ nodeSelector: { [CONTROL_PLANE_LABEL]: '' } }), cluster, opts)),
+    ['cp-1'],
+  );
+  // Naming a node is explicit.
+  assert.deepEqual(names(resolveTargets(req({ nodeName: 'cp-1' }), cluster, opts)), ['cp-1']);
+  // Several keys; a node without labels is never excluded.
+  const two = { excludeNodesWithLabels: [CONTROL_PLANE_LABEL, 'role'] };
+  assert.deepEqual(names(resolveTargets(req({ nodeSelector: {} }), cluster, two)), ['w-plain']);
+  assert.deepEqual(names(resolveTargets(req({}), [{ metadata: { name: 'bare' } }], two)), ['bare']);
 });
 
 test('run names are valid, bounded, and differ per node and per request incarnation', () => {

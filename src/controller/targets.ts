@@ -24,10 +24,30 @@ export function selectorMatches(
   return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 }
 
-/** The nodes a request targets, among `nodes`; `missing` names a nodeName target that does not exist. */
+/** The label kubeadm (and most installers) put on control-plane nodes, with an empty value. */
+export const CONTROL_PLANE_LABEL = 'node-role.kubernetes.io/control-plane';
+
+/** How selectors are resolved, cluster-wide (controller flags). */
+export interface TargetOptions {
+  /**
+   * Label keys that keep a node out of every `nodeSelector` target whatever
+   * the label's value (`--exclude-nodes-with-label`, e.g. CONTROL_PLANE_LABEL),
+   * unless the selector itself names that key: `{}` then means "every node
+   * but the control plane", while `{node-role.kubernetes.io/control-plane: ""}`
+   * still reaches control-plane nodes because it asks for them. A `nodeName`
+   * target is never excluded: naming a node is explicit.
+   */
+  readonly excludeNodesWithLabels?: readonly string[];
+}
+
+/**
+ * The nodes a request targets, among `nodes`; `missing` names a nodeName
+ * target that does not exist. Pure.
+ */
 export function resolveTargets(
   req: ModuleRequest,
   nodes: readonly V1Node[],
+  opts: TargetOptions = {},
 ): { nodes: V1Node[]; missing?: string } {
   const { nodeName, nodeSelector } = req.spec;
   if (nodeName !== undefined) {
@@ -35,7 +55,16 @@ export function resolveTargets(
     return node ? { nodes: [node] } : { nodes: [], missing: nodeName };
   }
   const selector = nodeSelector ?? {};
-  return { nodes: nodes.filter((n) => selectorMatches(selector, n.metadata?.labels)) };
+  const excluded = (opts.excludeNodesWithLabels ?? []).filter((key) => !Object.hasOwn(selector, key));
+  return {
+    nodes: nodes.filter((n) => {
+      const labels = n.metadata?.labels;
+      return (
+        selectorMatches(selector, labels) &&
+        !excluded.some((key) => labels !== undefined && Object.hasOwn(labels, key))
+      );
+    }),
+  };
 }
 
 /** The target in words, for `kubectl get mr`. */

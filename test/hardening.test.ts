@@ -1,0 +1,350 @@
+/**
+ * The smaller holes of the module-loading boundary (issue 7, section 4), on
+ * the real control plane with deploy/ applied as `kubectl apply -f deploy/`
+ * would, and with the components' own credentials (TokenRequest tokens, the
+ * agent's bound to a pod on its node):
+ *
+ * - an agent may not set owner references or finalizers on its own Node;
+ * - the agent creates Events only in `default` (where events about
+ *   cluster-scoped objects go), patches only the Events it recorded itself,
+ *   and only their count; the recorder's aggregation still works within that;
+ * - `nodeSelector: {}` leaves control-plane nodes out with deploy/'s
+ *   controller flags, while a nodeName target and a selector naming the
+ *   control-plane label still reach them; the real controller and agent
+ *   processes do their job with exactly the RBAC deploy/ grants them.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CoreV1Api, loadAllYaml, type CoreV1Event, type V1Deployment } from '@kubernetes/client-node';
+import { LABEL_REQUEST_NAME } from '../src/api/types.ts';
+import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
+import { CONTROL_PLANE_LABEL } from '../src/controller/targets.ts';
+import { applyManifests } from '../src/kube/apply.ts';
+import { mergePatch } from '../src/kube/callopts.ts';
+import { EventRecorder } from '../src/kube/events.ts';
+import { errorMessage, silentLogger } from '../src/observability/logger.ts';
+import { eventually, useControlPlane } from './support/cluster.ts';
+import { createRequest, ensureNode, fakeHelper, listRuns, waitForCondition } from './support/objects.ts';
+import { podBoundKubeConfig } from './support/tokens.ts';
+
+const root = resolve(import.meta.dirname, '..');
+const deploy = join(root, 'deploy');
+const ns = 'kmod-system';
+const env = useControlPlane({
+  setup: async ({ kc }) => {
+    await applyManifests(
+      kc,
+      [
+        '00-namespace.yaml',
+        '10-rbac.yaml',
+        '35-agent-config.yaml',
+        '40-module-policy.yaml',
+        '50-node-restriction.yaml',
+      ].map((f) => join(deploy, f)),
+    );
+  },
+});
+
+const codeOf = (err: unknown) => (err as { code?: number }).code;
+
+/** Asserts that `call` is refused with HTTP `code` and a message matching `message`. */
+async function refused(call: Promise<unknown>, code: number, message: RegExp): Promise<void> {
+  await assert.rejects(call, (err: unknown) => {
+    assert.equal(codeOf(err), code, errorMessage(err));
+    assert.match(errorMessage(err), message);
+    return true;
+  });
+}
+
+test('node restriction: an agent may not set owner references or finalizers on its own Node', async () => {
+  const agent = (await podBoundKubeConfig(env, 'node-own')).makeApiClient(CoreV1Api);
+  const admin = env.kc.makeApiClient(CoreV1Api);
+  const patch = (metadata: object) => agent.patchNode({ name: 'node-own', body: { metadata } }, mergePatch());
+  // What the agent legitimately does still works (once the policy and RBAC are in force).
+  await eventually('the agent to report on its own Node', async () => {
+    await patch({ annotations: { 'kmod.dev/helpers-state': 'Enabled' } });
+    return true;
+  });
+  const forbidden = /may not change metadata\.ownerReferences or metadata\.finalizers of its Node/;
+  // A dangling owner reference: the garbage collector would delete the Node.
+  const owner = {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    name: 'gone',
+    uid: '6a1e0000-0000-4000-8000-000000000000',
+  };
+  await refused(patch({ ownerReferences: [owner] }), 403, forbidden);
+  await refused(patch({ finalizers: ['kmod.dev/hold'] }), 403, forbidden);
+  // Nor may it remove what an admin set, or smuggle the change in with its own annotations.
+  await admin.patchNode(
+    { name: 'node-own', body: { metadata: { finalizers: ['example.com/keep'] } } },
+    mergePatch(),
+  );
+  await refused(patch({ finalizers: null }), 403, forbidden);
+  await refused(
+    patch({ annotations: { 'kmod.dev/helpers-state': 'Disabled' }, ownerReferences: [owner] }),
+    403,
+    forbidden,
+  );
+  const node = await admin.readNode({ name: 'node-own' });
+  assert.equal(node.metadata?.ownerReferences, undefined);
+  assert.deepEqual(node.metadata?.finalizers, ['example.com/keep']);
+  assert.equal(node.metadata?.annotations?.['kmod.dev/helpers-state'], 'Enabled');
+  await admin.patchNode({ name: 'node-own', body: { metadata: { finalizers: null } } }, mergePatch());
+});
+
+/** An Event as the agent's recorder writes it (source and reporting fields of `host`). */
+function agentEvent(name: string, host: string, namespace = 'default'): CoreV1Event {
+  const now = new Date();
+  return {
+    metadata: { name, namespace },
+    // The API server keeps an Event in its object's namespace, or in default for a cluster-scoped one.
+    involvedObject:
+      namespace === 'default'
+        ? { apiVersion: 'v1', kind: 'Node', name: host }
+        : { apiVersion: 'v1', kind: 'ConfigMap', name: 'kmod-agent-config', namespace },
+    type: 'Normal',
+    reason: 'HelperState',
+    message: 'helpers Enabled',
+    count: 1,
+    firstTimestamp: now,
+    lastTimestamp: now,
+    source: { component: 'kmod-agent', host },
+    reportingComponent: 'kmod-agent',
+    reportingInstance: host,
+  };
+}
+
+test('events: the agent creates Events only in default, and patches only the count of its own', async () => {
+  const kc = await podBoundKubeConfig(env, 'node-ev');
+  const agent = kc.makeApiClient(CoreV1Api);
+  const admin = env.kc.makeApiClient(CoreV1Api);
+  await ensureNode(env.kc, 'node-other');
+
+  // The recorder, with the agent's own token: one Event, then the repeat folded into its count.
+  const recorder = new EventRecorder({
+    kc,
+    component: 'kmod-agent',
+    host: 'node-ev',
+    logger: silentLogger(),
+  });
+  const target = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-ev', uid: 'uid-node-ev' } };
+  const mine = await eventually('the agent’s Event to be recorded in default', async () => {
+    recorder.event(target, 'Warning', 'Throttling', 'all 50 helper slots busy');
+    await recorder.flush();
+    const list = await admin.listNamespacedEvent({ namespace: 'default' });
+    return list.items.find((e) => e.involvedObject.name === 'node-ev' && e.reason === 'Throttling');
+  });
+  const before = mine.count ?? 0;
+  recorder.event(target, 'Warning', 'Throttling', 'all 50 helper slots busy');
+  await recorder.flush();
+  const folded = await admin.readNamespacedEvent({ namespace: 'default', name: mine.metadata.name ?? '' });
+  assert.equal(folded.count, before + 1, 'the repeat was patched into the same Event');
+  assert.equal(
+    (await admin.listNamespacedEvent({ namespace: 'default' })).items.filter(
+      (e) => e.involvedObject.name === 'node-ev' && e.reason === 'Throttling',
+    ).length,
+    1,
+  );
+
+  // Nowhere but default: RBAC refuses other namespaces, for create and for patch.
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'kube-system',
+      body: agentEvent('ev-ks', 'node-ev', 'kube-system'),
+    }),
+    403,
+    /cannot create resource "events" in API group "" in the namespace "kube-system"/,
+  );
+  await admin.createNamespacedEvent({ namespace: ns, body: agentEvent('ev-in-ns', 'node-ev', ns) });
+  await refused(
+    agent.patchNamespacedEvent({ namespace: ns, name: 'ev-in-ns', body: { count: 9 } }, mergePatch()),
+    403,
+    /cannot patch resource "events" in API group "" in the namespace "kmod-system"/,
+  );
+  // No update (PUT), no delete, anywhere.
+  await refused(
+    agent.replaceNamespacedEvent({ namespace: 'default', name: mine.metadata.name ?? '', body: folded }),
+    403,
+    /cannot update resource "events"/,
+  );
+  await refused(
+    agent.deleteNamespacedEvent({ namespace: 'default', name: mine.metadata.name ?? '' }),
+    403,
+    /cannot delete resource "events"/,
+  );
+
+  // In default: only as itself, from its own node.
+  await refused(
+    agent.createNamespacedEvent({ namespace: 'default', body: agentEvent('ev-forged', 'node-other') }),
+    403,
+    /agent on node node-ev may write only Events with .*reportingInstance node-ev/,
+  );
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: { ...agentEvent('ev-kubelet', 'node-ev'), source: { component: 'kubelet', host: 'node-ev' } },
+    }),
+    403,
+    /may write only Events with source\.component and reportingComponent kmod-agent/,
+  );
+  // Somebody else's Event in default (a kubelet's, another agent's): not the agent's to patch.
+  for (const [name, body] of [
+    [
+      'ev-kubelet-real',
+      { ...agentEvent('ev-kubelet-real', 'node-ev'), source: { component: 'kubelet', host: 'node-ev' } },
+    ],
+    ['ev-other-agent', agentEvent('ev-other-agent', 'node-other')],
+  ] as const) {
+    await admin.createNamespacedEvent({ namespace: 'default', body });
+    await refused(
+      agent.patchNamespacedEvent({ namespace: 'default', name, body: { count: 2 } }, mergePatch()),
+      403,
+      new RegExp(`agent on node node-ev may patch only Events it recorded itself, not ${name}`),
+    );
+  }
+  // Its own Event: the count, yes; what it says, no.
+  await refused(
+    agent.patchNamespacedEvent(
+      { namespace: 'default', name: mine.metadata.name ?? '', body: { message: 'all is well' } },
+      mergePatch(),
+    ),
+    403,
+    /may change only the count and lastTimestamp of an Event it recorded/,
+  );
+  const after = await admin.readNamespacedEvent({ namespace: 'default', name: mine.metadata.name ?? '' });
+  assert.equal(after.message, 'all 50 helper slots busy');
+  assert.equal(after.count, before + 1);
+});
+
+/** deploy/'s controller container arguments. */
+function deployedControllerArgs(): string[] {
+  const objects = loadAllYaml(readFileSync(join(deploy, '20-controller.yaml'), 'utf8')) as V1Deployment[];
+  const args = objects.find((o) => o.kind === 'Deployment')?.spec?.template.spec?.containers[0]?.args;
+  assert.ok(args, 'deploy/20-controller.yaml has controller args');
+  return args;
+}
+
+/** A token of a service account (not pod-bound: the controller needs none), as a kubeconfig file path. */
+async function serviceAccountKubeconfig(name: string): Promise<string> {
+  const tr = await env.kc
+    .makeApiClient(CoreV1Api)
+    .createNamespacedServiceAccountToken({ name, namespace: ns, body: { spec: { audiences: [] } } });
+  const path = join(env.cp.dir, `${name}.kubeconfig`);
+  writeFileSync(path, kubeconfigYaml(env.cp.server, env.cp.caPem, tr.status?.token ?? '', name), {
+    mode: 0o600,
+  });
+  return path;
+}
+
+/** `kmod-operator ARGS` as its own process; its output is kept for failure messages. */
+function component(
+  args: string[],
+  extraEnv: Record<string, string> = {},
+): ChildProcess & { output: () => string } {
+  const child = spawn(join(root, 'node_modules/.bin/node'), [join(root, 'src/cli/main.ts'), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...extraEnv },
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  env.onStop(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await gone;
+    }
+  });
+  return Object.assign(child, { output: () => out });
+}
+
+test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, not out of nodeName; both components work with deploy/’s RBAC', async () => {
+  await ensureNode(env.kc, 'cp-1', { [CONTROL_PLANE_LABEL]: '' });
+  await ensureNode(env.kc, 'worker-1', { pool: 'a' });
+  await ensureNode(env.kc, 'worker-2', { pool: 'b' });
+  const controllerArgs = deployedControllerArgs();
+  assert.ok(
+    controllerArgs.includes(`--exclude-nodes-with-label=${CONTROL_PLANE_LABEL}`),
+    controllerArgs.join(' '),
+  );
+  const controller = component(
+    [
+      ...controllerArgs.filter((a) => !a.startsWith('--metrics-address')),
+      '--metrics-address=127.0.0.1:0',
+      `--kubeconfig=${await serviceAccountKubeconfig('kmod-controller')}`,
+    ],
+    { POD_NAMESPACE: ns, LOG_LEVEL: 'warn' },
+  );
+  // One agent, on worker-1, with its pod-bound token and deploy/'s ConfigMaps; a fake helper.
+  const helper = fakeHelper();
+  const agentKc = await podBoundKubeConfig(env, 'worker-1');
+  const agentKubeconfig = join(env.cp.dir, 'agent-worker-1.kubeconfig');
+  writeFileSync(agentKubeconfig, agentKc.exportConfig(), { mode: 0o600 });
+  const agent = component(
+    [
+      'agent',
+      `--kubeconfig=${agentKubeconfig}`,
+      '--node-name=worker-1',
+      `--helper=${helper.path}`,
+      '--boot-id-source=node',
+      '--metrics-address=127.0.0.1:0',
+      `--policy-configmap=${ns}/kmod-module-policy`,
+      `--config-configmap=${ns}/kmod-agent-config`,
+    ],
+    { LOG_LEVEL: 'warn' },
+  );
+  const logs = () => `controller:\n${controller.output()}\nagent:\n${agent.output()}`;
+
+  const runNodes = async (request: string) =>
+    (await listRuns(env.kc))
+      .filter((r) => r.metadata.labels?.[LABEL_REQUEST_NAME] === request)
+      .map((r) => r.spec.nodeName)
+      .sort();
+  await createRequest(env.kc, 'everywhere', { module: 'ok_all', nodeSelector: {} });
+  await createRequest(env.kc, 'on-cp', { module: 'ok_cp', nodeName: 'cp-1' });
+  await createRequest(env.kc, 'cp-by-label', {
+    module: 'ok_cpl',
+    nodeSelector: { [CONTROL_PLANE_LABEL]: '' },
+  });
+  await createRequest(env.kc, 'on-worker', { module: 'ok_w', nodeName: 'worker-1' });
+  try {
+    // Every node of this cluster but the control plane (earlier tests registered some too).
+    const workers = (await env.kc.makeApiClient(CoreV1Api).listNode()).items
+      .filter((n) => !Object.hasOwn(n.metadata?.labels ?? {}, CONTROL_PLANE_LABEL))
+      .map((n) => n.metadata?.name ?? '')
+      .sort();
+    assert.ok(workers.includes('worker-1') && workers.includes('worker-2') && !workers.includes('cp-1'));
+    const got = await eventually(
+      'the controller to dispatch every request',
+      async () => {
+        const runs = {
+          everywhere: await runNodes('everywhere'),
+          onCp: await runNodes('on-cp'),
+          cpByLabel: await runNodes('cp-by-label'),
+        };
+        const done = runs.everywhere.length >= workers.length && runs.onCp.length && runs.cpByLabel.length;
+        return done ? runs : undefined;
+      },
+      30_000,
+    );
+    assert.deepEqual(got, { everywhere: workers, onCp: ['cp-1'], cpByLabel: ['cp-1'] });
+    // The agent ran its node's run, reported it, and the controller folded it into the request.
+    const r = await waitForCondition(env.kc, 'on-worker', 'Succeeded', 'True', 30_000);
+    assert.equal(r.status?.nodes?.[0]?.reason, 'Completed');
+    assert.equal(helper.starts('ok_w'), 1);
+    // Both recorded their Events in default, with their own credentials.
+    await eventually('the controller’s and the agent’s Events in default', async () => {
+      const events = (await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' }))
+        .items;
+      const from = (c: string) =>
+        events.some((e) => e.involvedObject.name === 'on-worker' && e.source?.component === c);
+      return from('kmod-controller') && from('kmod-agent');
+    });
+  } catch (err) {
+    throw new Error(`${errorMessage(err)}\n${logs()}`, { cause: err });
+  }
+});
