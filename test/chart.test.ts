@@ -213,6 +213,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       'controller:',
       '  replicas: 1',
       '  leaderElect: false',
+      '  excludeControlPlane: false',
       '  metricsPort: 9090',
       '  resources: { requests: { cpu: 10m } }',
       'agent:',
@@ -233,9 +234,13 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
   );
   const { text, objects } = render(helm, ns, ['-f', valuesFile, '--set', 'agent.maxConcurrent=7']);
 
-  // Nothing of deploy/'s namespace or names is left (`is-kmod-agent` is a matchCondition's own name).
+  // Nothing of deploy/'s namespace or names is left (`is-kmod-agent` is a matchCondition's own name;
+  // 'kmod-agent' as an Event's source component is the agent's name for itself, not an object's).
   assert.deepEqual(
-    text.split('\n').filter((l) => /kmod-system|(?<![-\w])kmod-(agent|controller|module-policy)/.test(l)),
+    text
+      .split('\n')
+      .map((l) => l.replace(/[cC]omponent (== )?'?kmod-agent'?/g, ''))
+      .filter((l) => /kmod-system|(?<![-\w])kmod-(agent|controller|module-policy)/.test(l)),
     [],
   );
   for (const o of objects) {
@@ -248,6 +253,8 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       ].includes(o.kind ?? '')
     )
       assert.equal(o.metadata?.namespace, undefined, keyOf(o));
+    // Events about cluster-scoped objects live in default: the one Role (and binding) that grants them.
+    else if (o.metadata?.name === 'ops-events') assert.equal(o.metadata.namespace, 'default', keyOf(o));
     else assert.equal(o.metadata?.namespace, ns, keyOf(o));
     assert.match(o.metadata?.name ?? '', /^ops-/, keyOf(o));
   }
@@ -282,6 +289,12 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
   const controller = container(deploy);
   assert.equal(deploy.spec?.replicas, 1);
   assert.deepEqual(controller.args, ['controller', '--metrics-address=:9090']);
+  assert.deepEqual(
+    find<V1RoleBinding>(objects, 'RoleBinding', 'ops-events').subjects?.map(
+      (x) => `${x.namespace}/${x.name}`,
+    ),
+    [`${ns}/ops-controller`, `${ns}/ops-agent`],
+  );
   assert.deepEqual(controller.ports, [{ name: 'metrics', containerPort: 9090 }]);
   assert.deepEqual(controller.resources, {
     limits: { memory: '512Mi' },
