@@ -16,7 +16,10 @@ import {
   type KubernetesObject,
   type V1DaemonSet,
   type V1Deployment,
+  type V1Container,
   type V1PodSpec,
+  type V1Volume,
+  type V1VolumeMount,
 } from '@kubernetes/client-node';
 
 const deploy = resolve(import.meta.dirname, '../deploy');
@@ -73,15 +76,15 @@ test('the list of kmod configuration directories is the one this machine’s mod
 
 test('the agent mounts every kmod configuration directory from the host, read-only, at the same path', () => {
   const ds = workloads.find((w) => w.kind === 'DaemonSet');
-  const pod = ds?.spec?.template.spec;
+  const pod: V1PodSpec | undefined = ds?.spec?.template.spec;
   assert.ok(pod);
-  const agent = pod.containers.find((c) => c.name === 'agent');
+  const agent: V1Container | undefined = pod.containers.find((c) => c.name === 'agent');
   assert.ok(agent);
   for (const dir of KMOD_CONFIG_DIRS) {
-    const mount = agent.volumeMounts?.find((m) => m.mountPath === dir);
+    const mount: V1VolumeMount | undefined = agent.volumeMounts?.find((m) => m.mountPath === dir);
     assert.ok(mount, `the agent does not mount ${dir}`);
     assert.equal(mount.readOnly, true, `${dir} is mounted writable`);
-    const volume = pod.volumes?.find((v) => v.name === mount.name);
+    const volume: V1Volume | undefined = pod.volumes?.find((v) => v.name === mount.name);
     assert.equal(volume?.hostPath?.path, dir, `${dir} does not come from the host's ${dir}`);
   }
   // Nothing the agent mounts from the host is writable.
