@@ -158,13 +158,31 @@ function groupMembers(pgid: number): number[] {
   return members;
 }
 
-async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+/**
+ * Waits for `condition`, polling. The bound only turns a condition that never comes (a process
+ * that survives for good) into a failure naming `what`; it is no timing assertion.
+ */
+async function waitUntil(what: string, condition: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (condition()) return true;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(20);
   }
-  return condition();
+}
+
+/** Processes (not zombies) whose command line contains `marker` as one argument. */
+function processesWith(marker: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes(marker) && alive(Number(entry)))
+        found.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
 }
 
 // --- The agent: the runner in a child Node process -------------------------
@@ -451,7 +469,6 @@ void describe('startHelper: timeout', suite, () => {
   void it('kills the whole process group, background children included', async () => {
     const pidFile = join(tmp, `grandchild-${++counter}`);
     const path = helper(`sleep 300 &\necho $! > '${pidFile}'\necho started\nsleep 300`);
-    const began = Date.now();
     const handle = startHelper(invocation(path, { timeoutMs: 500 }));
     assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
     const result = await handle.finished;
@@ -460,11 +477,61 @@ void describe('startHelper: timeout', suite, () => {
     assert.equal(result.exitCode, null);
     assert.equal(result.execError, undefined);
     assert.equal(result.stdoutTail, 'started\n');
-    assert.ok(Date.now() - began < 5000, 'finished soon after the timeout');
+    // A lower bound only: the helper sleeps 300 s, so it ended because of the timeout.
+    assert.ok(result.finishTime.getTime() - result.startTime.getTime() >= 500, 'not before the timeout');
     const grandchild = Number(readFileSync(pidFile, 'utf8'));
     assert.ok(grandchild > 0);
-    assert.ok(await waitUntil(() => !alive(grandchild), 2000), `grandchild ${grandchild} survived`);
+    await waitUntil(`grandchild ${grandchild} to die`, () => !alive(grandchild));
     assert.deepEqual(groupMembers(handle.pid ?? 0), []);
+  });
+
+  void it('kills what left the group and the session: setsid, double forks, orphans re-parented', async () => {
+    // An install-line-like helper: every escape a shell command can make, each ending in a
+    // `sleep MARKER` (MARKER unique to this test) that would live for 1000 s.
+    const marker = String(100_000 + process.pid * 10 + ++counter);
+    const pids = join(tmp, `escapees-${counter}`);
+    const path = helper(
+      [
+        // New session and group, in the background (setsid(1) forks when it is a group leader).
+        `setsid sleep ${marker} &`,
+        // Double fork: the subshell exits at once, its child is orphaned.
+        `( setsid sh -c 'echo $$ >> ${pids}; exec sleep ${marker}' & )`,
+        // setsid -f always forks; the child's parent (setsid) exits.
+        `setsid -f sh -c 'echo $$ >> ${pids}; exec sleep ${marker}'`,
+        // A daemon-style double fork inside a new session.
+        `setsid sh -c '(sleep ${marker} & echo $! >> ${pids}) ; exec sleep ${marker}' &`,
+        // Plain background child in the helper's own group.
+        `sleep ${marker} &`,
+        // Everything started (the marker processes exist) before the helper says so.
+        `while [ "$(wc -l < ${pids} 2>/dev/null || echo 0)" -lt 3 ]; do sleep 0.01; done`,
+        'echo started',
+        `exec sleep ${marker}`,
+      ].join('\n'),
+    );
+    // The timeout leaves the helper time to set everything up (it says 'started' when done).
+    const handle = startHelper(invocation(path, { timeoutMs: 3000 }));
+    assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
+    // Before the timeout: the escapees are out of the helper's group, and the orphans are
+    // children of the helper (the child subreaper), not of init.
+    await waitUntil('the helper to start all its escapees', () => processesWith(marker).length === 7);
+    const before = processesWith(marker);
+    const outOfGroup = before.filter((pid) => !groupMembers(handle.pid ?? 0).includes(pid));
+    assert.ok(outOfGroup.length >= 4, `escapees out of the helper's process group: ${outOfGroup.join(' ')}`);
+    const orphans = readFileSync(pids, 'utf8').trim().split('\n').map(Number);
+    const parentOf = (pid: number) => statField(readFileSync(`/proc/${pid}/stat`, 'utf8'))(4);
+    for (const pid of orphans) {
+      await waitUntil(`orphan ${pid} to be re-parented to the helper ${handle.pid}, not to init`, () => {
+        return parentOf(pid) === String(handle.pid);
+      });
+    }
+
+    const result = await handle.finished;
+    assert.equal(result.timedOut, true);
+    assert.equal(result.signal, 'SIGKILL');
+    await waitUntil(
+      `no process of ${before.length} (${before.join(' ')}) to survive the timeout`,
+      () => processesWith(marker).length === 0,
+    );
   });
 
   void it('is enforced, and the helper reaped, when nobody waits', async () => {
@@ -472,7 +539,7 @@ void describe('startHelper: timeout', suite, () => {
     const pid = handle.pid ?? 0;
     assert.ok(pid > 0);
     // Nobody awaits anything: the runner must still kill and reap it.
-    assert.ok(await waitUntil(() => !existsSync(`/proc/${pid}`), 5000), `helper ${pid} still exists`);
+    await waitUntil(`helper ${pid} to be killed and reaped`, () => !existsSync(`/proc/${pid}`));
     const result = await handle.finished;
     assert.equal(result.timedOut, true);
   });
@@ -568,20 +635,28 @@ void describe('startHelper: wait modes', suite, () => {
     return Promise.race([handle.started.then(() => 'started'), handle.finished.then(() => 'finished')]);
   }
 
-  void it('settles started once the helper runs, long before it finishes (UMH_WAIT_EXEC)', async () => {
-    const handle = startHelper(invocation(helper('sleep 2')));
-    const began = Date.now();
+  /** A helper that runs until the test creates its release file. */
+  function heldHelper(shebang = '#!/bin/sh'): { path: string; release: () => void } {
+    const flag = join(tmp, `release-${++counter}`);
+    const path = helper(`while [ ! -e '${flag}' ]; do sleep 0.01; done`, shebang, `held-${counter}`);
+    return { path, release: () => writeFileSync(flag, '') };
+  }
+
+  void it('settles started once the helper runs, before it finishes (UMH_WAIT_EXEC)', async () => {
+    const held = heldHelper();
+    const handle = startHelper(invocation(held.path));
+    // The helper cannot finish before release(): started came first, whatever the machine's load.
     assert.equal(await first(handle), 'started');
-    assert.ok(Date.now() - began < 1500, 'started well before the helper finished');
     assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
+    held.release();
     assert.equal((await handle.finished).exitCode, 0);
   });
 
   void it('recognises a helper run by bash, the interpreter of the chain step, by its name', async () => {
-    const handle = startHelper(invocation(helper('sleep 2', '#!/bin/bash', `bash-helper-${++counter}`)));
-    const began = Date.now();
+    const held = heldHelper('#!/bin/bash');
+    const handle = startHelper(invocation(held.path));
     assert.equal(await first(handle), 'started');
-    assert.ok(Date.now() - began < 1500, 'started well before the helper finished');
+    held.release();
     assert.equal((await handle.finished).exitCode, 0);
   });
 

@@ -20,14 +20,32 @@
  * | fs of kthreadd: cwd /, umask 022          | spawn `cwd: '/'`; `umask 022` in the same one-liner |
  * | cap_bset, cap_inheritable ∩ sysctl masks  | setpriv --bounding-set / --inh-caps (intersected    |
  * |                                           | here), --ambient-caps -all, --no-new-privs          |
- * | (none: kthreadd's child)                  | own session and process group (detached), so a      |
- * |                                           | timeout can kill the helper with all it forked      |
+ * | (none: kthreadd's child)                  | own session and process group (detached); a perl    |
+ * |                                           | step makes it a child subreaper (prctl), so all it  |
+ * |                                           | forks stays below it, and a timeout kills the tree  |
  * | stdin: none                               | stdin /dev/null, stdout/stderr captured (bounded)   |
  *
  * So the process started is a chain that execs in place, one step each, the
- * helper last: `bash → env → [nice →] setpriv → helper`. Every step is an
- * exec, not a fork: the pid we spawn is the helper's pid, its process group
+ * helper last: `perl → bash → env → [nice →] setpriv → helper`. Every step is
+ * an exec, not a fork: the pid we spawn is the helper's pid, its process group
  * and its session.
+ *
+ * What a timeout kills: everything the helper started, not only its process
+ * group. An `install` line in modprobe.d runs a shell, and anything below it
+ * may call setsid() (new session and group, out of reach of a group kill) and
+ * fork twice (its parent exits, so it is no longer the helper's descendant
+ * either: orphans go to init). So the perl step makes the process a *child
+ * subreaper* (prctl PR_SET_CHILD_SUBREAPER, kept across the execs that
+ * follow): orphans below it are re-parented to the helper instead of init,
+ * and the whole tree stays visible under the helper's pid in /proc. At the
+ * timeout the runner stops the tree (SIGSTOP, until a sweep of /proc finds
+ * every descendant stopped: a stopped process cannot fork), then SIGKILLs it,
+ * the helper last (its death would re-parent what is left to init). No cgroup
+ * is needed (an agent's container has none it may create by default).
+ * Limits: what a helper leaves running after it *exits* on its own is not
+ * tracked (the kernel does not track a helper's children either), and a
+ * process handed to another supervisor (systemd-run, a D-Bus activation) is
+ * not the helper's descendant.
  *
  * Wait modes (UMH_WAIT_PROC / UMH_WAIT_EXEC / UMH_NO_WAIT) are the caller's
  * choice of which promise to await: `finished`, `started`, or neither. The
@@ -57,6 +75,7 @@ import {
   setprivCapList,
 } from './capabilities.ts';
 import { BoundedOutput, DEFAULT_OUTPUT_LIMIT_BYTES } from './output.ts';
+import { killTree } from './proctree.ts';
 
 /** The helper's whole environment, as in the kernel's request_module(). */
 export const HELPER_ENV: Readonly<Record<string, string>> = Object.freeze({
@@ -81,7 +100,7 @@ export interface HelperInvocation {
   readonly module: string;
   /** Module parameters (`key=value`), each one argv element after the module name. */
   readonly parameters: readonly string[];
-  /** Milliseconds after which the helper's whole process group is killed (SIGKILL). */
+  /** Milliseconds after which the helper and every process it started are killed (SIGKILL). */
   readonly timeoutMs: number;
   /** Configured masks; default bounding = cap_sys_module only, inheritable = empty. */
   readonly capabilities?: HelperCapabilities;
@@ -103,7 +122,10 @@ export interface HelperTools {
   readonly nice: string;
   /** util-linux setpriv: capability sets and no_new_privs. */
   readonly setpriv: string;
-  /** perl (Debian's Essential perl-base): resets signals 32-64, which glibc's sigaction refuses. */
+  /**
+   * perl (Debian's Essential perl-base): makes the helper a child subreaper (prctl), and resets
+   * signals 32-64, which glibc's sigaction refuses.
+   */
   readonly perl: string;
 }
 
@@ -135,7 +157,7 @@ export interface HelperResult {
   readonly exitCode: number | null;
   /** The signal that killed the helper (SIGKILL after a timeout), else null. */
   readonly signal: NodeJS.Signals | null;
-  /** True when the runner killed the helper's process group at the timeout. */
+  /** True when the runner killed the helper and its descendants at the timeout. */
   readonly timedOut: boolean;
   /** The end of stdout, UTF-8, at most outputLimitBytes bytes. */
   readonly stdoutTail: string;
@@ -218,9 +240,30 @@ const RT_SIGACTION: Readonly<Record<string, number>> = { x64: 13, arm64: 134 };
  * empty mask; the last argument is the kernel's sigset size, 8 bytes), then
  * execs its arguments. SIGKILL and SIGSTOP cannot be changed and are skipped.
  */
+const EXEC_ARGS = `exec { $ARGV[0] } @ARGV or die "${FD_CLOSER_NAME}: exec $ARGV[0]: $!\n"`;
 const RESET_ALL_SIGNALS =
   `my $dfl = pack("Q4", 0, 0, 0, 0); for my $s (1 .. 64) { next if $s == 9 || $s == 19; ` +
-  `syscall(${RT_SIGACTION[process.arch] ?? -1}, $s, $dfl, 0, 8); } exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!\n"`;
+  `syscall(${RT_SIGACTION[process.arch] ?? -1}, $s, $dfl, 0, 8); } ${EXEC_ARGS}`;
+
+/** prctl's system call number, per architecture Node runs on here. */
+const PRCTL: Readonly<Record<string, number>> = { x64: 157, arm64: 167 };
+/** <linux/prctl.h>: PR_SET_CHILD_SUBREAPER. */
+const PR_SET_CHILD_SUBREAPER = 36;
+
+/**
+ * The first step of the chain, a perl program: makes the process a child
+ * subreaper (see the module comment; a failure stops the chain with a
+ * `kmod-helper-exec:` message, reported as ESETUP: without it a timeout could
+ * not reach everything the helper starts), optionally resets every signal
+ * disposition, then execs its arguments.
+ */
+function firstStep(resetAllSignals: boolean): string {
+  const prctl = PRCTL[process.arch] ?? -1;
+  return (
+    `syscall(${prctl}, ${PR_SET_CHILD_SUBREAPER}, 1, 0, 0, 0) == 0 or die "${FD_CLOSER_NAME}: prctl(PR_SET_CHILD_SUBREAPER): $!\n"; ` +
+    (resetAllSignals ? RESET_ALL_SIGNALS : EXEC_ARGS)
+  );
+}
 
 /** True when this process ignores a signal above 31 (the helper would inherit it). */
 function ignoresHighSignals(): boolean {
@@ -311,10 +354,14 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
   const { env, bash, nice, setpriv, perl } = resolved.tools;
   const agentNice = getPriority();
   const argv = [
-    // Only when the agent ignores a signal above 31 (GNU make, for one, ignores 32 and 33 and its
-    // children inherit that): libuv and `env --default-signal` reset dispositions through glibc,
-    // which refuses the two signals it reserves for itself, so a raw rt_sigaction does it.
-    ...(ignoresHighSignals() ? [perl, '-e', RESET_ALL_SIGNALS, '--'] : []),
+    // The child subreaper step; it also resets every signal when the agent ignores one above 31
+    // (GNU make, for one, ignores 32 and 33 and its children inherit that): libuv and
+    // `env --default-signal` reset dispositions through glibc, which refuses the two signals it
+    // reserves for itself, so a raw rt_sigaction does it.
+    perl,
+    '-e',
+    firstStep(ignoresHighSignals()),
+    '--',
     bash,
     '-c',
     FD_CLOSER,
@@ -351,8 +398,8 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
       cwd: '/',
       // bash reads no startup file and imports no function from this one.
       env: HELPER_ENV,
-      // setsid(): own session and process group, so the timeout can kill the
-      // helper together with everything it forked.
+      // setsid(): own session and process group, like a kernel helper's own
+      // task; the timeout reaches further than the group (killTree).
       detached: true,
       // libuv opens /dev/null for an ignored stdin.
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -617,13 +664,9 @@ class HelperRun implements HelperHandle {
     // One last look, so a helper that started between two polls counts as started.
     if (!this.#startedSettled && this.#helperRunning()) this.#markStarted();
     this.#timedOut = true;
-    try {
-      // The negative pid names the process group (= the helper's pid,
-      // detached). It cannot have been reused: the leader is not reaped yet.
-      process.kill(-(this.#child.pid ?? 0), 'SIGKILL');
-    } catch {
-      // ESRCH: the group vanished between the check and the kill.
-    }
+    // The helper's pid (= its process group, detached) cannot have been reused: it is not reaped
+    // yet, and a stopped process does not exit. killTree never rejects.
+    void killTree(this.#child.pid ?? 0);
   }
 
   #onSpawnError(error: Error): void {
