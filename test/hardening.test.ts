@@ -15,7 +15,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, loadAllYaml, type CoreV1Event, type V1Deployment } from '@kubernetes/client-node';
@@ -346,5 +346,17 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
     });
   } catch (err) {
     throw new Error(`${errorMessage(err)}\n${logs()}`, { cause: err });
+  }
+});
+
+test('a bad --exclude-nodes-with-label is refused before anything connects, naming the flag', () => {
+  for (const key of ['bad key', '-leading', 'a/b/c', `${'x'.repeat(64)}`]) {
+    const r = spawnSync(
+      join(root, 'node_modules/.bin/node'),
+      [join(root, 'src/cli/main.ts'), 'controller', `--exclude-nodes-with-label=${key}`],
+      { encoding: 'utf8', env: { ...process.env, KUBECONFIG: '/nonexistent' } },
+    );
+    assert.notEqual(r.status, 0, key);
+    assert.match(r.stderr, /--exclude-nodes-with-label: .* is not a valid label key/, key);
   }
 });
