@@ -322,7 +322,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
   }
 
   // The admission policies recognise the agent by the release namespace's service account.
-  for (const name of ['ops-agent-node-restriction', 'ops-agent-own-node']) {
+  for (const name of ['ops-agent-node-restriction', 'ops-agent-own-node', 'ops-agent-events']) {
     const vap = find<V1ValidatingAdmissionPolicy>(objects, 'ValidatingAdmissionPolicy', name);
     assert.deepEqual(vap.spec?.matchConditions, [
       {
