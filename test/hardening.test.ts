@@ -76,6 +76,19 @@ test('node restriction: an agent may not set owner references or finalizers on i
     name: 'gone',
     uid: '6a1e0000-0000-4000-8000-000000000000',
   };
+  // The admission policy is loaded a moment after it is created: wait until it is in force, with
+  // dry runs (admission runs, nothing is stored), so no refused change can slip through first.
+  await eventually('the node-restriction policy to refuse an owner reference', async () => {
+    try {
+      await agent.patchNode(
+        { name: 'node-own', body: { metadata: { ownerReferences: [owner] } }, dryRun: 'All' },
+        mergePatch(),
+      );
+      return false;
+    } catch (err) {
+      return forbidden.test(errorMessage(err));
+    }
+  });
   await refused(patch({ ownerReferences: [owner] }), 403, forbidden);
   await refused(patch({ finalizers: ['kmod.dev/hold'] }), 403, forbidden);
   // Nor may it remove what an admin set, or smuggle the change in with its own annotations.
@@ -150,6 +163,20 @@ test('events: the agent creates Events only in default, and patches only the cou
     1,
   );
 
+  // The events policy is in force once a forged Event is refused (dry run: nothing stored).
+  await eventually('the events policy to refuse a forged Event', async () => {
+    try {
+      await agent.createNamespacedEvent({
+        namespace: 'default',
+        body: agentEvent('ev-probe', 'node-other'),
+        dryRun: 'All',
+      });
+      return false;
+    } catch (err) {
+      return /may write only Events with/.test(errorMessage(err));
+    }
+  });
+
   // Nowhere but default: RBAC refuses other namespaces, for create and for patch.
   await refused(
     agent.createNamespacedEvent({
@@ -190,6 +217,29 @@ test('events: the agent creates Events only in default, and patches only the cou
     }),
     403,
     /may write only Events with source\.component and reportingComponent kmod-agent/,
+  );
+  // About its own Node, runs and requests only.
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: {
+        ...agentEvent('ev-about-other', 'node-ev'),
+        involvedObject: { apiVersion: 'v1', kind: 'Node', name: 'node-other' },
+      },
+    }),
+    403,
+    /may write Events only about its own Node, ModuleRuns and ModuleRequests, not Node node-other/,
+  );
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: {
+        ...agentEvent('ev-about-ns', 'node-ev'),
+        involvedObject: { apiVersion: 'v1', kind: 'Namespace', name: 'kube-system' },
+      },
+    }),
+    403,
+    /not Namespace kube-system/,
   );
   // Somebody else's Event in default (a kubelet's, another agent's): not the agent's to patch.
   for (const [name, body] of [
