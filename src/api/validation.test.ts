@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  labelKeyError,
   moduleNameError,
   nodeNameError,
   parametersError,
@@ -104,4 +105,13 @@ test('the agent re-checks a run spec', () => {
     validateRunSpec({ nodeName: 'n', module: '-x', wait: 'Process', timeoutSeconds: 60 }) ?? '',
     /must not start with '-'/,
   );
+});
+
+test('labelKeyError: label keys as Kubernetes accepts them, the field named otherwise', () => {
+  for (const key of ['node-role.kubernetes.io/control-plane', 'gpu', 'example.com/a_b.c-d', 'x'.repeat(63)]) {
+    assert.equal(labelKeyError(key, '--flag'), undefined, key);
+  }
+  for (const key of ['', 'bad key', '-a', 'a/b/c', 'x'.repeat(64), 'Example.com/a', 42]) {
+    assert.match(labelKeyError(key, '--flag') ?? '', /^--flag: .* is not a valid label key/, String(key));
+  }
 });
