@@ -16,8 +16,8 @@
  * | flush_signal_handlers(current, 1)         | libuv resets signals 1-31 and the signal mask;      |
  * |                                           | `env --default-signal` resets the rest (real-time)  |
  * | set_user_nice(current, 0)                 | `nice -n -<agent nice>` when the agent's is not 0   |
- * | a kernel thread has no open files         | a bash one-liner closes every fd above 2            |
- * | fs of kthreadd: cwd /, umask 022          | spawn `cwd: '/'`; `umask 022` in the same one-liner |
+ * | a kernel thread has no open files         | the perl step closes every fd above 2               |
+ * | fs of kthreadd: cwd /, umask 022          | spawn `cwd: '/'`; `umask 022` in the perl step      |
  * | cap_bset, cap_inheritable ∩ sysctl masks  | setpriv --bounding-set / --inh-caps (intersected    |
  * |                                           | here), --ambient-caps -all, --no-new-privs          |
  * | (none: kthreadd's child)                  | own session and process group (detached); a perl    |
@@ -26,7 +26,7 @@
  * | stdin: none                               | stdin /dev/null, stdout/stderr captured (bounded)   |
  *
  * So the process started is a chain that execs in place, one step each, the
- * helper last: `perl → bash → env → [nice →] setpriv → helper`. Every step is
+ * helper last: `perl → env → [nice →] setpriv → helper`. Every step is
  * an exec, not a fork: the pid we spawn is the helper's pid, its process group
  * and its session.
  *
@@ -116,8 +116,6 @@ export interface HelperInvocation {
 export interface HelperTools {
   /** coreutils env: sets the environment, resets every signal disposition (`--default-signal`). */
   readonly env: string;
-  /** bash: closes inherited file descriptors and sets the umask. */
-  readonly bash: string;
   /** coreutils nice: brings the helper back to nice 0. */
   readonly nice: string;
   /** util-linux setpriv: capability sets and no_new_privs. */
@@ -208,28 +206,32 @@ const MAX_POLL_INTERVAL_MS = 20;
 /** Bytes of stderr kept from the start, to recognise a failure of the chain itself. */
 const STDERR_HEAD_BYTES = 1024;
 
-/** `$0` of the bash step; its error messages start with it. */
+/** The perl step's name for itself: its error messages start with it. */
 const FD_CLOSER_NAME = 'kmod-helper-exec';
 
+/** close's system call number, per architecture Node runs on here. */
+const CLOSE: Readonly<Record<string, number>> = { x64: 3, arm64: 57 };
+
 /**
- * The one step that needs a shell. No file descriptor beyond 0-2 may reach
- * the helper, but Node has no pre-exec hook and libuv closes nothing: it
- * only relies on every descriptor *it* creates being close-on-exec. A
- * descriptor the agent inherited without FD_CLOEXEC (from a container
- * runtime, a supervisor, a test harness) would reach the helper, and
- * setpriv, env and nice have no option to close it. Nor can the agent close
- * it in itself: it may not be ours to close, and Node cannot set FD_CLOEXEC.
+ * No file descriptor beyond 0-2 may reach the helper, but Node has no
+ * pre-exec hook and libuv closes nothing: it only relies on every descriptor
+ * *it* creates being close-on-exec. A descriptor the agent inherited without
+ * FD_CLOEXEC (from a container runtime, a supervisor, a test harness) would
+ * reach the helper, and setpriv, env and nice have no option to close it.
+ * Nor can the agent close it in itself: it may not be ours to close, and
+ * Node cannot set FD_CLOEXEC.
  *
- * So the chain starts with a fixed bash program, run with the clean
- * environment (no BASH_ENV, no exported functions). It closes every
- * descriptor above 2 (`exec {fd}>&-`, bash >= 4.1; closing the glob's own
- * directory descriptor, already closed, is a silent no-op), sets the umask
- * a kernel helper has, and execs the rest of its argv. The helper's argv
- * only passes through `"$@"`: bash never parses it. bash is Essential in
- * Debian, like coreutils and util-linux.
+ * So the chain starts with a fixed perl program (perl-base is Essential in
+ * Debian, like coreutils and util-linux), run with the clean environment (no
+ * PERL5LIB or PERL5OPT). It reads /proc/self/fd, closes every descriptor
+ * above 2 with the raw close system call (the directory's own descriptor,
+ * already closed by then, just fails with EBADF), sets the umask a kernel
+ * helper has, and execs the rest of its argv. The helper's argv only passes
+ * through `@ARGV` to exec: nothing parses it.
  */
 const FD_CLOSER =
-  'umask 022; for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then exec {fd}>&-; fi; done; exec "$@"';
+  `umask 022; opendir(my $d, "/proc/self/fd") or die "${FD_CLOSER_NAME}: /proc/self/fd: $!\n"; ` +
+  `my @fds = grep { /^\\d+$/ && $_ > 2 } readdir $d; closedir $d; syscall(${CLOSE[process.arch] ?? -1}, $_ + 0) for @fds; `;
 
 /** rt_sigaction's system call number, per architecture Node runs on here. */
 const RT_SIGACTION: Readonly<Record<string, number>> = { x64: 13, arm64: 134 };
@@ -254,13 +256,15 @@ const PR_SET_CHILD_SUBREAPER = 36;
  * The first step of the chain, a perl program: makes the process a child
  * subreaper (see the module comment; a failure stops the chain with a
  * `kmod-helper-exec:` message, reported as ESETUP: without it a timeout could
- * not reach everything the helper starts), optionally resets every signal
- * disposition, then execs its arguments.
+ * not reach everything the helper starts), closes inherited descriptors and
+ * sets the umask (FD_CLOSER), optionally resets every signal disposition,
+ * then execs its arguments.
  */
 function firstStep(resetAllSignals: boolean): string {
   const prctl = PRCTL[process.arch] ?? -1;
   return (
     `syscall(${prctl}, ${PR_SET_CHILD_SUBREAPER}, 1, 0, 0, 0) == 0 or die "${FD_CLOSER_NAME}: prctl(PR_SET_CHILD_SUBREAPER): $!\n"; ` +
+    FD_CLOSER +
     (resetAllSignals ? RESET_ALL_SIGNALS : EXEC_ARGS)
   );
 }
@@ -274,7 +278,6 @@ function ignoresHighSignals(): boolean {
 /** Package to install when a tool is missing. */
 const TOOL_PACKAGES: Readonly<Record<keyof HelperTools, string>> = {
   env: 'coreutils',
-  bash: 'bash',
   nice: 'coreutils',
   setpriv: 'util-linux',
   perl: 'perl-base',
@@ -351,23 +354,18 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
     );
   }
 
-  const { env, bash, nice, setpriv, perl } = resolved.tools;
+  const { env, nice, setpriv, perl } = resolved.tools;
   const agentNice = getPriority();
   const argv = [
-    // The child subreaper step; it also resets every signal when the agent ignores one above 31
-    // (GNU make, for one, ignores 32 and 33 and its children inherit that): libuv and
-    // `env --default-signal` reset dispositions through glibc, which refuses the two signals it
-    // reserves for itself, so a raw rt_sigaction does it.
+    // The perl step: child subreaper, descriptors, umask; it also resets every signal when the
+    // agent ignores one above 31 (GNU make, for one, ignores 32 and 33 and its children inherit
+    // that): libuv and `env --default-signal` reset dispositions through glibc, which refuses the
+    // two signals it reserves for itself, so a raw rt_sigaction does it.
     perl,
     '-e',
     firstStep(ignoresHighSignals()),
     '--',
-    bash,
-    '-c',
-    FD_CLOSER,
-    FD_CLOSER_NAME,
-    // After bash, which exports PWD and SHLVL to what it execs: `-i` and the
-    // assignments make HELPER_ENV the whole environment again.
+    // `-i` and the assignments make HELPER_ENV the whole environment, whatever a step adds.
     env,
     '-i',
     '--default-signal',
@@ -396,7 +394,7 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
   try {
     child = spawn(file, args, {
       cwd: '/',
-      // bash reads no startup file and imports no function from this one.
+      // perl reads no PERL5LIB or PERL5OPT from this one.
       env: HELPER_ENV,
       // setsid(): own session and process group, like a kernel helper's own
       // task; the timeout reaches further than the group (killTree).
@@ -544,7 +542,7 @@ interface ChainIdentity {
 }
 
 function chainIdentity(tools: HelperTools): ChainIdentity {
-  const paths = [tools.env, tools.bash, tools.nice, tools.setpriv, tools.perl];
+  const paths = [tools.env, tools.nice, tools.setpriv, tools.perl];
   const exes = new Set([...paths, process.execPath].map((path) => realpathSync(path)));
   const comms = new Set(paths.map((path) => basename(path).slice(0, 15)));
   // Before its exec, a forked child carries the name of the thread that forked it.
@@ -621,8 +619,8 @@ class HelperRun implements HelperHandle {
   /**
    * Exec detection: the process runs the helper once /proc/PID/exe is no
    * longer one of the chain's programs, or /proc/PID/comm no longer one of
-   * their names (comm matters for a script helper whose interpreter is bash:
-   * its exe is bash, its comm the script's name). A zombie has no exe and is
+   * their names (comm matters for a script helper whose interpreter is perl:
+   * its exe is perl, its comm the script's name). A zombie has no exe and is
    * left to the exit handler. Reads are synchronous and only done while the
    * child is unreaped, so the pid cannot belong to another process.
    */
