@@ -262,7 +262,9 @@ void describe('WorkQueue', () => {
     const t0 = Date.now();
     const delays: number[] = [];
     for (let i = 0; i < 6; i++) {
+      const next = q.backoff('a');
       delays.push(q.addRateLimited('a'));
+      assert.equal(delays.at(-1), next, 'backoff() tells the next delay without counting');
       await tick(delays.at(-1) as number);
     }
     assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000], 'base·2^n, capped');

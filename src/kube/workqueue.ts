@@ -108,12 +108,16 @@ export class WorkQueue {
    * Returns that delay.
    */
   addRateLimited(key: string): number {
-    const n = this.#failures.get(key) ?? 0;
-    this.#failures.set(key, n + 1);
-    // 2^n overflows to Infinity long before n could; min() caps it either way.
-    const delay = Math.min(this.#opts.baseDelayMs * 2 ** n, this.#opts.maxDelayMs);
+    const delay = this.backoff(key);
+    this.#failures.set(key, this.numRequeues(key) + 1);
     this.addAfter(key, delay);
     return delay;
+  }
+
+  /** The delay the next addRateLimited(key) would use (client-go's When(), without counting). */
+  backoff(key: string): number {
+    // 2^n overflows to Infinity long before n could; min() caps it either way.
+    return Math.min(this.#opts.baseDelayMs * 2 ** this.numRequeues(key), this.#opts.maxDelayMs);
   }
 
   /** Clears the key's requeue count: its next addRateLimited() waits the base delay again. */
