@@ -6,7 +6,7 @@ import { decide, throttleVerdict } from './decision.ts';
 function run(status?: ModuleRunStatus, meta: Partial<ModuleRun['metadata']> = {}): ModuleRun {
   return {
     metadata: { name: 'r', uid: 'u1', generation: 2, ...meta },
-    spec: { module: 'm', nodeName: 'n', wait: 'Process', timeoutSeconds: 60 } as ModuleRun['spec'],
+    spec: { module: 'm', nodeName: 'n', wait: 'Process', timeoutSeconds: 60 },
     ...(status ? { status } : {}),
   };
 }
