@@ -12,7 +12,7 @@
  *
  * Every retry goes through the one work queue (rate-limited per run): an
  * unexpected error, a claim that lost a race, a result the API server did
- * not take, a throttled run while its timeoutSeconds allows.
+ * not take, a throttled run while its timeoutSeconds allows (outcomes.ts).
  *
  * The claim is what makes restarts safe: a run whose status says Running for
  * its current generation, claimed by an agent process that is gone, was
@@ -23,14 +23,14 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
-import { GROUP, Reason, RUN_PLURAL, VERSION, controllingRequest, type ModuleRun } from '../api/types.ts';
+import { GROUP, RUN_PLURAL, VERSION, controllingRequest, type ModuleRun } from '../api/types.ts';
 import { isNotFound } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
-import { decide, throttleVerdict } from './decision.ts';
+import { decide } from './decision.ts';
 import {
   DEFAULT_CAPABILITIES,
   DEFAULT_DRAIN_TIMEOUT_MS,
@@ -40,6 +40,7 @@ import {
 } from './defaults.ts';
 import { AgentMetrics } from './metrics.ts';
 import { NodeHelpers } from './nodehelpers.ts';
+import { Outcomes } from './outcomes.ts';
 import type { HelperState } from './nodestate.ts';
 import { RunPipeline, nodeTarget, type Execution, type Outcome, type PreExec } from './pipeline.ts';
 import { AgentSettings, type ConfigMapRef } from './settings.ts';
@@ -80,21 +81,6 @@ export interface AgentOptions {
   preExec?: PreExec;
 }
 
-/** A result the API server did not take yet: written on the run's next try. */
-interface Unreported {
-  run: ModuleRun;
-  exec: Execution;
-  status: NonNullable<ModuleRun['status']>;
-}
-
-/** A run being throttled for its current generation: since when (its first try), and how often. */
-interface Throttled {
-  uid: string;
-  generation: number;
-  firstAttemptMs: number;
-  tries: number;
-}
-
 export class Agent {
   readonly #opts: AgentOptions;
   readonly #log: Logger;
@@ -112,10 +98,7 @@ export class Agent {
   /** Run name → what is being carried out for it now. */
   readonly #executions = new Map<string, Execution>();
   readonly #inFlight = new Set<Promise<void>>();
-  /** Run UID → the generation whose result this agent wrote (bridges the cache's lag after a write). */
-  readonly #reported = new Map<string, number>();
-  readonly #unreported = new Map<string, Unreported>();
-  readonly #throttled = new Map<string, Throttled>();
+  readonly #outcomes: Outcomes;
   #started = false;
   #stopping = false;
 
@@ -179,6 +162,12 @@ export class Agent {
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
       preExec: opts.preExec,
+    });
+    this.#outcomes = new Outcomes({
+      queue: this.#queue,
+      pipeline: this.#pipeline,
+      metrics: this.#metrics,
+      busyTimeoutMs: this.#slots.busyTimeoutMs,
     });
     // The kubelet pattern: a server-side field selector, so this agent sees only its own node's runs.
     this.#runs = new Informer<ModuleRun>({
@@ -300,17 +289,20 @@ export class Agent {
     const current = this.#executions.get(name);
     const uid = run?.metadata.uid ?? '';
     const generation = run?.metadata.generation ?? 1;
-    const pending = this.#unreported.get(name);
+    const pending = this.#outcomes.unreported(name);
     const decision = decide(
       run,
       current && { uid: current.uid, generation: current.generation, aborted: current.cancel.signal.aborted },
-      { reportedGeneration: run && this.#reported.get(uid), unreported: pending?.exec },
+      { reportedGeneration: run && this.#outcomes.reportedGeneration(uid), unreported: pending?.exec },
     );
     // The killable wait: only a run still waiting for a slot stops; a running helper is left alone.
     if (decision.cancel) current?.cancel.abort(decision.cancel);
-    if (!run || run.metadata.deletionTimestamp) return this.#forgetRun(name);
+    if (!run || run.metadata.deletionTimestamp) {
+      this.#outcomes.forgetRun(name, new Set(this.#runs.list().map((r) => r.metadata.uid ?? '')));
+      return;
+    }
     if (pending && (pending.exec.uid !== uid || pending.exec.generation !== generation))
-      this.#unreported.delete(name);
+      this.#outcomes.dropUnreported(name);
     if (decision.action === 'none') return;
     if (decision.action === 'report' && pending) {
       this.#track(
@@ -343,7 +335,7 @@ export class Agent {
     this.#executions.set(name, exec);
     const log = this.#runLog(run, exec);
     const p = work
-      .then((outcome) => this.#settle(name, run, exec, outcome, log))
+      .then((outcome) => this.#outcomes.settle(name, run, exec, outcome, log))
       .catch((err: unknown) => {
         const retryInMs = this.#queue.addRateLimited(name);
         log.error('run failed unexpectedly; retrying with backoff', { error: errorMessage(err), retryInMs });
@@ -357,103 +349,6 @@ export class Agent {
         this.#inFlight.delete(p);
       });
     this.#inFlight.add(p);
-  }
-
-  async #settle(name: string, run: ModuleRun, exec: Execution, outcome: Outcome, log: Logger): Promise<void> {
-    switch (outcome.kind) {
-      case 'done':
-        this.#reported.set(exec.uid, exec.generation);
-        this.#unreported.delete(name);
-        this.#throttled.delete(name);
-        this.#queue.forget(name);
-        return;
-      case 'parked':
-      case 'cancelled':
-        this.#queue.forget(name);
-        return;
-      case 'conflict':
-        log.info('claim conflicted; deciding again from fresh state', {
-          retryInMs: this.#queue.addRateLimited(name),
-        });
-        return;
-      case 'unreported':
-        this.#unreported.set(name, { run: outcome.run, exec, status: outcome.status });
-        log.warn('result not written yet; retrying', {
-          error: errorMessage(outcome.error),
-          retryInMs: this.#queue.addRateLimited(name),
-        });
-        return;
-      case 'throttled': {
-        const final = await this.#onThrottled(name, run, exec, outcome.message, log);
-        if (final) await this.#settle(name, run, exec, final, log);
-        return;
-      }
-    }
-  }
-
-  /**
-   * A throttled try: retried through the queue while the request's timeoutSeconds since the first
-   * try allows (attempt counted, Event), and only then failed Throttled. Undefined while retrying;
-   * the final report's outcome once failed.
-   */
-  async #onThrottled(
-    name: string,
-    run: ModuleRun,
-    exec: Execution,
-    message: string,
-    log: Logger,
-  ): Promise<Outcome | undefined> {
-    const now = Date.now();
-    const seen = this.#throttled.get(name);
-    const t: Throttled =
-      seen?.uid === exec.uid && seen.generation === exec.generation
-        ? seen
-        : {
-            uid: exec.uid,
-            generation: exec.generation,
-            firstAttemptMs: now - this.#slots.busyTimeoutMs,
-            tries: 0,
-          };
-    t.tries++;
-    this.#throttled.set(name, t);
-    this.#pipeline.throttleWarning(message, log);
-    const verdict = throttleVerdict({
-      firstAttemptMs: t.firstAttemptMs,
-      nowMs: now,
-      nextDelayMs: this.#queue.backoff(name),
-      timeoutSeconds: run.spec.timeoutSeconds,
-    });
-    if (verdict === 'retry') {
-      const retryInMs = this.#queue.addRateLimited(name);
-      this.#metrics.throttleRetries.inc();
-      log.info('throttled; retrying with backoff', { tries: t.tries, retryInMs });
-      this.#pipeline.ownerEvent(
-        run,
-        'Warning',
-        Reason.Throttled,
-        `${message}; try ${t.tries}, retrying in ${retryInMs / 1000} s`,
-      );
-      return undefined;
-    }
-    this.#metrics.throttled.inc();
-    this.#throttled.delete(name);
-    const waited = (now - t.firstAttemptMs) / 1000;
-    const text = t.tries > 1 ? `${message} (tried ${t.tries} times over ${waited.toFixed(1)} s)` : message;
-    return this.#pipeline.finish(
-      run,
-      exec,
-      { phase: 'Failed', reason: Reason.Throttled, message: text },
-      log,
-    );
-  }
-
-  /** The run is gone: drop what this agent remembered about it. */
-  #forgetRun(name: string): void {
-    this.#unreported.delete(name);
-    this.#throttled.delete(name);
-    this.#queue.forget(name);
-    const live = new Set(this.#runs.list().map((r) => r.metadata.uid));
-    for (const uid of this.#reported.keys()) if (!live.has(uid)) this.#reported.delete(uid);
   }
 
   #runLog(run: ModuleRun, exec: Execution): Logger {
