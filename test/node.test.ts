@@ -105,6 +105,7 @@ async function burst(
   node: string,
   prefix: string,
   busyTimeoutMs: number,
+  timeoutSeconds?: number,
 ): Promise<{ records: string[]; phases: Map<string, string>; reasons: string[] }> {
   const sleeper = script(
     'echo "start $(date +%s%N)" >> $DIR/records; sleep 1; echo "end $(date +%s%N)" >> $DIR/records',
@@ -115,11 +116,13 @@ async function burst(
   const names = Array.from({ length: 200 }, (_, i) => `${prefix}-${i}`);
   for (let i = 0; i < names.length; i += 20) {
     await Promise.all(
-      names
-        .slice(i, i + 20)
-        .map((name) =>
-          createRequest(env.kc, name, { module: `m${name.replaceAll('-', '_')}`, nodeName: node }),
-        ),
+      names.slice(i, i + 20).map((name) =>
+        createRequest(env.kc, name, {
+          module: `m${name.replaceAll('-', '_')}`,
+          nodeName: node,
+          ...(timeoutSeconds ? { timeoutSeconds } : {}),
+        }),
+      ),
     );
   }
   await eventually(
@@ -160,7 +163,9 @@ async function burst(
 
 test('200 runs on one node: never more than 50 helpers alive; runs beyond a short busy timeout fail Throttled', async () => {
   const registry = new Registry();
-  const { records, phases, reasons } = await burst(registry, 'node-burst', 'b', 1500);
+  // timeoutSeconds 2: a throttled run is retried only while its next try would start within its
+  // timeoutSeconds of the first, so after 1.5 s busy + a 1 s backoff these fail Throttled at once.
+  const { records, phases, reasons } = await burst(registry, 'node-burst', 'b', 1500, 2);
   const peak = peakAlive(records);
   const failed = [...phases.values()].filter((p) => p === 'Failed').length;
   console.log(
