@@ -93,20 +93,18 @@ test('a result of ours not written yet is written, not run again', () => {
 
 test('throttleVerdict: retry while the next try starts within timeoutSeconds of the first', () => {
   const first = 1_000_000;
-  assert.equal(
-    throttleVerdict({ firstAttemptMs: first, nowMs: first + 1500, nextDelayMs: 1000, timeoutSeconds: 60 }),
-    'retry',
-  );
-  assert.equal(
-    throttleVerdict({ firstAttemptMs: first, nowMs: first + 1500, nextDelayMs: 1000, timeoutSeconds: 2 }),
-    'fail',
-  );
-  assert.equal(
-    throttleVerdict({ firstAttemptMs: first, nowMs: first + 58_000, nextDelayMs: 2000, timeoutSeconds: 60 }),
-    'fail',
-  );
-  assert.equal(
-    throttleVerdict({ firstAttemptMs: first, nowMs: first + 57_000, nextDelayMs: 2000, timeoutSeconds: 60 }),
-    'retry',
-  );
+  // [ms since the first try, next backoff, timeoutSeconds, verdict]
+  const cases: [number, number, number, 'retry' | 'fail'][] = [
+    [1500, 1000, 60, 'retry'],
+    [1500, 1000, 2, 'fail'], // the node test's burst: 1.5 s busy + 1 s backoff > 2 s
+    [58_000, 2000, 60, 'fail'], // exactly at the limit: no try would start in time
+    [57_000, 2000, 60, 'retry'],
+  ];
+  for (const [elapsed, nextDelayMs, timeoutSeconds, want] of cases) {
+    assert.equal(
+      throttleVerdict({ firstAttemptMs: first, nowMs: first + elapsed, nextDelayMs, timeoutSeconds }),
+      want,
+      `${elapsed} ms in, next try in ${nextDelayMs} ms, timeoutSeconds ${timeoutSeconds}`,
+    );
+  }
 });
