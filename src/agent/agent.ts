@@ -184,8 +184,10 @@ export class Agent {
     });
     const enqueue = (run: ModuleRun) => run.metadata.name && this.#queue.add(run.metadata.name);
     for (const ev of ['add', 'update', 'delete'] as const) this.#runs.on(ev, enqueue);
-    this.#node.on('add', (node) => this.#started && this.#helpers.onNode(node));
-    this.#node.on('update', (node, old) => this.#started && this.#helpers.onNode(node, old));
+    // Not before start (it takes the node's state itself) nor while stopping (shutdown keeps it Disabled).
+    const following = () => this.#started && !this.#stopping;
+    this.#node.on('add', (node) => following() && this.#helpers.onNode(node));
+    this.#node.on('update', (node, old) => following() && this.#helpers.onNode(node, old));
   }
 
   /** The node's helper state right now (Disabled until the agent has started). */
@@ -305,17 +307,10 @@ export class Agent {
       this.#outcomes.dropUnreported(name);
     if (decision.action === 'none') return;
     if (decision.action === 'report' && pending) {
-      this.#track(
-        name,
-        pending.run,
-        pending.exec,
-        this.#pipeline.finish(
-          pending.run,
-          pending.exec,
-          pending.status,
-          this.#runLog(pending.run, pending.exec),
-        ),
-      );
+      // A fresh handle: the earlier execution is over; only its result is left to write.
+      const exec: Execution = { ...pending.exec, cancel: new AbortController(), inSlot: true };
+      const log = this.#runLog(pending.run, exec);
+      this.#track(name, pending.run, exec, this.#pipeline.finish(pending.run, exec, pending.status, log));
       return;
     }
     if (decision.action !== 'start') return;
