@@ -46,6 +46,7 @@ import { RunPipeline, nodeTarget, type Execution, type Outcome, type PreExec } f
 import { AgentSettings, type ConfigMapRef } from './settings.ts';
 import { HelperSlots } from './slots.ts';
 
+/** How an Agent is set up; unset numbers take defaults.ts's values. */
 export interface AgentOptions {
   kc: KubeConfig;
   nodeName: string;
@@ -81,6 +82,7 @@ export interface AgentOptions {
   preExec?: PreExec;
 }
 
+/** The per-node agent; see the module comment. `start()` resolves once it takes on runs. */
 export class Agent {
   readonly #opts: AgentOptions;
   readonly #log: Logger;

@@ -23,6 +23,7 @@ import {
 } from './nodestate.ts';
 import type { HelperSlots } from './slots.ts';
 
+/** What NodeHelpers works with. */
 export interface NodeHelpersOptions {
   kc: KubeConfig;
   nodeName: string;

@@ -26,6 +26,7 @@ interface Throttled {
   tries: number;
 }
 
+/** What Outcomes works with. */
 export interface OutcomesOptions {
   queue: WorkQueue;
   pipeline: RunPipeline;

@@ -62,6 +62,7 @@ export type Outcome =
   /** A result that could not be written yet: kept, and written on the next try. */
   | { kind: 'unreported'; run: ModuleRun; status: ModuleRunStatus; error: unknown };
 
+/** What the pipeline works with; the agent wires these. */
 export interface PipelineOptions {
   nodeName: string;
   helperPath: string;

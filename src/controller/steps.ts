@@ -260,6 +260,7 @@ export function joined(errors: unknown[]): void {
     throw new AggregateError(errors, `${errors.length} errors: ${errors.map(errorMessage).join('; ')}`);
 }
 
+/** A ModuleRequest as an Event target. */
 export function asTarget(req: ModuleRequest) {
   return { apiVersion: `${GROUP}/${VERSION}`, kind: 'ModuleRequest', metadata: req.metadata };
 }
