@@ -96,7 +96,7 @@ test('throttleVerdict: retry while the next try starts within timeoutSeconds of 
   // [ms since the first try, next backoff, timeoutSeconds, verdict]
   const cases: [number, number, number, 'retry' | 'fail'][] = [
     [1500, 1000, 60, 'retry'],
-    [1500, 1000, 2, 'fail'], // the node test's burst: 1.5 s busy + 1 s backoff > 2 s
+    [2500, 1000, 3, 'fail'], // the node test's burst: 2.5 s busy + 1 s backoff > 3 s
     [58_000, 2000, 60, 'fail'], // exactly at the limit: no try would start in time
     [57_000, 2000, 60, 'retry'],
   ];
