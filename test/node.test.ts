@@ -105,6 +105,7 @@ async function burst(
   node: string,
   prefix: string,
   busyTimeoutMs: number,
+  timeoutSeconds?: number,
 ): Promise<{ records: string[]; phases: Map<string, string>; reasons: string[] }> {
   const sleeper = script(
     'echo "start $(date +%s%N)" >> $DIR/records; sleep 1; echo "end $(date +%s%N)" >> $DIR/records',
@@ -115,11 +116,13 @@ async function burst(
   const names = Array.from({ length: 200 }, (_, i) => `${prefix}-${i}`);
   for (let i = 0; i < names.length; i += 20) {
     await Promise.all(
-      names
-        .slice(i, i + 20)
-        .map((name) =>
-          createRequest(env.kc, name, { module: `m${name.replaceAll('-', '_')}`, nodeName: node }),
-        ),
+      names.slice(i, i + 20).map((name) =>
+        createRequest(env.kc, name, {
+          module: `m${name.replaceAll('-', '_')}`,
+          nodeName: node,
+          ...(timeoutSeconds ? { timeoutSeconds } : {}),
+        }),
+      ),
     );
   }
   await eventually(
@@ -160,11 +163,14 @@ async function burst(
 
 test('200 runs on one node: never more than 50 helpers alive; runs beyond a short busy timeout fail Throttled', async () => {
   const registry = new Registry();
-  const { records, phases, reasons } = await burst(registry, 'node-burst', 'b', 1500);
+  // A throttled run is retried only while its next try would start within its timeoutSeconds of
+  // the first: with timeoutSeconds 3, 2.5 s busy + a 1 s backoff is past it, so these fail
+  // Throttled at once (and the 1 s helpers keep 2 s of margin before their own timeout).
+  const { records, phases, reasons } = await burst(registry, 'node-burst', 'b', 2500, 3);
   const peak = peakAlive(records);
   const failed = [...phases.values()].filter((p) => p === 'Failed').length;
   console.log(
-    `busy timeout 1.5 s: ${records.length / 2} helpers ran, peak alive ${peak}, ${failed} throttled`,
+    `busy timeout 2.5 s: ${records.length / 2} helpers ran, peak alive ${peak}, ${failed} throttled`,
   );
   assert.ok(peak <= 50, `peak alive ${peak}`);
   assert.equal(peak, 50, 'the cap is reached, not undershot');
@@ -178,7 +184,7 @@ test('200 runs on one node: never more than 50 helpers alive; runs beyond a shor
   for (const r of reasons) {
     assert.match(
       r,
-      /^Throttled: all 50 helper slots stayed busy for 1.5 s \(max 50 concurrent helpers on node node-burst, busy timeout 1.5 s\); mb_\d+ was not loaded$/,
+      /^Throttled: all 50 helper slots stayed busy for 2.5 s \(max 50 concurrent helpers on node node-burst, busy timeout 2.5 s\); mb_\d+ was not loaded$/,
     );
   }
   // The rate-limited warning on the node (pr_warn_ratelimited): at least one, far fewer than throttled runs.

@@ -6,6 +6,7 @@ export class AgentMetrics {
   readonly runs: Counter<'reason'>;
   readonly duration: Histogram;
   readonly throttled: Counter;
+  readonly throttleRetries: Counter;
   readonly slotWait: Histogram;
   readonly denied: Counter;
   readonly widenRefused: Counter;
@@ -32,6 +33,11 @@ export class AgentMetrics {
     this.throttled = new Counter({
       name: 'kmod_agent_throttled_total',
       help: 'Runs that failed Throttled: every helper slot stayed busy for the whole busy timeout.',
+      registers: [registry],
+    });
+    this.throttleRetries = new Counter({
+      name: 'kmod_agent_throttle_retries_total',
+      help: 'Throttled tries retried with backoff (the request timeoutSeconds since the first try had not passed).',
       registers: [registry],
     });
     this.slotWait = new Histogram({

@@ -1,8 +1,15 @@
-import { test } from 'node:test';
+/** The node helper states, with waits driven by node:test's mock timers (no wall-clock waits). */
+import { afterEach, beforeEach, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NodeHelperState, parseHelperState } from './nodestate.ts';
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+beforeEach(() => mock.timers.enable({ apis: ['setTimeout'] }));
+afterEach(() => mock.timers.reset());
+
+/** Lets pending promise continuations run (setImmediate is not mocked). */
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
+};
 
 /** A fake "helpers running" counter whose idle() resolves when it reaches 0. */
 function counter() {
@@ -25,17 +32,23 @@ test('starts Disabled; runs wait until enabled', async () => {
   const c = counter();
   const s = new NodeHelperState(c.running, c.idle);
   assert.equal(s.state, 'Disabled');
-  const waiting = s.whenEnabled(10_000);
-  await sleep(10);
+  let woke: boolean | undefined;
+  const waiting = s.whenEnabled(10_000).then((v) => (woke = v));
+  mock.timers.tick(9999);
+  await settle();
+  assert.equal(woke, undefined, 'still waiting');
   await s.set('Enabled');
-  assert.equal(await waiting, true);
+  await waiting;
+  assert.equal(woke, true);
 });
 
 test('Freezing: new runs wait, and give up (stay pending) after the wait limit', async () => {
   const c = counter();
   const s = new NodeHelperState(c.running, c.idle);
   await s.set('Freezing');
-  assert.equal(await s.whenEnabled(30), false);
+  const gaveUp = s.whenEnabled(30_000);
+  mock.timers.tick(30_000);
+  assert.equal(await gaveUp, false);
   const w = s.whenEnabled(10_000);
   await s.set('Enabled');
   assert.equal(await w, true);
@@ -46,10 +59,16 @@ test('disable drains running helpers, then is Disabled', async () => {
   const s = new NodeHelperState(c.running, c.idle);
   await s.set('Enabled');
   c.start();
-  setTimeout(() => c.finish(), 50);
-  const r = await s.set('Disabled', 1000);
+  const disabling = s.set('Disabled', 5000);
+  assert.equal(s.state, 'Disabled', 'new helpers stop at once');
+  mock.timers.tick(4999);
+  c.finish();
+  const r = await disabling;
   assert.deepEqual([r.state, r.ok], ['Disabled', true]);
-  assert.equal(await s.whenEnabled(20), false, 'new runs do not start while disabled');
+  assert.match(r.message, /after 1 running helper\(s\) finished/);
+  const w = s.whenEnabled(20);
+  mock.timers.tick(20);
+  assert.equal(await w, false, 'new runs do not start while disabled');
 });
 
 test('a disable whose helpers do not finish in time reverts to Enabled and fails (EAGAIN)', async () => {
@@ -57,11 +76,13 @@ test('a disable whose helpers do not finish in time reverts to Enabled and fails
   const s = new NodeHelperState(c.running, c.idle);
   await s.set('Enabled');
   c.start();
-  const r = await s.set('Disabled', 50);
+  const disabling = s.set('Disabled', 5000);
+  mock.timers.tick(5000);
+  const r = await disabling;
   assert.equal(r.ok, false);
   assert.equal(r.state, 'Enabled');
   assert.equal(s.state, 'Enabled');
-  assert.match(r.message, /disable failed \(EAGAIN\): 1 helper\(s\) still running after 0.05 s/);
+  assert.match(r.message, /disable failed \(EAGAIN\): 1 helper\(s\) still running after 5 s/);
   c.finish();
 });
 

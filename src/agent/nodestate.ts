@@ -14,6 +14,7 @@
  * interrupted runs can be recognised (helpers start UMH_DISABLED until boot
  * has finished).
  */
+import { DEFAULT_DRAIN_TIMEOUT_MS } from './defaults.ts';
 
 export type HelperState = 'Enabled' | 'Freezing' | 'Disabled';
 export const HELPER_STATES: readonly HelperState[] = ['Enabled', 'Freezing', 'Disabled'];
@@ -24,8 +25,6 @@ export const HELPERS_ANNOTATION = 'kmod.dev/helpers';
 export const HELPERS_STATE_ANNOTATION = 'kmod.dev/helpers-state';
 /** What the last transition did, reported by the agent. */
 export const HELPERS_MESSAGE_ANNOTATION = 'kmod.dev/helpers-message';
-
-export const DEFAULT_DRAIN_TIMEOUT_MS = 5000;
 
 /** Parses the annotation; undefined (absent) means Enabled; anything else is an error naming the value. */
 export function parseHelperState(value: string | undefined): HelperState {

@@ -6,15 +6,16 @@
  *   admission policy reads, checked again before every exec;
  * - the agent config, whose capability masks for the helper may be
  *   NARROWED at runtime but never widened, like the kernel's
- *   usermodehelper/bset and inheritable sysctls (writes can only drop bits).
- *   A widening change is refused, loudly, and the narrower mask stays in
- *   force until the agent restarts with new flags.
+ *   usermodehelper/bset and inheritable sysctls: proc_cap_handler() stores
+ *   cap_intersect(old, new), so the narrowing part of any write applies and
+ *   bits that would widen are ignored, loudly (log, Event, metric); the
+ *   narrower mask stays in force until the agent restarts with new flags.
  *
  * The helper path is deliberately not here: it is a flag, fixed for the
  * agent's life (CONFIG_STATIC_USERMODEHELPER).
  */
 import type { KubeConfig, V1ConfigMap } from '@kubernetes/client-node';
-import { capMaskFromNames, capNamesFromMask, capsAdded } from '../helper/capabilities.ts';
+import { capMaskFromNames, capNamesFromMask, capsAdded, parseCapList } from '../helper/capabilities.ts';
 import { Informer } from '../kube/informer.ts';
 import type { Logger } from '../observability/logger.ts';
 import { compilePolicy, type ModulePolicy } from '../policy/modulepolicy.ts';
@@ -53,27 +54,13 @@ export interface AgentSettingsOptions {
   onNarrowed?: (message: string) => void;
 }
 
-/** Parses a comma-separated capability list; throws naming the key on an unknown name. */
-function parseCapList(key: string, value: string): bigint {
-  const names = value
-    .split(',')
-    .map((s) => s.trim().toLowerCase())
-    .filter(Boolean);
-  try {
-    return capMaskFromNames(names);
-  } catch (err) {
-    throw new Error(`${key}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 /**
- * Applies a proposed mask change under the narrow-only rule. Returns the mask
- * now in force and, when the change was refused, the capabilities it would
- * have added.
+ * Applies a proposed mask as the kernel's proc_cap_handler() does: the mask
+ * in force becomes current ∩ proposed. Returns it, and the capabilities the
+ * proposal would have added (ignored). Pure.
  */
-export function narrowOnly(current: bigint, proposed: bigint): { mask: bigint; refused: string[] } {
-  const added = capsAdded(current, proposed);
-  return added.length ? { mask: current, refused: added } : { mask: proposed, refused: [] };
+export function intersectMask(current: bigint, proposed: bigint): { mask: bigint; ignored: string[] } {
+  return { mask: current & proposed, ignored: capsAdded(current, proposed) };
 }
 
 function cmInformer(kc: KubeConfig, ref: ConfigMapRef, logger: Logger): Informer<V1ConfigMap> {
@@ -174,7 +161,7 @@ export class AgentSettings {
       if (value === undefined) continue; // absent = unchanged: removing a key cannot widen anything
       let proposed: bigint;
       try {
-        proposed = parseCapList(key, value);
+        proposed = capMaskFromNames(parseCapList(key, value));
       } catch (err) {
         this.#log.error('agent config invalid; mask unchanged', {
           configMap: where,
@@ -185,27 +172,29 @@ export class AgentSettings {
       }
       const current = get();
       if (proposed === current) continue;
-      const { mask, refused } = narrowOnly(current, proposed);
-      if (refused.length) {
+      const { mask, ignored } = intersectMask(current, proposed);
+      if (mask !== current) {
+        set(mask);
+        const message = `${where}: ${key} narrowed to ${capNamesFromMask(mask).join(',') || '(empty)'}`;
+        this.#log.info('helper capability mask narrowed', {
+          configMap: where,
+          key,
+          mask: capNamesFromMask(mask),
+        });
+        this.#opts.onNarrowed?.(message);
+      }
+      if (ignored.length) {
         const message =
-          `${where}: ${key} would add ${refused.join(', ')}; helper capability masks can only be narrowed ` +
-          `while the agent runs (restart it with new flags to widen). Keeping ${capNamesFromMask(current).join(',') || '(empty)'}`;
+          `${where}: ${key} would add ${ignored.join(', ')}; helper capability masks can only be narrowed ` +
+          `while the agent runs (restart it with new flags to widen). In force: ${capNamesFromMask(mask).join(',') || '(empty)'}`;
         this.#log.warn('refused to widen a helper capability mask', {
           configMap: where,
           key,
-          added: refused,
+          added: ignored,
+          mask: capNamesFromMask(mask),
         });
         this.#opts.onWidenRefused?.(message);
-        continue;
       }
-      set(mask);
-      const message = `${where}: ${key} narrowed to ${capNamesFromMask(mask).join(',') || '(empty)'}`;
-      this.#log.info('helper capability mask narrowed', {
-        configMap: where,
-        key,
-        mask: capNamesFromMask(mask),
-      });
-      this.#opts.onNarrowed?.(message);
     }
   }
 }

@@ -1,64 +1,119 @@
-import { test } from 'node:test';
+/** The helper slots, with the busy timeout driven by node:test's mock timers (no wall-clock waits). */
+import { afterEach, beforeEach, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CancelledError, HelperSlots, ThrottledError } from './slots.ts';
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+beforeEach(() => mock.timers.enable({ apis: ['setTimeout'] }));
+afterEach(() => mock.timers.reset());
 
-test('never runs more than max at once', async () => {
+/** Lets pending promise continuations run (setImmediate is not mocked). */
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
+};
+
+/** A task that holds its slot until released. */
+function holder() {
+  let release = () => {};
+  const done = new Promise<void>((r) => (release = r));
+  return { fn: () => done, release };
+}
+
+test('never runs more than max at once; a freed slot goes to the next waiter', async () => {
   const slots = new HelperSlots(3, 10_000);
   let alive = 0;
   let peak = 0;
-  await Promise.all(
-    Array.from({ length: 12 }, () =>
+  const tasks = Array.from({ length: 12 }, () => holder());
+  const all = Promise.all(
+    tasks.map((t) =>
       slots.run(async () => {
         peak = Math.max(peak, ++alive);
-        await sleep(10);
+        await t.fn();
         alive--;
       }),
     ),
   );
+  await settle();
+  assert.deepEqual([slots.running, slots.waiting], [3, 9]);
+  for (const t of tasks) {
+    t.release();
+    await settle();
+  }
+  await all;
   assert.equal(peak, 3);
 });
 
 test('a waiter that gets no slot within the busy timeout is throttled, with the cap in the message', async () => {
-  const slots = new HelperSlots(1, 50);
-  const holder = slots.run(() => sleep(300));
-  await assert.rejects(
-    slots.run(() => Promise.resolve('never')),
-    (err: unknown) => {
-      assert.ok(err instanceof ThrottledError);
-      assert.match(err.message, /all 1 helper slots stayed busy for 0.05 s/);
-      return true;
-    },
-  );
+  const slots = new HelperSlots(1, 5000);
+  const h = holder();
+  const held = slots.run(h.fn);
+  const seen: { err?: unknown } = {};
+  const waiter = slots.run(() => Promise.resolve('never')).catch((err: unknown) => (seen.err = err));
+  mock.timers.tick(4999);
+  await settle();
+  assert.equal(seen.err, undefined, 'still waiting 1 ms before the busy timeout');
+  mock.timers.tick(1);
+  const err = await waiter;
+  assert.ok(err instanceof ThrottledError, 'throttled');
+  assert.match(err.message, /^all 1 helper slots stayed busy for 5 s$/);
   assert.equal(slots.waiting, 0, 'the throttled waiter left the line');
-  await holder;
+  h.release();
+  await held;
 });
 
-test('a waiter that gets a slot within the busy timeout runs', async () => {
-  const slots = new HelperSlots(1, 1000);
-  const first = slots.run(() => sleep(30));
-  assert.equal(await slots.run(() => Promise.resolve('ran')), 'ran');
-  await first;
+test('a waiter that gets a slot within the busy timeout runs, and its timer no longer fires', async () => {
+  const slots = new HelperSlots(1, 5000);
+  const h = holder();
+  const held = slots.run(h.fn);
+  const waiter = slots.run(() => Promise.resolve('ran'));
+  mock.timers.tick(4999);
+  h.release();
+  assert.equal(await waiter, 'ran');
+  mock.timers.tick(10_000);
+  await held;
 });
 
 test('cancelling a waiter takes it out of line at once; a running task is not interrupted', async () => {
   const slots = new HelperSlots(1, 10_000);
   const running = new AbortController();
+  const h = holder();
   let finished = false;
-  const holder = slots.run(async () => {
-    await sleep(100);
+  const held = slots.run(async () => {
+    await h.fn();
     finished = true;
   }, running.signal);
   const waiting = new AbortController();
   const waiter = slots.run(() => Promise.resolve('never'), waiting.signal);
-  const t0 = Date.now();
   waiting.abort('run deleted');
-  await assert.rejects(waiter, CancelledError);
-  assert.ok(Date.now() - t0 < 50, 'cancelled at once, not after the busy timeout');
+  // No time passes on the fake clock: the rejection comes from the abort, not from the busy timeout.
+  await assert.rejects(
+    waiter,
+    (err: unknown) => err instanceof CancelledError && /run deleted/.test(err.message),
+  );
+  assert.equal(slots.waiting, 0);
   running.abort('run deleted'); // the holder has started: it runs to the end
-  await holder;
+  await settle();
+  assert.equal(finished, false);
+  h.release();
+  await held;
   assert.equal(finished, true);
+});
+
+test('drained() resolves once no slot is in use (the drain signal), at once when idle', async () => {
+  const slots = new HelperSlots(2, 10_000);
+  let drained = false;
+  await slots.drained();
+  const a = holder();
+  const b = holder();
+  const runs = [slots.run(a.fn), slots.run(b.fn)];
+  await settle();
+  void slots.drained().then(() => (drained = true));
+  a.release();
+  await settle();
+  assert.equal(drained, false, 'one helper still runs');
+  b.release();
+  await Promise.all(runs);
+  await settle();
+  assert.equal(drained, true);
 });
 
 test('refuses nonsense settings', () => {

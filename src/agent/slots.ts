@@ -8,6 +8,7 @@
  * (or when the run is deleted: the killable wait) takes a waiter out of line.
  */
 import PQueue from 'p-queue';
+import { DEFAULT_BUSY_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT } from './defaults.ts';
 
 /** Thrown when no slot freed up within the busy timeout. */
 export class ThrottledError extends Error {
@@ -28,9 +29,6 @@ export class CancelledError extends Error {
     this.name = 'CancelledError';
   }
 }
-
-export const DEFAULT_MAX_CONCURRENT = 50;
-export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 
 export class HelperSlots {
   readonly #queue: PQueue;
@@ -59,6 +57,14 @@ export class HelperSlots {
   /** Callers waiting for a slot. */
   get waiting(): number {
     return this.#queue.size;
+  }
+
+  /**
+   * Resolves once no slot is in use (p-queue's onPendingZero: waiters that
+   * still queue do not count). What draining waits on.
+   */
+  drained(): Promise<void> {
+    return this.#queue.pending === 0 ? Promise.resolve() : this.#queue.onPendingZero();
   }
 
   /**

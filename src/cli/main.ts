@@ -7,8 +7,16 @@
 import { parseArgs } from 'node:util';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { Agent } from '../agent/agent.ts';
+import {
+  DEFAULT_BUSY_TIMEOUT_MS,
+  DEFAULT_CAPABILITIES,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  DEFAULT_FREEZE_WAIT_MS,
+  DEFAULT_MAX_CONCURRENT,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+} from '../agent/defaults.ts';
+import { parseCapList } from '../helper/capabilities.ts';
 import { labelKeyError } from '../api/validation.ts';
-import { capMaskFromNames } from '../helper/capabilities.ts';
 import { clusterDown, clusterServe, clusterUp } from '../cluster/background.ts';
 import { Controller } from '../controller/controller.ts';
 import { loadKubeConfig } from '../kube/config.ts';
@@ -41,10 +49,10 @@ agent flags:
   --node-name NAME         this node (default: $NODE_NAME)
   --helper PATH            the module helper, fixed for the agent's life (default /sbin/modprobe;
                            an empty value disables module loading on this node)
-  --max-concurrent N       helpers alive at once (default 50, the kernel's MAX_KMOD_CONCURRENT)
-  --busy-timeout SECONDS   wait for a free helper slot before failing Throttled (default 5)
-  --capability-bounding LIST    helper's bounding set, comma-separated (default cap_sys_module)
-  --capability-inheritable LIST helper's inheritable set (default empty)
+  --max-concurrent N       helpers alive at once (default ${DEFAULT_MAX_CONCURRENT}, the kernel's MAX_KMOD_CONCURRENT)
+  --busy-timeout SECONDS   wait for a free helper slot before failing Throttled (default ${DEFAULT_BUSY_TIMEOUT_MS / 1000})
+  --capability-bounding LIST    helper's bounding set, comma-separated (default ${DEFAULT_CAPABILITIES.bounding.join(',')})
+  --capability-inheritable LIST helper's inheritable set (default ${DEFAULT_CAPABILITIES.inheritable.join(',') || 'empty'})
   --boot-id-source kernel|node  where the node's boot ID comes from: the kernel (default) or the
                            Node object's status.nodeInfo.bootID (simulated nodes)
   --boot-id-file PATH      the kernel's boot ID file (default /proc/sys/kernel/random/boot_id)
@@ -52,10 +60,10 @@ agent flags:
                            a missing or invalid policy refuses every module (fail closed)
   --config-configmap NS/NAME   runtime capability masks (capabilityBounding, capabilityInheritable):
                            they may only narrow the flags' masks; widening is refused
-  --drain-timeout SECONDS  disabling waits this long for running helpers, else re-enables (default 5)
+  --drain-timeout SECONDS  disabling waits this long for running helpers, else re-enables (default ${DEFAULT_DRAIN_TIMEOUT_MS / 1000})
   --freeze-wait SECONDS    a run waits this long while helpers are Freezing/Disabled, then stays
-                           pending until the node is enabled (default 30)
-  --shutdown-grace SECONDS on SIGTERM, how long running helpers may drain (default 25; keep it
+                           pending until the node is enabled (default ${DEFAULT_FREEZE_WAIT_MS / 1000})
+  --shutdown-grace SECONDS on SIGTERM, how long running helpers may drain (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000}; keep it
                            below the pod's terminationGracePeriodSeconds)
 
 local flags:
@@ -84,6 +92,11 @@ function nonNegative(flag: string, value: string | undefined, dflt: number): num
   return n;
 }
 
+/** A flag in seconds, as milliseconds; the default is given in milliseconds. */
+function seconds(flag: string, value: string | undefined, dfltMs: number): number {
+  return value === undefined ? dfltMs : nonNegative(flag, value, 0) * 1000;
+}
+
 function bootIdSource(value: string): 'kernel' | 'node' {
   if (value !== 'kernel' && value !== 'node') fail(`--boot-id-source must be kernel or node, got "${value}"`);
   return value;
@@ -99,18 +112,13 @@ function configMapRef(
   return { namespace, name };
 }
 
-function capList(flag: string, value: string | undefined, dflt: string[]): string[] {
-  if (value === undefined) return dflt;
-  const names = value
-    .split(',')
-    .map((s) => s.trim().toLowerCase())
-    .filter(Boolean);
+function capList(flag: string, value: string | undefined, dflt: readonly string[]): string[] {
+  if (value === undefined) return [...dflt];
   try {
-    capMaskFromNames(names);
+    return parseCapList(`--${flag}`, value);
   } catch (err) {
-    fail(`--${flag}: ${(err as Error).message}`);
+    fail((err as Error).message);
   }
-  return names;
 }
 
 /** Stops `stop` on SIGTERM/SIGINT; a second signal exits at once. */
@@ -231,8 +239,12 @@ async function agentCommand(args: string[]): Promise<void> {
     fail(`--helper must be an absolute path (or empty to disable), got "${helper}"`);
   // Flags are checked before anything connects, so a typo fails at once with the flag's name.
   const capabilities = {
-    bounding: capList('capability-bounding', values['capability-bounding'], ['cap_sys_module']),
-    inheritable: capList('capability-inheritable', values['capability-inheritable'], []),
+    bounding: capList('capability-bounding', values['capability-bounding'], DEFAULT_CAPABILITIES.bounding),
+    inheritable: capList(
+      'capability-inheritable',
+      values['capability-inheritable'],
+      DEFAULT_CAPABILITIES.inheritable,
+    ),
   };
   const logger = createLogger('agent');
   const registry = new Registry();
@@ -244,18 +256,18 @@ async function agentCommand(args: string[]): Promise<void> {
     helperPath: helper,
     logger,
     registry,
-    maxConcurrent: positiveInt('max-concurrent', values['max-concurrent'], 50),
-    busyTimeoutMs: nonNegative('busy-timeout', values['busy-timeout'], 5) * 1000,
+    maxConcurrent: positiveInt('max-concurrent', values['max-concurrent'], DEFAULT_MAX_CONCURRENT),
+    busyTimeoutMs: seconds('busy-timeout', values['busy-timeout'], DEFAULT_BUSY_TIMEOUT_MS),
     capabilities,
     bootIdFile: values['boot-id-file'],
     bootIdSource: bootIdSource(values['boot-id-source']),
     policyConfigMap: configMapRef('policy-configmap', values['policy-configmap']),
     agentConfigMap: configMapRef('config-configmap', values['config-configmap']),
-    drainTimeoutMs: nonNegative('drain-timeout', values['drain-timeout'], 5) * 1000,
-    freezeWaitMs: nonNegative('freeze-wait', values['freeze-wait'], 30) * 1000,
+    drainTimeoutMs: seconds('drain-timeout', values['drain-timeout'], DEFAULT_DRAIN_TIMEOUT_MS),
+    freezeWaitMs: seconds('freeze-wait', values['freeze-wait'], DEFAULT_FREEZE_WAIT_MS),
   });
   // Below the pod's terminationGracePeriodSeconds (30 in deploy/), so the drain finishes before SIGKILL.
-  const shutdownGraceMs = nonNegative('shutdown-grace', values['shutdown-grace'], 25) * 1000;
+  const shutdownGraceMs = seconds('shutdown-grace', values['shutdown-grace'], DEFAULT_SHUTDOWN_GRACE_MS);
   await serveUntilSignal(
     'agent',
     agent,

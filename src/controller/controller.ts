@@ -16,32 +16,22 @@ import {
   RUN_PLURAL,
   VERSION,
   controllingRequest,
-  isTerminal,
   type ModuleRequest,
-  type ModuleRequestStatus,
   type ModuleRun,
-  type ModuleRunSpec,
 } from '../api/types.ts';
 import { validateRequestSpec } from '../api/validation.ts';
 import { EventRecorder } from '../kube/events.ts';
-import { isAlreadyExists, isConflict, isForbidden, isNotFound, statusCode } from '../kube/errors.ts';
+import { isConflict } from '../kube/errors.ts';
 import { Informer } from '../kube/informer.ts';
+import { labelsChanged } from '../kube/predicates.ts';
 import { LeaderElector } from '../kube/leaderelection.ts';
 import { Resources } from '../kube/resources.ts';
 import { WorkQueue, type ReconcileResult } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { summarize, type MissingNode } from './status.ts';
-import {
-  bootIdOf,
-  describeTarget,
-  desiredRunSpec,
-  newRun,
-  rebooted,
-  resolveTargets,
-  runSpecDiffers,
-  type TargetOptions,
-} from './targets.ts';
+import { ReconcileSteps, asTarget, joined } from './steps.ts';
+import { bootIdOf, describeTarget, resolveTargets, type TargetOptions } from './targets.ts';
 
 export interface ControllerOptions {
   kc: KubeConfig;
@@ -70,7 +60,7 @@ const runsPath = `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`;
 export class Controller {
   readonly #opts: ControllerOptions;
   readonly #log: Logger;
-  readonly #resources: Resources;
+  readonly #steps: ReconcileSteps;
   readonly #events: EventRecorder;
   readonly #metrics: ControllerMetrics;
   readonly #requests: Informer<ModuleRequest>;
@@ -88,13 +78,14 @@ export class Controller {
     this.#opts = opts;
     this.#log = opts.logger;
     const { kc } = opts;
-    this.#resources = new Resources(kc);
+    const resources = new Resources(kc);
     this.#events = new EventRecorder({
       kc,
       component: 'kmod-controller',
       host: hostname(),
       logger: opts.logger,
     });
+    this.#steps = new ReconcileSteps(resources, this.#events);
     this.#metrics = new ControllerMetrics(opts.registry, () =>
       this.#requests.list().map((r) => r.status?.phase),
     );
@@ -126,18 +117,13 @@ export class Controller {
     this.#runs.on('update', (run) => indexRun(run));
     this.#runs.on('delete', (run) => indexRun(run, true));
     // Node heartbeats change status every few seconds; only joins, leaves, label and boot changes matter.
-    const nodeSeen = new Map<string, string>();
-    const onNode = (node: V1Node, deleted = false) => {
-      const name = node.metadata?.name ?? '';
-      const fingerprint = deleted ? '' : `${JSON.stringify(node.metadata?.labels ?? {})}|${bootIdOf(node)}`;
-      if (!deleted && nodeSeen.get(name) === fingerprint) return;
-      if (deleted) nodeSeen.delete(name);
-      else nodeSeen.set(name, fingerprint);
+    const onNode = (node: V1Node, old?: V1Node) => {
+      if (old && !labelsChanged(node, old) && bootIdOf(node) === bootIdOf(old)) return;
       for (const r of this.#requests.list()) if (r.metadata.name) this.#queue?.add(r.metadata.name);
     };
     this.#nodes.on('add', (n) => onNode(n));
-    this.#nodes.on('update', (n) => onNode(n));
-    this.#nodes.on('delete', (n) => onNode(n, true));
+    this.#nodes.on('update', onNode);
+    this.#nodes.on('delete', (n) => onNode(n));
   }
 
   /** Why the controller is not ready, or undefined when it is (for /readyz). */
@@ -238,229 +224,48 @@ export class Controller {
     }
   }
 
-  /** One pass of the checklist: gone → done; invalid → fail; converge runs; report status. */
+  /**
+   * One pass of the checklist: delete orphans; gone → done; invalid → fail; converge each node;
+   * retire runs no longer targeted; fold status. An API error on one node does not stop the
+   * others or the status write: errors are collected and handed to the queue together at the end
+   * (its rate-limited retry), as KMM's reconcilers join theirs.
+   */
   async #reconcile(name: string): Promise<ReconcileResult | void> {
     const req = this.#requests.get(name);
-    // Runs whose request is gone (or was recreated under the same name) are deleted now rather than
-    // when the garbage collector gets to them (it can lag by its discovery period): deleting a
-    // request must cancel its runs still waiting for a helper slot at once.
     const named = [...(this.#runsByRequest.get(name)?.values() ?? [])];
-    const orphans = named.filter((r) => controllingRequest(r)?.uid !== req?.metadata.uid);
-    for (const run of orphans) await this.#resources.deleteRun(run.metadata.name ?? '');
-    if (!req || req.metadata.deletionTimestamp) return;
+    const errors: unknown[] = [];
+    await this.#steps.deleteOrphans(req, named, errors);
+    if (!req || req.metadata.deletionTimestamp) return joined(errors);
     const log = this.#log.child({ request: name, module: req.spec?.module });
-    const uid = req.metadata.uid ?? '';
-    const ownRuns = named.filter((r) => controllingRequest(r)?.uid === uid);
+    const ownRuns = named.filter((r) => controllingRequest(r)?.uid === req.metadata.uid);
 
     const invalid = validateRequestSpec(req.spec);
     if (invalid) {
       // Admission should have refused it; it got through (no CRD rules, a bypass): fail loudly, run nothing.
-      await this.#writeStatus(
-        req,
-        summarize(
-          req,
-          [],
-          [{ nodeName: req.spec?.nodeName ?? '-', reason: Reason.InvalidSpec, message: invalid }],
-          describeTarget(req),
-        ),
-        log,
-      );
-      return;
+      const node = req.spec?.nodeName ?? '-';
+      const missing = [{ nodeName: node, reason: Reason.InvalidSpec, message: invalid }];
+      await this.#steps.writeStatus(req, summarize(req, [], missing, describeTarget(req)), log);
+      return joined(errors);
     }
 
     const nodes = this.#nodes.list();
     const { nodes: targets, missing } = resolveTargets(req, nodes, this.#opts.targets);
-    const byNode = new Map(ownRuns.map((r) => [r.spec.nodeName, r]));
-    const targetNames = new Set(targets.map((n) => n.metadata?.name ?? ''));
-    const existingNodes = new Set(nodes.map((n) => n.metadata?.name ?? ''));
+    const { current, refused } = await this.#steps.convergeNodes(req, targets, ownRuns, log, errors);
+    const targeted = new Set(targets.map((n) => n.metadata?.name ?? ''));
+    const existing = new Set(nodes.map((n) => n.metadata?.name ?? ''));
+    const deleted = await this.#steps.retireRuns(req, ownRuns, targeted, existing, log, errors);
 
-    // Converge: a run for every targeted node, carrying the request's current generation. What we
-    // write replaces the cached copy in `current`, so the status below never reports a run as
-    // done for a generation it has not carried out yet.
-    const current = new Map<string, ModuleRun>();
-    const refused: MissingNode[] = [];
-    for (const node of targets) {
-      const nodeName = node.metadata?.name ?? '';
-      const run = byNode.get(nodeName);
-      if (!run) {
-        try {
-          current.set(nodeName, await this.#createRun(req, node, log));
-        } catch (err) {
-          const outcome = refusal(err, nodeName);
-          if (!outcome) throw err;
-          refused.push(outcome);
-        }
-        continue;
-      }
-      const desired = desiredRunSpec(req, node);
-      if (runSpecDiffers(run.spec, desired)) {
-        log.info('request changed; dispatching again', {
-          node: nodeName,
-          generation: desired.requestGeneration,
-        });
-        // Merge patch: a list that went away must be sent as null to be removed.
-        const patch = { ...desired, parameters: desired.parameters ?? null } as unknown as ModuleRunSpec;
-        try {
-          current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', patch));
-        } catch (err) {
-          const outcome = refusal(err, nodeName);
-          if (!outcome) throw err;
-          refused.push(outcome);
-        }
-      } else if (rebooted(run, node)) {
-        log.info('node rebooted; running again', { node: nodeName, bootID: desired.bootID });
-        this.#events.event(
-          asTarget(req),
-          'Normal',
-          'NodeRebooted',
-          `node ${nodeName} rebooted (boot ${desired.bootID}); loading ${req.spec.module} again`,
-        );
-        current.set(
-          nodeName,
-          await this.#resources.patchRunSpec(run.metadata.name ?? '', { bootID: desired.bootID }),
-        );
-      } else if (run.status?.reason === Reason.NodeDeleted) {
-        // The node was deleted and has come back under the same name: run again from scratch.
-        log.info('node is back; running again', { node: nodeName });
-        current.set(nodeName, await this.#resources.updateRunStatus({ ...run, status: {} }));
-      } else {
-        current.set(nodeName, run);
-      }
-    }
-
-    // Runs that are no longer targeted. The one node a request names was deleted before its run
-    // finished: that is the request's outcome (NodeDeleted). A selected node that left (scale-down,
-    // replacement) is said in an Event and no longer counted. Otherwise the run is deleted, which
-    // cancels it if it was still waiting.
-    const deletedNodes: MissingNode[] = [];
-    for (const run of ownRuns) {
-      const nodeName = run.spec.nodeName;
-      if (targetNames.has(nodeName)) continue;
-      const gone = !existingNodes.has(nodeName);
-      const lost = !isTerminal(run.status?.phase) || run.status?.reason === Reason.NodeDeleted;
-      if (gone && lost && req.spec.nodeName !== undefined) {
-        if (run.status?.reason !== Reason.NodeDeleted) {
-          log.warn('node deleted before its run finished', { node: nodeName });
-          await this.#markNodeDeleted(run);
-        }
-        const message = `node ${nodeName} was deleted before the run finished`;
-        deletedNodes.push({ nodeName, reason: Reason.NodeDeleted, message });
-        continue;
-      }
-      if (gone && lost) {
-        log.warn('selected node deleted before its run finished', { node: nodeName });
-        this.#events.event(
-          asTarget(req),
-          'Warning',
-          Reason.NodeDeleted,
-          `node ${nodeName} was deleted before its run finished; it is no longer targeted`,
-        );
-      } else {
-        log.info('node no longer targeted; deleting its run', { node: nodeName });
-      }
-      await this.#resources.deleteRun(run.metadata.name ?? '');
-    }
-
-    const missingNodes: MissingNode[] = [...refused, ...deletedNodes];
-    if (missing && !deletedNodes.some((n) => n.nodeName === missing)) {
+    const missingNodes: MissingNode[] = [...refused, ...deleted];
+    if (missing && !deleted.some((n) => n.nodeName === missing)) {
       missingNodes.push({
         nodeName: missing,
         reason: Reason.NodeNotFound,
         message: `node ${missing} does not exist; waiting for it to join`,
       });
     }
-    const status = summarize(req, [...current.values()], missingNodes, describeTarget(req));
-    await this.#writeStatus(req, status, log);
+    await this.#steps.writeStatus(req, summarize(req, current, missingNodes, describeTarget(req)), log);
+    joined(errors);
     // A refused dispatch may be allowed later (the policy can change): look again in a while.
     if (refused.length) return { requeueAfterMs: 60_000 };
   }
-
-  async #createRun(req: ModuleRequest, node: V1Node, log: Logger): Promise<ModuleRun> {
-    const run = newRun(req, node);
-    try {
-      const created = await this.#resources.createRun(run);
-      log.info('dispatched', { node: run.spec.nodeName, run: run.metadata.name });
-      return created;
-    } catch (err) {
-      // The cache lags our own writes: AlreadyExists means an earlier pass created it.
-      if (!isAlreadyExists(err)) throw err;
-      return (await this.#resources.getRun(run.metadata.name ?? '')) ?? run;
-    }
-  }
-
-  async #markNodeDeleted(run: ModuleRun): Promise<ModuleRun | undefined> {
-    const current = await this.#resources.getRun(run.metadata.name ?? '');
-    if (!current || isTerminal(current.status?.phase)) return current;
-    current.status = {
-      ...current.status,
-      observedGeneration: current.metadata.generation,
-      phase: 'Failed',
-      reason: Reason.NodeDeleted,
-      message: `node ${current.spec.nodeName} was deleted before the run finished`,
-      finishTime: new Date().toISOString(),
-    };
-    try {
-      return await this.#resources.updateRunStatus(current);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      return undefined;
-    }
-  }
-
-  /** Writes the status when it changed, and records Events on the transitions that matter to a person. */
-  async #writeStatus(req: ModuleRequest, status: ModuleRequestStatus, log: Logger): Promise<void> {
-    const old = req.status ?? {};
-    if (sameStatus(old, status)) return;
-    // JSON merge patch replaces lists whole; fields that went away must be sent as null.
-    const patch = { ...status, exitCode: status.exitCode ?? null } as unknown as ModuleRequestStatus;
-    try {
-      await this.#resources.patchRequestStatus(req.metadata.name ?? '', patch);
-    } catch (err) {
-      if (isNotFound(err)) return; // deleted meanwhile
-      throw err;
-    }
-    if (old.phase !== status.phase || old.observedGeneration !== status.observedGeneration) {
-      const msg = `${req.spec.module}: ${status.progress} node(s) succeeded (${status.phase})`;
-      if (status.phase === 'Succeeded') this.#events.event(asTarget(req), 'Normal', 'Succeeded', msg);
-      else if (status.phase === 'Failed') {
-        const failed = status.conditions?.find((c) => c.type === 'Failed');
-        this.#events.event(asTarget(req), 'Warning', failed?.reason ?? 'Failed', failed?.message ?? msg);
-      }
-      log.info('request status changed', { phase: status.phase, progress: status.progress });
-    }
-  }
-}
-
-/**
- * Admission refused a run (the module policy changed since the request was admitted, or a rule the
- * request does not meet): that is the node's outcome, not a reason to retry blindly. Undefined for
- * any other error.
- */
-function refusal(err: unknown, nodeName: string): MissingNode | undefined {
-  if (!isForbidden(err) && statusCode(err) !== 422) return undefined;
-  const reason = isForbidden(err) ? Reason.Denied : Reason.InvalidSpec;
-  return { nodeName, reason, message: `dispatch refused by the API server: ${errorMessage(err)}` };
-}
-
-/** Equal ignoring condition timestamps (they only move on transitions) and key order (the apiserver sorts keys). */
-function sameStatus(a: ModuleRequestStatus, b: ModuleRequestStatus): boolean {
-  const strip = (s: ModuleRequestStatus) =>
-    canonicalJson({ ...s, conditions: s.conditions?.map((c) => ({ ...c, lastTransitionTime: '' })) });
-  return strip(a) === strip(b);
-}
-
-/** JSON with object keys sorted and undefined fields dropped, for comparing objects built in different orders. */
-export function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v && typeof v === 'object') {
-    const entries = Object.entries(v as Record<string, unknown>)
-      .filter(([, x]) => x !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(',')}}`;
-  }
-  return JSON.stringify(v);
-}
-
-function asTarget(req: ModuleRequest) {
-  return { apiVersion: `${GROUP}/${VERSION}`, kind: 'ModuleRequest', metadata: req.metadata };
 }

@@ -110,6 +110,25 @@ export function capMaskFromNames(names: Iterable<string>): bigint {
   return mask;
 }
 
+/**
+ * Parses a comma-separated capability list (`cap_sys_module,net_admin`; case
+ * and the `cap_` prefix optional, blanks ignored) into lower-case names.
+ * Throws naming `field` and the unknown name. The one parser of the CLI flags
+ * and the agent config ConfigMap.
+ */
+export function parseCapList(field: string, value: string): string[] {
+  const names = value
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+  try {
+    capMaskFromNames(names);
+  } catch (err) {
+    throw new Error(`${field}: ${(err as Error).message}`, { cause: err });
+  }
+  return names;
+}
+
 function capBit(raw: string): number {
   const lower = raw.trim().toLowerCase();
   const name = lower.startsWith('cap_') ? lower : `cap_${lower}`;

@@ -60,7 +60,12 @@ export interface InformerOptions<T> {
   listPageSize?: number;
 }
 
-type Handler<T> = (obj: T) => void;
+/**
+ * An event handler. On 'update' `old` is the object as last delivered (as
+ * client-go's UpdateFunc(old, new) has it; a periodic resync delivers the
+ * same object as both); on 'add' and 'delete' it is undefined.
+ */
+export type Handler<T> = (obj: T, old?: T) => void;
 
 /** A list as the apiserver sends it (client-node's generated types rename `continue` to `_continue`). */
 interface RawList<T> {
@@ -96,6 +101,8 @@ export class Informer<T extends KubernetesObject> {
   readonly #lw: ListWatch<T>;
   readonly #watch: BookmarkingWatch;
   readonly #handlers: Record<InformerEvent, Handler<T>[]> = { add: [], update: [], delete: [] };
+  /** The object each handler last saw, by namespace/name: the `old` of the next update. */
+  readonly #delivered = new Map<string, T>();
   readonly #backoff: { min: number; max: number };
   #nextDelay: number;
   #restartTimer: NodeJS.Timeout | undefined;
@@ -136,7 +143,7 @@ export class Informer<T extends KubernetesObject> {
   }
 
   /** Registers a handler. Register before start() to see the initial list as 'add' events. */
-  on(event: InformerEvent, fn: (obj: T) => void): void {
+  on(event: InformerEvent, fn: Handler<T>): void {
     this.#handlers[event].push(fn);
   }
 
@@ -266,9 +273,13 @@ export class Informer<T extends KubernetesObject> {
 
   #dispatch(event: InformerEvent, obj: T): void {
     if (!this.#running) return; // from a list or watch that outlived stop()
+    const key = `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
+    const old = this.#delivered.get(key);
+    if (event === 'delete') this.#delivered.delete(key);
+    else this.#delivered.set(key, obj);
     for (const fn of this.#handlers[event]) {
       try {
-        const ret = fn(obj) as unknown;
+        const ret = fn(obj, event === 'update' ? (old ?? obj) : undefined) as unknown;
         if (ret instanceof Promise) ret.catch((err: unknown) => this.#handlerFailed(event, obj, err));
       } catch (err) {
         this.#handlerFailed(event, obj, err);

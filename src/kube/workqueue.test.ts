@@ -1,9 +1,23 @@
+/**
+ * The work queue, with time driven by node:test's mock timers (a fake clock,
+ * as client-go tests its rate limiters): delays are asserted exactly, and no
+ * test waits on the wall clock.
+ */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { silentLogger } from '../observability/logger.ts';
 import { WorkQueue, type ReconcileResult, type WorkQueueOptions } from './workqueue.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Lets every pending promise continuation run (setImmediate is not mocked). */
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
+};
+
+/** Advances the fake clock by `ms`, letting reconciles that become due run. */
+async function tick(ms: number): Promise<void> {
+  mock.timers.tick(ms);
+  await settle();
+}
 
 /** A promise with its resolve function, to hold a reconcile open. */
 function gate(): { promise: Promise<void>; open: () => void } {
@@ -26,6 +40,9 @@ function queue(
 }
 
 void describe('WorkQueue', () => {
+  beforeEach(() => mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_000_000 }));
+  afterEach(() => mock.timers.reset());
+
   void it('reconciles a key added many times while waiting only once', async () => {
     const seen: string[] = [];
     const q = queue((key) => void seen.push(key));
@@ -44,8 +61,8 @@ void describe('WorkQueue', () => {
     const q = queue((key) => void seen.push(key));
     q.add('x');
     q.add('y');
-    await sleep(10);
-    assert.deepEqual(seen, []);
+    await settle();
+    assert.deepEqual(seen, [], 'nothing runs before start()');
     q.start();
     await q.idle();
     assert.deepEqual(seen, ['x', 'y']);
@@ -69,11 +86,11 @@ void describe('WorkQueue', () => {
     );
     q.start();
     q.add('a');
-    await sleep(5);
+    await settle();
     assert.equal(runs, 1);
     q.add('a'); // while in flight: must wait, then run again
     q.add('a'); // ... once
-    await sleep(10);
+    await settle();
     assert.equal(runs, 1, 'not started again while the first run is in flight');
     first.open();
     await q.idle();
@@ -83,21 +100,28 @@ void describe('WorkQueue', () => {
   });
 
   void it('runs distinct keys in parallel up to the concurrency', async () => {
-    let running = 0;
-    let maxRunning = 0;
+    const gates = new Map<string, { promise: Promise<void>; open: () => void }>();
     const q = queue(
-      async () => {
-        running++;
-        maxRunning = Math.max(maxRunning, running);
-        await sleep(20);
-        running--;
+      async (key) => {
+        const g = gate();
+        gates.set(key, g);
+        await g.promise;
       },
       { concurrency: 3 },
     );
     q.start();
     for (const k of ['a', 'b', 'c', 'd', 'e', 'f']) q.add(k);
+    await settle();
+    assert.deepEqual([...gates.keys()], ['a', 'b', 'c'], 'three in flight, the rest wait');
+    assert.equal(q.length, 3);
+    gates.get('a')?.open();
+    await settle();
+    assert.deepEqual([...gates.keys()], ['a', 'b', 'c', 'd'], 'a finished slot is taken by the next key');
+    for (const g of gates.values()) g.open();
+    await settle();
+    for (const g of gates.values()) g.open();
     await q.idle();
-    assert.equal(maxRunning, 3);
+    assert.equal(gates.size, 6);
     await q.stop();
   });
 
@@ -118,28 +142,35 @@ void describe('WorkQueue', () => {
     );
     q.start();
     q.add('a');
-    const deadline = Date.now() + 5000;
-    while (times.length < 5 && Date.now() < deadline) await sleep(5);
-    assert.equal(times.length, 5);
+    await settle();
+    for (const ms of [20, 40, 80, 80]) {
+      await tick(ms - 1);
+      const before = times.length;
+      await tick(1);
+      assert.equal(times.length, before + 1, `retried exactly ${ms} ms later`);
+    }
+    const t0 = times[0] as number;
+    assert.deepEqual(
+      times.map((t) => t - t0),
+      [0, 20, 60, 140, 220],
+      'delays 20, 40, 80, 80 (capped at max)',
+    );
     assert.deepEqual(retries, [
       ['a', 1, 'boom'],
       ['a', 2, 'boom'],
       ['a', 3, 'boom'],
       ['a', 4, 'boom'],
     ]);
-    // Delays 20, 40, 80, 80 (capped); timers may fire late, never early.
-    const gaps = times.slice(1).map((t, i) => t - (times[i] as number));
-    [20, 40, 80, 80].forEach((want, i) =>
-      assert.ok((gaps[i] as number) >= want - 2, `gap ${i} ${gaps[i]} >= ${want}`),
-    );
-    assert.ok((gaps[3] as number) < 80 + 60, `capped at max: ${gaps[3]}`);
+    assert.equal(q.numRequeues('a'), 0, 'success forgot the count');
 
-    // Success forgot the count: the next failure starts from the base delay again.
+    // The next failure starts from the base delay again.
     fail = 1;
     retries.length = 0;
     q.add('a');
-    while (times.length < 7 && Date.now() < deadline + 2000) await sleep(5);
+    await settle();
+    await tick(20);
     assert.deepEqual(retries, [['a', 1, 'boom']]);
+    assert.equal(times.length, 7);
     await q.stop();
   });
 
@@ -159,6 +190,8 @@ void describe('WorkQueue', () => {
     q.add('good');
     await q.idle();
     assert.deepEqual(seen, ['bad', 'good', 'good']);
+    assert.equal(q.numRequeues('bad'), 1);
+    assert.equal(q.numRequeues('good'), 0);
     await q.stop();
   });
 
@@ -175,13 +208,14 @@ void describe('WorkQueue', () => {
     });
     q.start();
     q.add('a');
-    const deadline = Date.now() + 2000;
-    while (calls < 2 && Date.now() < deadline) await sleep(2);
-    assert.equal(calls, 2);
+    await settle();
+    assert.equal(calls, 1);
+    await tick(1);
+    assert.equal(calls, 2, 'retried after the base delay');
     await q.stop();
   });
 
-  void it('schedules the key again after requeueAfterMs', async () => {
+  void it('schedules the key again after requeueAfterMs, once', async () => {
     const times: number[] = [];
     const q = queue(() => {
       times.push(Date.now());
@@ -189,11 +223,12 @@ void describe('WorkQueue', () => {
     });
     q.start();
     q.add('a');
-    const deadline = Date.now() + 2000;
-    while (times.length < 2 && Date.now() < deadline) await sleep(5);
+    await settle();
+    await tick(49);
+    assert.equal(times.length, 1, 'not before 50 ms');
+    await tick(1);
     assert.equal(times.length, 2);
-    assert.ok((times[1] as number) - (times[0] as number) >= 48);
-    await sleep(80);
+    await tick(10_000);
     assert.equal(times.length, 2, 'no further requeue');
     await q.stop();
   });
@@ -206,15 +241,44 @@ void describe('WorkQueue', () => {
     q.addAfter('a', 200);
     q.addAfter('a', 30); // brought forward
     q.addAfter('a', 500); // later: ignored
-    await sleep(100);
-    assert.equal(times.length, 1);
-    assert.ok((times[0] as number) - t0 < 150);
-    await sleep(500);
+    await tick(30);
+    assert.deepEqual(
+      times.map((t) => t - t0),
+      [30],
+    );
+    await tick(1000);
     assert.equal(times.length, 1, 'one delayed add per key');
     await q.stop();
   });
 
-  void it('stop() waits for reconciles in flight, drops waiting work and ignores later adds', async () => {
+  void it("addRateLimited / forget / numRequeues behave as client-go's", async () => {
+    const times: number[] = [];
+    const q = queue(() => void times.push(Date.now()), {
+      baseDelayMs: 100,
+      maxDelayMs: 1000,
+      forgetOnSuccess: false,
+    });
+    q.start();
+    const t0 = Date.now();
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const next = q.backoff('a');
+      delays.push(q.addRateLimited('a'));
+      assert.equal(delays.at(-1), next, 'backoff() tells the next delay without counting');
+      await tick(delays.at(-1) as number);
+    }
+    assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000], 'base·2^n, capped');
+    assert.equal(times.length, 6, 'each rate-limited add reconciled once, when due');
+    assert.equal(times[0]! - t0, 100);
+    assert.equal(q.numRequeues('a'), 6, 'successful reconciles do not forget with forgetOnSuccess: false');
+    assert.equal(q.numRequeues('b'), 0, 'counts are per key');
+    q.forget('a');
+    assert.equal(q.numRequeues('a'), 0);
+    assert.equal(q.addRateLimited('a'), 100, 'after forget the base delay again');
+    await q.stop();
+  });
+
+  void it('stop() waits for reconciles in flight, drops waiting and delayed work and ignores later adds', async () => {
     const g = gate();
     const seen: string[] = [];
     let finished = false;
@@ -229,16 +293,17 @@ void describe('WorkQueue', () => {
     q.add('slow');
     q.add('waiting');
     q.addAfter('delayed', 10);
-    await sleep(5);
+    await settle();
     let stopped = false;
     const stopping = q.stop().then(() => (stopped = true));
-    await sleep(20);
+    await settle();
     assert.equal(stopped, false, 'stop waits for the reconcile in flight');
     g.open();
     await stopping;
     assert.equal(finished, true);
     q.add('late');
-    await sleep(30);
+    q.addRateLimited('late');
+    await tick(1000);
     assert.deepEqual(seen, ['slow']);
     assert.equal(q.length, 0);
     await q.idle();

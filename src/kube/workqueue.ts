@@ -11,6 +11,14 @@
  * - a reconcile that throws never loses the key: it comes back after
  *   base·2^n ms (capped at max), per key; success forgets the failure count;
  * - `requeueAfterMs` schedules the key again after that delay.
+ *
+ * The rate-limited verbs are client-go's (`AddRateLimited`, `Forget`,
+ * `NumRequeues`, `AddAfter`), for work whose outcome is known only after the
+ * reconcile returned (the agent starts a helper and returns at once): that
+ * work calls `addRateLimited(key)` when it must be tried again and
+ * `forget(key)` when it is done, and the queue is created with
+ * `forgetOnSuccess: false`. Every retry in the project goes through one of
+ * these queues (or through `retryOnConflict` for a single write).
  */
 import type winston from 'winston';
 import { errorMessage } from '../observability/logger.ts';
@@ -36,6 +44,12 @@ export interface WorkQueueOptions {
   logger: winston.Logger;
   /** Called on every failed reconcile, with the number of consecutive failures of that key (1-based). */
   onRetry?: (key: string, attempt: number, err: unknown) => void;
+  /**
+   * Whether a reconcile that returns (does not throw) forgets the key's
+   * failures (controller-runtime's handler does). Default true; false when
+   * the reconcile only starts work that calls `forget()` itself once done.
+   */
+  forgetOnSuccess?: boolean;
 }
 
 /** See the module comment for the guarantees. */
@@ -55,7 +69,7 @@ export class WorkQueue {
   #stopped = false;
 
   constructor(opts: WorkQueueOptions) {
-    this.#opts = { concurrency: 1, baseDelayMs: 5, maxDelayMs: 60_000, ...opts };
+    this.#opts = { concurrency: 1, baseDelayMs: 5, maxDelayMs: 60_000, forgetOnSuccess: true, ...opts };
     if (!(this.#opts.concurrency >= 1)) throw new Error(`workqueue ${opts.name}: concurrency must be >= 1`);
   }
 
@@ -86,6 +100,34 @@ export class WorkQueue {
       this.add(key);
     }, ms);
     this.#delayed.set(key, { due, timer });
+  }
+
+  /**
+   * Adds `key` after its rate limiter's delay (client-go's AddRateLimited):
+   * base·2^n ms for the n-th requeue since the last forget(), capped at max.
+   * Returns that delay.
+   */
+  addRateLimited(key: string): number {
+    const delay = this.backoff(key);
+    this.#failures.set(key, this.numRequeues(key) + 1);
+    this.addAfter(key, delay);
+    return delay;
+  }
+
+  /** The delay the next addRateLimited(key) would use (client-go's When(), without counting). */
+  backoff(key: string): number {
+    // 2^n overflows to Infinity long before n could; min() caps it either way.
+    return Math.min(this.#opts.baseDelayMs * 2 ** this.numRequeues(key), this.#opts.maxDelayMs);
+  }
+
+  /** Clears the key's requeue count: its next addRateLimited() waits the base delay again. */
+  forget(key: string): void {
+    this.#failures.delete(key);
+  }
+
+  /** How many times the key was rate-limited since the last forget() (client-go's NumRequeues). */
+  numRequeues(key: string): number {
+    return this.#failures.get(key) ?? 0;
   }
 
   /** Starts reconciling. Keys added before start() are kept and processed now. */
@@ -148,14 +190,13 @@ export class WorkQueue {
     try {
       // Wrapped so that a reconcile that throws synchronously is handled like a rejection.
       const result = await Promise.resolve().then(() => this.#opts.reconcile(key));
-      this.#failures.delete(key);
+      if (this.#opts.forgetOnSuccess) this.forget(key);
       const after = result?.requeueAfterMs;
       if (after !== undefined) this.addAfter(key, after);
       log.debug('reconciled', { queue: this.#opts.name, key, requeueAfterMs: after });
     } catch (err) {
-      const attempt = (this.#failures.get(key) ?? 0) + 1;
-      this.#failures.set(key, attempt);
-      const delay = Math.min(this.#opts.baseDelayMs * 2 ** (attempt - 1), this.#opts.maxDelayMs);
+      const delay = this.addRateLimited(key);
+      const attempt = this.numRequeues(key);
       log.warn('reconcile failed; will retry', {
         queue: this.#opts.name,
         key,
@@ -168,7 +209,6 @@ export class WorkQueue {
       } catch (hookErr) {
         log.error('onRetry hook threw', { queue: this.#opts.name, key, error: errorMessage(hookErr) });
       }
-      this.addAfter(key, delay);
     } finally {
       this.#finish(key);
     }

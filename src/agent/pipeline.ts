@@ -1,0 +1,341 @@
+/**
+ * One run carried out, as the kernel's __request_module() carries out one
+ * request: a few guard clauses, then the throttle, then the helper.
+ *
+ *   check   spec valid, for this node; helper path set; module policy
+ *   gate    helpers Enabled (else wait, then park: the run stays pending)
+ *   slot    a helper slot within the busy timeout (else Throttled)
+ *   claim   a durable status write before exec (a crash after it is an interruption)
+ *   preExec an optional last check inside the slot, right before exec
+ *   run     the helper, reported at the wait mode's point (None / Exec / Process)
+ *   report  the result, unless the run went away or moved on
+ *
+ * `execute()` never retries by itself: it says what happened (an Outcome),
+ * and the agent's work queue does every retry (rate-limited, per run).
+ */
+import {
+  API_VERSION,
+  Reason,
+  controllingRequest,
+  type ModuleRun,
+  type ModuleRunStatus,
+} from '../api/types.ts';
+import { validateRunSpec } from '../api/validation.ts';
+import { startHelper } from '../helper/runner.ts';
+import { isNotFound, isConflict } from '../kube/errors.ts';
+import type { EventRecorder, EventTarget } from '../kube/events.ts';
+import { retryOnConflict, type Resources } from '../kube/resources.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
+import { policyRefusal } from '../policy/modulepolicy.ts';
+import type { AgentMetrics } from './metrics.ts';
+import type { NodeHelpers } from './nodehelpers.ts';
+import { earlyStatus, resultStatus, statusToWrite, type ResultOwner } from './result.ts';
+import type { AgentSettings } from './settings.ts';
+import { CancelledError, ThrottledError, type HelperSlots } from './slots.ts';
+
+/** One run being carried out (waiting for a slot, or its helper running). */
+export interface Execution extends ResultOwner {
+  cancel: AbortController;
+  /** Set once it holds a helper slot (claim under way or done): shutdown leaves it to finish. */
+  inSlot: boolean;
+}
+
+/**
+ * A last check inside the helper slot, right before exec (after the claim):
+ * returns a final status to report instead of running the helper (a refusal,
+ * a dry run), or undefined to go on.
+ */
+export type PreExec = (run: ModuleRun, log: Logger) => Promise<ModuleRunStatus | undefined>;
+
+/** What one execution came to; the agent turns it into forget / a rate-limited retry. */
+export type Outcome =
+  /** A result was written, or there was nothing to write (deleted, superseded, claimed elsewhere). */
+  | { kind: 'done' }
+  /** Helpers were not enabled: the run waits, pending, for the node to be enabled. */
+  | { kind: 'parked' }
+  /** Cancelled (deleted, superseded, agent stopping) before its helper started. */
+  | { kind: 'cancelled' }
+  /** The claim lost a race with another write: decide again from fresh state, after a backoff. */
+  | { kind: 'conflict' }
+  /** No slot freed up within the busy timeout; nothing ran. */
+  | { kind: 'throttled'; message: string }
+  /** A result that could not be written yet: kept, and written on the next try. */
+  | { kind: 'unreported'; run: ModuleRun; status: ModuleRunStatus; error: unknown };
+
+/** What the pipeline works with; the agent wires these. */
+export interface PipelineOptions {
+  nodeName: string;
+  helperPath: string;
+  instanceId: string;
+  resources: Resources;
+  events: EventRecorder;
+  metrics: AgentMetrics;
+  slots: HelperSlots;
+  helpers: NodeHelpers;
+  settings: AgentSettings;
+  freezeWaitMs: number;
+  /** The node's boot ID at claim time. */
+  bootId: () => Promise<string>;
+  preExec?: PreExec;
+}
+
+const STDERR_TAIL_BYTES = 2048;
+/** The kernel's pr_warn_ratelimited: one throttle warning per this long, with a count of the rest. */
+const THROTTLE_WARN_INTERVAL_MS = 5000;
+
+/** See the module comment. */
+export class RunPipeline {
+  readonly #o: PipelineOptions;
+  #lastThrottleWarning = 0;
+  #suppressedThrottles = 0;
+
+  constructor(opts: PipelineOptions) {
+    this.#o = opts;
+  }
+
+  /** check → gate → slot → claim → preExec → run → report, for one generation of one run. */
+  async execute(run: ModuleRun, exec: Execution, log: Logger): Promise<Outcome> {
+    const name = run.metadata.name ?? '';
+    const refusal = this.#check(run, log);
+    if (refusal) return this.finish(run, exec, refusal, log);
+
+    // Freezing or Disabled: wait a while, then park; the run stays pending and nothing is lost.
+    if (!(await this.#o.helpers.whenEnabled(this.#o.freezeWaitMs, exec.cancel.signal))) {
+      if (exec.cancel.signal.aborted) return { kind: 'cancelled' };
+      this.#o.helpers.park(name, log);
+      return { kind: 'parked' };
+    }
+
+    const waitStart = performance.now();
+    let inSlot: Outcome | { claimed: ModuleRun; status: ModuleRunStatus };
+    try {
+      // The slot is held while the helper lives, as the kernel holds its count; the final report
+      // is written after it is released, so a slow API server never keeps a slot busy.
+      inSlot = await this.#o.slots.run(async () => {
+        exec.inSlot = true;
+        this.#o.metrics.slotWait.observe((performance.now() - waitStart) / 1000);
+        // Helpers may have been disabled while this run waited for its slot.
+        if (this.#o.helpers.state !== 'Enabled') {
+          this.#o.helpers.park(name, log);
+          return { kind: 'parked' } as const;
+        }
+        return this.#claimAndRun(run, exec, log);
+      }, exec.cancel.signal);
+    } catch (err) {
+      if (err instanceof CancelledError) {
+        log.info('run cancelled before it started', { reason: err.message });
+        return { kind: 'cancelled' };
+      }
+      if (err instanceof ThrottledError) {
+        const { slots, nodeName } = this.#o;
+        return {
+          kind: 'throttled',
+          message:
+            `${err.message} (max ${slots.max} concurrent helpers on node ${nodeName}, ` +
+            `busy timeout ${slots.busyTimeoutMs / 1000} s); ${run.spec.module} was not loaded`,
+        };
+      }
+      throw err;
+    }
+    if ('kind' in inSlot) return inSlot;
+    return this.finish(inSlot.claimed, exec, inSlot.status, log);
+  }
+
+  /** The guard clauses before any slot is taken: a final status when the run must not run. */
+  #check(run: ModuleRun, log: Logger): ModuleRunStatus | undefined {
+    const { spec } = run;
+    const invalid = validateRunSpec(spec);
+    if (invalid || spec.nodeName !== this.#o.nodeName) {
+      const message = invalid ?? `run is for node ${spec.nodeName}, not ${this.#o.nodeName}`;
+      log.warn('refusing invalid run', { reason: message });
+      return { phase: 'Failed', reason: Reason.InvalidSpec, message };
+    }
+    if (this.#o.helperPath === '') {
+      return {
+        phase: 'Failed',
+        reason: Reason.HelperDisabled,
+        message: `module loading is disabled on node ${this.#o.nodeName}: the agent's helper path is empty`,
+      };
+    }
+    // security_kernel_module_request(): the policy again, since admission can be bypassed.
+    const policy = this.#o.settings.policy;
+    const denied =
+      policy.kind === 'broken'
+        ? policy.reason
+        : policy.kind === 'policy'
+          ? policyRefusal(policy.policy, spec.module)
+          : undefined;
+    if (denied) {
+      this.#o.metrics.denied.inc();
+      log.warn('module refused by policy', { reason: denied });
+      return { phase: 'Failed', reason: Reason.Denied, message: denied };
+    }
+    return undefined;
+  }
+
+  /**
+   * Claims the run and runs its helper to the end. Returns what is left to report: the early
+   * report of `wait: Exec`/`None` is written by then (the helper outlives it); the exit status is
+   * returned for `wait: Process`.
+   */
+  async #claimAndRun(
+    run: ModuleRun,
+    exec: Execution,
+    log: Logger,
+  ): Promise<Outcome | { claimed: ModuleRun; status: ModuleRunStatus }> {
+    const { spec } = run;
+    const { helperPath, instanceId } = this.#o;
+    const bootID = await this.#o.bootId();
+    const startTime = new Date().toISOString();
+    const base = { startTime, bootID, attempt: exec.attempt, claimedBy: instanceId };
+    let claimed: ModuleRun;
+    try {
+      // The claim: durable before exec, so a crash after this point is seen as an interruption.
+      claimed = await this.#o.resources.updateRunStatus({
+        ...run,
+        status: {
+          ...base,
+          observedGeneration: exec.generation,
+          phase: 'Running',
+          reason: Reason.Running,
+          message: `running ${helperPath} -q -- ${spec.module}`,
+        },
+      });
+    } catch (err) {
+      if (isNotFound(err)) return { kind: 'done' }; // deleted meanwhile
+      // Our cached copy was stale; the watch brings the new one, and the run is decided again.
+      if (isConflict(err)) return { kind: 'conflict' };
+      throw err;
+    }
+    if (exec.takesOverFrom !== undefined) {
+      log.warn('run was interrupted (agent restart or lost claim); running it again', {
+        attempt: exec.attempt,
+      });
+      this.ownerEvent(
+        run,
+        'Warning',
+        Reason.Interrupted,
+        `attempt ${exec.attempt - 1} was interrupted (agent restart); retrying (attempt ${exec.attempt})`,
+      );
+    }
+    if (exec.cancel.signal.aborted) {
+      // Deleted or superseded between slot and claim: nothing runs; the run is going away or is decided again.
+      log.info('run cancelled after claim, before exec', { reason: String(exec.cancel.signal.reason) });
+      return { kind: 'cancelled' };
+    }
+    const stop = await this.#o.preExec?.(claimed, log);
+    if (stop) return { claimed, status: { ...base, ...stop } };
+
+    log.info('starting helper', { helper: helperPath, wait: spec.wait });
+    const handle = startHelper({
+      helperPath,
+      module: spec.module,
+      parameters: spec.parameters ?? [],
+      timeoutMs: spec.timeoutSeconds * 1000,
+      capabilities: this.#o.settings.capabilities,
+      outputLimitBytes: STDERR_TAIL_BYTES,
+    });
+    this.#o.metrics.started.inc();
+    let early: Outcome | undefined;
+    if (spec.wait !== 'Process') {
+      const started = spec.wait === 'Exec' ? await handle.started : undefined;
+      early = await this.finish(
+        claimed,
+        exec,
+        { ...base, ...earlyStatus(spec.wait, helperPath, started) },
+        log,
+      );
+    }
+    const result = await handle.finished;
+    const status = { ...base, ...resultStatus(result, helperPath, spec) };
+    this.#o.metrics.finished(
+      status.reason ?? 'Unknown',
+      (result.finishTime.getTime() - result.startTime.getTime()) / 1000,
+    );
+    if (!early) return { claimed, status };
+    log.info('helper finished (not reported: wait is not Process)', {
+      reason: status.reason,
+      exitCode: status.exitCode,
+    });
+    return early;
+  }
+
+  /** Reports a final status; an API error keeps it as an unreported result for the next try. */
+  async finish(run: ModuleRun, exec: Execution, status: ModuleRunStatus, log: Logger): Promise<Outcome> {
+    try {
+      await this.report(run, exec, status, log);
+      return { kind: 'done' };
+    } catch (err) {
+      log.warn('reporting the result failed; it is kept and written on the next try', {
+        error: errorMessage(err),
+      });
+      return { kind: 'unreported', run, status, error: err };
+    }
+  }
+
+  /**
+   * Writes a result, unless the run went away or moved on: the result of a
+   * deleted or superseded run is dropped (logged), never written over a newer
+   * one. A conflicting write is read and tried again a few times (bounded,
+   * with jitter); other API errors reject (the caller keeps the result).
+   * Resolves true when written.
+   */
+  async report(run: ModuleRun, exec: Execution, status: ModuleRunStatus, log: Logger): Promise<boolean> {
+    const name = run.metadata.name ?? '';
+    const written = await retryOnConflict(async () => {
+      const latest = await this.#o.resources.getRun(name);
+      const verdict = statusToWrite(latest, exec, status, this.#o.instanceId, new Date());
+      if ('drop' in verdict || !latest) {
+        log.info('drop' in verdict ? verdict.drop : 'run deleted; result dropped', {
+          reason: status.reason,
+          ...('drop' in verdict && verdict.claimedBy ? { claimedBy: verdict.claimedBy } : {}),
+        });
+        return false;
+      }
+      await this.#o.resources.updateRunStatus({ ...latest, status: verdict.write });
+      return true;
+    });
+    if (!written) return false;
+    log.log(status.phase === 'Succeeded' ? 'info' : 'warn', 'run finished', {
+      phase: status.phase,
+      reason: status.reason,
+      exitCode: status.exitCode,
+      detail: status.message,
+    });
+    const text = status.message ?? status.reason ?? '';
+    if (status.phase === 'Succeeded') this.ownerEvent(run, 'Normal', status.reason ?? 'Succeeded', text);
+    else this.ownerEvent(run, 'Warning', status.reason ?? 'Failed', text);
+    return true;
+  }
+
+  /**
+   * The rate-limited throttle warning on the node (pr_warn_ratelimited): one log line and Event per
+   * interval, with a count of the rest.
+   */
+  throttleWarning(message: string, log: Logger): void {
+    const now = Date.now();
+    if (now - this.#lastThrottleWarning < THROTTLE_WARN_INTERVAL_MS) {
+      this.#suppressedThrottles++;
+      return;
+    }
+    const suppressed = this.#suppressedThrottles;
+    this.#lastThrottleWarning = now;
+    this.#suppressedThrottles = 0;
+    const text = suppressed ? `${message} (${suppressed} more throttled runs not logged)` : message;
+    log.warn('throttling module requests', { detail: text });
+    this.#o.events.event(nodeTarget(this.#o.nodeName), 'Warning', 'Throttling', text);
+  }
+
+  /** An Event on the ModuleRequest that owns the run, naming this node. */
+  ownerEvent(run: ModuleRun, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    const o = controllingRequest(run);
+    if (!o) return;
+    const target = { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } };
+    this.#o.events.event(target, type, reason, `node ${this.#o.nodeName}: ${message}`);
+  }
+}
+
+/** The Node as an Event target: node Events go on the Node, as the kubelet's do. */
+export function nodeTarget(nodeName: string): EventTarget {
+  return { apiVersion: 'v1', kind: 'Node', metadata: { name: nodeName, uid: nodeName } };
+}

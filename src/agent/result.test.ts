@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ModuleRun } from '../api/types.ts';
+import type { HelperResult } from '../helper/runner.ts';
+import { earlyStatus, resultStatus, statusToWrite } from './result.ts';
+
+const t0 = new Date('2026-01-01T00:00:00Z');
+const t1 = new Date('2026-01-01T00:00:01Z');
+function helper(r: Partial<HelperResult>): HelperResult {
+  return {
+    execError: undefined,
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    stdoutTail: '',
+    stdoutBytes: 0,
+    stderrTail: '',
+    stderrBytes: 0,
+    startTime: t0,
+    finishTime: t1,
+    ...r,
+  };
+}
+const spec = { module: 'dummy', timeoutSeconds: 7 };
+
+test('exit 0 is Completed; a non-zero exit carries the last stderr line', () => {
+  assert.deepEqual(resultStatus(helper({}), '/sbin/modprobe', spec), {
+    finishTime: t1.toISOString(),
+    stderrTail: '',
+    stderrBytes: 0,
+    phase: 'Succeeded',
+    reason: 'Completed',
+    exitCode: 0,
+    message: '/sbin/modprobe -q -- dummy exited 0',
+  });
+  const failed = resultStatus(
+    helper({ exitCode: 1, stderrTail: 'x\nmodprobe: FATAL: Module dummy not found\n', stderrBytes: 40 }),
+    '/sbin/modprobe',
+    spec,
+  );
+  assert.equal(failed.reason, 'ExitCode');
+  assert.equal(failed.exitCode, 1);
+  assert.equal(
+    failed.message,
+    '/sbin/modprobe -q -- dummy exited with status 1: modprobe: FATAL: Module dummy not found',
+  );
+});
+
+test('timeout, signal and exec failure each get their reason', () => {
+  const timeout = resultStatus(helper({ exitCode: null, signal: 'SIGKILL', timedOut: true }), '/h', spec);
+  assert.equal(timeout.reason, 'Timeout');
+  assert.equal(timeout.signal, 'SIGKILL');
+  assert.match(timeout.message ?? '', /longer than timeoutSeconds \(7 s\)/);
+  const signaled = resultStatus(helper({ exitCode: null, signal: 'SIGSEGV' }), '/h', spec);
+  assert.deepEqual(
+    [signaled.reason, signaled.signal, signaled.message],
+    ['Signaled', 'SIGSEGV', '/h was killed by SIGSEGV'],
+  );
+  const notRun = resultStatus(
+    helper({ exitCode: null, execError: { code: 'ENOENT', message: '/h: no such file' } }),
+    '/h',
+    spec,
+  );
+  assert.deepEqual(
+    [notRun.phase, notRun.reason, notRun.message],
+    ['Failed', 'ExecFailed', '/h: no such file'],
+  );
+});
+
+test('early reports: None at once, Exec once started or failed to start', () => {
+  assert.equal(earlyStatus('None', '/h').reason, 'Dispatched');
+  assert.equal(earlyStatus('Exec', '/h', { ok: true, pid: 5 }).reason, 'Started');
+  const failed = earlyStatus('Exec', '/h', { ok: false, error: { code: 'EACCES', message: 'denied' } });
+  assert.deepEqual([failed.phase, failed.reason, failed.message], ['Failed', 'ExecFailed', 'denied']);
+});
+
+const owner = { uid: 'u1', generation: 2, attempt: 3, takesOverFrom: 'n/old' };
+function latest(status: ModuleRun['status'], meta: Partial<ModuleRun['metadata']> = {}): ModuleRun {
+  return {
+    metadata: { name: 'r', uid: 'u1', generation: 2, ...meta },
+    spec: {} as ModuleRun['spec'],
+    status,
+  };
+}
+
+test('statusToWrite drops the result of a deleted, recreated, superseded or foreign-claimed run', () => {
+  const s = { phase: 'Succeeded' as const, reason: 'Completed' };
+  assert.deepEqual(statusToWrite(undefined, owner, s, 'me', t1), { drop: 'run deleted; result dropped' });
+  assert.ok('drop' in statusToWrite(latest({}, { uid: 'u2' }), owner, s, 'me', t1));
+  assert.deepEqual(statusToWrite(latest({}, { generation: 3 }), owner, s, 'me', t1), {
+    drop: 'run superseded by a newer generation; result dropped',
+  });
+  assert.deepEqual(statusToWrite(latest({ observedGeneration: 2, claimedBy: 'other' }), owner, s, 'me', t1), {
+    drop: 'run claimed by another agent; result dropped',
+    claimedBy: 'other',
+  });
+});
+
+test('statusToWrite keeps the claim of this generation (boot, start) and never an older one', () => {
+  const s = { phase: 'Failed' as const, reason: 'ExitCode', exitCode: 1 };
+  const mine = statusToWrite(
+    latest({
+      observedGeneration: 2,
+      claimedBy: 'n/old',
+      bootID: 'b1',
+      startTime: t0.toISOString(),
+      message: 'old',
+    }),
+    owner,
+    s,
+    'me',
+    t1,
+  );
+  assert.deepEqual(mine, {
+    write: {
+      observedGeneration: 2,
+      attempt: 3,
+      claimedBy: 'me',
+      bootID: 'b1',
+      startTime: t0.toISOString(),
+      phase: 'Failed',
+      reason: 'ExitCode',
+      exitCode: 1,
+      finishTime: t1.toISOString(),
+    },
+  });
+  const older = statusToWrite(
+    latest({ observedGeneration: 1, bootID: 'b0', exitCode: 9 }),
+    owner,
+    s,
+    'me',
+    t1,
+  );
+  assert.ok('write' in older);
+  assert.equal(older.write.bootID, undefined, 'nothing carried over from generation 1');
+});
