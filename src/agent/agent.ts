@@ -27,7 +27,8 @@ import {
   type ModuleRunStatus,
 } from '../api/types.ts';
 import { validateRunSpec } from '../api/validation.ts';
-import { policyRefusal } from '../policy/modulepolicy.ts';
+import { checkOnNode, type NodeCheck } from '../policy/check.ts';
+import type { Resolver } from '../policy/resolve.ts';
 import { startHelper, type HelperResult } from '../helper/runner.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import { EventRecorder, type EventTarget } from '../kube/events.ts';
@@ -73,6 +74,13 @@ export interface AgentOptions {
   instanceId?: string;
   /** The module policy ConfigMap, checked before every exec; unset = no agent-side policy. */
   policyConfigMap?: ConfigMapRef;
+  /**
+   * How to ask modprobe what a request will really load on this node (the same module
+   * directory and config flags the helper uses); the policy is then checked on every module
+   * of that set and parameters are refused for modules loaded by an install command. Unset =
+   * the policy sees the requested name only.
+   */
+  resolver?: Resolver;
   /** The agent config ConfigMap (capability masks that may only narrow); unset = masks fixed. */
   agentConfigMap?: ConfigMapRef;
   /** How long a run waits while helpers are Freezing/Disabled before it is parked (stays pending). */
@@ -468,18 +476,20 @@ export class Agent {
       return;
     }
 
-    // security_kernel_module_request(): the policy again, since admission can be bypassed.
-    const policy = this.#settings.policy;
-    const refusal =
-      policy.kind === 'broken'
-        ? policy.reason
-        : policy.kind === 'policy'
-          ? policyRefusal(policy.policy, spec.module)
-          : undefined;
-    if (refusal) {
-      this.#metrics.denied.inc();
-      log.warn('module refused by policy', { reason: refusal });
-      await finish({ phase: 'Failed', reason: Reason.Denied, message: refusal });
+    // security_kernel_module_request(): the policy again, since admission can be bypassed. A dry
+    // run stops here, after exactly the check a real load gets right before exec (below).
+    const early = await this.#check(run, log, !spec.dryRun);
+    if (!early.ok || spec.dryRun) {
+      await finish(
+        early.ok
+          ? {
+              phase: 'Succeeded',
+              reason: Reason.DryRun,
+              message: `dry run: ${spec.module} would be loaded${early.resolved ? ` (${early.resolved.join(', ')})` : ''}; the helper was not run`,
+              ...(early.resolved ? { resolved: early.resolved } : {}),
+            }
+          : this.#refusedStatus(early),
+      );
       return;
     }
 
@@ -501,7 +511,10 @@ export class Agent {
           this.#park(name, log);
           return undefined;
         }
-        return this.#claimAndRun(run, exec, log);
+        // Right before exec: the policy in force now, on what modprobe would load now.
+        const check = await this.#check(run, log, false);
+        if (!check.ok) return { claimed: run, status: this.#refusedStatus(check) };
+        return this.#claimAndRun(run, exec, log, check.resolved);
       }, exec.cancel.signal);
       if (outcome) await this.#report(outcome.claimed, exec, outcome.status, log);
     } catch (err) {
@@ -520,6 +533,34 @@ export class Agent {
       }
       throw err;
     }
+  }
+
+  /**
+   * The policy check (src/policy/check.ts) with this agent's policy and resolver; `nameOnly`
+   * skips the resolution (the early check before the slot wait; the full one runs in the slot).
+   */
+  async #check(run: ModuleRun, log: Logger, nameOnly: boolean): Promise<NodeCheck> {
+    const { spec } = run;
+    const check = await checkOnNode(
+      this.#settings.policy,
+      nameOnly ? undefined : this.#opts.resolver,
+      spec.module,
+      spec.parameters ?? [],
+    );
+    if (!check.ok) {
+      if (check.reason === Reason.Denied) this.#metrics.denied.inc();
+      log.warn('module refused before exec', { reason: check.reason, detail: check.message });
+    }
+    return check;
+  }
+
+  #refusedStatus(check: NodeCheck): ModuleRunStatus {
+    return {
+      phase: 'Failed',
+      reason: check.reason ?? Reason.Denied,
+      message: check.message ?? 'refused',
+      ...(check.resolved ? { resolved: check.resolved } : {}),
+    };
   }
 
   #park(name: string, log: Logger): void {
@@ -555,6 +596,7 @@ export class Agent {
     run: ModuleRun,
     exec: Execution,
     log: Logger,
+    resolved: string[] | undefined,
   ): Promise<{ claimed: ModuleRun; status: ModuleRunStatus } | undefined> {
     const name = run.metadata.name ?? '';
     const { spec } = run;
@@ -572,6 +614,7 @@ export class Agent {
         claimedBy: this.#instanceId,
         startTime,
         bootID,
+        ...(resolved ? { resolved } : {}),
       },
     };
     let claimed: ModuleRun;
@@ -617,7 +660,13 @@ export class Agent {
       outputLimitBytes: STDERR_TAIL_BYTES,
     });
     this.#metrics.started.inc();
-    const base = { startTime, bootID, attempt: exec.attempt, claimedBy: this.#instanceId };
+    const base = {
+      startTime,
+      bootID,
+      attempt: exec.attempt,
+      claimedBy: this.#instanceId,
+      ...(resolved ? { resolved } : {}),
+    };
     if (spec.wait === 'None') {
       // UMH_NO_WAIT: fire and forget; no error comes back.
       await this.#report(

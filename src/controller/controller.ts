@@ -296,7 +296,11 @@ export class Controller {
           generation: desired.requestGeneration,
         });
         // Merge patch: a list that went away must be sent as null to be removed.
-        const patch = { ...desired, parameters: desired.parameters ?? null } as unknown as ModuleRunSpec;
+        const patch = {
+          ...desired,
+          parameters: desired.parameters ?? null,
+          dryRun: desired.dryRun ?? null,
+        } as unknown as ModuleRunSpec;
         try {
           current.set(nodeName, await this.#resources.patchRunSpec(run.metadata.name ?? '', patch));
         } catch (err) {
