@@ -33,8 +33,10 @@ export async function checkOnNode(
   const compiled = policy.kind === 'policy' ? policy.policy : undefined;
   if (compiled) {
     // The name asked first: cheap, and the same judgement admission made.
-    const refusal = policyRefusal(compiled, module) ?? parameterRefusal(compiled, module, parameters);
-    if (refusal) return { ok: false, reason: Reason.Denied, message: refusal };
+    const name = policyRefusal(compiled, module);
+    if (name) return { ok: false, reason: Reason.Denied, message: `spec.module: ${name}` };
+    const params = parameterRefusal(compiled, module, parameters);
+    if (params) return { ok: false, reason: Reason.Denied, message: params };
   }
   if (!resolver) return { ok: true };
   const resolution = await resolveModule(resolver, module);

@@ -57,7 +57,7 @@ export function judge(
         return {
           ok: false,
           reason: 'Denied',
-          message: `${requested} would load ${m.name} (${chainOf(requested, m)}): ${refusal}`,
+          message: `spec.module: ${requested} would load ${m.name} (${chainOf(requested, m)}): ${refusal}`,
           modules,
         };
       }
