@@ -30,7 +30,12 @@ test('real module names and modaliases are admitted', async () => {
     'usb:v1D6Bp0002d0510dc09dsc00dp03ic09isc00ip00in00',
     'x'.repeat(55),
   ]) {
-    await create({ module, nodeName: 'node-1', parameters: ['debug=1', 'mode=a,b'] });
+    await create({
+      module,
+      nodeName: 'node-1',
+      parameters: ['debug=1', 'mode=a,b', 'mac=00:11:22:33:44:55', 'range=0x10-0x1f', 'path=/x', 'p=50%'],
+      dryRun: true,
+    });
   }
 });
 
@@ -67,7 +72,21 @@ const refusals: Array<[string, unknown, RegExp]> = [
   [
     'a parameter with a space',
     { module: 'm', nodeName: 'n', parameters: ['a=1 2'] },
-    /spec\.parameters\[0\].*must be key=value/,
+    /spec\.parameters\[0\].*each spec\.parameters value may contain only letters, digits and _ \. , : \+ @ % \/ = -/,
+  ],
+  [
+    'a parameter value with shell metacharacters',
+    {
+      module: 'm',
+      nodeName: 'n',
+      parameters: ['debug_level=0;cat${IFS}/var/run/secrets/kubernetes.io/serviceaccount/token>&2;#'],
+    },
+    /spec\.parameters\[0\].*modprobe pastes parameters into a node's install commands/,
+  ],
+  [
+    'a dryRun that is not a boolean',
+    { module: 'm', nodeName: 'n', dryRun: 'yes' },
+    /spec\.dryRun: Invalid value: "string": spec\.dryRun in body must be of type boolean/,
   ],
   [
     'a parameter with a leading -',

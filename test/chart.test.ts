@@ -310,6 +310,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
   assert.deepEqual(find<V1ConfigMap>(objects, 'ConfigMap', 'ops-module-policy').data, {
     allow: '^(nvidia|nvidia_uvm|loop)$',
     deny: '^loop$',
+    denyParameters: '^([^.]+\\.dyndbg|vfio_iommu_type1\\.allow_unsafe_interrupts)$',
   });
   assert.deepEqual(find<V1Role>(objects, 'Role', 'ops-agent-config').rules?.[0]?.resourceNames, [
     'ops-module-policy',
@@ -348,7 +349,10 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
   });
   const policy = find<V1ValidatingAdmissionPolicy>(objects, 'ValidatingAdmissionPolicy', 'ops-module-policy');
   for (const v of policy.spec?.validations ?? [])
-    assert.match(v.messageExpression ?? '', /\(ops-kmod\/ops-module-policy (allow|deny): /);
+    assert.match(
+      v.messageExpression ?? '',
+      /\(?ops-kmod\/ops-module-policy(\)| (allow|deny|denyParameters): | parameters\.)/,
+    );
 });
 
 test('helper "" disables loading; the policies can be left out; a relative helper is refused', (t) => {

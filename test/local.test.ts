@@ -32,8 +32,9 @@ test('kmod-operator local runs the examples end to end and stops cleanly', async
   assert.match(last, /^demo-net-alias\s+net-pf-99\s+kmod\.dev\/local-demo=true\s+1\/1\s+Succeeded\s+0\s*$/m);
   assert.match(
     last,
-    /^missing-module\s+no_such_module\s+kmod\.dev\/local-demo=true\s+0\/1\s+Failed\s+1\s+ExitCode\s*$/m,
+    /^missing-module\s+no_such_module\s+kmod\.dev\/local-demo=true\s+0\/1\s+Failed\s+ResolveFailed\s*$/m,
   );
+  assert.match(last, /^dry-run-pci\s+pci:v00008086d\S*\s+kmod\.dev\/local-demo=true\s+1\/1\s+Succeeded\s*$/m);
   assert.match(out, /stopped\.\n$/);
   // Nothing it started is left running: no process serves its apiserver port.
   const port = /api server: {2}https:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1];

@@ -47,6 +47,8 @@ function agentProcess(node: string, extra: string[] = []): ChildProcess & { outp
       `--kubeconfig=${env.cp.kubeconfigPath}`,
       `--node-name=${node}`,
       `--helper=${helper.path}`,
+      // A fake helper's modules exist in no module tree: nothing for modprobe to resolve.
+      '--resolver=',
       '--boot-id-source=node',
       '--metrics-address=127.0.0.1:0',
       ...extra,

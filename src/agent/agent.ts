@@ -4,7 +4,7 @@
  * request_module(). This class only wires the parts, each doing one thing:
  *
  *   decision.ts    run + current execution → nothing / start attempt n / take over / report
- *   pipeline.ts    check → gate → slot → claim → preExec → run → report, for one run
+ *   pipeline.ts    check → gate → slot → policy on what modprobe loads → claim → run → report
  *   result.ts      helper result → run status; whether a result may be written
  *   nodehelpers.ts the node's helper state (Enabled / Freezing / Disabled) and its reporting
  *   slots.ts       the per-node cap with its busy timeout
@@ -30,6 +30,7 @@ import { Informer } from '../kube/informer.ts';
 import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
+import type { Resolver } from '../policy/resolve.ts';
 import { decide } from './decision.ts';
 import {
   DEFAULT_CAPABILITIES,
@@ -42,7 +43,7 @@ import { AgentMetrics } from './metrics.ts';
 import { NodeHelpers } from './nodehelpers.ts';
 import { Outcomes } from './outcomes.ts';
 import type { HelperState } from './nodestate.ts';
-import { RunPipeline, nodeTarget, type Execution, type Outcome, type PreExec } from './pipeline.ts';
+import { RunPipeline, nodeTarget, type Execution, type Outcome } from './pipeline.ts';
 import { AgentSettings, type ConfigMapRef } from './settings.ts';
 import { HelperSlots } from './slots.ts';
 
@@ -78,8 +79,13 @@ export interface AgentOptions {
   freezeWaitMs?: number;
   /** How long disabling waits for running helpers before it fails and re-enables (kernel: 5 s). */
   drainTimeoutMs?: number;
-  /** A last check inside the helper slot, right before exec; see PreExec. */
-  preExec?: PreExec;
+  /**
+   * How to ask modprobe what a request will really load on this node (the same module
+   * directory and config flags the helper uses); the policy is then checked on every module
+   * of that set and parameters are refused for modules loaded by an install command. Unset =
+   * the policy sees the requested name only.
+   */
+  resolver?: Resolver;
 }
 
 /** The per-node agent; see the module comment. `start()` resolves once it takes on runs. */
@@ -163,7 +169,7 @@ export class Agent {
       settings: this.#settings,
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
-      preExec: opts.preExec,
+      ...(opts.resolver ? { resolver: opts.resolver } : {}),
     });
     this.#outcomes = new Outcomes({
       queue: this.#queue,

@@ -2,11 +2,13 @@
  * One run carried out, as the kernel's __request_module() carries out one
  * request: a few guard clauses, then the throttle, then the helper.
  *
- *   check   spec valid, for this node; helper path set; module policy
+ *   check   spec valid, for this node; helper path set; module policy on the name
+ *           and parameters asked (a dry run: on everything modprobe would load, then stop)
  *   gate    helpers Enabled (else wait, then park: the run stays pending)
  *   slot    a helper slot within the busy timeout (else Throttled)
+ *   policy  inside the slot, right before exec: the policy in force now, on every
+ *           module modprobe would load now (security_kernel_module_request())
  *   claim   a durable status write before exec (a crash after it is an interruption)
- *   preExec an optional last check inside the slot, right before exec
  *   run     the helper, reported at the wait mode's point (None / Exec / Process)
  *   report  the result, unless the run went away or moved on
  *
@@ -26,7 +28,8 @@ import { isNotFound, isConflict } from '../kube/errors.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
 import { retryOnConflict, type Resources } from '../kube/resources.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
-import { policyRefusal } from '../policy/modulepolicy.ts';
+import { checkOnNode, type NodeCheck } from '../policy/check.ts';
+import type { Resolver } from '../policy/resolve.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { NodeHelpers } from './nodehelpers.ts';
 import { earlyStatus, resultStatus, statusToWrite, type ResultOwner } from './result.ts';
@@ -39,13 +42,6 @@ export interface Execution extends ResultOwner {
   /** Set once it holds a helper slot (claim under way or done): shutdown leaves it to finish. */
   inSlot: boolean;
 }
-
-/**
- * A last check inside the helper slot, right before exec (after the claim):
- * returns a final status to report instead of running the helper (a refusal,
- * a dry run), or undefined to go on.
- */
-export type PreExec = (run: ModuleRun, log: Logger) => Promise<ModuleRunStatus | undefined>;
 
 /** What one execution came to; the agent turns it into forget / a rate-limited retry. */
 export type Outcome =
@@ -76,7 +72,8 @@ export interface PipelineOptions {
   freezeWaitMs: number;
   /** The node's boot ID at claim time. */
   bootId: () => Promise<string>;
-  preExec?: PreExec;
+  /** How to ask modprobe what a request really loads; unset = the policy sees the name asked only. */
+  resolver?: Resolver;
 }
 
 const STDERR_TAIL_BYTES = 2048;
@@ -96,7 +93,7 @@ export class RunPipeline {
   /** check → gate → slot → claim → preExec → run → report, for one generation of one run. */
   async execute(run: ModuleRun, exec: Execution, log: Logger): Promise<Outcome> {
     const name = run.metadata.name ?? '';
-    const refusal = this.#check(run, log);
+    const refusal = await this.#check(run, log);
     if (refusal) return this.finish(run, exec, refusal, log);
 
     // Freezing or Disabled: wait a while, then park; the run stays pending and nothing is lost.
@@ -119,7 +116,10 @@ export class RunPipeline {
           this.#o.helpers.park(name, log);
           return { kind: 'parked' } as const;
         }
-        return this.#claimAndRun(run, exec, log);
+        // Right before exec: the policy in force now, on what modprobe would load now.
+        const check = await this.#policy(run, log, true);
+        if (!check.ok) return { claimed: run, status: refusedStatus(check) };
+        return this.#claimAndRun(run, exec, log, check.resolved);
       }, exec.cancel.signal);
     } catch (err) {
       if (err instanceof CancelledError) {
@@ -142,7 +142,7 @@ export class RunPipeline {
   }
 
   /** The guard clauses before any slot is taken: a final status when the run must not run. */
-  #check(run: ModuleRun, log: Logger): ModuleRunStatus | undefined {
+  async #check(run: ModuleRun, log: Logger): Promise<ModuleRunStatus | undefined> {
     const { spec } = run;
     const invalid = validateRunSpec(spec);
     if (invalid || spec.nodeName !== this.#o.nodeName) {
@@ -157,20 +157,33 @@ export class RunPipeline {
         message: `module loading is disabled on node ${this.#o.nodeName}: the agent's helper path is empty`,
       };
     }
-    // security_kernel_module_request(): the policy again, since admission can be bypassed.
-    const policy = this.#o.settings.policy;
-    const denied =
-      policy.kind === 'broken'
-        ? policy.reason
-        : policy.kind === 'policy'
-          ? policyRefusal(policy.policy, spec.module)
-          : undefined;
-    if (denied) {
-      this.#o.metrics.denied.inc();
-      log.warn('module refused by policy', { reason: denied });
-      return { phase: 'Failed', reason: Reason.Denied, message: denied };
+    // security_kernel_module_request(): the policy again, since admission can be bypassed. A dry
+    // run stops here, after exactly the check a real load gets inside the slot, right before exec.
+    const check = await this.#policy(run, log, spec.dryRun === true);
+    if (!check.ok) return refusedStatus(check);
+    if (!spec.dryRun) return undefined;
+    const loads = check.resolved ? ` (${check.resolved.join(', ')})` : '';
+    return {
+      phase: 'Succeeded',
+      reason: Reason.DryRun,
+      message: `dry run: ${spec.module} would be loaded${loads}; the helper was not run`,
+      ...(check.resolved ? { resolved: check.resolved } : {}),
+    };
+  }
+
+  /**
+   * The module policy in force (src/policy/check.ts) on the name and parameters asked and, when
+   * `resolve` and the agent has a resolver, on every module modprobe would load for them.
+   */
+  async #policy(run: ModuleRun, log: Logger, resolve: boolean): Promise<NodeCheck> {
+    const { spec } = run;
+    const resolver = resolve ? this.#o.resolver : undefined;
+    const check = await checkOnNode(this.#o.settings.policy, resolver, spec.module, spec.parameters ?? []);
+    if (!check.ok) {
+      if (check.reason === Reason.Denied) this.#o.metrics.denied.inc();
+      log.warn('module refused before exec', { reason: check.reason, detail: check.message });
     }
-    return undefined;
+    return check;
   }
 
   /**
@@ -182,12 +195,19 @@ export class RunPipeline {
     run: ModuleRun,
     exec: Execution,
     log: Logger,
+    resolved: string[] | undefined,
   ): Promise<Outcome | { claimed: ModuleRun; status: ModuleRunStatus }> {
     const { spec } = run;
     const { helperPath, instanceId } = this.#o;
     const bootID = await this.#o.bootId();
     const startTime = new Date().toISOString();
-    const base = { startTime, bootID, attempt: exec.attempt, claimedBy: instanceId };
+    const base = {
+      startTime,
+      bootID,
+      attempt: exec.attempt,
+      claimedBy: instanceId,
+      ...(resolved ? { resolved } : {}),
+    };
     let claimed: ModuleRun;
     try {
       // The claim: durable before exec, so a crash after this point is seen as an interruption.
@@ -223,9 +243,6 @@ export class RunPipeline {
       log.info('run cancelled after claim, before exec', { reason: String(exec.cancel.signal.reason) });
       return { kind: 'cancelled' };
     }
-    const stop = await this.#o.preExec?.(claimed, log);
-    if (stop) return { claimed, status: { ...base, ...stop } };
-
     log.info('starting helper', { helper: helperPath, wait: spec.wait });
     const handle = startHelper({
       helperPath,
@@ -333,6 +350,16 @@ export class RunPipeline {
     const target = { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } };
     this.#o.events.event(target, type, reason, `node ${this.#o.nodeName}: ${message}`);
   }
+}
+
+/** The final status of a run the policy check refused (Denied / ResolveFailed), with what it resolved to. */
+function refusedStatus(check: NodeCheck): ModuleRunStatus {
+  return {
+    phase: 'Failed',
+    reason: check.reason ?? Reason.Denied,
+    message: check.message ?? 'refused by the module policy',
+    ...(check.resolved ? { resolved: check.resolved } : {}),
+  };
 }
 
 /** The Node as an Event target: node Events go on the Node, as the kubelet's do. */

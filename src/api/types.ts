@@ -43,8 +43,15 @@ export const Reason = {
   HelperDisabled: 'HelperDisabled',
   /** Every helper slot stayed busy for the whole busy timeout. */
   Throttled: 'Throttled',
-  /** The module policy refused the module. */
+  /**
+   * The module policy refused the module, a module modprobe would load for it, one of its
+   * parameters, or parameters for a module the node loads through an `install` command.
+   */
   Denied: 'Denied',
+  /** spec.dryRun: resolved and checked as for a real load; the helper was not run. */
+  DryRun: 'DryRun',
+  /** modprobe could not resolve the module on the node (unknown name or alias); nothing was run. */
+  ResolveFailed: 'ResolveFailed',
   /** The spec failed validation (something invalid got past admission). */
   InvalidSpec: 'InvalidSpec',
   /** The targeted node does not exist. */
@@ -67,6 +74,11 @@ export interface ModuleRequestSpec {
   nodeSelector?: Record<string, string>;
   wait?: WaitMode;
   timeoutSeconds?: number;
+  /**
+   * Resolve and check policy on every targeted node exactly as for a real load, record what
+   * would be loaded (status.nodes[].resolved), and stop before running the helper. Default false.
+   */
+  dryRun?: boolean;
 }
 
 /** metav1.Condition */
@@ -92,6 +104,8 @@ export interface NodeResult {
   finishTime?: string;
   bootID?: string;
   attempt?: number;
+  /** The modules modprobe resolves the request to on this node (aliases, dependencies, softdeps). */
+  resolved?: string[];
 }
 
 export interface PhaseCounts {
@@ -132,6 +146,8 @@ export interface ModuleRunSpec {
   requestGeneration?: number;
   /** The node boot ID this run is for; changed by the controller when the node reboots. */
   bootID?: string;
+  /** Copied from the request: resolve and check, never run the helper. */
+  dryRun?: boolean;
 }
 
 export interface ModuleRunStatus {
@@ -148,6 +164,12 @@ export interface ModuleRunStatus {
   bootID?: string;
   attempt?: number;
   claimedBy?: string;
+  /**
+   * What modprobe resolves the run to on this node, in load order (dependencies and softdeps
+   * included, modules the node loads through an `install` command too); at most MAX_RESOLVED
+   * entries.
+   */
+  resolved?: string[];
 }
 
 export interface ModuleRun {
@@ -162,6 +184,8 @@ export interface ModuleRun {
 export const DEFAULT_WAIT: WaitMode = 'Process';
 export const DEFAULT_TIMEOUT_SECONDS = 60;
 export const MAX_TIMEOUT_SECONDS = 3600;
+/** The most entries status.resolved holds (the CRDs' maxItems). */
+export const MAX_RESOLVED = 64;
 
 /** True for phases that will not change without a new generation or boot. */
 export function isTerminal(phase: RunPhase | undefined): boolean {

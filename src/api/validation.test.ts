@@ -8,6 +8,7 @@ import {
   validateRequestSpec,
   validateRunSpec,
 } from './validation.ts';
+import { HOSTILE_VALUES, badInputs } from '../../test/support/corpus.ts';
 
 test('real module names and modaliases pass', () => {
   for (const name of [
@@ -43,9 +44,22 @@ test('hostile and malformed module names are refused with the field named', () =
   for (const [name, re] of cases) assert.match(moduleNameError(name) ?? 'accepted', re, JSON.stringify(name));
 });
 
-test('parameters must be key=value without whitespace, control characters or a leading -', () => {
+test('parameters must be key=value with a key and a value of shell-inert characters', () => {
   assert.equal(
-    parametersError(['debug=1', 'mode=a,b,c', 'path=/x/y', 'empty=', 'model=auto', 'x_y-z=1']),
+    parametersError([
+      'debug=1',
+      'mode=a,b,c',
+      'path=/x/y',
+      'empty=',
+      'model=auto',
+      'x_y-z=1',
+      'mac=00:11:22:33:44:55',
+      'addr=user@host',
+      'pct=50%',
+      'offset=+3',
+      'range=0x10-0x1f',
+      'kv=a=b',
+    ]),
     undefined,
   );
   assert.equal(parametersError(undefined), undefined);
@@ -53,14 +67,51 @@ test('parameters must be key=value without whitespace, control characters or a l
     ['debug', /spec\.parameters\[0\] must be key=value/],
     ['-x=1', /must be key=value/],
     ['a b=1', /must be key=value/],
-    ['a=1 2', /must be key=value/],
-    ['a=\n', /must be key=value/],
+    ['a=1 2', /spec\.parameters\[0\] value may contain only letters, digits and _ \. , : \+ @ % \/ = -/],
+    ['a=\n', /value may contain only/],
+    ['a=-x', /value may contain only/],
     ['=1', /must be key=value/],
   ] as const) {
     assert.match(parametersError([p]) ?? 'accepted', re, p);
   }
   assert.match(parametersError(Array(65).fill('a=1')) ?? '', /65 entries; at most 64/);
   assert.match(parametersError('a=1') ?? '', /must be a list/);
+});
+
+test('no hostile parameter value of the corpus passes, whatever the key', () => {
+  for (const v of HOSTILE_VALUES) {
+    const value = v.replaceAll('PWNED', '/tmp/pwned');
+    assert.match(parametersError([`debug=${value}`]) ?? 'accepted', /spec\.parameters\[0\] value/, value);
+  }
+});
+
+test('every malformed request of the corpus is refused naming its field; denied ones pass validation', () => {
+  const corpus = badInputs('/tmp/pwned');
+  assert.ok(corpus.length >= 40, `${corpus.length} entries`);
+  for (const c of corpus) {
+    const err = validateRequestSpec(c.spec as never);
+    if (c.denied) assert.equal(err, undefined, c.name);
+    else assert.match(err ?? 'accepted', c.field, c.name);
+  }
+});
+
+test('a field the schema does not know is refused by name', () => {
+  assert.match(
+    validateRequestSpec({ module: 'x', nodeName: 'n', helper: '/bin/sh' } as never) ?? '',
+    /spec\.helper is not a field of ModuleRequest/,
+  );
+  assert.match(
+    validateRunSpec({ nodeName: 'n', module: 'x', wait: 'Process', timeoutSeconds: 1, x: 1 } as never) ?? '',
+    /spec\.x is not a field of ModuleRun/,
+  );
+});
+
+test('dryRun is a boolean', () => {
+  assert.equal(validateRequestSpec({ module: 'x', nodeName: 'n', dryRun: true }), undefined);
+  assert.match(
+    validateRequestSpec({ module: 'x', nodeName: 'n', dryRun: 'yes' as never }) ?? '',
+    /spec\.dryRun must be true or false/,
+  );
 });
 
 test('node names must be RFC 1123 subdomains', () => {

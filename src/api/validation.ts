@@ -15,7 +15,18 @@ export const MAX_PARAMETERS = 64;
 export const MAX_PARAMETER_BYTES = 1024;
 
 const PRINTABLE_ASCII = /^[!-~]+$/;
-const PARAMETER = /^[A-Za-z0-9_][A-Za-z0-9_-]*=[!-~]*$/;
+/** A parameter key: letters, digits, '_' and '-', not leading '-'. */
+const PARAMETER_KEY = /^[A-Za-z0-9_][A-Za-z0-9_-]*$/;
+/**
+ * A parameter value: characters no POSIX shell treats specially anywhere in a word, and no
+ * leading '-' (an option to whatever an install command runs). modprobe pastes every
+ * command-line parameter into a node's `install` command at $CMDLINE_OPTS and runs that
+ * line with system(): `;`, `$`, quotes, backslash, globs, `~`, `#`, whitespace and
+ * control characters would all mean something to /bin/sh there. The CRDs use the same set.
+ */
+const PARAMETER_VALUE = /^([A-Za-z0-9_.,:+@%/=][A-Za-z0-9_.,:+@%/=-]*)?$/;
+/** The value charset in words, for messages. */
+export const PARAMETER_VALUE_CHARS = "letters, digits and _ . , : + @ % / = - (no leading '-')";
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const LABEL_KEY =
   /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
@@ -46,10 +57,14 @@ export function parametersError(parameters: unknown, field = 'spec.parameters'):
   for (const [i, p] of parameters.entries()) {
     if (typeof p !== 'string') return `${field}[${i}] must be a string`;
     if (p.length > MAX_PARAMETER_BYTES) return `${field}[${i}] is longer than ${MAX_PARAMETER_BYTES} bytes`;
-    if (!PARAMETER.test(p)) {
+    const eq = p.indexOf('=');
+    if (eq < 0 || !PARAMETER_KEY.test(p.slice(0, eq))) {
+      return `${field}[${i}] must be key=value with a key of letters, digits, '_' or '-' (not starting with '-')`;
+    }
+    if (!PARAMETER_VALUE.test(p.slice(eq + 1))) {
       return (
-        `${field}[${i}] must be key=value: a key of letters, digits, '_' or '-' (not starting with '-') ` +
-        `and a value of printable ASCII without whitespace or control characters`
+        `${field}[${i}] value may contain only ${PARAMETER_VALUE_CHARS}: ` +
+        `modprobe pastes parameters into a node's install commands, where a shell would read anything else`
       );
     }
   }
@@ -79,9 +94,40 @@ function waitAndTimeoutError(spec: { wait?: unknown; timeoutSeconds?: unknown })
   return undefined;
 }
 
+const REQUEST_FIELDS: ReadonlySet<string> = new Set([
+  'module',
+  'parameters',
+  'nodeName',
+  'nodeSelector',
+  'wait',
+  'timeoutSeconds',
+  'dryRun',
+]);
+const RUN_FIELDS: ReadonlySet<string> = new Set([
+  'module',
+  'parameters',
+  'nodeName',
+  'wait',
+  'timeoutSeconds',
+  'requestGeneration',
+  'bootID',
+  'dryRun',
+]);
+
+/**
+ * A field the schema does not know: the apiserver prunes or refuses these, so one that reaches
+ * us came past a CRD without its schema, and may mean something to a newer agent than us.
+ */
+function unknownFieldError(spec: object, known: ReadonlySet<string>, kind: string): string | undefined {
+  const unknown = Object.keys(spec).find((k) => !known.has(k));
+  return unknown === undefined ? undefined : `spec.${unknown} is not a field of ${kind}`;
+}
+
 /** Validates a ModuleRequest spec; returns the first problem found, or undefined. */
 export function validateRequestSpec(spec: ModuleRequestSpec | undefined): string | undefined {
   if (!spec || typeof spec !== 'object') return 'spec is required';
+  const unknown = unknownFieldError(spec, REQUEST_FIELDS, 'ModuleRequest');
+  if (unknown) return unknown;
   const hasName = spec.nodeName !== undefined;
   const hasSelector = spec.nodeSelector !== undefined;
   if (hasName === hasSelector) return 'exactly one of spec.nodeName or spec.nodeSelector must be set';
@@ -99,12 +145,25 @@ export function validateRequestSpec(spec: ModuleRequestSpec | undefined): string
       }
     }
   }
-  return moduleNameError(spec.module) ?? parametersError(spec.parameters) ?? waitAndTimeoutError(spec);
+  return (
+    moduleNameError(spec.module) ??
+    parametersError(spec.parameters) ??
+    waitAndTimeoutError(spec) ??
+    dryRunError(spec.dryRun)
+  );
+}
+
+function dryRunError(dryRun: unknown): string | undefined {
+  return dryRun === undefined || typeof dryRun === 'boolean'
+    ? undefined
+    : 'spec.dryRun must be true or false';
 }
 
 /** Validates a ModuleRun spec (the agent's last check before exec); returns the first problem, or undefined. */
 export function validateRunSpec(spec: ModuleRunSpec | undefined): string | undefined {
   if (!spec || typeof spec !== 'object') return 'spec is required';
+  const unknown = unknownFieldError(spec, RUN_FIELDS, 'ModuleRun');
+  if (unknown) return unknown;
   // The agent uses these as they are: a run (unlike a request) carries them explicitly.
   if (spec.wait === undefined) return 'spec.wait is required';
   if (spec.timeoutSeconds === undefined) return 'spec.timeoutSeconds is required';
@@ -112,7 +171,8 @@ export function validateRunSpec(spec: ModuleRunSpec | undefined): string | undef
     nodeNameError(spec.nodeName) ??
     moduleNameError(spec.module) ??
     parametersError(spec.parameters) ??
-    waitAndTimeoutError(spec)
+    waitAndTimeoutError(spec) ??
+    dryRunError(spec.dryRun)
   );
 }
 

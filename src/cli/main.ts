@@ -49,6 +49,10 @@ agent flags:
   --node-name NAME         this node (default: $NODE_NAME)
   --helper PATH            the module helper, fixed for the agent's life (default /sbin/modprobe;
                            an empty value disables module loading on this node)
+  --resolver PATH          the modprobe asked, before exec, what a request really loads (aliases,
+                           dependencies, softdeps, install commands); the policy judges every module of
+                           that set (default /sbin/modprobe; empty = the requested name only)
+  --resolver-args ARGS     flags the helper also uses, e.g. '-d ROOT -S VERSION -C CONFDIR' (default none)
   --max-concurrent N       helpers alive at once (default ${DEFAULT_MAX_CONCURRENT}, the kernel's MAX_KMOD_CONCURRENT)
   --busy-timeout SECONDS   wait for a free helper slot before failing Throttled (default ${DEFAULT_BUSY_TIMEOUT_MS / 1000})
   --capability-bounding LIST    helper's bounding set, comma-separated (default ${DEFAULT_CAPABILITIES.bounding.join(',')})
@@ -219,6 +223,8 @@ async function agentCommand(args: string[]): Promise<void> {
       'metrics-address': { type: 'string', default: ':8081' },
       'node-name': { type: 'string' },
       helper: { type: 'string', default: '/sbin/modprobe' },
+      resolver: { type: 'string', default: '/sbin/modprobe' },
+      'resolver-args': { type: 'string', default: '' },
       'max-concurrent': { type: 'string' },
       'busy-timeout': { type: 'string' },
       'capability-bounding': { type: 'string' },
@@ -237,6 +243,15 @@ async function agentCommand(args: string[]): Promise<void> {
   const helper = values.helper;
   if (helper !== '' && !helper.startsWith('/'))
     fail(`--helper must be an absolute path (or empty to disable), got "${helper}"`);
+  const resolverPath = values.resolver;
+  if (resolverPath !== '' && !resolverPath.startsWith('/'))
+    fail(
+      `--resolver must be an absolute path (or empty for a policy on requested names only), got "${resolverPath}"`,
+    );
+  const resolver =
+    resolverPath === ''
+      ? undefined
+      : { modprobe: resolverPath, args: values['resolver-args'].split(/\s+/).filter(Boolean) };
   // Flags are checked before anything connects, so a typo fails at once with the flag's name.
   const capabilities = {
     bounding: capList('capability-bounding', values['capability-bounding'], DEFAULT_CAPABILITIES.bounding),
@@ -262,6 +277,7 @@ async function agentCommand(args: string[]): Promise<void> {
     bootIdFile: values['boot-id-file'],
     bootIdSource: bootIdSource(values['boot-id-source']),
     policyConfigMap: configMapRef('policy-configmap', values['policy-configmap']),
+    resolver,
     agentConfigMap: configMapRef('config-configmap', values['config-configmap']),
     drainTimeoutMs: seconds('drain-timeout', values['drain-timeout'], DEFAULT_DRAIN_TIMEOUT_MS),
     freezeWaitMs: seconds('freeze-wait', values['freeze-wait'], DEFAULT_FREEZE_WAIT_MS),

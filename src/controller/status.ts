@@ -49,6 +49,7 @@ export function nodeResultOf(run: ModuleRun, requestGeneration?: number): NodeRe
     'finishTime',
     'bootID',
     'attempt',
+    'resolved',
   ] as const) {
     if (st[k] !== undefined) (r as unknown as Record<string, unknown>)[k] = st[k];
   }
@@ -111,7 +112,10 @@ export function summarize(
   const prev = req.status?.conditions;
   let succeededReason: string;
   let succeededMessage: string;
-  if (phase === 'Succeeded') {
+  if (phase === 'Succeeded' && req.spec.dryRun) {
+    succeededReason = Reason.DryRun;
+    succeededMessage = `dry run: ${req.spec.module} resolved and allowed on ${counts.succeeded} of ${counts.total} node(s); nothing was loaded`;
+  } else if (phase === 'Succeeded') {
     succeededReason = 'AllNodesSucceeded';
     succeededMessage = `${req.spec.module} loaded on ${counts.succeeded} of ${counts.total} node(s)`;
   } else if (counts.total === 0) {

@@ -97,7 +97,11 @@ export class ReconcileSteps {
         generation: desired.requestGeneration,
       });
       // Merge patch: a list that went away must be sent as null to be removed.
-      const patch = { ...desired, parameters: desired.parameters ?? null } as unknown as ModuleRunSpec;
+      const patch = {
+        ...desired,
+        parameters: desired.parameters ?? null,
+        dryRun: desired.dryRun ?? null,
+      } as unknown as ModuleRunSpec;
       return this.#resources.patchRunSpec(run.metadata.name ?? '', patch);
     }
     if (rebooted(run, node)) {

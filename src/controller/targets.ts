@@ -104,6 +104,7 @@ export function desiredRunSpec(req: ModuleRequest, node: V1Node): ModuleRunSpec 
     bootID: bootIdOf(node),
   };
   if (req.spec.parameters?.length) spec.parameters = [...req.spec.parameters];
+  if (req.spec.dryRun) spec.dryRun = true;
   return spec;
 }
 
@@ -114,6 +115,7 @@ export function runSpecDiffers(current: ModuleRunSpec, desired: ModuleRunSpec): 
     (current.parameters ?? []).join('\0') !== (desired.parameters ?? []).join('\0') ||
     current.wait !== desired.wait ||
     current.timeoutSeconds !== desired.timeoutSeconds ||
+    (current.dryRun ?? false) !== (desired.dryRun ?? false) ||
     current.requestGeneration !== desired.requestGeneration
   );
 }

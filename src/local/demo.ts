@@ -75,6 +75,22 @@ function moduleSource(m: DemoModule): string {
 }
 
 /**
+ * The flags that point modprobe at the demo tree under `dir`: the helper uses them, and so does
+ * the agent's resolver (src/policy/resolve.ts), so both see the same modules and configuration.
+ */
+export function demoModprobeArgs(dir: string): string[] {
+  return ['-d', dir, '-S', DEMO_KERNEL];
+}
+
+/** The agent's resolver for the demo tree under `dir`: the real modprobe with the helper's flags. */
+export function demoResolver(dir: string): { modprobe: string; args: string[] } {
+  return {
+    modprobe: findTool(['modprobe'], 'install Debian package kmod (apt-get install kmod)'),
+    args: demoModprobeArgs(dir),
+  };
+}
+
+/**
  * Builds the demo tree under `dir` (once) and writes a helper script that
  * runs the real modprobe in --dry-run against it. Returns the helper's path.
  */
@@ -102,7 +118,7 @@ export function prepareDemoHelper(dir: string): string {
       '#!/bin/sh',
       '# kmod-operator local mode: the real modprobe, in --dry-run against a generated demo',
       '# module tree. It resolves names, aliases and dependencies but cannot change the kernel.',
-      `exec ${modprobe} --dry-run -d ${dir} -S ${DEMO_KERNEL} "$@"`,
+      `exec ${modprobe} --dry-run ${demoModprobeArgs(dir).join(' ')} "$@"`,
       '',
     ].join('\n'),
   );

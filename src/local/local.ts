@@ -18,7 +18,7 @@ import { installCrds } from '../kube/crds.ts';
 import { isAlreadyExists, isNotFound } from '../kube/errors.ts';
 import { startHealthServer } from '../observability/health.ts';
 import { createLogger } from '../observability/logger.ts';
-import { prepareDemoHelper } from './demo.ts';
+import { demoResolver, prepareDemoHelper } from './demo.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 const localDir = join(root, '.local');
@@ -177,6 +177,8 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
       kc,
       nodeName,
       helperPath: helper,
+      // What a request really loads is resolved against the same demo tree the helper uses.
+      resolver: demoResolver(join(localDir, 'demo')),
       bootIdSource: 'node',
       logger: logger.child({ component: 'agent' }),
       registry,

@@ -1,12 +1,28 @@
 /**
  * The module policy (the kernel's security_kernel_module_request hook): which
- * module names may be requested. The same ConfigMap parameterises the
- * ValidatingAdmissionPolicy in deploy/40-module-policy.yaml; the agent checks
- * it again right before exec, because admission policy can be absent or
- * bypassed. `allow` and `deny` are regular expressions (unanchored, as CEL's
- * matches()) applied to the module name with '-' replaced by '_' (modprobe
- * treats them alike); a module must match allow and must not match deny.
+ * modules may be loaded, and with which parameters. The same ConfigMap
+ * parameterises the ValidatingAdmissionPolicy in deploy/40-module-policy.yaml
+ * (on the name asked); the agent judges it again right before exec on
+ * everything modprobe would load for the request (src/policy/resolve.ts),
+ * because admission sees only a name and can be absent or bypassed.
+ *
+ * ConfigMap keys (all patterns RE2, unanchored as CEL's matches(); anchor them):
+ *
+ * - `allow` (required): a module must match it. No `allow`, no `data`, or a
+ *   pattern that does not compile: everything is denied (fail closed).
+ * - `deny`: a module must not match it.
+ * - `denyParameters`: no parameter may match it, written `MODULE.NAME` (as on
+ *   the kernel command line), e.g. `^([^.]+\.dyndbg|vfio_iommu_type1\.allow_unsafe_interrupts)$`.
+ * - `parameters.MODULE`: a comma-separated allow-list of the parameter names
+ *   MODULE may be given; absent = any name not denied.
+ *
+ * Names are matched with '-' read as '_' (modprobe and the kernel's parameq()
+ * treat them alike). Patterns run on re2js, a linear-time RE2 port: a pattern
+ * that would backtrack catastrophically on ECMAScript's engine cannot stall
+ * the agent's event loop, and the admission side (CEL) is RE2 too, so both
+ * sides accept and mean the same syntax.
  */
+import { RE2JS } from 're2js';
 
 /** The form policies match against: modprobe does not tell '-' from '_'. */
 export function normalizeModuleName(module: string): string {
@@ -14,38 +30,94 @@ export function normalizeModuleName(module: string): string {
 }
 
 export interface ModulePolicy {
-  allow?: RegExp;
-  deny?: RegExp;
+  readonly allow: RE2JS;
+  readonly deny?: RE2JS;
+  readonly denyParameters?: RE2JS;
+  /** Normalised module name → the parameter names (normalised) it may be given. */
+  readonly parameterAllowLists: ReadonlyMap<string, ReadonlySet<string>>;
   /** Where the policy came from, for messages. */
-  source: string;
+  readonly source: string;
 }
 
-/** Compiles a policy ConfigMap's data; throws with the key and the regex error when a pattern is invalid. */
+const PARAMETERS_PREFIX = 'parameters.';
+
+function compile(source: string, key: string, pattern: string): RE2JS {
+  try {
+    return RE2JS.compile(pattern);
+  } catch (err) {
+    throw new Error(`${source}: ${key} is not a valid RE2 regular expression: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * Compiles a policy ConfigMap's data. Throws, naming the key, when the data
+ * is missing, has no `allow`, or holds a pattern that does not compile: the
+ * caller then denies everything.
+ */
 export function compilePolicy(data: Record<string, string> | undefined, source: string): ModulePolicy {
-  const policy: ModulePolicy = { source };
-  for (const key of ['allow', 'deny'] as const) {
-    const pattern = data?.[key];
-    if (pattern === undefined) continue;
-    try {
-      // No flags: the shared subset of RE2 (CEL, admission) and ECMAScript (here).
-      policy[key] = new RegExp(pattern);
-    } catch (err) {
-      throw new Error(`${source}: ${key} is not a valid regular expression: ${(err as Error).message}`, {
-        cause: err,
-      });
+  if (!data || Object.keys(data).length === 0) throw new Error(`${source} has no data`);
+  if (data.allow === undefined) throw new Error(`${source} has no allow pattern`);
+  const known = new Set(['allow', 'deny', 'denyParameters']);
+  const lists = new Map<string, Set<string>>();
+  for (const [key, value] of Object.entries(data)) {
+    if (key.startsWith(PARAMETERS_PREFIX) && key.length > PARAMETERS_PREFIX.length) {
+      const names = value
+        .split(',')
+        .map((s) => normalizeModuleName(s.trim()))
+        .filter(Boolean);
+      lists.set(normalizeModuleName(key.slice(PARAMETERS_PREFIX.length)), new Set(names));
+    } else if (!known.has(key)) {
+      // A typo (`denny`) must not silently weaken the policy.
+      throw new Error(`${source}: unknown key ${key} (allow, deny, denyParameters, parameters.MODULE)`);
     }
   }
-  return policy;
+  return {
+    allow: compile(source, 'allow', data.allow),
+    ...(data.deny !== undefined ? { deny: compile(source, 'deny', data.deny) } : {}),
+    ...(data.denyParameters !== undefined
+      ? { denyParameters: compile(source, 'denyParameters', data.denyParameters) }
+      : {}),
+    parameterAllowLists: lists,
+    source,
+  };
 }
 
 /** Returns why `module` is refused, or undefined when the policy allows it. */
 export function policyRefusal(policy: ModulePolicy, module: string): string | undefined {
   const name = normalizeModuleName(module);
-  if (policy.allow && !policy.allow.test(name)) {
-    return `module ${module} is not allowed by the module policy (${policy.source} allow: ${policy.allow.source})`;
+  if (!policy.allow.matcher(name).find()) {
+    return `module ${module} is not allowed by the module policy (${policy.source} allow: ${policy.allow.pattern()})`;
   }
-  if (policy.deny?.test(name)) {
-    return `module ${module} is denied by the module policy (${policy.source} deny: ${policy.deny.source})`;
+  if (policy.deny?.matcher(name).find()) {
+    return `module ${module} is denied by the module policy (${policy.source} deny: ${policy.deny.pattern()})`;
+  }
+  return undefined;
+}
+
+/** Returns why `parameters` may not be given to `module`, or undefined when they may. */
+export function parameterRefusal(
+  policy: ModulePolicy,
+  module: string,
+  parameters: readonly string[],
+): string | undefined {
+  const name = normalizeModuleName(module);
+  const allowList = policy.parameterAllowLists.get(name);
+  for (const [i, p] of parameters.entries()) {
+    const key = normalizeModuleName(p.split('=', 1)[0] ?? '');
+    if (policy.denyParameters?.matcher(`${name}.${key}`).find()) {
+      return (
+        `spec.parameters[${i}]: parameter ${key} of ${module} is denied by the module policy ` +
+        `(${policy.source} denyParameters: ${policy.denyParameters.pattern()})`
+      );
+    }
+    if (allowList && !allowList.has(key)) {
+      return (
+        `spec.parameters[${i}]: parameter ${key} is not in the allow-list for ${module} ` +
+        `(${policy.source} parameters.${name}: ${[...allowList].join(',')})`
+      );
+    }
   }
   return undefined;
 }
