@@ -111,15 +111,25 @@ test('Pending (no agent picked it up): kstatus InProgress (was Current), Argo CD
   assert.equal(r.status?.phase, 'Pending');
   const v = judge(t, r);
   assert.equal(v.kstatus.status, 'InProgress', v.kstatus.message);
-  assert.deepEqual(v.argocd, { status: 'Progressing', message: '1 of 1 node(s) outstanding: 0 running, 1 pending' });
+  assert.deepEqual(v.argocd, {
+    status: 'Progressing',
+    message: '1 of 1 node(s) outstanding: 0 running, 1 pending',
+  });
 });
 
 test('Running: kstatus InProgress, Argo CD Progressing', async (t) => {
-  await createRequest(env.kc, 'gitops-running', { module: 'slow-gitops', nodeName: 'node-a', parameters: ['secs=20'] });
+  await createRequest(env.kc, 'gitops-running', {
+    module: 'slow-gitops',
+    nodeName: 'node-a',
+    parameters: ['secs=20'],
+  });
   const r = await waitForPhase(env.kc, 'gitops-running', 'Running');
   const v = judge(t, r);
   assert.equal(v.kstatus.status, 'InProgress', v.kstatus.message);
-  assert.deepEqual(v.argocd, { status: 'Progressing', message: '1 of 1 node(s) outstanding: 1 running, 0 pending' });
+  assert.deepEqual(v.argocd, {
+    status: 'Progressing',
+    message: '1 of 1 node(s) outstanding: 1 running, 0 pending',
+  });
 });
 
 test('deleted with runs outstanding: kstatus Terminating, Argo CD Progressing', async (t) => {
@@ -138,11 +148,22 @@ test('deleted with runs outstanding: kstatus Terminating, Argo CD Progressing', 
   );
   t.after(() =>
     api().patchClusterCustomObject(
-      { group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name: 'gitops-deleting', body: { metadata: { finalizers: null } } },
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: REQUEST_PLURAL,
+        name: 'gitops-deleting',
+        body: { metadata: { finalizers: null } },
+      },
       mergePatch(),
     ),
   );
-  await api().deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name: 'gitops-deleting' });
+  await api().deleteClusterCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: REQUEST_PLURAL,
+    name: 'gitops-deleting',
+  });
   const r = await eventually('gitops-deleting to carry a deletionTimestamp', async () => {
     const got = await getRequest(env.kc, 'gitops-deleting');
     return got?.metadata.deletionTimestamp ? got : undefined;
@@ -172,15 +193,25 @@ test('a new generation the controller has not observed yet: InProgress / Progres
   )) as ModuleRequest;
   assert.equal(updated.metadata.generation, 2);
   assert.equal(updated.status?.observedGeneration, 1);
-  assert.equal(updated.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True', 'still says Ready for generation 1');
+  assert.equal(
+    updated.status?.conditions?.find((c) => c.type === 'Ready')?.status,
+    'True',
+    'still says Ready for generation 1',
+  );
   const v = judge(t, updated);
   assert.equal(v.kstatus.status, 'InProgress', v.kstatus.message);
-  assert.deepEqual(v.argocd, { status: 'Progressing', message: 'waiting for the controller to observe generation 2' });
+  assert.deepEqual(v.argocd, {
+    status: 'Progressing',
+    message: 'waiting for the controller to observe generation 2',
+  });
 });
 
 test('the argocd-cm patch in docs/ carries exactly the chart’s script', () => {
   const patch = loadYaml<{ data: Record<string, string> }>(
     readFileSync(join(root, 'docs/argocd/argocd-cm-patch.yaml'), 'utf8'),
   );
-  assert.equal(patch.data['resource.customizations.health.kmod.dev_ModuleRequest'], readFileSync(luaPath, 'utf8'));
+  assert.equal(
+    patch.data['resource.customizations.health.kmod.dev_ModuleRequest'],
+    readFileSync(luaPath, 'utf8'),
+  );
 });

@@ -29,7 +29,8 @@ const err = (line: string) => process.stderr.write(`${line}\n`);
 function kubeConfig(kubeconfig?: string, context?: string): KubeConfig {
   const kc = loadKubeConfig(kubeconfig);
   if (context !== undefined) {
-    if (!kc.getContextObject(context)) throw new UsageError(`--context ${context}: no such context in the kubeconfig`);
+    if (!kc.getContextObject(context))
+      throw new UsageError(`--context ${context}: no such context in the kubeconfig`);
     kc.setCurrentContext(context);
   }
   return kc;
@@ -55,7 +56,8 @@ function createFailure(e: unknown): [number, string] {
   const msg = apiMessage(e);
   if (code === 400 || code === 422) return [Exit.Invalid, `the request was refused as invalid: ${msg}`];
   if (code === 403) return [Exit.Denied, `the request was refused: ${msg}`];
-  if (code === 404) return [Exit.Unavailable, 'the kmod.dev API is not installed in this cluster (kubectl apply -f crds/)'];
+  if (code === 404)
+    return [Exit.Unavailable, 'the kmod.dev API is not installed in this cluster (kubectl apply -f crds/)'];
   return [Exit.Unavailable, `cannot create the request: ${msg}`];
 }
 
@@ -70,9 +72,13 @@ async function run(o: Options): Promise<number> {
   try {
     // Strict: a field this cluster's CRD does not know (spec.dryRun on an older CRD) fails the
     // create instead of being silently dropped: a dropped dryRun would load the module for real.
-    created = (await api.createClusterCustomObject(
-      { group: GROUP, version: VERSION, plural: REQUEST_PLURAL, body, fieldValidation: 'Strict' },
-    )) as ModuleRequest;
+    created = (await api.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: REQUEST_PLURAL,
+      body,
+      fieldValidation: 'Strict',
+    })) as ModuleRequest;
   } catch (e) {
     const [code, msg] = createFailure(e);
     err(`kubectl-modprobe: ${o.module}: ${msg}`);
@@ -82,7 +88,9 @@ async function run(o: Options): Promise<number> {
   if (o.verbose) err(`modulerequest.kmod.dev/${name} created`);
   const remove = async () => {
     if (!o.rm) return;
-    await api.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name }).catch(() => {});
+    await api
+      .deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name })
+      .catch(() => {});
   };
 
   const tty = process.stderr.isTTY === true;
@@ -117,7 +125,12 @@ async function run(o: Options): Promise<number> {
       return Exit.Interrupted;
     }
     try {
-      last = (await api.getClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name })) as ModuleRequest;
+      last = (await api.getClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: REQUEST_PLURAL,
+        name,
+      })) as ModuleRequest;
     } catch (e) {
       if (statusCode(e) === 404) {
         clearLine();
@@ -175,7 +188,9 @@ async function completion(words: string[]): Promise<void> {
       },
       contexts: () => {
         try {
-          return loadKubeConfig(flag('--kubeconfig')).getContexts().map((c) => c.name);
+          return loadKubeConfig(flag('--kubeconfig'))
+            .getContexts()
+            .map((c) => c.name);
         } catch {
           return [];
         }

@@ -137,7 +137,10 @@ test('a failure: Stalled=True naming the node, and not Reconciling even while ot
   const stalled = s.conditions?.find((c) => c.type === 'Stalled');
   assert.equal(stalled?.message, '1 of 2 node(s) failed; b: exited 1');
   assert.equal(stalled?.observedGeneration, 2);
-  assert.match(s.conditions?.find((c) => c.type === 'Reconciling')?.message ?? '', /1 run\(s\) still outstanding/);
+  assert.match(
+    s.conditions?.find((c) => c.type === 'Reconciling')?.message ?? '',
+    /1 run\(s\) still outstanding/,
+  );
 });
 
 test('no matching node: Reconciling=True with NoMatchingNodes (the request waits for a node to join)', () => {

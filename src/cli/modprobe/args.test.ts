@@ -4,7 +4,10 @@ import { parseCommandLine, parseDuration, parseSelector, UsageError, type Option
 
 const parse = (...a: string[]) => parseCommandLine(a) as Options;
 const refuses = (args: string[], re: RegExp) =>
-  assert.throws(() => parseCommandLine(args), (e: unknown) => e instanceof UsageError && re.test(e.message));
+  assert.throws(
+    () => parseCommandLine(args),
+    (e: unknown) => e instanceof UsageError && re.test(e.message),
+  );
 
 test('a node, a module and parameters become the request options, with the defaults', () => {
   assert.deepEqual(parse('--node', 'w1', 'nvidia_uvm', 'a=1', 'b=x'), {
@@ -20,8 +23,24 @@ test('a node, a module and parameters become the request options, with the defau
 });
 
 test('kubectl-style flags: -l, --wait=, --timeout, -o, --context, --kubeconfig, -n is accepted', () => {
-  const o = parse('-l', 'role=gpu,zone==a', '--wait=exec', '--timeout', '2m', '-o', 'json', '--context', 'c',
-    '--kubeconfig', '/k', '-n', 'default', '--dry-run', '--rm', 'fs-ext4');
+  const o = parse(
+    '-l',
+    'role=gpu,zone==a',
+    '--wait=exec',
+    '--timeout',
+    '2m',
+    '-o',
+    'json',
+    '--context',
+    'c',
+    '--kubeconfig',
+    '/k',
+    '-n',
+    'default',
+    '--dry-run',
+    '--rm',
+    'fs-ext4',
+  );
   assert.deepEqual(o.nodeSelector, { role: 'gpu', zone: 'a' });
   assert.equal(o.wait, 'Exec');
   assert.equal(o.timeoutSeconds, 120);

@@ -21,7 +21,11 @@ test('flags, node names, selectors, wait modes, formats, contexts and modules as
   assert.equal(await complete(['--context', 'p'], src), 'prod\n:4\n');
   assert.equal(await complete(['--kubeconfig', ''], src), ':0\n', 'file names: the shell completes them');
   assert.equal(await complete(['--node', 'worker-1', 'nv'], src), 'nvidia_uvm\n:4\n');
-  assert.equal(await complete(['--node', 'worker-1', 'nvidia_uvm', ''], src), ':4\n', 'parameters: nothing to offer');
+  assert.equal(
+    await complete(['--node', 'worker-1', 'nvidia_uvm', ''], src),
+    ':4\n',
+    'parameters: nothing to offer',
+  );
 });
 
 test('a cluster that cannot be reached yields no candidates, not an error', async () => {

@@ -42,7 +42,8 @@ async function valuesFor(kind: string, src: CompletionSources): Promise<string[]
       return (await src.nodes()).map((n) => n.name);
     case 'selector': {
       const pairs = new Set<string>();
-      for (const n of await src.nodes()) for (const [k, v] of Object.entries(n.labels)) pairs.add(`${k}=${v}`);
+      for (const n of await src.nodes())
+        for (const [k, v] of Object.entries(n.labels)) pairs.add(`${k}=${v}`);
       return [...pairs];
     }
     case 'wait':

@@ -17,7 +17,9 @@ const req = (nodes: NodeResult[], extra: Partial<ModuleRequest['spec']> = {}): M
 };
 
 test('the request: generated name from the module, labels to find it, the spec as asked', () => {
-  const r = buildRequest(opts('--node', 'w1', '--dry-run', '--wait', 'none', '--timeout', '5s', 'snd-hda_intel', 'p=1'));
+  const r = buildRequest(
+    opts('--node', 'w1', '--dry-run', '--wait', 'none', '--timeout', '5s', 'snd-hda_intel', 'p=1'),
+  );
   assert.equal(r.metadata.generateName, 'modprobe-snd-hda-intel-');
   assert.equal(r.metadata.labels?.[MANAGED_BY_LABEL], 'kubectl-modprobe');
   assert.equal(r.metadata.labels?.['kmod.dev/module'], 'snd-hda_intel');
@@ -42,22 +44,51 @@ test('final only once the current generation is reported Succeeded or Failed', (
   assert.equal(isFinal({ ...r, metadata: { ...r.metadata, generation: 2 } }), false);
   assert.equal(isFinal({ ...r, status: { ...r.status, phase: 'Running' } }), false);
   assert.equal(isFinal({ ...r, status: undefined }), false);
+  const failedEarly = req([
+    { nodeName: 'a', phase: 'Failed', reason: 'ExitCode' },
+    { nodeName: 'b', phase: 'Running' },
+  ]);
+  failedEarly.status!.counts!.running = 1;
+  assert.equal(isFinal(failedEarly), false, 'Failed, but node b has not reported yet');
+  const none = req([]);
+  none.status!.phase = 'Pending';
+  assert.equal(isFinal(none), true, 'no node matches: nothing to wait for');
+  assert.equal(finalReport(none, false).exitCode, Exit.Unavailable);
   assert.match(progressLine(r), /^x: 1\/1 done \(1 succeeded, 0 failed, 0 running, 0 pending\)$/);
 });
 
 test('one node: the helper stderr as modprobe wrote it, and its exit status', () => {
   const rep = finalReport(
-    req([{ nodeName: 'a', phase: 'Failed', reason: 'ExitCode', exitCode: 1, stderrTail: 'modprobe: FATAL: Module x not found\n' }], { nodeName: 'a' }),
+    req(
+      [
+        {
+          nodeName: 'a',
+          phase: 'Failed',
+          reason: 'ExitCode',
+          exitCode: 1,
+          stderrTail: 'modprobe: FATAL: Module x not found\n',
+        },
+      ],
+      { nodeName: 'a' },
+    ),
     false,
   );
   assert.deepEqual(rep, { lines: ['modprobe: FATAL: Module x not found'], exitCode: 1 });
-  const ok = finalReport(req([{ nodeName: 'a', phase: 'Succeeded', reason: 'Completed' }], { nodeName: 'a' }), false);
-  assert.deepEqual(ok, { lines: [], exitCode: 0 }, 'silent on success, as modprobe -q');
-  const thr = finalReport(
-    req([{ nodeName: 'a', phase: 'Failed', reason: 'Throttled', message: 'all 50 slots busy for 5s' }], { nodeName: 'a' }),
+  const ok = finalReport(
+    req([{ nodeName: 'a', phase: 'Succeeded', reason: 'Completed' }], { nodeName: 'a' }),
     false,
   );
-  assert.deepEqual(thr, { lines: ['kubectl-modprobe: x: Throttled: all 50 slots busy for 5s'], exitCode: Exit.Throttled });
+  assert.deepEqual(ok, { lines: [], exitCode: 0 }, 'silent on success, as modprobe -q');
+  const thr = finalReport(
+    req([{ nodeName: 'a', phase: 'Failed', reason: 'Throttled', message: 'all 50 slots busy for 5s' }], {
+      nodeName: 'a',
+    }),
+    false,
+  );
+  assert.deepEqual(thr, {
+    lines: ['kubectl-modprobe: x: Throttled: all 50 slots busy for 5s'],
+    exitCode: Exit.Throttled,
+  });
 });
 
 test('fan-out: lines prefixed by node, a summary, the first failed node decides the status', () => {

@@ -46,11 +46,17 @@ export function buildRequest(o: Options): ModuleRequest {
   };
 }
 
-/** True once the controller has reported a final phase for the request's current generation. */
+/**
+ * True once the controller has reported, for the request's current generation,
+ * every node's result (a fan-out is Failed as soon as one node fails, but the
+ * others are still worth reporting), or that no node matches.
+ */
 export function isFinal(r: ModuleRequest): boolean {
   const st = r.status;
-  if (!st || st.observedGeneration !== (r.metadata.generation ?? 1)) return false;
-  return st.phase === 'Succeeded' || st.phase === 'Failed';
+  if (!st || st.observedGeneration !== (r.metadata.generation ?? 1) || !st.counts) return false;
+  if (st.counts.total === 0) return true;
+  const outstanding = st.counts.pending + st.counts.running;
+  return outstanding === 0 && (st.phase === 'Succeeded' || st.phase === 'Failed');
 }
 
 /** The live progress line for a fan-out (no newline; the caller redraws it). */
@@ -92,19 +98,24 @@ export function finalReport(r: ModuleRequest, verbose: boolean): Report {
     }
     const tail = (n.stderrTail ?? '').replace(/\n+$/, '');
     if (tail) for (const l of tail.split('\n')) lines.push(`${prefix}${l}`);
-    if (!(tail && n.reason === 'ExitCode')) lines.push(`${prefix}kubectl-modprobe: ${r.spec.module}: ${describe(n)}`);
+    if (!(tail && n.reason === 'ExitCode'))
+      lines.push(`${prefix}kubectl-modprobe: ${r.spec.module}: ${describe(n)}`);
   }
   if (!single) {
     if ((st.nodesOmitted ?? 0) > 0) lines.push(`(${st.nodesOmitted} node(s) not listed: they succeeded)`);
-    if (counts.total === 0) lines.push(`kubectl-modprobe: ${r.spec.module}: no node matches ${st.target ?? 'the selector'}`);
+    if (counts.total === 0)
+      lines.push(`kubectl-modprobe: ${r.spec.module}: no node matches ${st.target ?? 'the selector'}`);
     else if (verbose || counts.failed > 0)
       lines.push(
         `kubectl-modprobe: ${r.spec.module}: ${counts.succeeded} of ${counts.total} node(s) succeeded, ${counts.failed} failed`,
       );
   }
-  const failed = nodes.filter((n) => n.phase === 'Failed').sort((a, b) => a.nodeName.localeCompare(b.nodeName));
+  const failed = nodes
+    .filter((n) => n.phase === 'Failed')
+    .sort((a, b) => a.nodeName.localeCompare(b.nodeName));
   let exitCode: number = Exit.Ok;
   if (failed[0]) exitCode = exitCodeOf(failed[0]);
   else if (st.phase === 'Failed') exitCode = 1;
+  else if (counts.total === 0) exitCode = Exit.Unavailable;
   return { lines, exitCode };
 }
