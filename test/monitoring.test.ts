@@ -68,7 +68,11 @@ function rulesOf(objs: KubernetesObject[]): { groups: Array<{ name: string; rule
   return pr.spec;
 }
 function dashboard(): { panels: Array<{ title: string; targets: Array<{ expr: string }> }> } {
-  return JSON.parse(readFileSync(join(root, 'charts/kmod-operator/files/grafana-dashboard.json'), 'utf8'));
+  return JSON.parse(
+    readFileSync(join(root, 'charts/kmod-operator/files/grafana-dashboard.json'), 'utf8'),
+  ) as {
+    panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
+  };
 }
 
 test('promtool check rules and promtool test rules pass on the rendered PrometheusRule', (t) => {

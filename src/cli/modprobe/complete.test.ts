@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import { complete, type CompletionSources } from './complete.ts';
 
 const src: CompletionSources = {
-  nodes: async () => [
-    { name: 'worker-1', labels: { role: 'gpu' } },
-    { name: 'worker-2', labels: { role: 'cpu' } },
-  ],
-  modules: async () => ['nvidia_uvm', 'fs-ext4', 'nvidia_uvm'],
+  nodes: () =>
+    Promise.resolve([
+      { name: 'worker-1', labels: { role: 'gpu' } },
+      { name: 'worker-2', labels: { role: 'cpu' } },
+    ]),
+  modules: () => Promise.resolve(['nvidia_uvm', 'fs-ext4', 'nvidia_uvm']),
   contexts: () => ['prod', 'dev'],
 };
 
