@@ -13,10 +13,11 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { CustomObjectsApi, loadYaml } from '@kubernetes/client-node';
+import { dirname, join, resolve } from 'node:path';
+import { CoreV1Api, CustomObjectsApi, loadYaml } from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
 import { GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../src/api/types.ts';
+import { ensureBinaries } from '../src/cluster/controlplane.ts';
 import type { Controller } from '../src/controller/controller.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
@@ -212,6 +213,40 @@ test('the argocd-cm patch in docs/ carries exactly the chart’s script', () => 
   );
   assert.equal(
     patch.data['resource.customizations.health.kmod.dev_ModuleRequest'],
+    readFileSync(luaPath, 'utf8'),
+  );
+});
+
+test('the README’s Argo CD command installs the health script into argocd-cm (real kubectl)', async () => {
+  const core = env.kc.makeApiClient(CoreV1Api);
+  await core.createNamespace({ body: { metadata: { name: 'argocd' } } });
+  // argocd-cm as an Argo CD install leaves it: other keys must survive the merge.
+  await core.createNamespacedConfigMap({
+    namespace: 'argocd',
+    body: { metadata: { name: 'argocd-cm' }, data: { 'timeout.reconciliation': '180s' } },
+  });
+  const kubectl = join(ensureBinaries(), 'kubectl');
+  const r = spawnSync(
+    'sh',
+    [
+      '-c',
+      'kubectl -n argocd patch configmap argocd-cm --type merge --patch-file docs/argocd/argocd-cm-patch.yaml',
+    ],
+    {
+      cwd: root,
+      encoding: 'utf8',
+      env: {
+        ...process.env,
+        PATH: `${dirname(kubectl)}:${process.env.PATH}`,
+        KUBECONFIG: env.cp.kubeconfigPath,
+      },
+    },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const cm = await core.readNamespacedConfigMap({ namespace: 'argocd', name: 'argocd-cm' });
+  assert.equal(cm.data?.['timeout.reconciliation'], '180s');
+  assert.equal(
+    cm.data?.['resource.customizations.health.kmod.dev_ModuleRequest'],
     readFileSync(luaPath, 'utf8'),
   );
 });
