@@ -245,3 +245,25 @@ test('make install-plugin links both executables; kubectl finds them on that PAT
   assert.equal(p.status, 0, p.stderr);
   assert.match(p.stdout, /kubectl modprobe/);
 });
+
+test('the README’s troubleshooting and clean-up commands, as written', async () => {
+  const runs = await sh('kubectl get mrun --field-selector spec.nodeName=node-b');
+  assert.equal(runs.code, 0, runs.stderr);
+  assert.match(runs.stdout, /fail-two/, 'node-b ran fail-two');
+  assert.doesNotMatch(runs.stdout, /ok-json/, 'node-c only');
+  const [req] = await requestsFor('fail-two');
+  const events = await sh(`kubectl get events --field-selector involvedObject.name=${req?.metadata.name}`);
+  assert.equal(events.code, 0, events.stderr);
+  const state = await sh("kubectl get node node-a -o jsonpath='{.metadata.annotations}'");
+  assert.match(state.stdout, /kmod.dev\/helpers-state/);
+  const del = await sh('kubectl delete mr -l app.kubernetes.io/managed-by=kubectl-modprobe');
+  assert.equal(del.code, 0, del.stderr);
+  await eventually('every plugin-made request to be gone', async () => {
+    const left = (await listRequests(env.kc)).filter(
+      (r) =>
+        r.metadata.labels?.['app.kubernetes.io/managed-by'] === 'kubectl-modprobe' &&
+        !r.metadata.finalizers?.length,
+    );
+    return left.length === 0;
+  });
+});
