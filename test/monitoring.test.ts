@@ -111,7 +111,8 @@ test('monitoring renders nothing by default; enabled: two Services, two ServiceM
   const kinds = (objs: KubernetesObject[]) =>
     objs.filter(
       (o) =>
-        /^(Service|PrometheusRule|ServiceMonitor)$/.test(o.kind ?? '') || o.metadata?.name === 'kmod-dashboard',
+        /^(Service|PrometheusRule|ServiceMonitor)$/.test(o.kind ?? '') ||
+        o.metadata?.name === 'kmod-dashboard',
     );
   assert.deepEqual(
     kinds(render(t, [])).map((o) => o.kind),
