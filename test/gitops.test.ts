@@ -12,7 +12,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, loadYaml } from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
@@ -248,5 +249,66 @@ test('the README’s Argo CD command installs the health script into argocd-cm (
   assert.equal(
     cm.data?.['resource.customizations.health.kmod.dev_ModuleRequest'],
     readFileSync(luaPath, 'utf8'),
+  );
+});
+
+test('with argocd.healthCheck.enabled the chart renders the key, and the command its NOTES print merges it', async (t) => {
+  const helmBuild = spawnSync('bash', [join(root, 'charts/build-helm.sh')], { encoding: 'utf8' });
+  if (helmBuild.status !== 0) t.skip('Helm cannot be built here (charts/build-helm.sh)');
+  const helm = helmBuild.stdout.trim();
+  const home = mkdtempSync(join(tmpdir(), 'kmod-gitops-helm-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const kubectlDir = dirname(join(ensureBinaries(), 'kubectl'));
+  const shellEnv = {
+    ...process.env,
+    PATH: `${kubectlDir}:${process.env.PATH}`,
+    KUBECONFIG: env.cp.kubeconfigPath,
+    HELM_CACHE_HOME: join(home, 'cache'),
+    HELM_CONFIG_HOME: join(home, 'config'),
+    HELM_DATA_HOME: join(home, 'data'),
+  };
+  const core = env.kc.makeApiClient(CoreV1Api);
+  await core.createNamespace({ body: { metadata: { name: 'kmod-system' } } });
+  const chartDir = join(root, 'charts/kmod-operator');
+  const set = ['--set', 'argocd.healthCheck.enabled=true'];
+  // The NOTES of a real (dry-run, before anything of it exists) install, and the command they print, run as printed.
+  const notes = spawnSync(
+    helm,
+    ['install', 'kmod', chartDir, '-n', 'kmod-system', '--dry-run=client', ...set],
+    {
+      encoding: 'utf8',
+      env: shellEnv,
+    },
+  );
+  assert.equal(notes.status, 0, notes.stderr);
+  const command = notes.stdout
+    .split('\n')
+    .find((l) => l.trim().startsWith('kubectl -n argocd patch configmap argocd-cm'));
+  assert.ok(command, notes.stdout);
+  // The ConfigMap as the chart renders it, applied by the real kubectl.
+  const rendered = spawnSync(
+    helm,
+    ['template', 'kmod', chartDir, '-n', 'kmod-system', ...set, '-s', 'templates/argocd-health.yaml'],
+    { encoding: 'utf8', env: shellEnv },
+  );
+  assert.equal(rendered.status, 0, rendered.stderr);
+  const applied = spawnSync('kubectl', ['apply', '-f', '-'], {
+    input: rendered.stdout,
+    encoding: 'utf8',
+    env: shellEnv,
+  });
+  assert.equal(applied.status, 0, applied.stderr);
+  await core.replaceNamespacedConfigMap({
+    namespace: 'argocd',
+    name: 'argocd-cm',
+    body: { metadata: { name: 'argocd-cm' }, data: { 'timeout.reconciliation': '180s' } },
+  });
+  const r = spawnSync('sh', ['-c', command.trim()], { encoding: 'utf8', env: shellEnv });
+  assert.equal(r.status, 0, r.stderr);
+  const cm = await core.readNamespacedConfigMap({ namespace: 'argocd', name: 'argocd-cm' });
+  assert.equal(cm.data?.['timeout.reconciliation'], '180s');
+  assert.equal(
+    cm.data?.['resource.customizations.health.kmod.dev_ModuleRequest']?.trimEnd(),
+    readFileSync(luaPath, 'utf8').trimEnd(),
   );
 });
