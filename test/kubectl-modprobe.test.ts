@@ -154,6 +154,17 @@ test('invalid input exits 64 naming the field or flag, and creates nothing', asy
   assert.deepEqual(await requestsFor('-evil'), []);
 });
 
+test('--kubeconfig and --context choose the cluster as in kubectl; an unknown context is refused', async () => {
+  // KUBECONFIG points nowhere useful: only the flag can make this work.
+  const ok = await sh(`kubectl modprobe --kubeconfig ${env.cp.kubeconfigPath} --node node-a ok-flags`, {
+    KUBECONFIG: '/nonexistent',
+  });
+  assert.equal(ok.code, 0, ok.stderr);
+  const ctx = await sh('kubectl modprobe --context nope --node node-a ok-ctx');
+  assert.equal(ctx.code, 64);
+  assert.match(ctx.stderr, /--context nope: no such context/);
+});
+
 test('throttled (75) and timed out (124) have their own exit codes', async () => {
   const slow = sh('kubectl modprobe --node node-t slow-hold secs=20');
   await eventually('slow-hold to run on node-t', () => helper.starts('slow-hold') > 0);

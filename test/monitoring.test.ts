@@ -107,6 +107,30 @@ test('a broken rule fails promtool: the check can fail', (t) => {
   assert.notEqual(r.status, 0);
 });
 
+test('helm lint --strict passes with monitoring and the Argo CD health check on', (t) => {
+  if (!helm.bin) t.skip(helm.skip);
+  const args = [
+    'lint',
+    '--strict',
+    join(root, 'charts/kmod-operator'),
+    '--set',
+    'argocd.healthCheck.enabled=true',
+  ];
+  for (const s of ALL_ON) args.push('--set', s);
+  const r = spawnSync(helm.bin!, args, { encoding: 'utf8', env: helmEnv });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const bad = spawnSync(
+    helm.bin!,
+    ['lint', join(root, 'charts/kmod-operator'), '--set', 'monitoring.prometheusRule.for.agentDown=soon'],
+    {
+      encoding: 'utf8',
+      env: helmEnv,
+    },
+  );
+  assert.notEqual(bad.status, 0, 'a duration that is not one is refused by values.schema.json');
+  assert.match(bad.stdout + bad.stderr, /agentDown/);
+});
+
 test('monitoring renders nothing by default; enabled: two Services, two ServiceMonitors, the dashboard ConfigMap', (t) => {
   const kinds = (objs: KubernetesObject[]) =>
     objs.filter(
