@@ -237,7 +237,7 @@ test('--help, and completion through kubectl __complete (flags, node names, wait
   assert.equal(nodes.stdout, 'node-a\nnode-b\nnode-c\nnode-idle\nnode-t\n:4\n');
   const flags = await sh('kubectl __complete modprobe --wa');
   assert.equal(flags.stdout, '--wait\n:4\n');
-  const mods = await sh('kubectl __complete modprobe --node node-a ok-f');
+  const mods = await sh('kubectl __complete modprobe --node node-a ok-fa');
   assert.equal(mods.stdout, 'ok-fan\n:4\n', 'modules asked before');
 });
 
