@@ -9,7 +9,7 @@ CLI  := $(NODE) src/cli/main.ts
 # Files run one at a time: each integration file starts its own control plane.
 TESTS := 'src/**/*.test.ts' 'test/**/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean install-plugin
 
 setup: deps debs controlplane
 
@@ -66,6 +66,15 @@ cluster: setup
 
 cluster-down: deps
 	$(CLI) cluster down
+
+# `kubectl modprobe`: kubectl runs any kubectl-NAME on PATH as `kubectl NAME`, and asks
+# kubectl_complete-NAME for shell completion. Links both into $(PREFIX)/bin (default
+# ~/.local/bin); they run this checkout's sources with its Node 24.
+PREFIX ?= $(HOME)/.local
+install-plugin: deps
+	mkdir -p $(PREFIX)/bin
+	ln -sf $(CURDIR)/bin/kubectl-modprobe $(CURDIR)/bin/kubectl_complete-modprobe $(PREFIX)/bin/
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to PATH: export PATH=\"$(PREFIX)/bin:\$$PATH\"";; esac
 
 clean:
 	rm -rf .local node_modules

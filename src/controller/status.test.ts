@@ -45,6 +45,9 @@ test('all succeeded: Succeeded=True, Failed=False, progress and exit code of the
     [
       ['Succeeded', 'True', 2],
       ['Failed', 'False', 2],
+      ['Ready', 'True', 2],
+      ['Reconciling', 'False', 2],
+      ['Stalled', 'False', 2],
     ],
   );
 });
@@ -97,4 +100,62 @@ test('the node list stays bounded at 5,000 nodes: succeeded nodes are counted, n
   assert.equal(s.nodes?.[0]?.phase, 'Failed');
   assert.equal((s.nodes?.length ?? 0) + (s.nodesOmitted ?? 0), 5000);
   assert.ok(JSON.stringify(s).length < 64 * 1024, `status is ${JSON.stringify(s).length} bytes`);
+});
+
+/** The kstatus-facing trio of a status, as [type, status, reason]. */
+const trio = (s: ReturnType<typeof summarize>) =>
+  ['Ready', 'Reconciling', 'Stalled'].map((t) => {
+    const c = s.conditions?.find((x) => x.type === t);
+    return [t, c?.status, c?.reason];
+  });
+
+test('runs outstanding: Reconciling=True (kstatus InProgress), not Ready, not Stalled', () => {
+  const running = { observedGeneration: 1, phase: 'Running' as const, reason: 'Running' };
+  const s = summarize(req, [run('a', ok), run('b', running), run('c')], [], 'all');
+  assert.equal(s.phase, 'Running');
+  assert.deepEqual(trio(s), [
+    ['Ready', 'False', 'Running'],
+    ['Reconciling', 'True', 'Running'],
+    ['Stalled', 'False', 'NoFailures'],
+  ]);
+  assert.equal(
+    s.conditions?.find((c) => c.type === 'Reconciling')?.message,
+    '2 of 3 node(s) outstanding: 1 running, 1 pending',
+  );
+  const pending = summarize(req, [run('a')], [], 'node/a');
+  assert.deepEqual(trio(pending)[1], ['Reconciling', 'True', 'Pending']);
+});
+
+test('a failure: Stalled=True naming the node, and not Reconciling even while other nodes still run', () => {
+  const s = summarize(req, [run('a'), run('b', bad)], [], 'all');
+  assert.equal(s.phase, 'Failed');
+  assert.deepEqual(trio(s), [
+    ['Ready', 'False', 'NodeFailed'],
+    ['Reconciling', 'False', 'Settled'],
+    ['Stalled', 'True', 'ExitCode'],
+  ]);
+  const stalled = s.conditions?.find((c) => c.type === 'Stalled');
+  assert.equal(stalled?.message, '1 of 2 node(s) failed; b: exited 1');
+  assert.equal(stalled?.observedGeneration, 2);
+  assert.match(
+    s.conditions?.find((c) => c.type === 'Reconciling')?.message ?? '',
+    /1 run\(s\) still outstanding/,
+  );
+});
+
+test('no matching node: Reconciling=True with NoMatchingNodes (the request waits for a node to join)', () => {
+  const s = summarize(req, [], [], 'role=gpu');
+  assert.deepEqual(trio(s)[1], ['Reconciling', 'True', 'NoMatchingNodes']);
+  assert.equal(trio(s)[0]?.[1], 'False');
+});
+
+test('every condition carries the generation it was computed for', () => {
+  for (const runs of [[run('a')], [run('a', ok)], [run('a', bad)]]) {
+    const s = summarize(req, runs, [], 'node/a');
+    assert.deepEqual(
+      s.conditions?.map((c) => c.observedGeneration),
+      [2, 2, 2, 2, 2],
+    );
+    assert.equal(s.observedGeneration, 2);
+  }
 });

@@ -1,7 +1,14 @@
 /**
  * Folds a request's runs into its status: per-node results (bounded), counts,
- * phase, and the Succeeded / Failed conditions that `kubectl wait` and GitOps
- * health checks read. Pure: same inputs, same status.
+ * phase, and the conditions that `kubectl wait` and GitOps health checks read:
+ * Succeeded / Failed (this API's own), and Ready / Reconciling / Stalled, the
+ * ones kstatus (Flux's health checks, `kstatus`-aware tools) and most
+ * dashboards understand. Pure: same inputs, same status.
+ *
+ * Why the kstatus trio: kstatus reads a custom resource without Reconciling or
+ * Stalled as Current (healthy) once observedGeneration is current, so a
+ * request still waiting for its nodes, or one that failed, would read healthy
+ * and a Flux pipeline meant to stop on a failed load would go green.
  */
 import {
   Reason,
@@ -125,19 +132,52 @@ export function summarize(
     succeededReason = phase === 'Failed' ? 'NodeFailed' : phase;
     succeededMessage = `${counts.succeeded} of ${counts.total} node(s) succeeded, ${counts.running} running, ${counts.pending} pending, ${counts.failed} failed`;
   }
+  // kstatus reads Reconciling=True as InProgress before it looks at Stalled, so a failed request
+  // must not also be Reconciling: once a node failed the request is Failed (as its phase says),
+  // even while other nodes still run, and Flux stops on it rather than waiting for the rest.
+  const failed = phase === 'Failed';
+  const outstanding = counts.pending + counts.running;
+  let reconcilingReason: string;
+  let reconcilingMessage: string;
+  if (counts.total === 0) {
+    reconcilingReason = 'NoMatchingNodes';
+    reconcilingMessage = succeededMessage;
+  } else if (failed || outstanding === 0) {
+    reconcilingReason = 'Settled';
+    reconcilingMessage = `no run outstanding on the ${counts.total} node(s) it reports`;
+    if (outstanding > 0) reconcilingMessage = `the request failed; ${outstanding} run(s) still outstanding`;
+  } else {
+    reconcilingReason = counts.running > 0 ? 'Running' : 'Pending';
+    reconcilingMessage = `${outstanding} of ${counts.total} node(s) outstanding: ${counts.running} running, ${counts.pending} pending`;
+  }
+  const failedMessage = firstFailure
+    ? `${counts.failed} of ${counts.total} node(s) failed; ${firstFailure.nodeName}: ${firstFailure.message ?? firstFailure.reason ?? 'failed'}`
+    : 'no node has failed';
   const conditions = [
     condition('Succeeded', phase === 'Succeeded', succeededReason, succeededMessage, generation, prev, now),
     firstFailure
-      ? condition(
-          'Failed',
-          true,
-          firstFailure.reason ?? 'Failed',
-          `${counts.failed} of ${counts.total} node(s) failed; ${firstFailure.nodeName}: ${firstFailure.message ?? firstFailure.reason ?? 'failed'}`,
-          generation,
-          prev,
-          now,
-        )
-      : condition('Failed', false, 'NoFailures', 'no node has failed', generation, prev, now),
+      ? condition('Failed', true, firstFailure.reason ?? 'Failed', failedMessage, generation, prev, now)
+      : condition('Failed', false, 'NoFailures', failedMessage, generation, prev, now),
+    // Ready mirrors Succeeded under the name users and tools look for first.
+    condition('Ready', phase === 'Succeeded', succeededReason, succeededMessage, generation, prev, now),
+    condition(
+      'Reconciling',
+      !failed && (outstanding > 0 || counts.total === 0),
+      reconcilingReason,
+      reconcilingMessage,
+      generation,
+      prev,
+      now,
+    ),
+    condition(
+      'Stalled',
+      failed,
+      firstFailure ? (firstFailure.reason ?? 'Failed') : 'NoFailures',
+      failedMessage,
+      generation,
+      prev,
+      now,
+    ),
   ];
 
   const status: ModuleRequestStatus = {
