@@ -30,7 +30,7 @@ import {
   waitForPhase,
   type FakeHelper,
 } from './support/objects.ts';
-import { startAgent, startController } from './support/operator.ts';
+import { metricValue, startAgent, startController } from './support/operator.ts';
 
 let helper: FakeHelper;
 const env = useControlPlane({
@@ -106,8 +106,16 @@ async function burst(
   prefix: string,
   busyTimeoutMs: number,
 ): Promise<{ records: string[]; phases: Map<string, string>; reasons: string[] }> {
+  // The first 50 helpers wait for each other before their second of work (bounded, so a cap that
+  // admits fewer still ends): starting 50 processes may take longer than a second on a busy
+  // machine, and "the cap is reached" must not depend on how fast the machine forks.
   const sleeper = script(
-    'echo "start $(date +%s%N)" >> $DIR/records; sleep 1; echo "end $(date +%s%N)" >> $DIR/records',
+    [
+      'echo "start $(date +%s%N)" >> $DIR/records',
+      "while [ $(grep -c '^start' $DIR/records) -lt 50 ] && [ $SECONDS -lt 30 ]; do sleep 0.2; done",
+      'sleep 1',
+      'echo "end $(date +%s%N)" >> $DIR/records',
+    ].join('\n'),
   );
   await ensureNode(env.kc, node);
   await annotateNode(env.kc, node, 'Disabled');
@@ -128,7 +136,14 @@ async function burst(
     60_000,
     250,
   );
-  await new Promise((r) => setTimeout(r, 1000)); // the agent has seen them all and holds them at the gate
+  // Dispatched is not seen: the agent's cache may lag the API under load. Release only once the
+  // agent itself holds all 200 at its gate, so that they really reach the helper slots together.
+  await eventually(
+    'the agent to hold all 200 runs at its gate (kmod_agent_helper_state_waiters 200)',
+    async () => (await metricValue(registry, 'kmod_agent_helper_state_waiters')) === 200,
+    60_000,
+    250,
+  );
   assert.equal(existsSync(join(sleeper.dir, 'records')), false, 'nothing ran while Disabled');
   await annotateNode(env.kc, node, 'Enabled');
   const phases = new Map<string, string>();
@@ -293,7 +308,9 @@ test('capability masks narrow at runtime; a widening change is refused loudly an
 });
 
 test('node states: Disabled drains then holds runs pending; Enabled runs them; Freezing makes runs wait', async () => {
-  await agentFor('node-states', helper.path, { drainTimeoutMs: 5000, freezeWaitMs: 60_000 });
+  const registry = new Registry();
+  const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
+  await agentFor('node-states', helper.path, { drainTimeoutMs: 5000, freezeWaitMs: 60_000, registry });
   await createRequest(env.kc, 'st-running', {
     module: 'slow-st',
     parameters: ['secs=1'],
@@ -308,7 +325,8 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
   );
   await waitForCondition(env.kc, 'st-running', 'Succeeded');
   await createRequest(env.kc, 'st-pending', { module: 'ok-st-pending', nodeName: 'node-states' });
-  await new Promise((r) => setTimeout(r, 1500));
+  // The agent has taken the run up and holds it at the gate: had Disabled not held it, it would have started.
+  await eventually('st-pending held at the gate', async () => (await held()) === 1);
   assert.equal((await getRequest(env.kc, 'st-pending'))?.status?.phase, 'Pending');
   assert.equal(helper.starts('ok-st-pending'), 0, 'nothing starts while Disabled');
   await annotateNode(env.kc, 'node-states', 'Enabled');
@@ -320,7 +338,7 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
     async () => (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION] === 'Freezing',
   );
   await createRequest(env.kc, 'st-frozen', { module: 'ok-st-frozen', nodeName: 'node-states' });
-  await new Promise((r) => setTimeout(r, 1500));
+  await eventually('st-frozen held at the gate', async () => (await held()) === 1);
   assert.equal(helper.starts('ok-st-frozen'), 0, 'runs wait while Freezing');
   assert.notEqual((await getRequest(env.kc, 'st-frozen'))?.status?.phase, 'Failed', 'they do not fail');
   await annotateNode(env.kc, 'node-states', 'Enabled');
@@ -336,11 +354,8 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
 
 test('a disable whose helpers do not finish in time fails and re-enables (EAGAIN)', async () => {
   await agentFor('node-eagain', helper.path, { drainTimeoutMs: 1000 });
-  await createRequest(env.kc, 'eagain', {
-    module: 'slow-eagain',
-    parameters: ['secs=4'],
-    nodeName: 'node-eagain',
-  });
+  // The helper holds until released: it is surely still running when the drain times out.
+  await createRequest(env.kc, 'eagain', { module: 'hold-eagain', nodeName: 'node-eagain' });
   await waitForPhase(env.kc, 'eagain', 'Running');
   await annotateNode(env.kc, 'node-eagain', 'Disabled');
   const msg = await eventually('the failed disable to be reported', async () => {
@@ -355,6 +370,8 @@ test('a disable whose helpers do not finish in time fails and re-enables (EAGAIN
     /disable failed \(EAGAIN\): 1 helper\(s\) still running after 1 s; helpers re-enabled/,
   );
   assert.ok((await eventsFor('node-eagain')).some((e) => e.startsWith('Warning/HelpersDisableFailed')));
+  helper.release('hold-eagain');
+  await waitForCondition(env.kc, 'eagain', 'Succeeded');
   // Enabled again: new runs start.
   await createRequest(env.kc, 'eagain-after', { module: 'ok-eagain-after', nodeName: 'node-eagain' });
   await waitForCondition(env.kc, 'eagain-after', 'Succeeded');

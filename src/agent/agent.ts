@@ -146,10 +146,11 @@ export class Agent {
       host: opts.nodeName,
       logger: opts.logger,
     });
-    this.#metrics = new AgentMetrics(opts.registry, () => ({
-      running: this.#slots.running,
-      waiting: this.#slots.waiting,
-    }));
+    this.#metrics = new AgentMetrics(
+      opts.registry,
+      () => ({ running: this.#slots.running, waiting: this.#slots.waiting }),
+      () => this.#helperState.waiting,
+    );
     this.#slots = new HelperSlots(opts.maxConcurrent, opts.busyTimeoutMs);
     this.#helperState = new NodeHelperState(
       () => this.#slots.running,

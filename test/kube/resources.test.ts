@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { CustomObjectsApi } from '@kubernetes/client-node';
-import { useControlPlane } from '../../test/support/cluster.ts';
+import { useControlPlane } from '../support/cluster.ts';
 import {
   GROUP,
   LABEL_REQUEST_NAME,
@@ -9,9 +9,9 @@ import {
   VERSION,
   type ModuleRequest,
   type ModuleRun,
-} from '../api/types.ts';
-import { isConflict, statusCode } from './errors.ts';
-import { Resources, retryOnConflict } from './resources.ts';
+} from '../../src/api/types.ts';
+import { isConflict, statusCode } from '../../src/kube/errors.ts';
+import { Resources, retryOnConflict } from '../../src/kube/resources.ts';
 
 const env = useControlPlane({ controllerManager: false });
 
