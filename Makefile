@@ -9,7 +9,7 @@ CLI  := $(NODE) src/cli/main.ts
 # Files run one at a time: each integration file starts its own control plane.
 TESTS := 'src/**/*.test.ts' 'test/**/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test run cluster cluster-down clean
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test run cluster cluster-down clean
 
 setup: deps debs controlplane
 
@@ -57,6 +57,11 @@ integration: setup
 
 test: setup typecheck lint
 	$(NODE) --test --test-reporter=spec --test-concurrency=1 --test-timeout=300000 $(TESTS)
+
+# Every test of FILES run alone (--test-name-pattern), one process each: finds tests that
+# depend on objects another test left. E.g. make each-test FILES=test/operator.test.ts
+each-test: setup
+	$(NODE) scripts/each-test.ts $(FILES)
 
 # `make test` three times in a row under `stress-ng --cpu 2` (installed if missing); stress-ng
 # is stopped at the end, also when a run fails. See scripts/stress-test.sh.
