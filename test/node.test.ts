@@ -133,7 +133,7 @@ async function burst(
   await eventually(
     'all 200 runs dispatched',
     async () => (await listRuns(env.kc)).filter((r) => r.spec.nodeName === node).length === 200,
-    60_000,
+    90_000,
     250,
   );
   // Dispatched is not seen: the agent's cache may lag the API under load. Release only once the
@@ -164,7 +164,7 @@ async function burst(
       }
       return phases.size === names.length;
     },
-    120_000,
+    150_000,
     500,
   );
   const records = existsSync(join(sleeper.dir, 'records'))

@@ -81,7 +81,7 @@ test('an agent killed mid-run: the claimed run is reported interrupted and retri
   await exited(first);
   const second = agentProcess('node-crash');
   try {
-    await eventually('the retry to start its helper', () => helper.starts('hold-crash') === 2, 30_000);
+    await eventually('the new agent to start the retry', () => helper.starts('hold-crash') === 2, 60_000);
     helper.release('hold-crash');
     const r = await waitForCondition(env.kc, 'crash', 'Succeeded', 'True', 30_000);
     assert.equal(r.status?.nodes?.[0]?.attempt, 2, 'the retry is visible in the attempt count');
