@@ -24,7 +24,7 @@ void describe('LeaderElector', () => {
   const all: LeaderElector[] = [];
   const proxies: FaultProxy[] = [];
 
-  /** Every candidate's callbacks in the order they happened, as "identity started|stopped". */
+  /** Every candidate's callbacks in the order they happened, as "lease: identity started|stopped". */
   const timeline: string[] = [];
 
   function candidate(name: string, identity: string, kc: KubeConfig = env.kc): Candidate {
