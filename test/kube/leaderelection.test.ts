@@ -8,8 +8,12 @@ import { FaultProxy, memoryLogger, type LogEntry } from '../../src/kube/testing.
 
 const env = useControlPlane({ controllerManager: false });
 
-/** Short timings so that the tests take seconds, in client-go's proportions. */
-const FAST = { leaseDurationMs: 2000, renewDeadlineMs: 1500, retryPeriodMs: 200 };
+/**
+ * Short timings so that the tests take seconds, in client-go's proportions (15/10/2 s), with a
+ * renew deadline a loaded machine still meets: a leader that cannot renew within it steps down,
+ * as it must, and a test expecting a steady leader would see a spurious term end.
+ */
+const FAST = { leaseDurationMs: 8000, renewDeadlineMs: 5000, retryPeriodMs: 1000 };
 
 interface Candidate {
   elector: LeaderElector;
@@ -59,8 +63,8 @@ void describe('LeaderElector', () => {
         seen.add(rv ?? '');
         return seen.size > n;
       },
-      20_000,
-      50,
+      60_000,
+      100,
     );
   }
 
@@ -100,7 +104,7 @@ void describe('LeaderElector', () => {
     );
     assert.equal(await holder('two'), id);
     const lease = await leases.readNamespacedLease({ name: 'two', namespace: 'default' });
-    assert.equal(lease.spec?.leaseDurationSeconds, 2);
+    assert.equal(lease.spec?.leaseDurationSeconds, 8);
     assert.deepEqual(leader.log, ['started']);
     assert.deepEqual((leader === a ? b : a).log, []);
   });
@@ -114,7 +118,7 @@ void describe('LeaderElector', () => {
     await a.elector.stop();
     assert.deepEqual(a.log, ['started', 'stopped']);
     assert.equal(a.elector.isLeader, false);
-    // Released: the lease no longer names a, so b need not wait out its 2 s.
+    // Released: the lease no longer names a, so b need not wait out its 8 s.
     assert.notEqual(await holder('handover'), 'a', 'stop() cleared the holder');
     await eventually('b leads', () => b.elector.isLeader);
     assert.deepEqual(
@@ -140,7 +144,7 @@ void describe('LeaderElector', () => {
     assert.deepEqual(stepDownReasons(a), ['lease is now held by intruder']);
     assert.equal(a.elector.isLeader, false);
     // The intruder never renews: after the lease duration, a acquires it again.
-    await eventually('a leads again', () => a.elector.isLeader, 10_000);
+    await eventually('a leads again', () => a.elector.isLeader, 60_000);
     assert.deepEqual(a.log, ['started', 'stopped', 'started']);
     assert.equal(await holder('stolen'), 'a');
   });
@@ -157,7 +161,7 @@ void describe('LeaderElector', () => {
     await eventually('a stops leading', () => a.log.includes('stopped'));
     // By its renew deadline: a cannot know the lease is lost, only that it could not renew.
     assert.deepEqual(stepDownReasons(a), [`could not renew for ${FAST.renewDeadlineMs} ms`]);
-    await eventually('b leads', () => b.elector.isLeader);
+    await eventually('b leads', () => b.elector.isLeader, 60_000);
     // b only took over after a had stopped (a stops at renewDeadline < leaseDuration).
     assert.deepEqual(
       timeline.filter((t) => t.startsWith('cutoff:')),
