@@ -9,7 +9,7 @@ CLI  := $(NODE) src/cli/main.ts
 # Files run one at a time: each integration file starts its own control plane.
 TESTS := 'src/**/*.test.ts' 'test/**/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean install-plugin
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test run cluster cluster-down clean install-plugin
 
 setup: deps debs controlplane
 
@@ -47,14 +47,26 @@ lint: deps
 format: deps
 	$(NODE) node_modules/.bin/prettier --write .
 
+# Unit tests only: no control plane is built or started (test/support/cluster.ts refuses to
+# start one under KMOD_UNIT_TESTS; tests that need it live in test/).
 unit: deps
-	$(NODE) --test --test-reporter=spec 'src/**/*.test.ts'
+	KMOD_UNIT_TESTS=1 $(NODE) --test --test-reporter=spec 'src/**/*.test.ts'
 
 integration: setup
 	$(NODE) --test --test-reporter=spec --test-concurrency=1 'test/**/*.test.ts'
 
 test: setup typecheck lint
 	$(NODE) --test --test-reporter=spec --test-concurrency=1 --test-timeout=300000 $(TESTS)
+
+# Every test of FILES run alone (--test-name-pattern), one process each: finds tests that
+# depend on objects another test left. E.g. make each-test FILES=test/operator.test.ts
+each-test: setup
+	$(NODE) scripts/each-test.ts $(FILES)
+
+# `make test` three times in a row under `stress-ng --cpu 2` (installed if missing); stress-ng
+# is stopped at the end, also when a run fails. See scripts/stress-test.sh.
+stress-test: setup
+	bash scripts/stress-test.sh
 
 # The operator's local mode: control plane, CRDs, a Node for this machine,
 # controller, one agent, the examples; Ctrl-C stops everything.

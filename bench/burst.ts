@@ -21,6 +21,7 @@ import { mergePatch } from '../src/kube/callopts.ts';
 import { installCrds } from '../src/kube/crds.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { createRequest } from '../test/support/objects.ts';
+import { metricValue } from '../test/support/operator.ts';
 
 const n = Number(process.argv[2] ?? 200);
 const cp = await startControlPlane();
@@ -42,12 +43,13 @@ try {
   );
   chmodSync(helper, 0o755);
   const controller = new Controller({ kc, logger: silentLogger(), registry: new Registry(), resyncMs: 0 });
+  const agentRegistry = new Registry();
   const agent = new Agent({
     kc,
     nodeName: 'bench',
     helperPath: helper,
     logger: silentLogger(),
-    registry: new Registry(),
+    registry: agentRegistry,
     busyTimeoutMs: 600_000,
     freezeWaitMs: 600_000,
     bootIdSource: 'node',
@@ -69,6 +71,9 @@ try {
       }
     ).items;
   while ((await list()).filter((r) => r.status?.progress === '0/1').length < n)
+    await new Promise((r) => setTimeout(r, 200));
+  // Dispatched is not enough: release only once the agent itself holds all n at its gate.
+  while ((await metricValue(agentRegistry, 'kmod_agent_helper_state_waiters')) < n)
     await new Promise((r) => setTimeout(r, 200));
 
   const t0 = Date.now();

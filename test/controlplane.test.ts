@@ -84,11 +84,20 @@ test('invalid objects are refused with the server’s message (schema and CEL)',
   });
 });
 
-test('kubectl talks to it with the generated kubeconfig', () => {
+test('kubectl talks to it with the generated kubeconfig', async () => {
   assert.ok(existsSync(env.cp.kubeconfigPath));
+  await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+    ...mr,
+    body: {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: 'ModuleRequest',
+      metadata: { name: 'kubectl-smoke' },
+      spec: { module: 'snd-hda-intel', nodeName: 'n1' },
+    },
+  });
   const out = execFileSync(
     'kubectl',
-    ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'smoke', '-o', 'jsonpath={.spec.module}'],
+    ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'kubectl-smoke', '-o', 'jsonpath={.spec.module}'],
     {
       encoding: 'utf8',
     },

@@ -53,8 +53,12 @@ test('two replicas: one leads and reconciles; the other takes over when it stops
   await waitForCondition(env.kc, 'le-2', 'Succeeded');
   assert.equal(helper.starts('ok-le1'), 1, 'the hand-over did not run anything twice');
   assert.equal(lost, 1, 'the stopped leader reported the end of its term');
-  // The requests-by-phase gauge is read from the cache: right on the replica that took over.
-  const metrics = await registries.get(standby === a ? 'replica-a' : 'replica-b')!.metrics();
-  assert.match(metrics, /^kmod_controller_requests\{phase="Succeeded"\} 2$/m);
+  // The requests-by-phase gauge is read from the cache: right on the replica that took over, once
+  // its cache has seen what the API already shows.
+  const registry = registries.get(standby === a ? 'replica-a' : 'replica-b')!;
+  const metrics = await eventually('the new leader to count 2 Succeeded requests', async () => {
+    const text = await registry.metrics();
+    return /^kmod_controller_requests\{phase="Succeeded"\} 2$/m.test(text) ? text : undefined;
+  });
   assert.match(metrics, /^kmod_controller_requests\{phase="Failed"\} 0$/m);
 });

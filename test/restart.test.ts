@@ -22,7 +22,7 @@ import {
   waitForPhase,
   type FakeHelper,
 } from './support/objects.ts';
-import { startAgent, startController } from './support/operator.ts';
+import { scrapeMetric, startAgent, startController } from './support/operator.ts';
 import type { Controller } from '../src/controller/controller.ts';
 import { Registry } from 'prom-client';
 
@@ -61,6 +61,13 @@ function agentProcess(node: string, extra: string[] = []): ChildProcess & { outp
   return Object.assign(child, { output: () => out });
 }
 
+/** The agent process's /metrics port (it listens on 127.0.0.1:0 and logs the port it got). */
+const metricsPort = (child: ReturnType<typeof agentProcess>) =>
+  eventually('the agent to log its metrics port', () => {
+    const m = /"metricsPort":(\d+)/.exec(child.output());
+    return m ? Number(m[1]) : undefined;
+  });
+
 const exited = (child: ChildProcess) =>
   new Promise<number | null>((r) =>
     child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code)),
@@ -69,19 +76,18 @@ const exited = (child: ChildProcess) =>
 test('an agent killed mid-run: the claimed run is reported interrupted and retried with the next attempt', async () => {
   await ensureNode(env.kc, 'node-crash');
   const first = agentProcess('node-crash');
-  await createRequest(env.kc, 'crash', {
-    module: 'slow-crash',
-    parameters: ['secs=2'],
-    nodeName: 'node-crash',
-  });
+  // The helper holds until released: the agent is killed while it is surely still running.
+  await createRequest(env.kc, 'crash', { module: 'hold-crash', nodeName: 'node-crash' });
   await waitForPhase(env.kc, 'crash', 'Running');
   first.kill('SIGKILL');
   await exited(first);
   const second = agentProcess('node-crash');
   try {
+    await eventually('the new agent to start the retry', () => helper.starts('hold-crash') === 2, 60_000);
+    helper.release('hold-crash');
     const r = await waitForCondition(env.kc, 'crash', 'Succeeded', 'True', 30_000);
     assert.equal(r.status?.nodes?.[0]?.attempt, 2, 'the retry is visible in the attempt count');
-    assert.equal(helper.starts('slow-crash'), 2);
+    assert.equal(helper.starts('hold-crash'), 2);
     const events = await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' });
     assert.ok(
       events.items.some(
@@ -101,11 +107,7 @@ test('an agent killed mid-run: the claimed run is reported interrupted and retri
 test('SIGTERM disables and drains: the running helper finishes, runs not started stay pending for the next agent', async () => {
   await ensureNode(env.kc, 'node-term', { term: 'yes' });
   const first = agentProcess('node-term', ['--max-concurrent=1', '--busy-timeout=60']);
-  await createRequest(env.kc, 'term-running', {
-    module: 'slow-term',
-    parameters: ['secs=2'],
-    nodeName: 'node-term',
-  });
+  await createRequest(env.kc, 'term-running', { module: 'hold-term', nodeName: 'node-term' });
   await waitForPhase(env.kc, 'term-running', 'Running');
   for (const name of ['term-w1', 'term-w2', 'term-w3']) {
     await createRequest(env.kc, name, { module: `ok-${name}`, nodeName: 'node-term' });
@@ -114,8 +116,17 @@ test('SIGTERM disables and drains: the running helper finishes, runs not started
     'the waiting runs to be dispatched',
     async () => (await listRuns(env.kc)).filter((r) => r.spec.nodeName === 'node-term').length === 4,
   );
-  await new Promise((r) => setTimeout(r, 300)); // let the agent queue them behind the busy slot
+  // SIGTERM only once the agent has all three in line behind the busy slot.
+  const port = await metricsPort(first);
+  await eventually(
+    'the three runs to wait for the busy slot (kmod_agent_helper_slot_waiters 3)',
+    async () => (await scrapeMetric(port, 'kmod_agent_helper_slot_waiters')) === 3,
+  );
   first.kill('SIGTERM');
+  // Released only once the agent has taken the signal (it logs "shutting down" as it stops taking
+  // runs): until then a helper that ended would free the slot for a waiting run.
+  await eventually('the agent to log "shutting down"', () => first.output().includes('shutting down'));
+  helper.release('hold-term');
   assert.equal(await exited(first), 0, first.output());
   // The helper that was running finished and reported; the others were never started or claimed.
   const running = await waitForCondition(env.kc, 'term-running', 'Succeeded');
@@ -180,11 +191,8 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
   const waiters = async () =>
     Number(/^kmod_agent_helper_slot_waiters (\d+)$/m.exec(await registry.metrics())?.[1]);
   try {
-    await createRequest(env.kc, 'del-busy', {
-      module: 'slow-del',
-      parameters: ['secs=2'],
-      nodeName: 'node-del',
-    });
+    // The busy helper holds until released, so "while it is still running" needs no race.
+    await createRequest(env.kc, 'del-busy', { module: 'hold-del', nodeName: 'node-del' });
     await waitForPhase(env.kc, 'del-busy', 'Running');
     await createRequest(env.kc, 'del-waiting', { module: 'ok-del-waiting', nodeName: 'node-del' });
     await eventually('the waiting run to exist', async () =>
@@ -193,15 +201,24 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
     await eventually('the run to wait for the busy slot', async () => (await waiters()) === 1);
     await deleteRequest(env.kc, 'del-waiting');
     // Out of line at once, while the busy helper is still running.
-    await eventually('the waiter to leave the line', async () => (await waiters()) === 0, 1500);
+    await eventually('the waiter to leave the line', async () => (await waiters()) === 0);
     assert.equal(
       (await getRequest(env.kc, 'del-busy'))?.status?.phase,
       'Running',
       'the busy helper is not killed',
     );
+    assert.equal(helper.log().filter((l) => l.startsWith('end ') && l.endsWith(' hold-del')).length, 0);
     // The busy helper goes on to the end and reports.
+    helper.release('hold-del');
     await waitForCondition(env.kc, 'del-busy', 'Succeeded');
-    await new Promise((r) => setTimeout(r, 500));
+    // The slot is free now: a run still in line would start. Once the deleted run is gone from the
+    // API and the agent has nothing queued, waiting or running, it can no longer start.
+    await eventually(
+      'the deleted run to be garbage-collected',
+      async () => !(await listRuns(env.kc)).some((r) => r.spec.module === 'ok-del-waiting'),
+      30_000,
+    );
+    await agent.idle();
     assert.equal(helper.starts('ok-del-waiting'), 0, 'the deleted run never started');
   } finally {
     await agent.stop(2000);
@@ -209,9 +226,26 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
 });
 
 test('Events record success and failure on the request', async () => {
-  const events = await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' });
-  const about = (name: string) =>
-    events.items.filter((e) => e.involvedObject.name === name).map((e) => `${e.type}/${e.reason}`);
-  assert.ok(about('ctl-2').includes('Normal/Completed'), about('ctl-2').join(','));
-  assert.ok(about('ctl-2').includes('Normal/Succeeded'), about('ctl-2').join(','));
+  await ensureNode(env.kc, 'node-events', { events: 'yes' });
+  const agent = await startAgent(env.kc, 'node-events', helper.path);
+  try {
+    await createRequest(env.kc, 'ev-ok', { module: 'ok-ev', nodeSelector: { events: 'yes' } });
+    await createRequest(env.kc, 'ev-fail', { module: 'fail-ev', nodeName: 'node-events' });
+    await waitForCondition(env.kc, 'ev-ok', 'Succeeded');
+    await waitForCondition(env.kc, 'ev-fail', 'Failed');
+    // Events are written in the background: wait for them, naming what is missing.
+    const about = async (name: string) =>
+      (await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' })).items
+        .filter((e) => e.involvedObject.name === name)
+        .map((e) => `${e.type}/${e.reason}`);
+    for (const [name, reason] of [
+      ['ev-ok', 'Normal/Completed'],
+      ['ev-ok', 'Normal/Succeeded'],
+      ['ev-fail', 'Warning/ExitCode'],
+    ] as const) {
+      await eventually(`${reason} on ${name}`, async () => (await about(name)).includes(reason));
+    }
+  } finally {
+    await agent.stop(2000);
+  }
 });

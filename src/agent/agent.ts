@@ -118,10 +118,11 @@ export class Agent {
     this.#core = kc.makeApiClient(CoreV1Api);
     this.#events = new EventRecorder({ kc, component: 'kmod-agent', host: nodeName, logger: opts.logger });
     this.#slots = new HelperSlots(opts.maxConcurrent, opts.busyTimeoutMs);
-    this.#metrics = new AgentMetrics(opts.registry, () => ({
-      running: this.#slots.running,
-      waiting: this.#slots.waiting,
-    }));
+    this.#metrics = new AgentMetrics(
+      opts.registry,
+      () => ({ running: this.#slots.running, waiting: this.#slots.waiting }),
+      () => this.#helpers.waiting,
+    );
     this.#queue = new WorkQueue({
       name: 'moduleruns',
       // The decision never waits for a helper; what it starts reports back through forget/addRateLimited.

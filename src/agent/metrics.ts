@@ -12,7 +12,11 @@ export class AgentMetrics {
   readonly widenRefused: Counter;
   readonly #state: Gauge<'state'>;
 
-  constructor(registry: Registry, slots: () => { running: number; waiting: number }) {
+  constructor(
+    registry: Registry,
+    slots: () => { running: number; waiting: number },
+    held: () => number = () => 0,
+  ) {
     this.started = new Counter({
       name: 'kmod_agent_helpers_started_total',
       help: 'Helpers started on this node.',
@@ -76,6 +80,14 @@ export class AgentMetrics {
       registers: [registry],
       collect() {
         this.set(slots().waiting);
+      },
+    });
+    new Gauge({
+      name: 'kmod_agent_helper_state_waiters',
+      help: 'Runs waiting right now for helpers to be enabled (node helper state Freezing or Disabled).',
+      registers: [registry],
+      collect() {
+        this.set(held());
       },
     });
   }

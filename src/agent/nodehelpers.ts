@@ -62,6 +62,11 @@ export class NodeHelpers {
     return this.#state.state;
   }
 
+  /** Runs waiting for helpers to be enabled right now (see NodeHelperState.waiting). */
+  get waiting(): number {
+    return this.#state.waiting;
+  }
+
   /** See NodeHelperState.whenEnabled. */
   whenEnabled(maxWaitMs: number, signal?: AbortSignal): Promise<boolean> {
     return this.#state.whenEnabled(maxWaitMs, signal);

@@ -63,6 +63,11 @@ export class NodeHelperState {
     return this.#state;
   }
 
+  /** Runs waiting in `whenEnabled()` right now (held while Freezing or Disabled). */
+  get waiting(): number {
+    return this.#waiters.size;
+  }
+
   /**
    * Resolves true as soon as helpers may start; false when `maxWaitMs`
    * passes first (the run stays pending), or when `signal` aborts.

@@ -57,14 +57,17 @@ void describe('call options', () => {
       (err: Error) => /abort|timeout/i.test(`${err.name} ${err.message}`),
     );
     const took = Date.now() - t0;
-    assert.ok(took >= 190 && took < 2000, `took ${took} ms`);
+    // /hang never answers: only the deadline ended it (how long after it depends on the load).
+    assert.ok(took >= 190, `took ${took} ms`);
     assert.equal(seen[0]?.contentType, 'application/merge-patch+json');
   });
 
   void it('a fresh deadline per request when the options object is reused', async () => {
-    const opts = withTimeout(300);
+    const opts = withTimeout(1000);
+    // A signal made with the options: once it fires, a deadline fixed at creation would have passed.
+    const createdWithOpts = AbortSignal.timeout(1000);
     await api.readNamespacedEvent({ name: 'e', namespace: 'default' }, opts);
-    await new Promise((r) => setTimeout(r, 350));
+    await new Promise((r) => createdWithOpts.addEventListener('abort', r, { once: true }));
     await api.readNamespacedEvent({ name: 'e', namespace: 'default' }, opts);
   });
 });

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
+import { eventually } from '../../test/support/cluster.ts';
 import { FaultProxy, memoryLogger } from './testing.ts';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Connects to `url`, returning the socket and everything it receives so far. */
 async function connect(url: string): Promise<{ sock: Socket; got: () => string; closed: () => boolean }> {
@@ -38,28 +37,25 @@ void describe('FaultProxy', () => {
   void it('forwards, freezes open connections while new ones work, and refuses on demand', async () => {
     const a = await connect(proxy.url);
     a.sock.write('hello');
-    await sleep(50);
-    assert.equal(a.got(), 'hello');
+    await eventually('hello echoed through the proxy', () => a.got() === 'hello');
 
     proxy.freeze();
     a.sock.write(' again');
     const b = await connect(proxy.url);
     b.sock.write('fresh');
-    await sleep(100);
+    await eventually('fresh echoed on a new connection', () => b.got() === 'fresh');
+    // " again" has reached the proxy and sits there: had the freeze let it through, it would be back.
+    await eventually('" again" held by the frozen proxy', () => proxy.held >= ' again'.length);
     assert.equal(a.got(), 'hello', 'frozen: nothing flows');
     assert.equal(a.closed(), false, 'frozen: still open');
-    assert.equal(b.got(), 'fresh', 'new connections flow');
 
     proxy.refuse(true);
     const c = await connect(proxy.url);
-    await sleep(50);
-    assert.equal(c.closed(), true, 'refused');
+    await eventually('the refused connection to be reset', () => c.closed());
     proxy.refuse(false);
 
     proxy.dropAll();
-    await sleep(50);
-    assert.equal(a.closed(), true);
-    assert.equal(b.closed(), true);
+    await eventually('both open connections to be reset', () => a.closed() && b.closed());
     assert.equal(proxy.open, 0);
     assert.equal(proxy.accepted, 3);
   });

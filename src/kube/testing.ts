@@ -15,6 +15,7 @@ import winston from 'winston';
 interface Pair {
   client: Socket;
   upstream: Socket;
+  frozen?: boolean;
 }
 
 /** A TCP proxy in front of one apiserver, with switches for freezing and refusing. */
@@ -60,6 +61,19 @@ export class FaultProxy {
     return this.#pairs.size;
   }
 
+  /**
+   * Bytes that have reached the proxy on frozen connections and sit there,
+   * unforwarded (either direction). A test that checks "nothing was
+   * delivered while frozen" waits for this to grow first: then there was
+   * something to deliver.
+   */
+  get held(): number {
+    let bytes = 0;
+    for (const { client, upstream, frozen } of this.#pairs)
+      if (frozen) bytes += client.readableLength + upstream.readableLength;
+    return bytes;
+  }
+
   /** A copy of `kc` whose current cluster points at this proxy. */
   kubeConfig(kc: KubeConfig): KubeConfig {
     const cluster = kc.getCurrentCluster();
@@ -79,7 +93,9 @@ export class FaultProxy {
    * open: the peer sees silence, not an error. New connections still work.
    */
   freeze(): void {
-    for (const { client, upstream } of this.#pairs) {
+    for (const pair of this.#pairs) {
+      const { client, upstream } = pair;
+      pair.frozen = true;
       client.unpipe(upstream);
       upstream.unpipe(client);
       client.pause();

@@ -68,8 +68,11 @@ export async function deleteNode(kc: KubeConfig, name: string): Promise<void> {
 /**
  * A helper script standing in for modprobe. What it does depends on the
  * module name: ok* exits 0, fail* writes to stderr and exits 3, slow* sleeps
- * the seconds given as parameter secs=N, hang* starts a background sleep (a
- * grandchild) and sleeps. Every start and end is appended to a log, with pids.
+ * the seconds given as parameter secs=N, hold* runs until the test calls
+ * `release(module)` (so "still running" is a fact, not a race with the clock;
+ * it also ends when the test process has exited and removed its directory),
+ * hang* starts a background sleep (a grandchild) and sleeps. Every start and
+ * end is appended to a log, with pids.
  */
 export interface FakeHelper {
   path: string;
@@ -77,6 +80,8 @@ export interface FakeHelper {
   /** Lines "start PID MODULE ARGS..." and "end PID MODULE". */
   log(): string[];
   starts(module?: string): number;
+  /** Lets every hold* helper for `module` (running now or started later) finish. */
+  release(module: string): void;
 }
 
 export function fakeHelper(): FakeHelper {
@@ -93,6 +98,7 @@ echo "start $$ $mod $*" >> ${logPath}
 case "$mod" in
   fail*) echo "modprobe: FATAL: Module $mod not found in directory /lib/modules/test" >&2; exit 3 ;;
   slow*) sleep "\${4#*=}" ;;
+  hold*) while [ ! -e ${dir}/release."$mod" ] && [ -d ${dir} ]; do sleep 0.05; done ;;
   hang*) sleep 1000 & echo "grandchild $! $mod" >> ${logPath}; sleep 1000 ;;
 esac
 echo "end $$ $mod" >> ${logPath}
@@ -108,6 +114,7 @@ exit 0
     log,
     starts: (module?: string) =>
       log().filter((l) => l.startsWith('start ') && (!module || l.split(' ')[2] === module)).length,
+    release: (module: string) => writeFileSync(join(dir, `release.${module}`), ''),
   };
 }
 

@@ -32,3 +32,25 @@ export async function startAgent(
   await a.start();
   return a;
 }
+
+/**
+ * The current value of an unlabelled metric in `registry` (gauges with a
+ * collect function are collected). Tests wait on these instead of sleeping:
+ * e.g. kmod_agent_helper_state_waiters says how many runs an agent holds at
+ * its gate, so "nothing ran while Disabled" is checked once all are held.
+ */
+export async function metricValue(registry: Registry, name: string): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name} in the registry`);
+  const value = (await metric.get()).values[0]?.value;
+  if (value === undefined) throw new Error(`metric ${name} has no value`);
+  return value;
+}
+
+/** The value of an unlabelled metric scraped from a /metrics endpoint on 127.0.0.1:`port`. */
+export async function scrapeMetric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  if (!m?.[1]) throw new Error(`no metric ${name} at 127.0.0.1:${port}/metrics`);
+  return Number(m[1]);
+}

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, type CoreV1Event } from '@kubernetes/client-node';
-import { useControlPlane } from '../../test/support/cluster.ts';
-import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../api/types.ts';
-import { silentLogger } from '../observability/logger.ts';
-import { EventRecorder, type EventTarget } from './events.ts';
-import { memoryLogger } from './testing.ts';
+import { useControlPlane } from '../support/cluster.ts';
+import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { EventRecorder, type EventTarget } from '../../src/kube/events.ts';
+import { memoryLogger } from '../../src/kube/testing.ts';
 
 const env = useControlPlane({ controllerManager: false });
 
@@ -91,7 +91,10 @@ void describe('EventRecorder', () => {
     assert.equal(ev?.type, 'Warning');
   });
 
-  void it('aggregates identical events into one Event with a count, even when fired concurrently', async () => {
+  void it('aggregates identical events into one Event with a count, even when fired concurrently', async (t) => {
+    // The recorder's clock is Date: driven by hand (only Date; timers and the HTTP client run
+    // for real), so that a later event is later by a known amount whatever the machine's load.
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const target: EventTarget = {
       apiVersion: 'v1',
       kind: 'Node',
@@ -101,7 +104,7 @@ void describe('EventRecorder', () => {
     rec.event(target, 'Warning', 'Throttled', 'all 50 slots busy');
     rec.event(target, 'Warning', 'Throttled', 'all 50 slots busy');
     await rec.flush();
-    await new Promise((r) => setTimeout(r, 1100)); // lastTimestamp has a resolution of one second
+    t.mock.timers.tick(1100); // lastTimestamp has a resolution of one second
     rec.event(target, 'Warning', 'Throttled', 'all 50 slots busy');
     rec.event(target, 'Warning', 'Throttled', 'another message'); // differs: a separate Event
     rec.event(target, 'Normal', 'Throttled', 'all 50 slots busy'); // differs in type
@@ -136,7 +139,8 @@ void describe('EventRecorder', () => {
     assert.notEqual(evs[0]?.metadata.name, first?.metadata.name);
   });
 
-  void it('starts a new Event when the previous identical one is older than the window', async () => {
+  void it('starts a new Event when the previous identical one is older than the window', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const target: EventTarget = {
       apiVersion: 'v1',
       kind: 'Node',
@@ -151,7 +155,7 @@ void describe('EventRecorder', () => {
     rec.event(target, 'Normal', 'Loaded', 'ok');
     rec.event(target, 'Normal', 'Loaded', 'ok'); // within the window: aggregated
     await rec.flush();
-    await new Promise((r) => setTimeout(r, 400));
+    t.mock.timers.tick(400);
     rec.event(target, 'Normal', 'Loaded', 'ok'); // after it: a new Event
     await rec.flush();
     const counts = (await eventsFor('win-uid')).map((e) => e.count).sort();

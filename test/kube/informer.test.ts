@@ -1,15 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, type V1Node } from '@kubernetes/client-node';
-import { eventually, useControlPlane } from '../../test/support/cluster.ts';
-import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../api/types.ts';
-import { silentLogger } from '../observability/logger.ts';
-import { Informer } from './informer.ts';
-import { FaultProxy, memoryLogger } from './testing.ts';
+import { eventually, useControlPlane } from '../support/cluster.ts';
+import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { Informer } from '../../src/kube/informer.ts';
+import { FaultProxy, memoryLogger } from '../../src/kube/testing.ts';
 
 const env = useControlPlane();
 const RUNS_PATH = `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function run(name: string, nodeName: string): ModuleRun {
   return {
@@ -97,8 +96,9 @@ void describe('Informer', () => {
     await createRun('fs-new-1', 'fs-node-1');
     await createRun('fs-new-2', 'fs-node-2');
     await createRun('fs-new-3', 'fs-node-1');
+    // One watch delivers events in resourceVersion order: fs-new-2 was written before fs-new-3, so
+    // had the selector let it through it would have arrived before fs-new-3 did.
     await eventually('fs-new-3', () => inf.get('fs-new-3'));
-    await sleep(200); // would a node-2 event still arrive? it must not
     assert.deepEqual(seen, ['fs-pre-1', 'fs-new-1', 'fs-new-3']);
     assert.deepEqual(
       inf
@@ -198,8 +198,10 @@ void describe('Informer', () => {
 
     proxy.freeze(); // the watch connection stays open but nothing flows
     const accepted = proxy.accepted;
+    const held = proxy.held;
     await createRun('fz-2', 'fz-node');
-    await sleep(500);
+    // The apiserver has sent the event and the frozen proxy sits on it.
+    await eventually('the fz-2 event to reach the frozen proxy', () => proxy.held > held);
     assert.equal(inf.get('fz-2'), undefined, 'the frozen watch did not deliver');
     await eventually('fz-2 after the watch reconnected', () => inf.get('fz-2'), 10_000);
     assert.ok(proxy.accepted > accepted, 'a new connection was opened');
@@ -244,7 +246,12 @@ void describe('Informer', () => {
     proxy.dropAll();
     await eventually('restart logged', () => entries.some((e) => e.message.includes('restarting')));
     await createRun('rt-2', 'rt-node');
-    await sleep(300);
+    // rt-2 is written while the informer cannot reach the apiserver: let it fail once more after.
+    const failures = entries.filter((e) => e.message.includes('restarting')).length;
+    await eventually(
+      'another failed attempt after rt-2 was written',
+      () => entries.filter((e) => e.message.includes('restarting')).length > failures,
+    );
     proxy.refuse(false);
     await eventually('rt-2 after recovery', () => inf.get('rt-2'), 10_000);
     await createRun('rt-3', 'rt-node');
@@ -267,8 +274,22 @@ void describe('Informer', () => {
     await eventually('st-1', () => inf.get('st-1'));
     await inf.stop();
     const before = seen.length;
+    // A witness on the same runs, still running: once it has seen st-2 and resynced twice, the
+    // stopped informer had every chance to call a handler (for the event or a resync).
+    const witness = track(
+      new Informer<ModuleRun>({
+        kc: env.kc,
+        path: RUNS_PATH,
+        fieldSelector: 'spec.nodeName=st-node',
+        logger: silentLogger(),
+        resyncMs: 50,
+      }),
+    );
+    let witnessed = 0;
+    witness.on('update', (r) => r.metadata.name === 'st-2' && witnessed++);
+    await witness.start();
     await createRun('st-2', 'st-node');
-    await sleep(300);
+    await eventually('the witness to see st-2 and resync it twice', () => witnessed >= 2);
     assert.equal(seen.length, before);
     assert.equal(inf.get('st-2'), undefined);
   });
@@ -277,14 +298,16 @@ void describe('Informer', () => {
     const proxy = await FaultProxy.start(env.cp.server);
     proxies.push(proxy);
     proxy.refuse(true);
+    const { logger, entries } = memoryLogger();
     const inf = new Informer<ModuleRun>({
       kc: proxy.kubeConfig(env.kc),
       path: RUNS_PATH,
-      logger: silentLogger(),
+      logger,
       restartBackoffMs: { min: 20, max: 40 },
     });
     const starting = inf.start();
-    await sleep(100);
+    // Stopped while it retries: its first attempt has failed and it backs off to try again.
+    await eventually('a failed first attempt', () => entries.some((e) => e.message.includes('restarting')));
     await inf.stop();
     await assert.rejects(starting, /stopped before it synced/);
     assert.equal(inf.synced, false);

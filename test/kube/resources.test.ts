@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { CustomObjectsApi } from '@kubernetes/client-node';
-import { useControlPlane } from '../../test/support/cluster.ts';
+import { useControlPlane } from '../support/cluster.ts';
 import {
   GROUP,
   LABEL_REQUEST_NAME,
@@ -9,9 +9,9 @@ import {
   VERSION,
   type ModuleRequest,
   type ModuleRun,
-} from '../api/types.ts';
-import { isConflict, statusCode } from './errors.ts';
-import { Resources, retryOnConflict } from './resources.ts';
+} from '../../src/api/types.ts';
+import { isConflict, statusCode } from '../../src/kube/errors.ts';
+import { Resources, retryOnConflict } from '../../src/kube/resources.ts';
 
 const env = useControlPlane({ controllerManager: false });
 
@@ -31,34 +31,38 @@ void describe('Resources', () => {
     res = new Resources(env.kc, { pageSize: 2 });
   });
 
-  void it('gets a ModuleRequest, undefined when missing', async () => {
-    assert.equal(await res.getRequest('nope'), undefined);
-    const crs = env.kc.makeApiClient(CustomObjectsApi);
-    await crs.createClusterCustomObject({
+  /** Creates a ModuleRequest for node n1 (each test its own, so that each can run alone). */
+  const createRequest = (name: string) =>
+    env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
       group: GROUP,
       version: VERSION,
       plural: REQUEST_PLURAL,
       body: {
         apiVersion: `${GROUP}/${VERSION}`,
         kind: 'ModuleRequest',
-        metadata: { name: 'req' },
+        metadata: { name },
         spec: { module: 'dummy', nodeName: 'n1' },
       },
     });
+
+  void it('gets a ModuleRequest, undefined when missing', async () => {
+    assert.equal(await res.getRequest('nope'), undefined);
+    await createRequest('req');
     const req = await res.getRequest('req');
     assert.equal(req?.spec.module, 'dummy');
     assert.equal(req?.spec.wait, 'Process', 'CRD defaults applied');
   });
 
   void it('merge-patches request status: sent fields replace, absent fields stay, spec is untouched', async () => {
-    const first = await res.patchRequestStatus('req', {
+    await createRequest('req-status');
+    const first = await res.patchRequestStatus('req-status', {
       observedGeneration: 1,
       phase: 'Running',
       counts: { total: 1, pending: 0, running: 1, succeeded: 0, failed: 0 },
       nodes: [{ nodeName: 'n1', phase: 'Running' }],
     });
     assert.equal(first.status?.phase, 'Running');
-    const second: ModuleRequest = await res.patchRequestStatus('req', {
+    const second: ModuleRequest = await res.patchRequestStatus('req-status', {
       phase: 'Succeeded',
       progress: '1/1',
       nodes: [{ nodeName: 'n1', phase: 'Succeeded', exitCode: 0 }],
@@ -73,7 +77,7 @@ void describe('Resources', () => {
       'array replaced',
     );
     assert.equal(second.metadata.generation, 1, 'a status write does not bump the generation');
-    assert.equal((await res.getRequest('req'))?.status?.progress, '1/1');
+    assert.equal((await res.getRequest('req-status'))?.status?.progress, '1/1');
   });
 
   void it('creates, gets, lists (by label, across pages) and deletes runs', async () => {

@@ -1,20 +1,26 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CoordinationV1Api, V1MicroTime, type KubeConfig } from '@kubernetes/client-node';
-import { eventually, useControlPlane } from '../../test/support/cluster.ts';
-import { silentLogger } from '../observability/logger.ts';
-import { LeaderElector } from './leaderelection.ts';
-import { FaultProxy } from './testing.ts';
+import { eventually, useControlPlane } from '../support/cluster.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { LeaderElector } from '../../src/kube/leaderelection.ts';
+import { FaultProxy, memoryLogger, type LogEntry } from '../../src/kube/testing.ts';
 
 const env = useControlPlane({ controllerManager: false });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Short timings so that the tests take seconds, in client-go's proportions. */
-const FAST = { leaseDurationMs: 2000, renewDeadlineMs: 1500, retryPeriodMs: 200 };
+/**
+ * Short timings so that the tests take seconds, in client-go's proportions (15/10/2 s), with a
+ * renew deadline a loaded machine still meets: a leader that cannot renew within it steps down,
+ * as it must, and a test expecting a steady leader would see a spurious term end.
+ */
+const FAST = { leaseDurationMs: 8000, renewDeadlineMs: 5000, retryPeriodMs: 1000 };
 
 interface Candidate {
   elector: LeaderElector;
+  /** Its callbacks, in order: 'started' / 'stopped'. */
   log: string[];
+  /** What it logged (the reason it stepped down, for one). */
+  entries: LogEntry[];
 }
 
 void describe('LeaderElector', () => {
@@ -22,22 +28,45 @@ void describe('LeaderElector', () => {
   const all: LeaderElector[] = [];
   const proxies: FaultProxy[] = [];
 
+  /** Every candidate's callbacks in the order they happened, as "lease: identity started|stopped". */
+  const timeline: string[] = [];
+
   function candidate(name: string, identity: string, kc: KubeConfig = env.kc): Candidate {
-    const elector = new LeaderElector({
-      kc,
-      namespace: 'default',
-      name,
-      identity,
-      logger: silentLogger(),
-      ...FAST,
-    });
+    const { logger, entries } = memoryLogger();
+    const elector = new LeaderElector({ kc, namespace: 'default', name, identity, logger, ...FAST });
     all.push(elector);
     const log: string[] = [];
-    elector.run({ onStartedLeading: () => log.push('started'), onStoppedLeading: () => log.push('stopped') });
-    return { elector, log };
+    const record = (what: string) => {
+      log.push(what);
+      timeline.push(`${name}: ${identity} ${what}`);
+    };
+    elector.run({ onStartedLeading: () => record('started'), onStoppedLeading: () => record('stopped') });
+    return { elector, log, entries };
   }
   const holder = async (name: string) =>
     (await leases.readNamespacedLease({ name, namespace: 'default' })).spec?.holderIdentity;
+  const stepDownReasons = (c: Candidate) =>
+    c.entries.filter((e) => e.message === 'stopped leading').map((e) => e.reason);
+  /**
+   * Waits until the lease has been written `n` more times (the leader renews every retry
+   * period), calling `check` at every poll: the passage of time measured by the leader's own
+   * renewals, during which the other candidates campaigned too.
+   */
+  async function renewals(name: string, n: number, check: () => void = () => {}): Promise<void> {
+    const seen = new Set<string>();
+    await eventually(
+      `${n} renewals of lease ${name}`,
+      async () => {
+        check();
+        const rv = (await leases.readNamespacedLease({ name, namespace: 'default' })).metadata
+          ?.resourceVersion;
+        seen.add(rv ?? '');
+        return seen.size > n;
+      },
+      60_000,
+      100,
+    );
+  }
 
   before(() => {
     leases = env.kc.makeApiClient(CoordinationV1Api);
@@ -67,13 +96,15 @@ void describe('LeaderElector', () => {
       a.elector.isLeader ? a : b.elector.isLeader ? b : undefined,
     );
     const id = leader === a ? 'a' : 'b';
-    for (let i = 0; i < 10; i++) {
-      assert.equal(Number(a.elector.isLeader) + Number(b.elector.isLeader), 1, 'exactly one leader');
-      await sleep(100);
-    }
+    const counted: number[] = [];
+    await renewals('two', 5, () => counted.push(Number(a.elector.isLeader) + Number(b.elector.isLeader)));
+    assert.ok(
+      counted.every((n) => n === 1),
+      `exactly one leader at every look: ${counted.join(' ')}`,
+    );
     assert.equal(await holder('two'), id);
     const lease = await leases.readNamespacedLease({ name: 'two', namespace: 'default' });
-    assert.equal(lease.spec?.leaseDurationSeconds, 2);
+    assert.equal(lease.spec?.leaseDurationSeconds, 8);
     assert.deepEqual(leader.log, ['started']);
     assert.deepEqual((leader === a ? b : a).log, []);
   });
@@ -82,16 +113,18 @@ void describe('LeaderElector', () => {
     const a = candidate('handover', 'a');
     await eventually('a leads', () => a.elector.isLeader);
     const b = candidate('handover', 'b');
-    await sleep(500);
-    assert.equal(b.elector.isLeader, false);
-    const t0 = Date.now();
+    await renewals('handover', 2);
+    assert.equal(b.elector.isLeader, false, 'b waits while a renews');
     await a.elector.stop();
     assert.deepEqual(a.log, ['started', 'stopped']);
     assert.equal(a.elector.isLeader, false);
-    await eventually('b leads', () => b.elector.isLeader, 5000, 20);
-    const took = Date.now() - t0;
-    // Without the release b would wait out the 2 s lease.
-    assert.ok(took < FAST.leaseDurationMs, `handover took ${took} ms`);
+    // Released: the lease no longer names a, so b need not wait out its 8 s.
+    assert.notEqual(await holder('handover'), 'a', 'stop() cleared the holder');
+    await eventually('b leads', () => b.elector.isLeader);
+    assert.deepEqual(
+      timeline.filter((t) => t.startsWith('handover:')),
+      ['handover: a started', 'handover: a stopped', 'handover: b started'],
+    );
     assert.equal(await holder('handover'), 'b');
     const lease = await leases.readNamespacedLease({ name: 'handover', namespace: 'default' });
     assert.equal(lease.spec?.leaseTransitions, 1);
@@ -106,12 +139,12 @@ void describe('LeaderElector', () => {
       namespace: 'default',
       body: { ...lease, spec: { ...lease.spec, holderIdentity: 'intruder', renewTime: new V1MicroTime() } },
     });
-    const t0 = Date.now();
-    await eventually('a stops leading', () => a.log.includes('stopped'), 5000, 20);
-    assert.ok(Date.now() - t0 < FAST.renewDeadlineMs, 'before the renew deadline');
+    await eventually('a stops leading', () => a.log.includes('stopped'));
+    // At its next renewal, on seeing the new holder: not by waiting out its renew deadline.
+    assert.deepEqual(stepDownReasons(a), ['lease is now held by intruder']);
     assert.equal(a.elector.isLeader, false);
     // The intruder never renews: after the lease duration, a acquires it again.
-    await eventually('a leads again', () => a.elector.isLeader, 10_000);
+    await eventually('a leads again', () => a.elector.isLeader, 60_000);
     assert.deepEqual(a.log, ['started', 'stopped', 'started']);
     assert.equal(await holder('stolen'), 'a');
   });
@@ -122,15 +155,18 @@ void describe('LeaderElector', () => {
     const a = candidate('cutoff', 'a', proxy.kubeConfig(env.kc));
     await eventually('a leads', () => a.elector.isLeader);
     const b = candidate('cutoff', 'b');
-    await sleep(300);
+    await renewals('cutoff', 1); // b campaigns against a live leader
     proxy.refuse(true);
     proxy.dropAll();
-    const t0 = Date.now();
-    await eventually('a stops leading', () => a.log.includes('stopped'), 5000, 20);
-    const stoppedAfter = Date.now() - t0;
-    assert.ok(stoppedAfter <= FAST.renewDeadlineMs + 300, `stopped after ${stoppedAfter} ms`);
-    await eventually('b leads', () => b.elector.isLeader, 10_000);
+    await eventually('a stops leading', () => a.log.includes('stopped'));
+    // By its renew deadline: a cannot know the lease is lost, only that it could not renew.
+    assert.deepEqual(stepDownReasons(a), [`could not renew for ${FAST.renewDeadlineMs} ms`]);
+    await eventually('b leads', () => b.elector.isLeader, 60_000);
     // b only took over after a had stopped (a stops at renewDeadline < leaseDuration).
+    assert.deepEqual(
+      timeline.filter((t) => t.startsWith('cutoff:')),
+      ['cutoff: a started', 'cutoff: a stopped', 'cutoff: b started'],
+    );
     assert.equal(a.elector.isLeader, false);
     assert.equal(await holder('cutoff'), 'b');
   });

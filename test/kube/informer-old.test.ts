@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CoreV1Api, type V1Node } from '@kubernetes/client-node';
-import { eventually, useControlPlane } from '../../test/support/cluster.ts';
-import { mergePatch } from './callopts.ts';
-import { Informer } from './informer.ts';
-import { silentLogger } from '../observability/logger.ts';
+import { eventually, useControlPlane } from '../support/cluster.ts';
+import { mergePatch } from '../../src/kube/callopts.ts';
+import { Informer } from '../../src/kube/informer.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
 
 const env = useControlPlane();
 

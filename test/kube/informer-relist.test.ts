@@ -7,16 +7,16 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { CustomObjectsApi } from '@kubernetes/client-node';
-import { eventually, useControlPlane } from '../../test/support/cluster.ts';
-import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../api/types.ts';
-import { Informer } from './informer.ts';
-import { FaultProxy, memoryLogger } from './testing.ts';
+import { eventually, useControlPlane } from '../support/cluster.ts';
+import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
+import { isGone } from '../../src/kube/errors.ts';
+import { Informer } from '../../src/kube/informer.ts';
+import { FaultProxy, memoryLogger } from '../../src/kube/testing.ts';
 
 const env = useControlPlane({
   controllerManager: false,
   apiServerFlags: ['--watch-cache=false', '--etcd-compaction-interval=1s'],
 });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 void describe('Informer after 410 Gone', () => {
   const cleanup: (() => Promise<void>)[] = [];
@@ -67,7 +67,29 @@ void describe('Informer after 410 Gone', () => {
     proxy.freeze();
     await crs.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: RUN_PLURAL, name: 'g-1' });
     await create('g-3');
-    await sleep(3500);
+    // Until etcd has compacted past the informer's list, resuming its watch would still work: wait
+    // for the apiserver itself to answer 410 for that resourceVersion.
+    const listedAt = String(entries.find((e) => e.message === 'listed')?.resourceVersion);
+    await eventually(
+      `etcd to compact past resourceVersion ${listedAt} (a list at it answers 410 Gone)`,
+      async () => {
+        try {
+          await crs.listClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: RUN_PLURAL,
+            resourceVersion: listedAt,
+            resourceVersionMatch: 'Exact',
+          });
+          return false;
+        } catch (err) {
+          if (isGone(err)) return true;
+          throw err;
+        }
+      },
+      30_000,
+      250,
+    );
     assert.deepEqual(events, ['add g-1', 'add g-2'], 'nothing seen while cut off');
     proxy.refuse(false);
 
