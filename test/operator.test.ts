@@ -24,6 +24,7 @@ import {
   type FakeHelper,
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
+import { kubectlPath } from './support/kubectl.ts';
 
 let helper: FakeHelper;
 let controller: Controller;
@@ -273,7 +274,7 @@ test('kubectl wait --for=condition=Succeeded works against a request', async () 
   await createRequest(env.kc, 'kubectl-wait', { module: 'ok-kw', nodeName: 'node-a' });
   const out = await new Promise<string>((resolve, reject) =>
     execFile(
-      'kubectl',
+      kubectlPath(),
       [
         '--kubeconfig',
         env.cp.kubeconfigPath,
@@ -291,7 +292,7 @@ test('kubectl wait --for=condition=Succeeded works against a request', async () 
 test('kubectl get mr shows module, target, progress, status and exit code', async () => {
   const out = await new Promise<string>((resolve, reject) =>
     execFile(
-      'kubectl',
+      kubectlPath(),
       ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'single', 'failing'],
       (err, stdout) => (err ? reject(new Error(err.message)) : resolve(stdout)),
     ),
