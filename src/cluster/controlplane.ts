@@ -50,6 +50,15 @@ export interface ControlPlaneOptions {
    * for a cluster with a real kubelet).
    */
   extraControllers?: string[];
+  /**
+   * The kube-apiserver's bind and advertise address, in the server URL and
+   * the self-signed serving certificate. Default 127.0.0.1. The end-to-end
+   * suite uses an address of its own network namespace, so that pods reach
+   * the API server from their pod network.
+   */
+  address?: string;
+  /** kube-apiserver authorizers, in order. Default `['RBAC']`; a real kubelet needs `['Node', 'RBAC']`. */
+  authorizationModes?: string[];
   /** Start kube-scheduler too (for a cluster with a real kubelet). Default false. */
   scheduler?: boolean;
   /** More identities for the token file: user name and groups; their tokens are in `tokens`. */
@@ -308,15 +317,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     ]);
     procs.push(etcd);
 
-    const server = `https://127.0.0.1:${apiPort}`;
+    const address = opts.address ?? '127.0.0.1';
+    const server = `https://${address}:${apiPort}`;
     const certDir = join(dir, 'certs');
     const apiserver = startProcess(dir, binDir, 'kube-apiserver', [
       `--etcd-servers=${etcdUrl}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${apiPort}`,
       `--cert-dir=${certDir}`, // the apiserver generates its own CA and serving cert here
-      '--authorization-mode=RBAC',
+      `--authorization-mode=${(opts.authorizationModes ?? ['RBAC']).join(',')}`,
       `--token-auth-file=${join(dir, 'tokens.csv')}`,
       `--service-account-issuer=${server}`,
       `--service-account-key-file=${join(dir, 'sa.key')}`,

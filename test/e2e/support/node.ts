@@ -11,10 +11,13 @@
  *   `failSwapOn: false`.
  * - root here lacks CAP_SYS_RESOURCE, so runc cannot lower oom_score_adj:
  *   containerd's CRI `restrict_oom_score_adj = true`.
- * - the node is Ready once any valid CNI config exists: a loopback-only
- *   conflist, since the operator's pods use host networking (the machine's
- *   network rule: loopback only).
- * - `--node-ip=127.0.0.1`, so nothing resolves or dials the node's name.
+ * - the kubelet refuses a loopback node IP ("nodeIP can't be loopback
+ *   address": the Node then has no InternalIP and hostNetwork pods no IP), and
+ *   this machine allows traffic only on loopback or inside network namespaces
+ *   the test created. So the suite runs inside a network namespace of its own
+ *   (test/e2e/run.sh): the node's address is a dummy interface there, pods get
+ *   a bridge network (Debian's CNI bridge + host-local plugins) inside it, and
+ *   everything, netdevs included, vanishes with the namespace.
  *
  * `stop()` kills the kubelet for sure (SIGKILL: it may ignore SIGTERM),
  * kills and deletes every container and sandbox, stops containerd and its
@@ -38,8 +41,10 @@ export interface NodeOptions {
   binDir: string;
   /** The Node's name. */
   name: string;
-  /** The node's InternalIP (and the kubelet's bind address). Default 127.0.0.1. */
-  nodeIp?: string;
+  /** The node's InternalIP (and the kubelet's bind address): an address of a local, non-loopback interface. */
+  nodeIp: string;
+  /** The pod subnet (CIDR) of this node's CNI bridge. */
+  podSubnet: string;
   /** docker-archives to import into containerd's k8s.io namespace before the kubelet starts. */
   imageArchives: string[];
   /** The pod sandbox image (already among `imageArchives`). */
@@ -157,6 +162,44 @@ function unmountAll(dir: string): void {
   }
 }
 
+/** Kills and deletes every container runc knows under this node's runc root (synchronous). */
+function killContainers(dir: string): void {
+  const root = join(dir, 'runc', 'k8s.io');
+  if (!existsSync(root)) return;
+  const list = () =>
+    spawnSync('runc', ['--root', root, 'list', '-q'], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter(Boolean);
+  for (const id of list()) spawnSync('runc', ['--root', root, 'kill', '--all', id, 'KILL'], { stdio: 'ignore' });
+  for (let i = 0; i < 50; i++) {
+    const ids = list();
+    if (ids.length === 0) return;
+    for (const id of ids) spawnSync('runc', ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
+    spawnSync('sleep', ['0.1']);
+  }
+}
+
+/** The mounted cgroup hierarchies (v1 controllers and the unified one). */
+function cgroupHierarchies(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => / - cgroup2? /.test(l))
+    .map((l) => l.split(' ')[4]!)
+    .filter(Boolean);
+}
+
+/** Removes cgroup dirs (children first); a cgroup still holding a process stays, and is reported by leftovers(). */
+function removeCgroups(dirs: string[]): void {
+  for (const top of dirs) {
+    if (!existsSync(top)) continue;
+    const sub = readdirSync(top, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => join(e.parentPath, e.name))
+      .sort((a, b) => b.length - a.length);
+    for (const d of [...sub, top]) spawnSync('rmdir', [d], { stdio: 'ignore' });
+  }
+}
+
 function containerdConfig(dir: string, pauseImage: string): string {
   return `version = 2
 root = "${join(dir, 'containerd/root')}"
@@ -200,10 +243,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
  */
 export async function startNode(opts: NodeOptions): Promise<RealNode> {
   const dir = mkdtempSync(join(tmpdir(), tempPrefix));
-  const nodeIp = opts.nodeIp ?? '127.0.0.1';
+  const nodeIp = opts.nodeIp;
   const sock = join(dir, 'containerd.sock');
   const podLogsDir = join(dir, 'pod-logs');
   const procs: Proc[] = [];
+  // containerd puts the containers' cgroups under <hierarchy>/k8s.io (the namespace's name):
+  // those this node creates go again on stop.
+  const newCgroups = cgroupHierarchies()
+    .map((h) => join(h, 'k8s.io'))
+    .filter((d) => !existsSync(d));
   for (const d of ['cni', 'containerd', 'runc', 'kubelet', podLogsDir]) mkdirSync(join(dir, d), { recursive: true });
 
   const ctr = (args: string[]) =>
@@ -219,26 +267,11 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
     const kubelet = procs.find((p) => p.name === 'kubelet');
     // The kubelet may ignore SIGTERM while it syncs pods: kill it outright.
     if (kubelet) await kill(kubelet, 'SIGKILL', 5000);
+    // Containers (sandboxes included) outlive the kubelet and containerd in their shims: kill
+    // them with runc itself (it needs no daemon), then stop containerd.
+    killContainers(dir);
     const containerd = procs.find((p) => p.name === 'containerd');
-    if (containerd && alive(containerd)) {
-      // Containers (sandboxes included) outlive containerd in their shims: kill and delete them first.
-      try {
-        const tasks = ctr(['tasks', 'ls', '-q']).split('\n').filter(Boolean);
-        for (const t of tasks) spawnSync('ctr', ['--address', sock, '-n', 'k8s.io', 'tasks', 'kill', '-s', 'SIGKILL', t]);
-        for (const t of tasks) {
-          for (let i = 0; i < 50; i++) {
-            const r = spawnSync('ctr', ['--address', sock, '-n', 'k8s.io', 'tasks', 'delete', t], { encoding: 'utf8' });
-            if (r.status === 0 || /not found/.test(r.stderr)) break;
-            await sleep(100);
-          }
-        }
-        const containers = ctr(['containers', 'ls', '-q']).split('\n').filter(Boolean);
-        for (const c of containers) spawnSync('ctr', ['--address', sock, '-n', 'k8s.io', 'containers', 'delete', c]);
-      } catch {
-        /* containerd not answering: the shims are killed below */
-      }
-      await kill(containerd, 'SIGTERM', 5000);
-    }
+    if (containerd) await kill(containerd, 'SIGTERM', 5000);
     // Shims are started with `-address <our socket>`; anything still mentioning our dir goes.
     for (const p of processesMentioning(dir)) {
       try {
@@ -249,13 +282,19 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
     }
     for (let i = 0; i < 50 && processesMentioning(dir).length > 0; i++) await sleep(100);
     unmountAll(dir);
+    removeCgroups(newCgroups);
     process.removeListener('exit', onExit);
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
   };
+  // Synchronous, for process exit (an interrupted run): same order, no waiting on promises.
   const onExit = () => {
+    for (const p of procs) if (p.child.pid && alive(p) && p.name === 'kubelet') spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
+    killContainers(dir);
     for (const p of procs) if (p.child.pid && alive(p)) spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
     for (const p of processesMentioning(dir)) spawnSync('kill', ['-KILL', String(p.pid)]);
+    spawnSync('sleep', ['0.5']);
     unmountAll(dir);
+    removeCgroups(newCgroups);
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
@@ -270,8 +309,30 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
     // --- containerd ---------------------------------------------------------
     writeFileSync(join(dir, 'containerd.toml'), containerdConfig(dir, opts.pauseImage));
     writeFileSync(
-      join(dir, 'cni', '10-loopback.conflist'),
-      JSON.stringify({ cniVersion: '1.0.0', name: 'kmod-e2e-loopback', plugins: [{ type: 'loopback' }] }, null, 2),
+      join(dir, 'cni', '10-kmod-e2e.conflist'),
+      JSON.stringify(
+        {
+          cniVersion: '1.0.0',
+          name: 'kmod-e2e',
+          plugins: [
+            {
+              type: 'bridge',
+              bridge: 'kmod-cni0',
+              isGateway: true,
+              // No NAT: pods only talk to addresses of this network namespace (no iptables rules).
+              ipMasq: false,
+              ipam: {
+                type: 'host-local',
+                ranges: [[{ subnet: opts.podSubnet }]],
+                routes: [{ dst: '0.0.0.0/0' }],
+                dataDir: join(dir, 'cni-ipam'),
+              },
+            },
+          ],
+        },
+        null,
+        2,
+      ),
     );
     const containerd = start(dir, 'containerd', 'containerd', ['--config', join(dir, 'containerd.toml')]);
     procs.push(containerd);
@@ -370,6 +431,7 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
       leftovers: () => [
         ...processesMentioning(dir).map((p) => `process ${p.pid}: ${p.cmd}`),
         ...mountsUnder(dir).map((m) => `mount ${m}`),
+        ...newCgroups.filter((d) => existsSync(d)).map((d) => `cgroup ${d}`),
         ...(existsSync(dir) ? [`dir ${dir}`] : []),
       ],
     };
