@@ -121,10 +121,14 @@ test('unknown fields are refused by kubectl apply (strict field validation)', as
     'apiVersion: kmod.dev/v1alpha1\nkind: ModuleRequest\nmetadata: {name: unknown-field}\nspec: {module: m, nodeName: n, modulePath: /tmp/evil.ko}\n',
   );
   const stderr = await new Promise<string>((resolve) =>
-    execFile(kubectlPath(), ['--kubeconfig', env.cp.kubeconfigPath, 'apply', '-f', file], (err, _out, errOut) => {
-      assert.ok(err, 'kubectl apply must fail');
-      resolve(errOut);
-    }),
+    execFile(
+      kubectlPath(),
+      ['--kubeconfig', env.cp.kubeconfigPath, 'apply', '-f', file],
+      (err, _out, errOut) => {
+        assert.ok(err, 'kubectl apply must fail');
+        resolve(errOut);
+      },
+    ),
   );
   assert.match(stderr, /unknown field "spec\.modulePath"/);
 });

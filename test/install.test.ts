@@ -69,5 +69,8 @@ test('the same kubectl refuses a CRD whose flow-mapping description holds a comm
   );
   const r = kubectl(['apply', '-f', dir]);
   assert.notEqual(r.status, 0, `kubectl must refuse it; it printed:\n${r.stdout}`);
-  assert.match(r.stderr, /strict decoding error: unknown field "spec.versions\[0\].schema.openAPIV3Schema.properties.progress.for kubectl get."/);
+  assert.match(
+    r.stderr,
+    /strict decoding error: unknown field "spec.versions\[0\].schema.openAPIV3Schema.properties.progress.for kubectl get."/,
+  );
 });

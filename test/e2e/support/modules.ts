@@ -98,16 +98,29 @@ export function prepareE2eModules(root: string): E2eModules {
  */
 export function assertNothingLoads(tree: E2eModules): void {
   const names = [...DEMO_MODULES.map((m) => m.name), ...DEMO_MODULES.flatMap((m) => m.aliases)];
-  const modules = readdirSync(join(tree.modulesDir, tree.kernel), { recursive: true, encoding: 'utf8' }).filter((f) =>
-    f.endsWith('.ko'),
-  );
+  const modules = readdirSync(join(tree.modulesDir, tree.kernel), {
+    recursive: true,
+    encoding: 'utf8',
+  }).filter((f) => f.endsWith('.ko'));
   if (modules.length !== DEMO_MODULES.length) {
-    throw new Error(`the tree has ${modules.length} modules, expected ${DEMO_MODULES.length}: ${modules.join(', ')}`);
+    throw new Error(
+      `the tree has ${modules.length} modules, expected ${DEMO_MODULES.length}: ${modules.join(', ')}`,
+    );
   }
   for (const name of names) {
     const out = execFileSync(
       'modprobe',
-      ['--show-depends', '-d', join(tree.modulesDir, '../..'), '-S', tree.kernel, '-C', tree.modprobeDir, '--', name],
+      [
+        '--show-depends',
+        '-d',
+        join(tree.modulesDir, '../..'),
+        '-S',
+        tree.kernel,
+        '-C',
+        tree.modprobeDir,
+        '--',
+        name,
+      ],
       { encoding: 'utf8', env: { PATH: '/usr/sbin:/sbin:/usr/bin:/bin' } },
     );
     const lines = out.trim().split('\n');

@@ -25,7 +25,17 @@
  * dir, and removes it; `leftovers()` reports what would still be there.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, kubeconfigYaml, type ControlPlane } from '../../../src/cluster/controlplane.ts';
@@ -170,7 +180,8 @@ function killContainers(dir: string): void {
     spawnSync('runc', ['--root', root, 'list', '-q'], { encoding: 'utf8' })
       .stdout.split('\n')
       .filter(Boolean);
-  for (const id of list()) spawnSync('runc', ['--root', root, 'kill', '--all', id, 'KILL'], { stdio: 'ignore' });
+  for (const id of list())
+    spawnSync('runc', ['--root', root, 'kill', '--all', id, 'KILL'], { stdio: 'ignore' });
   for (let i = 0; i < 50; i++) {
     const ids = list();
     if (ids.length === 0) return;
@@ -252,7 +263,8 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
   const newCgroups = cgroupHierarchies()
     .map((h) => join(h, 'k8s.io'))
     .filter((d) => !existsSync(d));
-  for (const d of ['cni', 'containerd', 'runc', 'kubelet', podLogsDir]) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of ['cni', 'containerd', 'runc', 'kubelet', podLogsDir])
+    mkdirSync(join(dir, d), { recursive: true });
 
   const ctr = (args: string[]) =>
     execFileSync('ctr', ['--address', sock, '-n', 'k8s.io', ...args], {
@@ -288,7 +300,8 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
   };
   // Synchronous, for process exit (an interrupted run): same order, no waiting on promises.
   const onExit = () => {
-    for (const p of procs) if (p.child.pid && alive(p) && p.name === 'kubelet') spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
+    for (const p of procs)
+      if (p.child.pid && alive(p) && p.name === 'kubelet') spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
     killContainers(dir);
     for (const p of procs) if (p.child.pid && alive(p)) spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
     for (const p of processesMentioning(dir)) spawnSync('kill', ['-KILL', String(p.pid)]);
@@ -338,14 +351,22 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
     procs.push(containerd);
     for (let i = 0; ; i++) {
       if (!alive(containerd)) await fail(containerd, 'containerd exited during start-up');
-      if (existsSync(sock) && spawnSync('ctr', ['--address', sock, 'version'], { stdio: 'ignore' }).status === 0) break;
+      if (
+        existsSync(sock) &&
+        spawnSync('ctr', ['--address', sock, 'version'], { stdio: 'ignore' }).status === 0
+      )
+        break;
       if (i > 300) await fail(containerd, 'containerd did not answer on its socket within 30 s');
       await sleep(100);
     }
     for (const archive of opts.imageArchives) {
-      const r = spawnSync('ctr', ['--address', sock, '-n', 'k8s.io', 'images', 'import', '--no-unpack', archive], {
-        encoding: 'utf8',
-      });
+      const r = spawnSync(
+        'ctr',
+        ['--address', sock, '-n', 'k8s.io', 'images', 'import', '--no-unpack', archive],
+        {
+          encoding: 'utf8',
+        },
+      );
       if (r.status !== 0) await fail(containerd, `ctr images import ${archive} failed: ${r.stderr}`);
     }
 
@@ -353,7 +374,9 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
     const token = opts.cp.tokens.get(`system:node:${opts.name}`);
     if (!token) throw new Error(`the control plane has no token for system:node:${opts.name} (extraUsers)`);
     const kubeconfig = join(dir, 'kubelet.kubeconfig');
-    writeFileSync(kubeconfig, kubeconfigYaml(opts.cp.server, opts.cp.caPem, token, opts.name), { mode: 0o600 });
+    writeFileSync(kubeconfig, kubeconfigYaml(opts.cp.server, opts.cp.caPem, token, opts.name), {
+      mode: 0o600,
+    });
     const [port, healthzPort] = [await freePort(), await freePort()];
     const config = {
       apiVersion: 'kubelet.config.k8s.io/v1beta1',
@@ -413,11 +436,20 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
       if (!alive(containerd)) await fail(containerd, 'containerd exited during start-up');
       const r = spawnSync(
         join(opts.binDir, 'kubectl'),
-        ['--kubeconfig', opts.cp.kubeconfigPath, 'get', 'node', opts.name, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'],
+        [
+          '--kubeconfig',
+          opts.cp.kubeconfigPath,
+          'get',
+          'node',
+          opts.name,
+          '-o',
+          'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        ],
         { encoding: 'utf8' },
       );
       if (r.stdout.trim() === 'True') break;
-      if (Date.now() > deadline) await fail(kubelet, `node ${opts.name} not Ready within ${opts.readyTimeoutMs ?? 120_000} ms`);
+      if (Date.now() > deadline)
+        await fail(kubelet, `node ${opts.name} not Ready within ${opts.readyTimeoutMs ?? 120_000} ms`);
       await sleep(500);
     }
 
