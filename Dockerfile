@@ -10,7 +10,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/kmod-operator
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && npm cache clean --force && rm -rf /root/.npm
 COPY src ./src
 COPY crds ./crds
 ENTRYPOINT ["node", "/opt/kmod-operator/src/cli/main.ts"]

@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ApiextensionsV1Api } from '@kubernetes/client-node';
 import { eventually, useControlPlane } from './support/cluster.ts';
@@ -41,36 +41,24 @@ test('kubectl apply -f crds/ installs both CRDs on a fresh cluster, and they bec
   }
 });
 
-test('the same kubectl refuses a CRD whose flow-mapping description holds a comma (the bug this guards)', () => {
-  // The shape of the bug once shipped in crds/: proves this kubectl decodes strictly, so the test above can fail.
-  const dir = join(env.cp.dir, 'bad-crds');
+test('the same kubectl refuses the CRD as it once shipped (a comma inside a flow-mapping description)', () => {
+  // crds/ with the two descriptions unquoted again, as they were: proves this kubectl decodes
+  // strictly, so the test above can fail.
+  const dir = join(env.cp.dir, 'old-crds');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(
-    join(dir, 'bad.yaml'),
-    [
-      'apiVersion: apiextensions.k8s.io/v1',
-      'kind: CustomResourceDefinition',
-      'metadata: { name: bads.example.dev }',
-      'spec:',
-      '  group: example.dev',
-      '  scope: Cluster',
-      '  names: { plural: bads, singular: bad, kind: Bad }',
-      '  versions:',
-      '    - name: v1',
-      '      served: true',
-      '      storage: true',
-      '      schema:',
-      '        openAPIV3Schema:',
-      '          type: object',
-      '          properties:',
-      '            progress: { type: string, description: succeeded/total, for kubectl get. }',
-      '',
-    ].join('\n'),
-  );
+  const current = readFileSync(join(root, 'crds/kmod.dev_modulerequests.yaml'), 'utf8');
+  const old = current
+    .replace(
+      "description: 'The target in words, for kubectl get.'",
+      'description: The target in words, for kubectl get.',
+    )
+    .replace(
+      "description: 'succeeded/total, for kubectl get.'",
+      'description: succeeded/total, for kubectl get.',
+    );
+  assert.notEqual(old, current, 'the quoted descriptions are in crds/');
+  writeFileSync(join(dir, 'kmod.dev_modulerequests.yaml'), old);
   const r = kubectl(['apply', '-f', dir]);
   assert.notEqual(r.status, 0, `kubectl must refuse it; it printed:\n${r.stdout}`);
-  assert.match(
-    r.stderr,
-    /strict decoding error: unknown field "spec.versions\[0\].schema.openAPIV3Schema.properties.progress.for kubectl get."/,
-  );
+  assert.match(r.stderr, /strict decoding error: unknown field ".*for kubectl get\."/);
 });
