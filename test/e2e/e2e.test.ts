@@ -571,6 +571,66 @@ test('helm uninstall removes everything it installed; the CRDs stay (Helm’s cr
   assert.match(crds, /moduleruns.kmod.dev/);
 });
 
+test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and this machine’s settings overridden', async () => {
+  // The image under the name deploy/ uses, so the kubelet finds it and never pulls.
+  const deployImage = /image: (\S+)/.exec(readFileSync(join(root, 'deploy/20-controller.yaml'), 'utf8'))?.[1];
+  assert.ok(deployImage);
+  node!.ctr(['images', 'tag', '--force', image.name, deployImage]);
+  const out = kubectl('apply', '-f', 'crds/', '-f', 'deploy/');
+  assert.match(out, /daemonset.apps\/kmod-agent created/);
+  // What an edge cluster like this one needs on top (the chart's apiServer and agent.* values).
+  const port = new URL(cp.server).port;
+  kubectl(
+    '-n',
+    NS,
+    'set',
+    'env',
+    'deploy/kmod-controller',
+    'ds/kmod-agent',
+    `KUBERNETES_SERVICE_HOST=${nodeIp}`,
+    `KUBERNETES_SERVICE_PORT=${port}`,
+  );
+  kubectl(
+    '-n',
+    NS,
+    'patch',
+    'ds',
+    'kmod-agent',
+    '--type=strategic',
+    '-p',
+    JSON.stringify({
+      spec: {
+        template: {
+          spec: {
+            volumes: [
+              { name: 'modules', hostPath: { path: tree.modulesDir } },
+              { name: 'modprobe-etc', hostPath: { path: tree.modprobeDir } },
+            ],
+          },
+        },
+      },
+    }),
+  );
+  await waitFor('two Ready controller pods from deploy/', async () => {
+    const ps = (await pods('app.kubernetes.io/component=controller')).filter(
+      (p) => ready(p) && p.spec?.containers[0]?.image === deployImage,
+    );
+    return ps.length === 2 ? ps : undefined;
+  });
+  await waitFor('a Ready agent pod from deploy/ with the demo tree', async () =>
+    (await pods('app.kubernetes.io/component=agent')).find(
+      (p) => ready(p) && p.spec?.volumes?.some((v) => v.hostPath?.path === tree.modulesDir),
+    ),
+  );
+  await createRequest('e2e-deploy', { module: 'demo_fs', nodeName: NODE });
+  const r = await waitPhase('e2e-deploy', 'Succeeded');
+  assert.equal(r.status?.nodes?.[0]?.exitCode, 0);
+  kubectl('delete', '-f', 'deploy/', '--wait=true');
+  await waitFor('no operator pods left', async () =>
+    (await pods('app.kubernetes.io/name=kmod-operator')).length === 0 ? true : undefined,
+  );
+});
+
 test('the node stops with nothing left behind: processes, mounts, cgroups, its temp dir', async () => {
   const n = node!;
   await n.stop();
