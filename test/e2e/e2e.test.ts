@@ -499,6 +499,12 @@ test('helm upgrade rolls the agent while one run is running and one waits: the d
   assert.ok(oldAgent);
   const hold = join(tree.recordsDir, 'hold-demo_fs');
   writeFileSync(hold, '');
+  // The kubelet removes a pod's logs with the pod: keep copies of the old agent's as it goes.
+  let oldAgentLog: string[] = [];
+  const snapshot = setInterval(() => {
+    const l = containerLog(oldAgent, 'agent');
+    if (l.length >= oldAgentLog.length) oldAgentLog = l;
+  }, 100);
   try {
     await createRequest('e2e-running', { module: 'demo_fs', nodeName: NODE });
     await waitFor(
@@ -534,6 +540,7 @@ test('helm upgrade rolls the agent while one run is running and one waits: the d
   }
   const running = await waitPhase('e2e-running', 'Succeeded');
   const waiting = await waitPhase('e2e-waiting', 'Succeeded');
+  clearInterval(snapshot);
   const newAgent = await waitFor('the new agent pod Ready', async () =>
     (await pods('app.kubernetes.io/component=agent')).find(
       (p) => ready(p) && p.metadata?.uid !== oldAgent.metadata?.uid,
@@ -543,10 +550,10 @@ test('helm upgrade rolls the agent while one run is running and one waits: the d
   // Neither was interrupted (attempt 1): the running one finished in the old pod, the waiting one ran in the new.
   assert.equal(running.status?.nodes?.[0]?.attempt, 1);
   assert.equal(waiting.status?.nodes?.[0]?.attempt, 1);
-  const oldLog = containerLog(oldAgent, 'agent').map((l) => JSON.parse(l) as { message: string });
+  const oldLog = oldAgentLog.map((l) => JSON.parse(l) as { message: string; signal?: string });
   assert.ok(
-    oldLog.some((l) => /drain|SIGTERM|shutting down/i.test(l.message)),
-    oldLog.map((l) => l.message).join('\n'),
+    oldLog.some((l) => l.message === 'shutting down' && l.signal === 'SIGTERM'),
+    `the old agent logged its SIGTERM shutdown:\n${oldLog.map((l) => l.message).join('\n')}`,
   );
   const startedNew = new Date(newAgent.status?.startTime ?? 0).getTime();
   assert.ok(
@@ -622,7 +629,19 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
       (p) => ready(p) && p.spec?.volumes?.some((v) => v.hostPath?.path === tree.modulesDir),
     ),
   );
-  await createRequest('e2e-deploy', { module: 'demo_fs', nodeName: NODE });
+  // Right after the apply, the module policy's admission may still refuse with "no params
+  // found" until the API server's informer has the new policy ConfigMap: fail closed, then admitted.
+  const t0 = Date.now();
+  await waitFor('the ModuleRequest admitted under the module policy from deploy/', async () => {
+    try {
+      await createRequest('e2e-deploy', { module: 'demo_fs', nodeName: NODE });
+      return true;
+    } catch (err) {
+      if (/no params found/.test(JSON.stringify((err as { body?: unknown }).body))) return undefined;
+      throw err;
+    }
+  });
+  console.log(`deploy/: the module policy admitted requests ${Date.now() - t0} ms after the pods were Ready`);
   const r = await waitPhase('e2e-deploy', 'Succeeded');
   assert.equal(r.status?.nodes?.[0]?.exitCode, 0);
   kubectl('delete', '-f', 'deploy/', '--wait=true');
