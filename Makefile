@@ -7,9 +7,10 @@ NODE := node_modules/.bin/node
 CLI  := $(NODE) src/cli/main.ts
 # One runner invocation for all tests, so the output ends with one summary.
 # Files run one at a time: each integration file starts its own control plane.
-TESTS := 'src/**/*.test.ts' 'test/**/*.test.ts'
+# test/e2e/ is not among them: `make e2e` runs it (it needs a container runtime).
+TESTS := 'src/**/*.test.ts' 'test/*.test.ts' 'test/kube/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test run cluster cluster-down clean install-plugin
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test e2e-deps e2e run cluster cluster-down clean install-plugin
 
 setup: deps debs controlplane
 
@@ -53,7 +54,7 @@ unit: deps
 	KMOD_UNIT_TESTS=1 $(NODE) --test --test-reporter=spec 'src/**/*.test.ts'
 
 integration: setup
-	$(NODE) --test --test-reporter=spec --test-concurrency=1 'test/**/*.test.ts'
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 'test/*.test.ts' 'test/kube/*.test.ts'
 
 test: setup typecheck lint
 	$(NODE) --test --test-reporter=spec --test-concurrency=1 --test-timeout=300000 $(TESTS)
@@ -67,6 +68,17 @@ each-test: setup
 # is stopped at the end, also when a run fails. See scripts/stress-test.sh.
 stress-test: setup
 	bash scripts/stress-test.sh
+
+# The end-to-end suite: the image built from the Dockerfile (on a base made
+# here with debootstrap, by buildah), a real node (Debian's containerd + runc,
+# the kubelet), the chart installed with Helm. Installs Debian's containerd,
+# runc, containernetworking-plugins, debootstrap and buildah when missing; runs
+# in a network namespace of its own and removes everything it started.
+e2e-deps:
+	@bash test/e2e/deps.sh
+
+e2e: setup e2e-deps
+	bash test/e2e/run.sh
 
 # The operator's local mode: control plane, CRDs, a Node for this machine,
 # controller, one agent, the examples; Ctrl-C stops everything.

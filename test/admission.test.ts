@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { ModuleRequestSpec } from '../src/api/types.ts';
 import { useControlPlane } from './support/cluster.ts';
 import { createRequest } from './support/objects.ts';
+import { kubectlPath } from './support/kubectl.ts';
 import { errorMessage } from '../src/observability/logger.ts';
 
 const env = useControlPlane();
@@ -139,10 +140,14 @@ test('unknown fields are refused by kubectl apply (strict field validation)', as
     'apiVersion: kmod.dev/v1alpha1\nkind: ModuleRequest\nmetadata: {name: unknown-field}\nspec: {module: m, nodeName: n, modulePath: /tmp/evil.ko}\n',
   );
   const stderr = await new Promise<string>((resolve) =>
-    execFile('kubectl', ['--kubeconfig', env.cp.kubeconfigPath, 'apply', '-f', file], (err, _out, errOut) => {
-      assert.ok(err, 'kubectl apply must fail');
-      resolve(errOut);
-    }),
+    execFile(
+      kubectlPath(),
+      ['--kubeconfig', env.cp.kubeconfigPath, 'apply', '-f', file],
+      (err, _out, errOut) => {
+        assert.ok(err, 'kubectl apply must fail');
+        resolve(errOut);
+      },
+    ),
   );
   assert.match(stderr, /unknown field "spec\.modulePath"/);
 });

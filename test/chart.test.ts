@@ -387,6 +387,44 @@ test('helper "" disables loading; the policies can be left out; a relative helpe
   assert.notEqual(typo.status, 0, 'a misspelt value is refused by values.schema.json');
 });
 
+test('test/edge values: host networking, the API server address, host paths and extra volumes reach both pods', (t) => {
+  const helm = needHelm(t);
+  if (!helm) return;
+  const { objects } = render(helm, 'kmod-system', [
+    '--set',
+    'hostNetwork=true,apiServer.host=10.250.0.1,apiServer.port=6443',
+    '--set',
+    'agent.modulesHostPath=/srv/modules,agent.modprobeConfHostPath=/srv/modprobe.d,agent.modprobeLibHostPath=/srv/lib-modprobe.d',
+    '--set',
+    'agent.extraVolumes[0].name=rec,agent.extraVolumes[0].hostPath.path=/srv/rec',
+    '--set',
+    'agent.extraVolumeMounts[0].name=rec,agent.extraVolumeMounts[0].mountPath=/rec',
+  ]);
+  const ds = find<V1DaemonSet>(objects, 'DaemonSet', 'kmod-agent');
+  const deploy = find<V1Deployment>(objects, 'Deployment', 'kmod-controller');
+  for (const o of [ds, deploy]) {
+    assert.equal(o.spec?.template.spec?.hostNetwork, true, keyOf(o));
+    assert.equal(o.spec?.template.spec?.dnsPolicy, 'ClusterFirstWithHostNet', keyOf(o));
+    const env = Object.fromEntries((container(o).env ?? []).map((e) => [e.name, e.value]));
+    assert.equal(env.KUBERNETES_SERVICE_HOST, '10.250.0.1', keyOf(o));
+    assert.equal(env.KUBERNETES_SERVICE_PORT, '6443', keyOf(o));
+  }
+  const paths = Object.fromEntries(
+    (ds.spec?.template.spec?.volumes ?? []).map((v) => [v.name, v.hostPath?.path]),
+  );
+  assert.deepEqual(paths, {
+    modules: '/srv/modules',
+    'modprobe-etc': '/srv/modprobe.d',
+    'modprobe-lib': '/srv/lib-modprobe.d',
+    rec: '/srv/rec',
+  });
+  assert.ok(container(ds).volumeMounts?.some((m) => m.name === 'rec' && m.mountPath === '/rec'));
+
+  const half = run(helm, ['template', 'kmod', chart, '--set', 'apiServer.host=10.250.0.1']);
+  assert.notEqual(half.status, 0, 'a host without a port is refused');
+  assert.match(half.stderr, /apiServer\.host and apiServer\.port must be set together/);
+});
+
 test('the chart’s crds/ equals the top-level crds/ (copy: cp crds/*.yaml charts/kmod-operator/crds/)', (t) => {
   const top = join(root, 'crds');
   const inChart = join(chart, 'crds');

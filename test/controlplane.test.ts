@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { ApiextensionsV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../src/api/types.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
+import { kubectlPath } from './support/kubectl.ts';
 
 const env = useControlPlane();
 const mr = { group: GROUP, version: VERSION, plural: 'modulerequests' };
@@ -24,7 +25,7 @@ test('the CRDs from crds/ are Established', async () => {
 });
 
 test('/version reports the real Kubernetes version', () => {
-  const out = execFileSync('kubectl', ['--kubeconfig', env.cp.kubeconfigPath, 'version', '-o', 'json'], {
+  const out = execFileSync(kubectlPath(), ['--kubeconfig', env.cp.kubeconfigPath, 'version', '-o', 'json'], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'ignore'],
   });
@@ -96,7 +97,7 @@ test('kubectl talks to it with the generated kubeconfig', async () => {
     },
   });
   const out = execFileSync(
-    'kubectl',
+    kubectlPath(),
     ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'kubectl-smoke', '-o', 'jsonpath={.spec.module}'],
     {
       encoding: 'utf8',

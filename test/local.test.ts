@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { kubectlPath } from './support/kubectl.ts';
 
 const root = resolve(import.meta.dirname, '..');
 
@@ -54,7 +55,7 @@ test('make cluster / make cluster-down: a background control plane that kubectl 
   const kubeconfig = /kubeconfig: (\S+)/.exec(up)?.[1] ?? '';
   assert.equal(kubeconfig, join(root, '.local/kubeconfig'));
   try {
-    const version = execFileSync('kubectl', ['--kubeconfig', kubeconfig, 'version', '-o', 'json'], {
+    const version = execFileSync(kubectlPath(), ['--kubeconfig', kubeconfig, 'version', '-o', 'json'], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'ignore'],
     });

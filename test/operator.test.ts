@@ -24,6 +24,7 @@ import {
   type FakeHelper,
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
+import { kubectlPath } from './support/kubectl.ts';
 
 let helper: FakeHelper;
 let controller: Controller;
@@ -263,7 +264,7 @@ test('kubectl wait --for=condition=Succeeded works against a request', async () 
   await createRequest(env.kc, 'kubectl-wait', { module: 'ok-kw', nodeName: 'node-a' });
   const out = await new Promise<string>((resolve, reject) =>
     execFile(
-      'kubectl',
+      kubectlPath(),
       [
         '--kubeconfig',
         env.cp.kubeconfigPath,
@@ -285,7 +286,7 @@ test('kubectl get mr shows module, target, progress, status and exit code', asyn
   await waitForCondition(env.kc, 'get-fail', 'Failed');
   const out = await new Promise<string>((resolve, reject) =>
     execFile(
-      'kubectl',
+      kubectlPath(),
       ['--kubeconfig', env.cp.kubeconfigPath, 'get', 'mr', 'get-ok', 'get-fail'],
       (err, stdout) => (err ? reject(new Error(err.message)) : resolve(stdout)),
     ),

@@ -42,8 +42,27 @@ export interface ControlPlaneOptions {
   readyTimeoutMs?: number;
   /** Where to write the kubeconfig. Default: inside the temp dir. */
   kubeconfigPath?: string;
-  /** Extra kube-apiserver flags (`--name=value`). */
+  /** Extra kube-apiserver flags (`--name=value`); a flag given twice takes the last value. */
   apiServerFlags?: string[];
+  /**
+   * kube-controller-manager controllers to run besides the operator's
+   * (e.g. `daemonset`, `deployment`, `replicaset`, `root-ca-cert-publisher`
+   * for a cluster with a real kubelet).
+   */
+  extraControllers?: string[];
+  /**
+   * The kube-apiserver's bind and advertise address, in the server URL and
+   * the self-signed serving certificate. Default 127.0.0.1. The end-to-end
+   * suite uses an address of its own network namespace, so that pods reach
+   * the API server from their pod network.
+   */
+  address?: string;
+  /** kube-apiserver authorizers, in order. Default `['RBAC']`; a real kubelet needs `['Node', 'RBAC']`. */
+  authorizationModes?: string[];
+  /** Start kube-scheduler too (for a cluster with a real kubelet). Default false. */
+  scheduler?: boolean;
+  /** More identities for the token file: user name and groups; their tokens are in `tokens`. */
+  extraUsers?: Array<{ user: string; groups: string[] }>;
 }
 
 /** A running control plane; `stop()` tears it down and removes its files. */
@@ -58,6 +77,10 @@ export interface ControlPlane {
   readonly caPem: string;
   /** Temp dir holding data, certs, keys and logs. */
   readonly dir: string;
+  /** Bearer tokens of `extraUsers`, by user name. */
+  readonly tokens: ReadonlyMap<string, string>;
+  /** Path of the CA bundle that verifies the serving certificate (what `--root-ca-file` publishes). */
+  readonly caPath: string;
   stop(): Promise<void>;
 }
 
@@ -262,12 +285,18 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const [etcdClient, etcdPeer, apiPort] = [await freePort(), await freePort(), await freePort()];
     const adminToken = randomBytes(24).toString('hex');
     const kcmToken = randomBytes(24).toString('hex');
-    writeFileSync(
-      join(dir, 'tokens.csv'),
+    const schedulerToken = randomBytes(24).toString('hex');
+    const tokens = new Map<string, string>();
+    let tokenLines =
       `${adminToken},admin,admin-uid,"system:masters"\n` +
-        `${kcmToken},system:kube-controller-manager,kcm-uid,"system:masters"\n`,
-      { mode: 0o600 },
-    );
+      `${kcmToken},system:kube-controller-manager,kcm-uid,"system:masters"\n` +
+      `${schedulerToken},system:kube-scheduler,scheduler-uid,"system:masters"\n`;
+    for (const [i, u] of (opts.extraUsers ?? []).entries()) {
+      const token = randomBytes(24).toString('hex');
+      tokens.set(u.user, token);
+      tokenLines += `${token},${u.user},extra-uid-${i},"${u.groups.join(',')}"\n`;
+    }
+    writeFileSync(join(dir, 'tokens.csv'), tokenLines, { mode: 0o600 });
     const { privateKey } = generateKeyPairSync('rsa', {
       modulusLength: 2048,
       privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
@@ -288,15 +317,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     ]);
     procs.push(etcd);
 
-    const server = `https://127.0.0.1:${apiPort}`;
+    const address = opts.address ?? '127.0.0.1';
+    const server = `https://${address}:${apiPort}`;
     const certDir = join(dir, 'certs');
     const apiserver = startProcess(dir, binDir, 'kube-apiserver', [
       `--etcd-servers=${etcdUrl}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${apiPort}`,
       `--cert-dir=${certDir}`, // the apiserver generates its own CA and serving cert here
-      '--authorization-mode=RBAC',
+      `--authorization-mode=${(opts.authorizationModes ?? ['RBAC']).join(',')}`,
       `--token-auth-file=${join(dir, 'tokens.csv')}`,
       `--service-account-issuer=${server}`,
       `--service-account-key-file=${join(dir, 'sa.key')}`,
@@ -349,10 +379,28 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           `--kubeconfig=${kcmConfig}`,
           '--leader-elect=false',
           // Only what the operator relies on; no node lifecycle (our nodes have no kubelet).
-          '--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token',
+          `--controllers=${['garbagecollector', 'namespace', 'serviceaccount', 'serviceaccount-token', ...(opts.extraControllers ?? [])].join(',')}`,
           `--service-account-private-key-file=${join(dir, 'sa.key')}`,
+          // Published as the kube-root-ca.crt ConfigMap that every service-account volume mounts.
+          `--root-ca-file=${crtPath}`,
           '--secure-port=0',
           '--concurrent-gc-syncs=5',
+          '--v=1',
+        ]),
+      );
+    }
+
+    if (opts.scheduler) {
+      const schedConfig = join(dir, 'scheduler.kubeconfig');
+      writeFileSync(schedConfig, kubeconfigYaml(server, caPem, schedulerToken, 'scheduler'), { mode: 0o600 });
+      procs.push(
+        startProcess(dir, binDir, 'kube-scheduler', [
+          `--kubeconfig=${schedConfig}`,
+          `--authentication-kubeconfig=${schedConfig}`,
+          `--authorization-kubeconfig=${schedConfig}`,
+          '--leader-elect=false',
+          '--bind-address=127.0.0.1',
+          `--secure-port=${await freePort()}`,
           '--v=1',
         ]),
       );
@@ -363,7 +411,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       kubeconfigPath,
       adminToken,
       caPem,
+      caPath: crtPath,
       dir,
+      tokens,
       stop: teardown,
     };
   } catch (err) {

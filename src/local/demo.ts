@@ -99,19 +99,8 @@ export function prepareDemoHelper(dir: string): string {
   const modDir = join(dir, 'lib/modules', DEMO_KERNEL);
   if (existsSync(helper) && existsSync(join(modDir, 'modules.dep.bin'))) return helper;
   const modprobe = findTool(['modprobe'], 'install Debian package kmod (apt-get install kmod)');
-  const depmod = findTool(['depmod'], 'install Debian package kmod (apt-get install kmod)');
-  const cc = findTool(['cc', 'gcc'], 'install a C compiler (apt-get install gcc) to build the demo modules');
   rmSync(dir, { recursive: true, force: true });
-  const src = join(dir, 'src');
-  const koDir = join(modDir, 'kernel/drivers/demo');
-  mkdirSync(src, { recursive: true });
-  mkdirSync(koDir, { recursive: true });
-  for (const m of DEMO_MODULES) {
-    const c = join(src, `${m.name}.c`);
-    writeFileSync(c, moduleSource(m));
-    execFileSync(cc, ['-c', '-o', join(koDir, `${m.name}.ko`), c], { stdio: 'pipe' });
-  }
-  execFileSync(depmod, ['-b', dir, DEMO_KERNEL], { stdio: 'pipe' });
+  buildDemoTree(dir, DEMO_KERNEL);
   writeFileSync(
     helper,
     [
@@ -124,4 +113,30 @@ export function prepareDemoHelper(dir: string): string {
   );
   chmodSync(helper, 0o755);
   return helper;
+}
+
+/**
+ * Builds the demo modules into `root`/lib/modules/`kernel` and indexes them
+ * with the real depmod (modules.dep, modules.alias, ...). `kernel` is the
+ * directory name modprobe looks for: DEMO_KERNEL for local mode's
+ * `modprobe -S`, or the running kernel's release where modprobe is run
+ * without -S (the end-to-end suite's node, whose modprobe.d has an
+ * `install` line for every module, so nothing is ever loaded). Returns the
+ * modules directory.
+ */
+export function buildDemoTree(root: string, kernel: string): string {
+  const depmod = findTool(['depmod'], 'install Debian package kmod (apt-get install kmod)');
+  const cc = findTool(['cc', 'gcc'], 'install a C compiler (apt-get install gcc) to build the demo modules');
+  const modDir = join(root, 'lib/modules', kernel);
+  const src = join(root, 'src');
+  const koDir = join(modDir, 'kernel/drivers/demo');
+  mkdirSync(src, { recursive: true });
+  mkdirSync(koDir, { recursive: true });
+  for (const m of DEMO_MODULES) {
+    const c = join(src, `${m.name}.c`);
+    writeFileSync(c, moduleSource(m));
+    execFileSync(cc, ['-c', '-o', join(koDir, `${m.name}.ko`), c], { stdio: 'pipe' });
+  }
+  execFileSync(depmod, ['-b', root, kernel], { stdio: 'pipe' });
+  return modDir;
 }

@@ -33,3 +33,17 @@ app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- end -}}
+
+{{/* Container env that points the client at apiServer.host/port instead of the kubernetes Service. */}}
+{{- define "kmod.apiServerEnv" -}}
+{{- $api := .Values.apiServer -}}
+{{- if or $api.host $api.port }}
+{{- if not (and $api.host $api.port) }}
+{{- fail "apiServer.host and apiServer.port must be set together (or both left empty for the kubernetes Service)" }}
+{{- end }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ $api.host | toString | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ $api.port | toString | quote }}
+{{- end }}
+{{- end -}}
