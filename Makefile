@@ -9,7 +9,7 @@ CLI  := $(NODE) src/cli/main.ts
 # Files run one at a time: each integration file starts its own control plane.
 TESTS := 'src/**/*.test.ts' 'test/**/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean bench
 
 setup: deps debs controlplane
 
@@ -69,3 +69,9 @@ cluster-down: deps
 
 clean:
 	rm -rf .local node_modules
+
+# Benchmarks against the floor (not part of `make test`): prints a table, writes bench/results.json.
+# BENCH_SCALE=small (default) is a quick run; BENCH_SCALE=full the sizes of issue 10 (long).
+BENCH_SCALE ?= small
+bench: setup
+	BENCH_SCALE=$(BENCH_SCALE) $(NODE) bench/bench.ts
