@@ -1,0 +1,290 @@
+/**
+ * Fault injection on the real control plane: the controller killed with
+ * SIGKILL mid-burst (leader election hands over), an agent killed while its
+ * helpers run, kube-apiserver and etcd restarted mid-burst, watches forced to
+ * 410 Gone by etcd compaction. After each, from outside the operator:
+ *
+ * - every request reaches a terminal state;
+ * - no helper ran without a claim: a run's helper starts (from the recorder
+ *   helper's own log) never exceed its attempt count, each attempt being one
+ *   claim written before exec;
+ * - a second execution happens only for a run claimed when a process died,
+ *   and then shows as attempt 2; every other run ran exactly once, attempt 1;
+ * - no helper process outlives its run (no orphans);
+ * - the standby controller takes the lease within its duration.
+ *
+ * The control plane runs with the watch cache off and etcd compacted every
+ * second (as src/kube/informer-relist.test.ts), so every watch resumed after
+ * an outage meets 410 Gone and must relist: the harsh case, everywhere.
+ *
+ * Bursts are 60 requests, not the 300 of issue 10: on a shared 2-core machine
+ * each request costs the API server about 8 writes, so 300 per fault would
+ * make this file take many minutes; 60 still puts the fault in the middle of
+ * many requests in every state (pending, claimed, running, reporting).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { CoordinationV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { Registry } from 'prom-client';
+import { GROUP, REQUEST_PLURAL, VERSION, isTerminal, type ModuleRun } from '../src/api/types.ts';
+import { Controller } from '../src/controller/controller.ts';
+import { FaultProxy, memoryLogger } from '../src/kube/testing.ts';
+import { eventually, useControlPlane } from './support/cluster.ts';
+import {
+  createRequest,
+  ensureNode,
+  fakeHelper,
+  listRequests,
+  listRuns,
+  type FakeHelper,
+} from './support/objects.ts';
+import { startAgent, startController } from './support/operator.ts';
+import {
+  startAgentProcess,
+  startControllerProcess,
+  stopComponent,
+  type Component,
+} from '../bench/support.ts';
+
+let helper: FakeHelper;
+const env = useControlPlane({
+  controllerManager: false,
+  apiServerFlags: ['--watch-cache=false', '--etcd-compaction-interval=1s'],
+  setup: () => {
+    helper = fakeHelper();
+    return Promise.resolve();
+  },
+});
+
+const BURST = 60;
+/** Default lease timing of the controller (src/kube/leaderelection.ts). */
+const LEASE_MS = 15_000;
+const RETRY_MS = 2000;
+
+/** Creates `n` requests `${prefix}-i` for module `ok-${prefix}-i` (or what `module` says) on `node`, 20 at a time. */
+async function burst(prefix: string, node: string, n = BURST, module = (i: number) => `ok-${prefix}-${i}`) {
+  const names = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+  for (let i = 0; i < n; i += 20) {
+    await Promise.all(
+      names
+        .slice(i, i + 20)
+        .map((name, j) => createRequest(env.kc, name, { module: module(i + j), nodeName: node })),
+    );
+  }
+  return names;
+}
+
+const terminalCount = async (prefix: string) =>
+  (await listRequests(env.kc)).filter(
+    (r) => r.metadata.name?.startsWith(`${prefix}-`) && isTerminal(r.status?.phase),
+  ).length;
+
+/** Runs of `prefix` that are claimed and not yet reported: a process dying now interrupts them. */
+const claimedNow = async (prefix: string) =>
+  new Set(
+    (await listRuns(env.kc))
+      .filter((r) => r.spec.module.includes(`-${prefix}-`) && r.status?.phase === 'Running')
+      .map((r) => r.spec.module),
+  );
+
+/** Helper starts by module, from the recorder helper's own log. */
+function startsByModule(): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  for (const line of helper.log()) {
+    const [kind, pid, mod] = line.split(' ');
+    if (kind !== 'start' || !mod) continue;
+    m.set(mod, [...(m.get(mod) ?? []), Number(pid)]);
+  }
+  return m;
+}
+
+/**
+ * The checks after a fault (see the file comment). `interrupted`: modules whose run was claimed
+ * and unreported when a process died; only these may run twice, and then show attempt 2.
+ */
+async function assertRecovered(prefix: string, names: string[], interrupted = new Set<string>()) {
+  await eventually(
+    `all ${names.length} ${prefix} requests terminal`,
+    async () => (await terminalCount(prefix)) === names.length,
+    180_000,
+    500,
+  );
+  const requests = new Map((await listRequests(env.kc)).map((r) => [r.metadata.name ?? '', r]));
+  const runs = new Map<string, ModuleRun>(
+    (await listRuns(env.kc))
+      .filter((r) => r.spec.module.includes(`-${prefix}-`))
+      .map((r) => [r.spec.module, r]),
+  );
+  const starts = startsByModule();
+  for (const name of names) {
+    const req = requests.get(name);
+    assert.equal(req?.status?.phase, 'Succeeded', `${name}: ${JSON.stringify(req?.status?.conditions)}`);
+    const module = req?.spec.module ?? '';
+    const run = runs.get(module);
+    const attempt = run?.status?.attempt ?? 0;
+    const ran = starts.get(module)?.length ?? 0;
+    assert.ok(ran >= 1, `${module} ran`);
+    assert.ok(ran <= attempt, `${module}: ${ran} helper starts but only ${attempt} claim(s)`);
+    if (interrupted.has(module))
+      assert.ok(attempt <= 2, `${module}: attempt ${attempt} after one interruption`);
+    else assert.equal(attempt, 1, `${module} was not interrupted, yet ran as attempt ${attempt}`);
+    assert.equal(req?.status?.nodes?.[0]?.attempt, attempt, `${name} shows the run's attempt`);
+  }
+  // No orphans: every helper process that started has exited.
+  const pids = [...startsByModule().entries()]
+    .filter(([m]) => m.includes(`-${prefix}-`))
+    .flatMap(([, p]) => p);
+  await eventually('no helper process left running', () =>
+    pids.every((pid) => {
+      const cmdline = `/proc/${pid}/cmdline`;
+      return !existsSync(cmdline) || !readFileSync(cmdline, 'utf8').includes(helper.dir);
+    }),
+  );
+}
+
+test('controller SIGKILLed mid-burst: the standby takes the lease within its duration; nothing lost or run twice', async () => {
+  await ensureNode(env.kc, 'f-ctl');
+  const agent = await startAgent(env.kc, 'f-ctl', helper.path);
+  const leArgs = ['--leader-elect', '--leader-election-namespace=default'];
+  const leases = env.kc.makeApiClient(CoordinationV1Api);
+  const lease = () => leases.readNamespacedLease({ name: 'kmod-operator-controller', namespace: 'default' });
+  // The first replica leads (it is alone); the second one stands by.
+  const first = await startControllerProcess(env.cp, leArgs);
+  const firstHolder = await eventually(
+    'the first replica to hold the lease',
+    async () => (await lease()).spec?.holderIdentity,
+  );
+  const standby = await startControllerProcess(env.cp, leArgs);
+  let replacement: Component | undefined;
+  try {
+    const names = await burst('kc', 'f-ctl');
+    await eventually('part of the burst done', async () => (await terminalCount('kc')) >= BURST / 4, 60_000);
+    const before = await lease();
+    first.child.kill('SIGKILL');
+    await first.exited;
+    replacement = await startControllerProcess(env.cp, leArgs); // as the Deployment restarts it
+    const after = await eventually(
+      'another replica to take the lease',
+      async () => {
+        const l = await lease();
+        return l.spec?.holderIdentity && l.spec.holderIdentity !== firstHolder ? l : undefined;
+      },
+      LEASE_MS * 3,
+    );
+    // From the lease's own record: the old holder's last renewal to the new holder's acquisition.
+    const lastRenew = new Date(String(before.spec?.renewTime)).getTime();
+    const acquired = new Date(String(after.spec?.acquireTime)).getTime();
+    assert.ok(
+      acquired - lastRenew <= LEASE_MS + RETRY_MS * 1.2 + 1000,
+      `hand-over took ${acquired - lastRenew} ms after the last renewal (lease ${LEASE_MS} ms, retry ${RETRY_MS} ms)`,
+    );
+    await assertRecovered('kc', names);
+  } finally {
+    await Promise.all([standby, replacement].filter((c) => c !== undefined).map((c) => stopComponent(c)));
+    await agent.stop(2000);
+  }
+});
+
+test('agent SIGKILLed while helpers run: runs it had claimed run again as attempt 2, the rest once', async () => {
+  await ensureNode(env.kc, 'f-agent');
+  const first = await startAgentProcess(env.cp, 'f-agent', helper.path);
+  const controller = await startController(env.kc);
+  let second: Component | undefined;
+  try {
+    // Slow helpers (2 s), so that several are running when the agent dies.
+    const names = await burst('ka', 'f-agent', 30, (i) => (i % 3 === 0 ? `slow-ka-${i}` : `ok-ka-${i}`));
+    await eventually('slow helpers running', async () =>
+      [...(await claimedNow('ka'))].some((m) => m.startsWith('slow-')),
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const interrupted = await claimedNow('ka');
+    assert.ok(interrupted.size > 0, 'some runs were claimed when the agent died');
+    second = await startAgentProcess(env.cp, 'f-agent', helper.path);
+    await assertRecovered('ka', names, interrupted);
+    const twice = [...startsByModule().entries()].filter(([m, p]) => m.includes('-ka-') && p.length === 2);
+    assert.ok(twice.length > 0, 'a helper interrupted mid-run ran again');
+  } finally {
+    if (second) await stopComponent(second);
+    await controller.stop();
+  }
+});
+
+for (const component of ['kube-apiserver', 'etcd'] as const) {
+  test(`${component} SIGKILLed and restarted mid-burst: every request completes, each helper runs once`, async () => {
+    const prefix = component === 'etcd' ? 'ke' : 'ks';
+    const node = `f-${prefix}`;
+    await ensureNode(env.kc, node);
+    const agent = await startAgent(env.kc, node, helper.path);
+    const controller = await startController(env.kc);
+    try {
+      const names = await burst(prefix, node);
+      await eventually(
+        'part of the burst done',
+        async () => (await terminalCount(prefix)) >= BURST / 4,
+        60_000,
+      );
+      await env.cp.restart(component, { kill: true });
+      // Nothing died between claim and result: the operator's processes lived through it.
+      await assertRecovered(prefix, names);
+    } finally {
+      await controller.stop();
+      await agent.stop(2000);
+    }
+  });
+}
+
+test('watches forced to 410 Gone (etcd compacted while the operator was cut off): it relists and loses nothing', async () => {
+  await ensureNode(env.kc, 'f-gone');
+  const proxy = await FaultProxy.start(env.cp.server);
+  const kc = proxy.kubeConfig(env.kc);
+  const { logger, entries } = memoryLogger();
+  const controller = new Controller({ kc, logger, registry: new Registry(), resyncMs: 0 });
+  await controller.start();
+  const agent = await startAgent(kc, 'f-gone', helper.path, { logger });
+  try {
+    const first = await burst('kg', 'f-gone', 10);
+    await eventually('the first ten done', async () => (await terminalCount('kg')) === 10, 60_000);
+    const lists = () => entries.filter((e) => e.message === 'listed').length;
+    const listedBefore = lists();
+    // Cut off: connections reset, new ones refused, while requests arrive.
+    proxy.refuse(true);
+    proxy.dropAll();
+    const cutAt = (
+      (await env.kc
+        .makeApiClient(CustomObjectsApi)
+        .listClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, limit: 1 })) as {
+        metadata: { resourceVersion: string };
+      }
+    ).metadata.resourceVersion;
+    const late = await burst('kgl', 'f-gone', 10);
+    await eventually(
+      'etcd to compact past the cut-off (a read at that resourceVersion answers 410)',
+      async () => {
+        try {
+          await env.kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: REQUEST_PLURAL,
+            resourceVersion: cutAt,
+            resourceVersionMatch: 'Exact',
+          });
+          return false;
+        } catch (err) {
+          return (err as { code?: number }).code === 410;
+        }
+      },
+      30_000,
+      250,
+    );
+    proxy.refuse(false);
+    await eventually('the informers relisted', () => lists() > listedBefore, 60_000);
+    await assertRecovered('kg', first);
+    await assertRecovered('kgl', late);
+  } finally {
+    await agent.stop(2000);
+    await controller.stop();
+    await proxy.close();
+  }
+});
