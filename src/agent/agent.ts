@@ -36,6 +36,7 @@ import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { AgentMetrics } from './metrics.ts';
+import { nextAttempt, startedKey } from './attempts.ts';
 import { mergePatch } from '../kube/callopts.ts';
 import {
   HELPERS_ANNOTATION,
@@ -120,6 +121,8 @@ export class Agent {
   readonly #failures = new Map<string, number>();
   /** Run UID → the generation whose result this agent wrote (bridges the cache's lag after a write). */
   readonly #reported = new Map<string, number>();
+  /** (run UID, generation, attempt) this process started a helper for (attempts.ts); pruned when runs go. */
+  readonly #startedHere = new Set<string>();
   /** Transitions run one at a time, in annotation order. */
   #transitions: Promise<void> = Promise.resolve();
   #desiredState: HelperState | undefined;
@@ -385,6 +388,8 @@ export class Agent {
       current?.cancel.abort('run deleted');
       for (const [uid] of this.#reported)
         if (!this.#runs.list().some((r) => r.metadata.uid === uid)) this.#reported.delete(uid);
+      const live = new Set(this.#runs.list().map((r) => r.metadata.uid));
+      for (const key of this.#startedHere) if (!live.has(key.split('/')[0])) this.#startedHere.delete(key);
       return;
     }
     const uid = run.metadata.uid ?? '';
@@ -396,14 +401,10 @@ export class Agent {
     const st = run.status;
     if (st?.observedGeneration === generation && isTerminal(st.phase)) return; // done for this generation
     if (this.#reported.get(uid) === generation) return; // our result is written; the cache has not caught up
-    let attempt = 1;
-    let takesOverFrom: string | undefined;
-    if (st?.observedGeneration === generation && st.phase === 'Running') {
-      // A claim without a result and nobody here running it: an earlier agent (or an earlier
-      // attempt of ours whose claim write failed) was interrupted. Run it again, visibly.
-      attempt = (st.attempt ?? 1) + 1;
-      takesOverFrom = st.claimedBy;
-    }
+    // A claim without a result and nobody here running it: see attempts.ts for which attempt is next.
+    const claimedAttempt = st?.attempt ?? 1;
+    const startedHere = this.#startedHere.has(startedKey(uid, generation, claimedAttempt));
+    const { attempt, takesOverFrom } = nextAttempt(st, generation, this.#instanceId, startedHere);
     const exec: Execution = {
       uid,
       generation,
@@ -608,6 +609,7 @@ export class Agent {
     }
 
     log.info('starting helper', { helper: this.#opts.helperPath, wait: spec.wait });
+    this.#startedHere.add(startedKey(exec.uid, exec.generation, exec.attempt));
     const handle = startHelper({
       helperPath: this.#opts.helperPath,
       module: spec.module,
