@@ -24,24 +24,22 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { CoordinationV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
-import { GROUP, REQUEST_PLURAL, VERSION, isTerminal, type ModuleRun } from '../src/api/types.ts';
+import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import { Controller } from '../src/controller/controller.ts';
 import { HttpFaultProxy } from '../src/kube/httpfaults.ts';
 import { FaultProxy, memoryLogger } from '../src/kube/testing.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
-import {
-  createRequest,
-  ensureNode,
-  fakeHelper,
-  listRequests,
-  listRuns,
-  type FakeHelper,
-} from './support/objects.ts';
+import { createRequest, ensureNode, fakeHelper, type FakeHelper } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
+import {
+  assertRecovered as assertRecoveredOf,
+  claimedNow as claimedNowOf,
+  startsByModule as startsByModuleOf,
+  terminalCount as terminalCountOf,
+} from './support/recovery.ts';
 import {
   startAgentProcess,
   startControllerProcess,
@@ -77,73 +75,11 @@ async function burst(prefix: string, node: string, n = BURST, module = (i: numbe
   return names;
 }
 
-const terminalCount = async (prefix: string) =>
-  (await listRequests(env.kc)).filter(
-    (r) => r.metadata.name?.startsWith(`${prefix}-`) && isTerminal(r.status?.phase),
-  ).length;
-
-/** Runs of `prefix` that are claimed and not yet reported: a process dying now interrupts them. */
-const claimedNow = async (prefix: string) =>
-  new Set(
-    (await listRuns(env.kc))
-      .filter((r) => r.spec.module.includes(`-${prefix}-`) && r.status?.phase === 'Running')
-      .map((r) => r.spec.module),
-  );
-
-/** Helper starts by module, from the recorder helper's own log. */
-function startsByModule(): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  for (const line of helper.log()) {
-    const [kind, pid, mod] = line.split(' ');
-    if (kind !== 'start' || !mod) continue;
-    m.set(mod, [...(m.get(mod) ?? []), Number(pid)]);
-  }
-  return m;
-}
-
-/**
- * The checks after a fault (see the file comment). `interrupted`: modules whose run was claimed
- * and unreported when a process died; only these may run twice, and then show attempt 2.
- */
-async function assertRecovered(prefix: string, names: string[], interrupted = new Set<string>()) {
-  await eventually(
-    `all ${names.length} ${prefix} requests terminal`,
-    async () => (await terminalCount(prefix)) === names.length,
-    180_000,
-    500,
-  );
-  const requests = new Map((await listRequests(env.kc)).map((r) => [r.metadata.name ?? '', r]));
-  const runs = new Map<string, ModuleRun>(
-    (await listRuns(env.kc))
-      .filter((r) => r.spec.module.includes(`-${prefix}-`))
-      .map((r) => [r.spec.module, r]),
-  );
-  const starts = startsByModule();
-  for (const name of names) {
-    const req = requests.get(name);
-    assert.equal(req?.status?.phase, 'Succeeded', `${name}: ${JSON.stringify(req?.status?.conditions)}`);
-    const module = req?.spec.module ?? '';
-    const run = runs.get(module);
-    const attempt = run?.status?.attempt ?? 0;
-    const ran = starts.get(module)?.length ?? 0;
-    assert.ok(ran >= 1, `${module} ran`);
-    assert.ok(ran <= attempt, `${module}: ${ran} helper starts but only ${attempt} claim(s)`);
-    if (interrupted.has(module))
-      assert.ok(attempt <= 2, `${module}: attempt ${attempt} after one interruption`);
-    else assert.equal(attempt, 1, `${module} was not interrupted, yet ran as attempt ${attempt}`);
-    assert.equal(req?.status?.nodes?.[0]?.attempt, attempt, `${name} shows the run's attempt`);
-  }
-  // No orphans: every helper process that started has exited.
-  const pids = [...startsByModule().entries()]
-    .filter(([m]) => m.includes(`-${prefix}-`))
-    .flatMap(([, p]) => p);
-  await eventually('no helper process left running', () =>
-    pids.every((pid) => {
-      const cmdline = `/proc/${pid}/cmdline`;
-      return !existsSync(cmdline) || !readFileSync(cmdline, 'utf8').includes(helper.dir);
-    }),
-  );
-}
+const terminalCount = (prefix: string) => terminalCountOf(env.kc, prefix);
+const claimedNow = (prefix: string) => claimedNowOf(env.kc, prefix);
+const startsByModule = () => startsByModuleOf(helper);
+const assertRecovered = (prefix: string, names: string[], interrupted?: Set<string>) =>
+  assertRecoveredOf(env.kc, helper, prefix, names, interrupted);
 
 test('controller SIGKILLed mid-burst: the standby takes the lease within its duration; nothing lost or run twice', async () => {
   await ensureNode(env.kc, 'f-ctl');
