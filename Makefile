@@ -9,7 +9,7 @@ CLI  := $(NODE) src/cli/main.ts
 # Files run one at a time: each integration file starts its own control plane.
 TESTS := 'src/**/*.test.ts' 'test/**/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean bench
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test run cluster cluster-down clean bench soak
 
 setup: deps debs controlplane
 
@@ -75,3 +75,8 @@ clean:
 BENCH_SCALE ?= small
 bench: setup
 	BENCH_SCALE=$(BENCH_SCALE) $(NODE) bench/bench.ts
+
+# A steady stream of requests with faults injected at random (seeded): SOAK_SECONDS (600),
+# SOAK_SEED (1), SOAK_FAULT_SECONDS (30), SOAK_NODES (3). Not part of `make test`.
+soak: setup
+	$(NODE) bench/soak.ts
