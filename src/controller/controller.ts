@@ -30,6 +30,7 @@ import { LeaderElector } from '../kube/leaderelection.ts';
 import { Resources } from '../kube/resources.ts';
 import { WorkQueue, type ReconcileResult } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
+import { DISPATCH_CONCURRENCY, settleBounded } from './dispatch.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { summarize, type MissingNode } from './status.ts';
 import {
@@ -276,15 +277,19 @@ export class Controller {
     // done for a generation it has not carried out yet.
     const current = new Map<string, ModuleRun>();
     const refused: MissingNode[] = [];
+    // Missing runs are created several at a time (dispatch.ts), not one round trip after another.
+    const toCreate = targets.filter((n) => !byNode.has(n.metadata?.name ?? ''));
+    const creates = await settleBounded(toCreate, DISPATCH_CONCURRENCY, (n) => this.#createRun(req, n, log));
+    const created = new Map(creates.map((c, i) => [toCreate[i]?.metadata?.name ?? '', c]));
     for (const node of targets) {
       const nodeName = node.metadata?.name ?? '';
       const run = byNode.get(nodeName);
       if (!run) {
-        try {
-          current.set(nodeName, await this.#createRun(req, node, log));
-        } catch (err) {
-          const outcome = refusal(err, nodeName);
-          if (!outcome) throw err;
+        const made = created.get(nodeName); // every node without a run was in toCreate
+        if (made?.ok) current.set(nodeName, made.value);
+        else {
+          const outcome = refusal(made?.error, nodeName);
+          if (!outcome) throw made?.error;
           refused.push(outcome);
         }
         continue;
