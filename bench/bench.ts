@@ -43,6 +43,7 @@ import { Informer } from '../src/kube/informer.ts';
 import { Resources } from '../src/kube/resources.ts';
 import { startHelper } from '../src/helper/runner.ts';
 import { silentLogger } from '../src/observability/logger.ts';
+import { ensureNode } from '../test/support/objects.ts';
 import {
   apiserverWrites,
   inParallel,
@@ -98,19 +99,6 @@ interface Result {
   notes?: string;
 }
 
-const nodeInfo = {
-  machineID: '',
-  systemUUID: '',
-  bootID: '',
-  kernelVersion: '',
-  osImage: '',
-  containerRuntimeVersion: '',
-  kubeletVersion: '',
-  kubeProxyVersion: '',
-  operatingSystem: 'linux',
-  architecture: 'amd64',
-};
-
 const dir = mkdtempSync(join(tmpdir(), 'kmod-bench-'));
 process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
 const sleeper = join(dir, 'sleep1');
@@ -130,16 +118,10 @@ try {
 
   const bootID = (name: string) => `${name}-boot-1`;
   const makeNodes = async (names: string[], labels: Record<string, string> = {}) =>
-    inParallel(names, 20, async (name) => {
-      await core.createNode({ body: { metadata: { name, labels } } });
-      const n = await core.readNode({ name });
-      n.status = { ...n.status, nodeInfo: { ...nodeInfo, bootID: bootID(name) } };
-      await core.replaceNodeStatus({ name, body: n });
-    });
-  const fakeNode = (name: string): V1Node => ({
-    metadata: { name },
-    status: { nodeInfo: { ...nodeInfo, bootID: bootID(name) } },
-  });
+    inParallel(names, 20, (name) => ensureNode(kc, name, labels, bootID(name)));
+  /** What newRun() reads of a node: its name and boot ID. */
+  const fakeNode = (name: string) =>
+    ({ metadata: { name }, status: { nodeInfo: { bootID: bootID(name) } } }) as V1Node;
   const createRequest = async (name: string, spec: ModuleRequest['spec']) =>
     (await api.createClusterCustomObject({
       group: GROUP,

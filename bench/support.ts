@@ -47,17 +47,22 @@ function launch(name: string, args: string[], port: number, env: NodeJS.ProcessE
   return { name, child, port, output: () => out, exited };
 }
 
-/** Starts `kmod-operator controller` against the control plane; resolves once /readyz answers 200. */
-export async function startControllerProcess(cp: ControlPlane, extra: string[] = []): Promise<Component> {
+/** Starts `kmod-operator SUBCOMMAND` with its health port on 127.0.0.1; resolves once /readyz answers 200. */
+async function startCli(
+  name: string,
+  subcommand: string,
+  cp: ControlPlane,
+  args: string[],
+): Promise<Component> {
   const port = await freePort();
   const c = launch(
-    'controller',
+    name,
     [
       join(projectRoot, 'src/cli/main.ts'),
-      'controller',
+      subcommand,
       `--kubeconfig=${cp.kubeconfigPath}`,
       `--metrics-address=127.0.0.1:${port}`,
-      ...extra,
+      ...args,
     ],
     port,
     { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
@@ -66,31 +71,24 @@ export async function startControllerProcess(cp: ControlPlane, extra: string[] =
   return c;
 }
 
-/** Starts `kmod-operator agent` for one node, as the DaemonSet runs it; resolves once /readyz answers 200. */
-export async function startAgentProcess(
+/** Starts `kmod-operator controller` against the control plane; resolves once it is ready. */
+export function startControllerProcess(cp: ControlPlane, extra: string[] = []): Promise<Component> {
+  return startCli('controller', 'controller', cp, extra);
+}
+
+/** Starts `kmod-operator agent` for one node, as the DaemonSet runs it; resolves once it is ready. */
+export function startAgentProcess(
   cp: ControlPlane,
   nodeName: string,
   helper: string,
   extra: string[] = [],
 ): Promise<Component> {
-  const port = await freePort();
-  const c = launch(
-    `agent ${nodeName}`,
-    [
-      join(projectRoot, 'src/cli/main.ts'),
-      'agent',
-      `--kubeconfig=${cp.kubeconfigPath}`,
-      `--node-name=${nodeName}`,
-      `--helper=${helper}`,
-      '--boot-id-source=node',
-      `--metrics-address=127.0.0.1:${port}`,
-      ...extra,
-    ],
-    port,
-    { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
-  );
-  await waitReady(c);
-  return c;
+  return startCli(`agent ${nodeName}`, 'agent', cp, [
+    `--node-name=${nodeName}`,
+    `--helper=${helper}`,
+    '--boot-id-source=node',
+    ...extra,
+  ]);
 }
 
 /**

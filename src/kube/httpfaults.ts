@@ -14,7 +14,8 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Agent, createServer, request, type Server } from 'node:https';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { pointedAt } from './testing.ts';
 
 /** Which requests a fault hits, and how. */
 export interface FaultRule {
@@ -104,16 +105,7 @@ export class HttpFaultProxy {
 
   /** A copy of `kc` whose current cluster points at this proxy. */
   kubeConfig(kc: KubeConfig): KubeConfig {
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('kubeconfig has no current cluster');
-    const copy = new KubeConfig();
-    copy.loadFromOptions({
-      clusters: kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server: this.url } : c)),
-      users: kc.users,
-      contexts: kc.contexts,
-      currentContext: kc.getCurrentContext(),
-    });
-    return copy;
+    return pointedAt(kc, this.url);
   }
 
   /** Stops listening and closes every connection (watches included). */
