@@ -10,7 +10,7 @@ CLI  := $(NODE) src/cli/main.ts
 # test/e2e/ is not among them: `make e2e` runs it (it needs a container runtime).
 TESTS := 'src/**/*.test.ts' 'test/*.test.ts' 'test/kube/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test e2e-deps e2e run cluster cluster-down clean install-plugin
+.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test e2e-deps e2e run cluster cluster-down clean install-plugin bench soak
 
 setup: deps debs controlplane
 
@@ -102,3 +102,14 @@ install-plugin: deps
 
 clean:
 	rm -rf .local node_modules
+
+# Benchmarks against the floor (not part of `make test`): prints a table, writes bench/results.json.
+# BENCH_SCALE=small (default) is a quick run; BENCH_SCALE=full the sizes of issue 10 (long).
+BENCH_SCALE ?= small
+bench: setup
+	BENCH_SCALE=$(BENCH_SCALE) $(NODE) bench/bench.ts
+
+# A steady stream of requests with faults injected at random (seeded): SOAK_SECONDS (600),
+# SOAK_SEED (1), SOAK_FAULT_SECONDS (30), SOAK_NODES (3). Not part of `make test`.
+soak: setup
+	$(NODE) bench/soak.ts

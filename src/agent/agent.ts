@@ -170,6 +170,7 @@ export class Agent {
       settings: this.#settings,
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
+      onHelperStart: (exec) => this.#outcomes.markStarted(exec),
       ...(opts.resolver ? { resolver: opts.resolver } : {}),
     });
     this.#outcomes = new Outcomes({
@@ -304,7 +305,12 @@ export class Agent {
     const decision = decide(
       run,
       current && { uid: current.uid, generation: current.generation, aborted: current.cancel.signal.aborted },
-      { reportedGeneration: run && this.#outcomes.reportedGeneration(uid), unreported: pending?.exec },
+      {
+        reportedGeneration: run && this.#outcomes.reportedGeneration(uid),
+        unreported: pending?.exec,
+        instanceId: this.#instanceId,
+        startedClaimedAttempt: this.#outcomes.startedHere(uid, generation, run?.status?.attempt ?? 1),
+      },
     );
     // The killable wait: only a run still waiting for a slot stops; a running helper is left alone.
     if (decision.cancel) current?.cancel.abort(decision.cancel);

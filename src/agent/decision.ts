@@ -6,6 +6,7 @@
  * makes it look again, and this function says what "again" means.
  */
 import { isTerminal, type ModuleRun } from '../api/types.ts';
+import { nextAttempt } from './attempts.ts';
 
 /** What the agent knows about its own current execution of a run. */
 export interface ExecutionView {
@@ -22,6 +23,10 @@ export interface ResultsView {
   reportedGeneration?: number;
   /** A result this agent could not write yet, for this UID and generation. */
   unreported?: { uid: string; generation: number };
+  /** This agent process's claim identity (attempts.ts: our own claim whose helper never started). */
+  instanceId?: string;
+  /** Whether this process started a helper for the attempt the run's claim names. */
+  startedClaimedAttempt?: boolean;
 }
 
 /**
@@ -72,13 +77,17 @@ export function decide(
   if (results.unreported?.uid === uid && results.unreported.generation === generation)
     return { action: 'report', why: 'a result of ours is not written yet', cancel };
   if (sameGeneration && st.phase === 'Running') {
-    // A claim without a result and nobody here running it: an earlier agent (or an earlier
-    // attempt of ours that failed before its result) was interrupted. Run it again, visibly.
+    // A claim without a result and nobody here running it. Our own claim whose helper never
+    // started (the claim's answer was lost after the write took effect) is the same attempt;
+    // otherwise an earlier agent, or a helper of ours, was interrupted: run it again, visibly.
+    const next =
+      results.instanceId === undefined
+        ? { attempt: (st.attempt ?? 1) + 1, takesOverFrom: st.claimedBy }
+        : nextAttempt(st, generation, results.instanceId, results.startedClaimedAttempt ?? false);
     return {
       action: 'start',
-      attempt: (st.attempt ?? 1) + 1,
-      takesOverFrom: st.claimedBy,
-      why: 'interrupted claim',
+      ...next,
+      why: next.takesOverFrom === undefined ? 'our claim, its helper never started' : 'interrupted claim',
       cancel,
     };
   }

@@ -7,6 +7,7 @@
 import { Reason, type ModuleRun } from '../api/types.ts';
 import type { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
+import { startedKey } from './attempts.ts';
 import { throttleVerdict } from './decision.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { Execution, Outcome, RunPipeline } from './pipeline.ts';
@@ -42,9 +43,21 @@ export class Outcomes {
   readonly #reported = new Map<string, number>();
   readonly #unreported = new Map<string, Unreported>();
   readonly #throttled = new Map<string, Throttled>();
+  /** (run UID, generation, attempt) this process started a helper for (attempts.ts startedKey). */
+  readonly #started = new Set<string>();
 
   constructor(opts: OutcomesOptions) {
     this.#o = opts;
+  }
+
+  /** Remembers that this process started the helper of `exec`'s attempt. */
+  markStarted(exec: Pick<Execution, 'uid' | 'generation' | 'attempt'>): void {
+    this.#started.add(startedKey(exec.uid, exec.generation, exec.attempt));
+  }
+
+  /** Whether this process started a helper for that attempt of that run generation. */
+  startedHere(uid: string, generation: number, attempt: number): boolean {
+    return this.#started.has(startedKey(uid, generation, attempt));
   }
 
   /** The generation of this run UID whose result this agent wrote, if any. */
@@ -156,5 +169,6 @@ export class Outcomes {
     this.#throttled.delete(name);
     this.#o.queue.forget(name);
     for (const uid of this.#reported.keys()) if (!live.has(uid)) this.#reported.delete(uid);
+    for (const key of this.#started) if (!live.has(key.split('/')[0] ?? '')) this.#started.delete(key);
   }
 }

@@ -72,6 +72,8 @@ export interface PipelineOptions {
   freezeWaitMs: number;
   /** The node's boot ID at claim time. */
   bootId: () => Promise<string>;
+  /** Called right before a helper is started for an execution (attempts.ts: what started here). */
+  onHelperStart?: (exec: Execution) => void;
   /** How to ask modprobe what a request really loads; unset = the policy sees the name asked only. */
   resolver?: Resolver;
 }
@@ -244,6 +246,7 @@ export class RunPipeline {
       return { kind: 'cancelled' };
     }
     log.info('starting helper', { helper: helperPath, wait: spec.wait });
+    this.#o.onHelperStart?.(exec);
     const handle = startHelper({
       helperPath,
       module: spec.module,

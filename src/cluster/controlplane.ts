@@ -81,6 +81,12 @@ export interface ControlPlane {
   readonly tokens: ReadonlyMap<string, string>;
   /** Path of the CA bundle that verifies the serving certificate (what `--root-ca-file` publishes). */
   readonly caPath: string;
+  /**
+   * Stops one component (SIGTERM, or SIGKILL with `kill`) and starts it again
+   * with the same flags, ports and data dir; resolves once the API server is
+   * ready again. For fault tests: clients see the outage as it happens.
+   */
+  restart(component: 'etcd' | 'kube-apiserver', opts?: { kill?: boolean }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -150,7 +156,7 @@ function tailOf(path: string, lines = 25): string {
   }
 }
 
-function startProcess(dir: string, binDir: string, name: string, args: string[]): Proc {
+function startProcess(dir: string, binDir: string, name: string, args: string[]): Proc & { args: string[] } {
   const bin = join(binDir, name);
   if (!existsSync(bin)) {
     throw new Error(`${bin} does not exist; run test/cluster/build.sh (make cluster builds it) to build it`);
@@ -168,7 +174,7 @@ function startProcess(dir: string, binDir: string, name: string, args: string[])
     child.on('exit', (code, signal) => res(code ?? (signal ? 128 : null)));
     child.on('error', () => res(-1));
   });
-  return { name, child, logPath, exited };
+  return { name, child, logPath, exited, args };
 }
 
 async function stopProcess(p: Proc, graceMs = 5000): Promise<void> {
@@ -263,7 +269,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const binDir = opts.binDir ?? ensureBinaries();
   const dir = mkdtempSync(join(tmpdir(), tempPrefix));
   writeFileSync(join(dir, 'owner.pid'), String(process.pid));
-  const procs: Proc[] = [];
+  const procs: Array<Proc & { args: string[] }> = [];
   let stopped = false;
 
   const onExit = () => {
@@ -341,32 +347,36 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     ]);
     procs.push(apiserver);
 
-    const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
     const crtPath = join(certDir, `apiserver.crt`);
     let caPem = '';
-    for (;;) {
-      for (const p of procs) {
-        if (p.child.exitCode !== null || p.child.signalCode !== null) {
+    /** Waits until every child runs, /readyz says 200 and the default namespace exists. */
+    const waitReady = async () => {
+      const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+      for (;;) {
+        for (const p of procs) {
+          if (p.child.exitCode !== null || p.child.signalCode !== null) {
+            throw new Error(
+              `${p.name} exited during start-up (exit ${p.child.exitCode ?? p.child.signalCode}); last lines of ${p.logPath}:\n${tailOf(p.logPath)}`,
+            );
+          }
+        }
+        if (!caPem && existsSync(crtPath)) caPem = readFileSync(crtPath, 'utf8');
+        if (caPem) {
+          const ready = await apiGet(server, adminToken, caPem, '/readyz');
+          if (ready.status === 200) {
+            const ns = await apiGet(server, adminToken, caPem, '/api/v1/namespaces/default');
+            if (ns.status === 200) return;
+          }
+        }
+        if (Date.now() > deadline) {
           throw new Error(
-            `${p.name} exited during start-up (exit ${p.child.exitCode ?? p.child.signalCode}); last lines of ${p.logPath}:\n${tailOf(p.logPath)}`,
+            `kube-apiserver not ready after ${opts.readyTimeoutMs ?? 60_000} ms; last lines of ${apiserver.logPath}:\n${tailOf(apiserver.logPath)}`,
           );
         }
+        await sleep(100);
       }
-      if (!caPem && existsSync(crtPath)) caPem = readFileSync(crtPath, 'utf8');
-      if (caPem) {
-        const ready = await apiGet(server, adminToken, caPem, '/readyz');
-        if (ready.status === 200) {
-          const ns = await apiGet(server, adminToken, caPem, '/api/v1/namespaces/default');
-          if (ns.status === 200) break;
-        }
-      }
-      if (Date.now() > deadline) {
-        throw new Error(
-          `kube-apiserver not ready after ${opts.readyTimeoutMs ?? 60_000} ms; last lines of ${apiserver.logPath}:\n${tailOf(apiserver.logPath)}`,
-        );
-      }
-      await sleep(100);
-    }
+    };
+    await waitReady();
 
     const kubeconfigPath = opts.kubeconfigPath ?? join(dir, 'kubeconfig');
     writeFileSync(kubeconfigPath, kubeconfigYaml(server, caPem, adminToken), { mode: 0o600 });
@@ -414,6 +424,18 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       caPath: crtPath,
       dir,
       tokens,
+      restart: async (component, how = {}) => {
+        const i = procs.findIndex((p) => p.name === component);
+        const old = procs[i];
+        if (!old || stopped) throw new Error(`restart ${component}: not running`);
+        if (how.kill) {
+          killNow(old);
+          await old.exited;
+        } else await stopProcess(old);
+        // The apiserver keeps its generated serving cert in certDir, so the CA clients trust stays valid.
+        procs[i] = startProcess(dir, binDir, component, old.args);
+        await waitReady();
+      },
       stop: teardown,
     };
   } catch (err) {

@@ -22,6 +22,7 @@ import type { EventRecorder } from '../kube/events.ts';
 import { isAlreadyExists, isForbidden, isNotFound, statusCode } from '../kube/errors.ts';
 import type { Resources } from '../kube/resources.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
+import { DISPATCH_CONCURRENCY, settleBounded } from './dispatch.ts';
 import type { MissingNode } from './status.ts';
 import { desiredRunSpec, newRun, rebooted, runSpecDiffers } from './targets.ts';
 
@@ -63,21 +64,29 @@ export class ReconcileSteps {
     const byNode = new Map(ownRuns.map((r) => [r.spec.nodeName, r]));
     const current: ModuleRun[] = [];
     const refused: MissingNode[] = [];
-    for (const node of targets) {
+    // Nodes converge several at a time (dispatch.ts), not one round trip after another: a fan-out
+    // over N new nodes takes about N / DISPATCH_CONCURRENCY round trips.
+    const outcomes = await settleBounded(targets, DISPATCH_CONCURRENCY, (node) =>
+      this.#convergeNode(req, node, byNode.get(node.metadata?.name ?? ''), log),
+    );
+    outcomes.forEach((outcome, i) => {
+      const node = targets[i] as V1Node;
       const nodeName = node.metadata?.name ?? '';
-      const run = byNode.get(nodeName);
-      try {
-        current.push(await this.#convergeNode(req, node, run, log));
-      } catch (err) {
-        const outcome = refusal(err, nodeName);
-        if (outcome) refused.push(outcome);
-        else {
-          errors.push(err);
-          log.warn('could not converge node; the others go on', { node: nodeName, error: errorMessage(err) });
-          current.push(run ?? newRun(req, node)); // counted as pending until a retry gets through
-        }
+      if (outcome.ok) {
+        current.push(outcome.value);
+        return;
       }
-    }
+      const denied = refusal(outcome.error, nodeName);
+      if (denied) refused.push(denied);
+      else {
+        errors.push(outcome.error);
+        log.warn('could not converge node; the others go on', {
+          node: nodeName,
+          error: errorMessage(outcome.error),
+        });
+        current.push(byNode.get(nodeName) ?? newRun(req, node)); // counted as pending until a retry gets through
+      }
+    });
     return { current, refused };
   }
 

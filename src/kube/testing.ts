@@ -76,16 +76,7 @@ export class FaultProxy {
 
   /** A copy of `kc` whose current cluster points at this proxy. */
   kubeConfig(kc: KubeConfig): KubeConfig {
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('kubeconfig has no current cluster');
-    const copy = new KubeConfig();
-    copy.loadFromOptions({
-      clusters: kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server: this.url } : c)),
-      users: kc.users,
-      contexts: kc.contexts,
-      currentContext: kc.getCurrentContext(),
-    });
-    return copy;
+    return pointedAt(kc, this.url);
   }
 
   /**
@@ -142,6 +133,20 @@ export class FaultProxy {
     client.pipe(upstream);
     upstream.pipe(client);
   }
+}
+
+/** A copy of `kc` whose current cluster's server is `server` (a proxy in front of it). */
+export function pointedAt(kc: KubeConfig, server: string): KubeConfig {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error('kubeconfig has no current cluster');
+  const copy = new KubeConfig();
+  copy.loadFromOptions({
+    clusters: kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server } : c)),
+    users: kc.users,
+    contexts: kc.contexts,
+    currentContext: kc.getCurrentContext(),
+  });
+  return copy;
 }
 
 /** One recorded log entry. */

@@ -1,0 +1,562 @@
+/**
+ * `make bench`: the operator against its floor, on the real local control
+ * plane. Prints a table and writes bench/results.json (one object per
+ * scenario). The controller and the agents run as their own processes, so
+ * their RSS and CPU time (from /proc) are theirs alone; the writes are the
+ * API server's own apiserver_request_total, so nothing depends on what the
+ * operator says about itself.
+ *
+ * The floor of a scenario is measured in the same run, before the operator
+ * starts, by a bare client doing the minimal dependent writes of the same
+ * work at the same concurrency (create request → create run → claim → one
+ * helper spawn through the real setpriv chain → result → request status).
+ *
+ * Scenarios (sizes: BENCH_SCALE=small|full, each overridable):
+ *   sequential        1 node, BENCH_SEQ requests one after another (full 40, small 10)
+ *   many              BENCH_REQUESTS requests over BENCH_NODES nodes, submitted at once (1000/100; small 100/10)
+ *   fanout            one request over BENCH_FANOUT nodes (comma list; full 200,1000; small 50)
+ *   burst             BENCH_BURST runs on one node, 1 s helpers, cap 50 (full 200, small 100)
+ *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
+ *   controller-memory the controller with BENCH_STORED requests stored (full 10000, small 1000)
+ * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Node } from '@kubernetes/client-node';
+import {
+  API_VERSION,
+  GROUP,
+  REQUEST_PLURAL,
+  RUN_PLURAL,
+  VERSION,
+  isTerminal,
+  type ModuleRequest,
+  type ModuleRun,
+} from '../src/api/types.ts';
+import { ensureBinaries, startControlPlane } from '../src/cluster/controlplane.ts';
+import { newRun } from '../src/controller/targets.ts';
+import { mergePatch } from '../src/kube/callopts.ts';
+import { installCrds } from '../src/kube/crds.ts';
+import { Informer } from '../src/kube/informer.ts';
+import { Resources } from '../src/kube/resources.ts';
+import { startHelper } from '../src/helper/runner.ts';
+import { silentLogger } from '../src/observability/logger.ts';
+import { ensureNode } from '../test/support/objects.ts';
+import {
+  apiserverWrites,
+  inParallel,
+  percentile,
+  procStats,
+  projectRoot,
+  settledWrites,
+  startAgentHost,
+  startAgentProcess,
+  startControllerProcess,
+  stopComponent,
+  writesBetween,
+  type Component,
+  type WriteCounts,
+} from './support.ts';
+
+const full = process.env.BENCH_SCALE === 'full';
+const num = (name: string, small: number, big: number) => Number(process.env[name] ?? (full ? big : small));
+const sizes = {
+  sequential: num('BENCH_SEQ', 10, 40),
+  requests: num('BENCH_REQUESTS', 100, 1000),
+  nodes: num('BENCH_NODES', 10, 100),
+  fanout: (process.env.BENCH_FANOUT ?? (full ? '200,1000' : '50')).split(',').map(Number),
+  burst: num('BENCH_BURST', 100, 200),
+  stored: num('BENCH_STORED', 1000, 10_000),
+};
+/** Writes the API server makes on its own (its lease, the kubernetes Service's endpoints), not the operator's. */
+const HOUSEKEEPING = new Set(['leases', 'endpoints', 'endpointslices']);
+/** In-flight creates when requests are "submitted at once" (client and floor alike). */
+const SUBMIT_CONCURRENCY = 50;
+const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
+const wanted = (name: string) => only.size === 0 || only.has(name);
+
+/** One row of results.json. */
+interface Result {
+  name: string;
+  sizes: Record<string, number>;
+  wallSeconds: number;
+  /** Fan-out: from the create until every run exists (the controller's dispatch alone). */
+  dispatchSeconds?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  floor?: { wallSeconds: number; p50Ms?: number; p99Ms?: number };
+  /** Operator ÷ floor: wall time, and p50/p99 where there are latencies. */
+  ratio?: { wall: number; p50?: number; p99?: number };
+  /** Writes the API server served per (request, node), the user's create of the request left out. */
+  writesPerRequestNode?: number;
+  writesByResource?: WriteCounts;
+  floorWritesPerRequestNode?: number;
+  controller?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number };
+  agents?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number; processes: string };
+  goal: string;
+  notes?: string;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'kmod-bench-'));
+process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+const sleeper = join(dir, 'sleep1');
+writeFileSync(sleeper, '#!/bin/sh\nsleep 1\n');
+chmodSync(sleeper, 0o755);
+
+const cp = await startControlPlane({ controllerManager: false });
+const results: Result[] = [];
+let controller: Component | undefined;
+try {
+  const kc = new KubeConfig();
+  kc.loadFromFile(cp.kubeconfigPath);
+  await installCrds(kc);
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const core = kc.makeApiClient(CoreV1Api);
+  const res = new Resources(kc);
+
+  const bootID = (name: string) => `${name}-boot-1`;
+  const makeNodes = async (names: string[], labels: Record<string, string> = {}) =>
+    inParallel(names, 20, (name) => ensureNode(kc, name, labels, bootID(name)));
+  /** What newRun() reads of a node: its name and boot ID. */
+  const fakeNode = (name: string) =>
+    ({ metadata: { name }, status: { nodeInfo: { bootID: bootID(name) } } }) as V1Node;
+  const createRequest = async (name: string, spec: ModuleRequest['spec']) =>
+    (await api.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: REQUEST_PLURAL,
+      body: { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name }, spec },
+    })) as ModuleRequest;
+  const deleteAll = async () => {
+    for (const plural of [REQUEST_PLURAL, RUN_PLURAL])
+      await api.deleteCollectionClusterCustomObject({ group: GROUP, version: VERSION, plural });
+  };
+
+  // ---- The floor: a bare client doing the minimal dependent writes, one helper spawn each. ----
+  /** One (request, node): create run → claim → spawn → result. */
+  const floorRun = async (req: ModuleRequest, nodeName: string) => {
+    const run = await res.createRun(newRun(req, fakeNode(nodeName)));
+    const claimed = await res.updateRunStatus({
+      ...run,
+      status: { phase: 'Running', attempt: 1, claimedBy: 'floor', startTime: new Date().toISOString() },
+    });
+    const h = startHelper({ helperPath: '/bin/true', module: 'floor', parameters: [], timeoutMs: 60_000 });
+    const r = await h.finished;
+    await res.updateRunStatus({
+      ...claimed,
+      status: { ...claimed.status, phase: 'Succeeded', exitCode: r.exitCode ?? -1, reason: 'Completed' },
+    });
+  };
+  /** One request over `nodes`: create → runs (bounded concurrency) → request status. Resolves with its latency. */
+  const floorRequest = async (name: string, nodes: string[], runConcurrency = SUBMIT_CONCURRENCY) => {
+    const t0 = performance.now();
+    const req = await createRequest(name, {
+      module: 'floor',
+      nodeName: nodes.length === 1 ? nodes[0] : undefined,
+      nodeSelector: nodes.length === 1 ? undefined : { floor: 'yes' },
+    });
+    await inParallel(nodes, runConcurrency, (n) => floorRun(req, n));
+    await res.patchRequestStatus(name, { phase: 'Succeeded', progress: `${nodes.length}/${nodes.length}` });
+    return performance.now() - t0;
+  };
+  /** Runs `fn` and counts the API server's writes it caused. */
+  const counted = async <T>(fn: () => Promise<T>): Promise<{ value: T; writes: WriteCounts }> => {
+    const before = await apiserverWrites(cp);
+    const value = await fn();
+    return { value, writes: writesBetween(before, await settledWrites(cp)) };
+  };
+  /** The operator's writes (the API server's own lease and endpoints upkeep left out), less the user's creates. */
+  const total = (w: WriteCounts, leaveOutUserCreates: number) =>
+    Object.entries(w)
+      .filter(([k]) => !HOUSEKEEPING.has(k))
+      .reduce((a, [, b]) => a + b, 0) - leaveOutUserCreates;
+
+  const floors = new Map<string, { wallSeconds: number; p50Ms?: number; p99Ms?: number; writes: number }>();
+  if (wanted('sequential')) {
+    await floorRequest('floor-seq-warmup', ['seq-node']); // connections and JIT warm, as for the operator
+    const { value: lat, writes } = await counted(async () => {
+      const lat: number[] = [];
+      for (let i = 0; i < sizes.sequential; i++) lat.push(await floorRequest(`floor-seq-${i}`, ['seq-node']));
+      return lat;
+    });
+    floors.set('sequential', {
+      wallSeconds: lat.reduce((a, b) => a + b, 0) / 1000,
+      p50Ms: percentile(lat, 50),
+      p99Ms: percentile(lat, 99),
+      writes: total(writes, sizes.sequential) / sizes.sequential,
+    });
+  }
+  if (wanted('many')) {
+    const nodes = Array.from({ length: sizes.nodes }, (_, i) => `many-${i}`);
+    const { value: wall, writes } = await counted(async () => {
+      const t0 = performance.now();
+      await inParallel(
+        Array.from({ length: sizes.requests }, (_, i) => i),
+        SUBMIT_CONCURRENCY,
+        async (i) => void (await floorRequest(`floor-many-${i}`, [nodes[i % nodes.length] ?? ''])),
+      );
+      return (performance.now() - t0) / 1000;
+    });
+    floors.set('many', { wallSeconds: wall, writes: total(writes, sizes.requests) / sizes.requests });
+  }
+  for (const n of wanted('fanout') ? sizes.fanout : []) {
+    const nodes = Array.from({ length: n }, (_, i) => `floor-fan-${i}`);
+    const { value: ms, writes } = await counted(() => floorRequest(`floor-fan-${n}`, nodes));
+    floors.set(`fanout-${n}`, { wallSeconds: ms / 1000, writes: total(writes, 1) / n });
+  }
+  await deleteAll();
+
+  // ---- The operator. ----
+  controller = await startControllerProcess(cp);
+  const ctl = controller;
+  const terminalAt = new Map<string, number>();
+  const watcher = new Informer<ModuleRequest>({
+    kc,
+    path: `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
+    logger: silentLogger(),
+    resyncMs: 0,
+  });
+  const onRequest = (r: ModuleRequest) => {
+    const name = r.metadata.name ?? '';
+    if (
+      isTerminal(r.status?.phase) &&
+      r.status?.observedGeneration === r.metadata.generation &&
+      !terminalAt.has(name)
+    )
+      terminalAt.set(name, performance.now());
+  };
+  watcher.on('add', onRequest);
+  watcher.on('update', onRequest);
+  await watcher.start();
+  const waitTerminal = async (names: string[], what: string, timeoutMs = 1_800_000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (names.some((n) => !terminalAt.has(n))) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const usage = (c: Component, since: { cpuSeconds: number }) => {
+    const s = procStats(c.child.pid ?? 0);
+    return { ...s, cpuSeconds: +(s.cpuSeconds - since.cpuSeconds).toFixed(2) };
+  };
+  const compare = (r: Result, key: string) => {
+    const f = floors.get(key);
+    if (!f) return;
+    r.floor = { wallSeconds: +f.wallSeconds.toFixed(2), p50Ms: f.p50Ms, p99Ms: f.p99Ms };
+    r.floorWritesPerRequestNode = +f.writes.toFixed(2);
+    r.ratio = {
+      wall: +(r.wallSeconds / f.wallSeconds).toFixed(2),
+      ...(f.p50Ms && r.p50Ms ? { p50: +(r.p50Ms / f.p50Ms).toFixed(2) } : {}),
+      ...(f.p99Ms && r.p99Ms ? { p99: +(r.p99Ms / f.p99Ms).toFixed(2) } : {}),
+    };
+  };
+  /** Runs one operator scenario with its own agent host; fills in writes, RSS and CPU. */
+  const scenario = async (
+    r: Omit<Result, 'wallSeconds'>,
+    nodes: string[],
+    helper: string,
+    pairs: number,
+    userCreates: number,
+    body: () => Promise<{ wallSeconds: number; lat?: number[] }>,
+    agentOpts: Parameters<typeof startAgentHost>[3] = {},
+  ) => {
+    const host = await startAgentHost(cp, nodes, helper, agentOpts);
+    try {
+      const ctl0 = procStats(ctl.child.pid ?? 0);
+      const host0 = procStats(host.child.pid ?? 0);
+      const { value, writes } = await counted(body);
+      const result: Result = {
+        ...r,
+        wallSeconds: +value.wallSeconds.toFixed(2),
+        ...(value.lat
+          ? { p50Ms: Math.round(percentile(value.lat, 50)), p99Ms: Math.round(percentile(value.lat, 99)) }
+          : {}),
+        writesPerRequestNode: +(total(writes, userCreates) / pairs).toFixed(2),
+        writesByResource: writes,
+        controller: usage(ctl, ctl0),
+        agents: { ...usage(host, host0), processes: `${nodes.length} agents in one process` },
+      };
+      results.push(result);
+      return result;
+    } finally {
+      await stopComponent(host);
+    }
+  };
+
+  if (wanted('sequential')) {
+    await makeNodes(['seq-node']);
+    const r = await scenario(
+      {
+        name: 'sequential',
+        sizes: { requests: sizes.sequential, nodes: 1 },
+        goal: 'p50 ≤ 1.5× floor, p99 ≤ 2.5× floor; ≤ 4 writes per (request, node)',
+      },
+      ['seq-node'],
+      '/bin/true',
+      sizes.sequential + 1,
+      sizes.sequential + 1,
+      async () => {
+        const lat: number[] = [];
+        for (let i = -1; i < sizes.sequential; i++) {
+          const name = `seq-${i}`;
+          const t0 = performance.now();
+          await createRequest(name, { module: `m${i}`, nodeName: 'seq-node' });
+          await waitTerminal([name], name);
+          if (i >= 0) lat.push((terminalAt.get(name) ?? 0) - t0); // seq--1 warms up
+        }
+        return { wallSeconds: lat.reduce((a, b) => a + b, 0) / 1000, lat };
+      },
+    );
+    compare(r, 'sequential');
+  }
+
+  if (wanted('many')) {
+    const nodes = Array.from({ length: sizes.nodes }, (_, i) => `many-${i}`);
+    await makeNodes(nodes);
+    const r = await scenario(
+      {
+        name: 'many',
+        sizes: { requests: sizes.requests, nodes: sizes.nodes },
+        goal: '≤ 1.5× floor; 1000 over 100 nodes ≤ 15 s',
+      },
+      nodes,
+      '/bin/true',
+      sizes.requests,
+      sizes.requests,
+      async () => {
+        const names = Array.from({ length: sizes.requests }, (_, i) => `many-${i}`);
+        const t0 = performance.now();
+        const created = new Map<string, number>();
+        await inParallel(names, SUBMIT_CONCURRENCY, async (name, i) => {
+          created.set(name, performance.now());
+          await createRequest(name, { module: `m${i}`, nodeName: nodes[i % nodes.length] });
+        });
+        await waitTerminal(names, `${names.length} requests`);
+        const end = Math.max(...names.map((n) => terminalAt.get(n) ?? 0));
+        return {
+          wallSeconds: (end - t0) / 1000,
+          lat: names.map((n) => (terminalAt.get(n) ?? 0) - (created.get(n) ?? 0)),
+        };
+      },
+    );
+    compare(r, 'many');
+  }
+
+  const dispatchSeconds = new Map<number, number>();
+  for (const n of wanted('fanout') ? sizes.fanout : []) {
+    const nodes = Array.from({ length: n }, (_, i) => `fan${n}-${i}`);
+    await makeNodes(nodes, { fanout: String(n) });
+    const r = await scenario(
+      {
+        name: `fanout-${n}`,
+        sizes: { requests: 1, nodes: n },
+        goal: '1000 nodes ≤ 20 s, 5000 ≤ 90 s; ≤ 3 writes per (request, node)',
+      },
+      nodes,
+      '/bin/true',
+      n,
+      1,
+      async () => {
+        // The controller's part alone: from the create until the last of the request's runs exists.
+        let dispatchedAt = 0;
+        const runs = new Informer<ModuleRun>({
+          kc,
+          path: `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`,
+          labelSelector: `kmod.dev/request=fanout-${n}`,
+          logger: silentLogger(),
+          resyncMs: 0,
+        });
+        runs.on('add', () => {
+          if (!dispatchedAt && runs.list().length >= n) dispatchedAt = performance.now();
+        });
+        await runs.start();
+        const t0 = performance.now();
+        await createRequest(`fanout-${n}`, { module: 'fan', nodeSelector: { fanout: String(n) } });
+        await waitTerminal([`fanout-${n}`], `fan-out over ${n} nodes`);
+        await runs.stop();
+        dispatchSeconds.set(n, (dispatchedAt - t0) / 1000);
+        return { wallSeconds: ((terminalAt.get(`fanout-${n}`) ?? 0) - t0) / 1000 };
+      },
+    );
+    compare(r, `fanout-${n}`);
+    r.dispatchSeconds = +(dispatchSeconds.get(n) ?? 0).toFixed(2);
+  }
+
+  if (wanted('burst')) {
+    // The node is Disabled while every run is dispatched, then enabled: all reach the gate together.
+    await makeNodes(['burst-node']);
+    await core.patchNode(
+      { name: 'burst-node', body: { metadata: { annotations: { 'kmod.dev/helpers': 'Disabled' } } } },
+      mergePatch(),
+    );
+    const n = sizes.burst;
+    const ideal = Math.ceil(n / 50);
+    const r = await scenario(
+      {
+        name: 'burst',
+        sizes: { runs: n, nodes: 1, cap: 50, helperSeconds: 1 },
+        goal: `close to the ideal ${ideal} s (today ×2.14)`,
+      },
+      ['burst-node'],
+      sleeper,
+      n,
+      n,
+      async () => {
+        const names = Array.from({ length: n }, (_, i) => `burst-${i}`);
+        await inParallel(names, 25, (name, i) =>
+          createRequest(name, { module: `m${i}`, nodeName: 'burst-node' }).then(() => undefined),
+        );
+        const dispatched = async () =>
+          (
+            (await api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: RUN_PLURAL })) as {
+              items: ModuleRun[];
+            }
+          ).items.filter((x) => x.spec.nodeName === 'burst-node').length;
+        while ((await dispatched()) < n) await new Promise((r) => setTimeout(r, 200));
+        const t0 = performance.now();
+        await core.patchNode(
+          { name: 'burst-node', body: { metadata: { annotations: { 'kmod.dev/helpers': 'Enabled' } } } },
+          mergePatch(),
+        );
+        await waitTerminal(names, `burst of ${n}`);
+        const end = Math.max(...names.map((x) => terminalAt.get(x) ?? 0));
+        return { wallSeconds: (end - t0) / 1000, lat: names.map((x) => (terminalAt.get(x) ?? 0) - t0) };
+      },
+      { maxConcurrent: 50, busyTimeoutMs: 600_000, freezeWaitMs: 600_000 },
+    );
+    r.floor = { wallSeconds: ideal };
+    r.ratio = { wall: +(r.wallSeconds / ideal).toFixed(2) };
+    r.notes = 'floor = ideal: ceil(runs / cap) × 1 s helpers';
+  }
+
+  if (wanted('agent-idle')) {
+    await makeNodes(['rss-node']);
+    const agent = await startAgentProcess(cp, 'rss-node', '/bin/true');
+    // Idle: let start-up garbage be collected (V8 collects on its own schedule), then sample.
+    const samples: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      samples.push(procStats(agent.child.pid ?? 0).rssMiB);
+    }
+    const s = procStats(agent.child.pid ?? 0);
+    await stopComponent(agent);
+    results.push({
+      name: 'agent-idle',
+      sizes: { nodes: 1 },
+      wallSeconds: 5,
+      agents: {
+        rssMiB: +(samples.at(-1) ?? 0).toFixed(1),
+        peakRssMiB: +s.peakRssMiB.toFixed(1),
+        cpuSeconds: s.cpuSeconds,
+        processes: 'one standalone `kmod-operator agent` process',
+      },
+      goal: '≤ 96 MiB (moonshot 64 MiB)',
+    });
+  }
+
+  if (wanted('controller-memory')) {
+    // Stored requests for nodes no agent serves: each has its run and a status (Pending), as
+    // requests waiting on their nodes do; then a fresh controller process caches all of them.
+    const n = sizes.stored;
+    await makeNodes(['mem-node']);
+    const t0 = performance.now();
+    await inParallel(
+      Array.from({ length: n }, (_, i) => i),
+      SUBMIT_CONCURRENCY,
+      async (i) => void (await createRequest(`mem-${i}`, { module: `m${i}`, nodeName: 'mem-node' })),
+    );
+    const progressed = () =>
+      watcher.list().filter((r) => r.metadata.name?.startsWith('mem-') && r.status?.progress === '0/1')
+        .length;
+    while (progressed() < n) await new Promise((r) => setTimeout(r, 200));
+    const wall = (performance.now() - t0) / 1000;
+    const busy = procStats(ctl.child.pid ?? 0);
+    await stopComponent(ctl);
+    controller = await startControllerProcess(cp);
+    const fresh = controller;
+    await settledWrites(cp);
+    const s = procStats(fresh.child.pid ?? 0);
+    results.push({
+      name: 'controller-memory',
+      sizes: { storedRequests: n, storedRuns: n },
+      wallSeconds: +wall.toFixed(2),
+      controller: {
+        rssMiB: +s.rssMiB.toFixed(1),
+        peakRssMiB: +s.peakRssMiB.toFixed(1),
+        cpuSeconds: s.cpuSeconds,
+      },
+      goal: '≤ 256 MB with 10,000 requests stored',
+      notes: `fresh controller after restart, caches synced; the controller that processed them: RSS ${busy.rssMiB.toFixed(1)} MiB, peak ${busy.peakRssMiB.toFixed(1)} MiB`,
+    });
+  }
+  await watcher.stop();
+} finally {
+  if (controller) await stopComponent(controller);
+  await cp.stop();
+}
+
+// ---- Report. ----
+const version = (cmd: string, args: string[]) => {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8' }).trim().split('\n')[0] ?? '';
+  } catch {
+    return 'unknown';
+  }
+};
+const machine = {
+  cpus: `${cpus().length} × ${cpus()[0]?.model ?? '?'}`,
+  memoryGiB: +(totalmem() / 2 ** 30).toFixed(1),
+  loadAverageAtEnd: loadavg().map((x) => +x.toFixed(2)),
+  node: process.version,
+  kubeApiserver: version(join(ensureBinaries(), 'kube-apiserver'), ['--version']),
+  setpriv: version('setpriv', ['--version']),
+  scale: full ? 'full' : 'small',
+  date: new Date().toISOString(),
+};
+writeFileSync(join(projectRoot, 'bench/results.json'), `${JSON.stringify({ machine, results }, null, 2)}\n`);
+const cell = (v: string | number | undefined) => (v === undefined ? '-' : String(v));
+const rows = results.map((r) => [
+  r.name,
+  Object.entries(r.sizes)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' '),
+  cell(r.wallSeconds),
+  cell(r.p50Ms),
+  cell(r.p99Ms),
+  r.floor
+    ? `${r.floor.wallSeconds}s${r.floor.p50Ms ? ` p50 ${Math.round(r.floor.p50Ms)}` : ''}${r.floor.p99Ms ? ` p99 ${Math.round(r.floor.p99Ms)}` : ''}`
+    : '-',
+  r.ratio
+    ? `×${r.ratio.wall}${r.ratio.p50 ? ` p50×${r.ratio.p50}` : ''}${r.ratio.p99 ? ` p99×${r.ratio.p99}` : ''}`
+    : '-',
+  r.writesPerRequestNode === undefined
+    ? '-'
+    : `${r.writesPerRequestNode} (floor ${cell(r.floorWritesPerRequestNode)})`,
+  r.controller ? `${r.controller.rssMiB.toFixed(0)}/${r.controller.cpuSeconds}s` : '-',
+  r.agents ? `${r.agents.rssMiB.toFixed(0)}/${r.agents.cpuSeconds}s` : '-',
+]);
+const header = [
+  'scenario',
+  'sizes',
+  'wall s',
+  'p50 ms',
+  'p99 ms',
+  'floor',
+  'ratio',
+  'writes/(req,node)',
+  'ctl MiB/cpu',
+  'agents MiB/cpu',
+];
+const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ');
+console.log(line(header));
+for (const r of rows) console.log(line(r));
+for (const r of results) {
+  const dispatch =
+    r.dispatchSeconds === undefined ? '' : `; all runs dispatched after ${r.dispatchSeconds} s`;
+  console.log(`${r.name}: goal ${r.goal}${dispatch}${r.notes ? `; ${r.notes}` : ''}`);
+}
+console.log(`machine: ${JSON.stringify(machine)}`);
+console.log('wrote bench/results.json');

@@ -1,0 +1,247 @@
+/**
+ * What the benchmarks (and the fault tests) measure with, from outside the
+ * measured processes: the operator's components started as real processes
+ * (`kmod-operator controller`, `kmod-operator agent`, or bench/agents.ts for
+ * many simulated nodes in one process), their RSS and CPU time read from
+ * /proc, and the API server's own count of the writes it served
+ * (apiserver_request_total), so a number never depends on what the operator
+ * says about itself.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { join, resolve } from 'node:path';
+import { freePort, type ControlPlane } from '../src/cluster/controlplane.ts';
+
+export const projectRoot = resolve(import.meta.dirname, '..');
+const node = join(projectRoot, 'node_modules/.bin/node');
+
+/** A component running as its own process, with its health port and captured output. */
+export interface Component {
+  readonly name: string;
+  readonly child: ChildProcess;
+  /** The port of /metrics, /healthz, /readyz (0 for processes that serve none). */
+  readonly port: number;
+  output(): string;
+  /** Resolves with the exit code (or 128+signal) once the process has exited. */
+  readonly exited: Promise<number>;
+}
+
+function launch(name: string, args: string[], port: number, env: NodeJS.ProcessEnv = {}): Component {
+  const child = spawn(node, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let out = '';
+  // Keep only the tail: a long bench would otherwise hold every log line.
+  const keep = (d: Buffer) => {
+    out = (out + d.toString()).slice(-20_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exited = new Promise<number>((r) => {
+    if (child.exitCode !== null) r(child.exitCode);
+    child.once('exit', (code, signal) => r(code ?? (signal ? 128 : -1)));
+  });
+  return { name, child, port, output: () => out, exited };
+}
+
+/** Starts `kmod-operator SUBCOMMAND` with its health port on 127.0.0.1; resolves once /readyz answers 200. */
+async function startCli(
+  name: string,
+  subcommand: string,
+  cp: ControlPlane,
+  args: string[],
+): Promise<Component> {
+  const port = await freePort();
+  const c = launch(
+    name,
+    [
+      join(projectRoot, 'src/cli/main.ts'),
+      subcommand,
+      `--kubeconfig=${cp.kubeconfigPath}`,
+      `--metrics-address=127.0.0.1:${port}`,
+      ...args,
+    ],
+    port,
+    { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
+  );
+  await waitReady(c);
+  return c;
+}
+
+/** Starts `kmod-operator controller` against the control plane; resolves once it is ready. */
+export function startControllerProcess(cp: ControlPlane, extra: string[] = []): Promise<Component> {
+  return startCli('controller', 'controller', cp, extra);
+}
+
+/** Starts `kmod-operator agent` for one node, as the DaemonSet runs it; resolves once it is ready. */
+export function startAgentProcess(
+  cp: ControlPlane,
+  nodeName: string,
+  helper: string,
+  extra: string[] = [],
+): Promise<Component> {
+  return startCli(`agent ${nodeName}`, 'agent', cp, [
+    `--node-name=${nodeName}`,
+    `--helper=${helper}`,
+    '--boot-id-source=node',
+    ...extra,
+  ]);
+}
+
+/**
+ * Starts bench/agents.ts: one process running an in-process Agent per node
+ * (simulated nodes share a process; a real node runs one agent process).
+ * Resolves once it printed that every agent has started.
+ */
+export async function startAgentHost(
+  cp: ControlPlane,
+  nodes: string[],
+  helper: string,
+  opts: { maxConcurrent?: number; busyTimeoutMs?: number; freezeWaitMs?: number } = {},
+): Promise<Component> {
+  const c = launch('agents', [join(projectRoot, 'bench/agents.ts')], 0, {
+    BENCH_KUBECONFIG: cp.kubeconfigPath,
+    BENCH_NODES: nodes.join(','),
+    BENCH_HELPER: helper,
+    BENCH_AGENT_OPTS: JSON.stringify(opts),
+  });
+  await new Promise<void>((res, rej) => {
+    const check = () => {
+      if (c.output().includes('agents ready')) {
+        c.child.stdout?.off('data', check);
+        res();
+      }
+    };
+    c.child.stdout?.on('data', check);
+    void c.exited.then((code) => rej(new Error(`agent host exited ${code}:\n${c.output()}`)));
+  });
+  return c;
+}
+
+/** SIGTERM (or `signal`), then waits for the exit. */
+export async function stopComponent(c: Component, signal: NodeJS.Signals = 'SIGTERM'): Promise<number> {
+  if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill(signal);
+  return c.exited;
+}
+
+async function waitReady(c: Component, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (c.child.exitCode !== null) throw new Error(`${c.name} exited ${c.child.exitCode}:\n${c.output()}`);
+    if ((await httpStatus(`http://127.0.0.1:${c.port}/readyz`)) === 200) return;
+    if (Date.now() > deadline) throw new Error(`${c.name} not ready after ${timeoutMs} ms:\n${c.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function httpStatus(url: string): Promise<number> {
+  return new Promise((res) => {
+    const req = httpRequest(url, { timeout: 2000 }, (resp) => {
+      resp.resume();
+      res(resp.statusCode ?? 0);
+    });
+    req.on('error', () => res(0));
+    req.on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+/** Resident set size now and at its peak (VmHWM), and CPU seconds (user + system) so far, of `pid`. */
+export interface ProcStats {
+  rssMiB: number;
+  peakRssMiB: number;
+  cpuSeconds: number;
+}
+
+/** Reads /proc/PID/status and /proc/PID/stat. */
+export function procStats(pid: number): ProcStats {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+  // Fields after the command name (which may hold spaces and parentheses): utime is 14th, stime 15th.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return { rssMiB: kib('VmRSS') / 1024, peakRssMiB: kib('VmHWM') / 1024, cpuSeconds: ticks / 100 };
+}
+
+/** Writes the API server served, by "resource[/subresource]", from its apiserver_request_total. */
+export type WriteCounts = Record<string, number>;
+
+const WRITE_VERBS = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'APPLY']);
+
+/** Scrapes kube-apiserver's /metrics and sums apiserver_request_total over the write verbs, by resource. */
+export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
+  const text = await new Promise<string>((res, rej) => {
+    const req = request(
+      `${cp.server}/metrics`,
+      { ca: cp.caPem, headers: { authorization: `Bearer ${cp.adminToken}` } },
+      (resp) => {
+        let body = '';
+        resp.setEncoding('utf8');
+        resp.on('data', (c: string) => (body += c));
+        resp.on('end', () => res(body));
+      },
+    );
+    req.on('error', rej);
+    req.end();
+  });
+  const counts: WriteCounts = {};
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    const labels = Object.fromEntries(
+      [...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1] ?? '', m[2] ?? '']),
+    );
+    if (!WRITE_VERBS.has(labels.verb ?? '')) continue;
+    const key = labels.subresource ? `${labels.resource}/${labels.subresource}` : (labels.resource ?? '');
+    counts[key] = (counts[key] ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return counts;
+}
+
+/** after − before, leaving out resources with no writes in between. */
+export function writesBetween(before: WriteCounts, after: WriteCounts): WriteCounts {
+  const out: WriteCounts = {};
+  for (const [k, v] of Object.entries(after)) {
+    const d = v - (before[k] ?? 0);
+    if (d > 0) out[k] = d;
+  }
+  return out;
+}
+
+/**
+ * Waits until the API server's write counters stop moving for `quietMs` (the
+ * operator's trailing writes, e.g. Events sent after the terminal status, are
+ * counted with the scenario that caused them); gives up after `maxMs`.
+ */
+export async function settledWrites(cp: ControlPlane, quietMs = 1500, maxMs = 30_000): Promise<WriteCounts> {
+  const deadline = Date.now() + maxMs;
+  let last = await apiserverWrites(cp);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, quietMs));
+    const now = await apiserverWrites(cp);
+    if (JSON.stringify(now) === JSON.stringify(last) || Date.now() > deadline) return now;
+    last = now;
+  }
+}
+
+/** The p-th percentile (nearest rank) of `xs`. */
+export function percentile(xs: number[], p: number): number {
+  if (!xs.length) return 0;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+export async function inParallel<T>(items: T[], limit: number, fn: (item: T, i: number) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      await fn(items[i] as T, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

@@ -1,0 +1,304 @@
+/**
+ * Fault injection on the real control plane: the controller killed with
+ * SIGKILL mid-burst (leader election hands over), an agent killed while its
+ * helpers run, kube-apiserver and etcd restarted mid-burst, watches forced to
+ * 410 Gone by etcd compaction. After each, from outside the operator:
+ *
+ * - every request reaches a terminal state;
+ * - no helper ran without a claim: a run's helper starts (from the recorder
+ *   helper's own log) never exceed its attempt count, each attempt being one
+ *   claim written before exec;
+ * - a second execution happens only for a run claimed when a process died,
+ *   and then shows as attempt 2; every other run ran exactly once, attempt 1;
+ * - no helper process outlives its run (no orphans);
+ * - the standby controller takes the lease within its duration.
+ *
+ * The control plane runs with the watch cache off and etcd compacted every
+ * second (as src/kube/informer-relist.test.ts), so every watch resumed after
+ * an outage meets 410 Gone and must relist: the harsh case, everywhere.
+ *
+ * Bursts are 60 requests, not the 300 of issue 10: on a shared 2-core machine
+ * each request costs the API server about 8 writes, so 300 per fault would
+ * make this file take many minutes; 60 still puts the fault in the middle of
+ * many requests in every state (pending, claimed, running, reporting).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CoordinationV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { Registry } from 'prom-client';
+import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
+import { Controller } from '../src/controller/controller.ts';
+import { HttpFaultProxy } from '../src/kube/httpfaults.ts';
+import { FaultProxy, memoryLogger } from '../src/kube/testing.ts';
+import { silentLogger } from '../src/observability/logger.ts';
+import { eventually, useControlPlane } from './support/cluster.ts';
+import { createRequest, ensureNode, fakeHelper, type FakeHelper } from './support/objects.ts';
+import { startAgent, startController } from './support/operator.ts';
+import {
+  assertRecovered as assertRecoveredOf,
+  claimedNow as claimedNowOf,
+  startsByModule as startsByModuleOf,
+  terminalCount as terminalCountOf,
+} from './support/recovery.ts';
+import {
+  startAgentProcess,
+  startControllerProcess,
+  stopComponent,
+  type Component,
+} from '../bench/support.ts';
+
+let helper: FakeHelper;
+const env = useControlPlane({
+  controllerManager: false,
+  apiServerFlags: ['--watch-cache=false', '--etcd-compaction-interval=1s'],
+  setup: () => {
+    helper = fakeHelper();
+    return Promise.resolve();
+  },
+});
+
+const BURST = 60;
+/** Default lease timing of the controller (src/kube/leaderelection.ts). */
+const LEASE_MS = 15_000;
+const RETRY_MS = 2000;
+const JITTER = 0.2;
+/** For the standby's read and write of the Lease on a loaded machine. */
+const API_SLACK_MS = 2000;
+
+/** Creates `n` requests `${prefix}-i` for module `ok-${prefix}-i` (or what `module` says) on `node`, 20 at a time. */
+async function burst(prefix: string, node: string, n = BURST, module = (i: number) => `ok-${prefix}-${i}`) {
+  const names = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+  for (let i = 0; i < n; i += 20) {
+    await Promise.all(
+      names
+        .slice(i, i + 20)
+        .map((name, j) => createRequest(env.kc, name, { module: module(i + j), nodeName: node })),
+    );
+  }
+  return names;
+}
+
+const terminalCount = (prefix: string) => terminalCountOf(env.kc, prefix);
+const claimedNow = (prefix: string) => claimedNowOf(env.kc, prefix);
+const startsByModule = () => startsByModuleOf(helper);
+const assertRecovered = (prefix: string, names: string[], interrupted?: Set<string>) =>
+  assertRecoveredOf(env.kc, helper, prefix, names, interrupted);
+
+test('controller SIGKILLed mid-burst: the standby takes the lease within its duration; nothing lost or run twice', async () => {
+  await ensureNode(env.kc, 'f-ctl');
+  const agent = await startAgent(env.kc, 'f-ctl', helper.path);
+  const leArgs = ['--leader-elect', '--leader-election-namespace=default'];
+  const leases = env.kc.makeApiClient(CoordinationV1Api);
+  const lease = () => leases.readNamespacedLease({ name: 'kmod-operator-controller', namespace: 'default' });
+  // The first replica leads (it is alone); the second one stands by.
+  const first = await startControllerProcess(env.cp, leArgs);
+  const firstHolder = await eventually(
+    'the first replica to hold the lease',
+    async () => (await lease()).spec?.holderIdentity,
+  );
+  const standby = await startControllerProcess(env.cp, leArgs);
+  let replacement: Component | undefined;
+  try {
+    const names = await burst('kc', 'f-ctl');
+    await eventually('part of the burst done', async () => (await terminalCount('kc')) >= BURST / 4, 60_000);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // Read after the kill: its renewTime is the dead leader's last renewal.
+    const before = await lease();
+    replacement = await startControllerProcess(env.cp, leArgs); // as the Deployment restarts it
+    const after = await eventually(
+      'another replica to take the lease',
+      async () => {
+        const l = await lease();
+        return l.spec?.holderIdentity && l.spec.holderIdentity !== firstHolder ? l : undefined;
+      },
+      LEASE_MS * 3,
+    );
+    // From the lease's own record: the old holder's last renewal to the new holder's acquisition.
+    // Safety: nobody took over before the lease ran out (no two leaders). Liveness: the standby
+    // counts the duration from when it saw the last renewal (its own clock, as client-go does),
+    // which is up to one retry period after the write, and acquires on its next retry after
+    // expiry: at most lease + 2 retry periods (with jitter), plus its two API calls.
+    const gap =
+      new Date(String(after.spec?.acquireTime)).getTime() -
+      new Date(String(before.spec?.renewTime)).getTime();
+    assert.ok(
+      gap >= LEASE_MS,
+      `taken over ${gap} ms after the last renewal, before the ${LEASE_MS} ms lease ran out`,
+    );
+    assert.ok(
+      gap <= LEASE_MS + 2 * RETRY_MS * (1 + JITTER) + API_SLACK_MS,
+      `hand-over took ${gap} ms after the last renewal (lease ${LEASE_MS} ms, retry ${RETRY_MS} ms)`,
+    );
+    await assertRecovered('kc', names);
+  } finally {
+    await Promise.all([standby, replacement].filter((c) => c !== undefined).map((c) => stopComponent(c)));
+    await agent.stop(2000);
+  }
+});
+
+test('agent SIGKILLed while helpers run: runs it had claimed run again as attempt 2, the rest once', async () => {
+  await ensureNode(env.kc, 'f-agent');
+  const first = await startAgentProcess(env.cp, 'f-agent', helper.path);
+  const controller = await startController(env.kc);
+  let second: Component | undefined;
+  try {
+    // Slow helpers (2 s), so that several are running when the agent dies.
+    const names = await burst('ka', 'f-agent', 30, (i) => (i % 3 === 0 ? `slow-ka-${i}` : `ok-ka-${i}`));
+    await eventually('slow helpers running', async () =>
+      [...(await claimedNow('ka'))].some((m) => m.startsWith('slow-')),
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const interrupted = await claimedNow('ka');
+    assert.ok(interrupted.size > 0, 'some runs were claimed when the agent died');
+    second = await startAgentProcess(env.cp, 'f-agent', helper.path);
+    // A claim sent just before the kill may land after the first look; the restarted agent has
+    // re-claimed every interrupted run by the time it is ready, so look again.
+    for (const m of await claimedNow('ka')) interrupted.add(m);
+    await assertRecovered('ka', names, interrupted);
+    const twice = [...startsByModule().entries()].filter(([m, p]) => m.includes('-ka-') && p.length === 2);
+    assert.ok(twice.length > 0, 'a helper interrupted mid-run ran again');
+  } finally {
+    if (second) await stopComponent(second);
+    await controller.stop();
+  }
+});
+
+for (const component of ['kube-apiserver', 'etcd'] as const) {
+  test(`${component} SIGKILLed and restarted mid-burst: every request completes, each helper runs once`, async () => {
+    const prefix = component === 'etcd' ? 'ke' : 'ks';
+    const node = `f-${prefix}`;
+    await ensureNode(env.kc, node);
+    const agent = await startAgent(env.kc, node, helper.path);
+    const controller = await startController(env.kc);
+    try {
+      const names = await burst(prefix, node);
+      await eventually(
+        'part of the burst done',
+        async () => (await terminalCount(prefix)) >= BURST / 4,
+        60_000,
+      );
+      await env.cp.restart(component, { kill: true });
+      // Nothing died between claim and result: the operator's processes lived through it.
+      await assertRecovered(prefix, names);
+    } finally {
+      await controller.stop();
+      await agent.stop(2000);
+    }
+  });
+}
+
+test('watches forced to 410 Gone (etcd compacted while the operator was cut off): it relists and loses nothing', async () => {
+  await ensureNode(env.kc, 'f-gone');
+  const proxy = await FaultProxy.start(env.cp.server);
+  const kc = proxy.kubeConfig(env.kc);
+  const { logger, entries } = memoryLogger();
+  const controller = new Controller({ kc, logger, registry: new Registry(), resyncMs: 0 });
+  await controller.start();
+  const agent = await startAgent(kc, 'f-gone', helper.path, { logger });
+  try {
+    const first = await burst('kg', 'f-gone', 10);
+    await eventually('the first ten done', async () => (await terminalCount('kg')) === 10, 60_000);
+    const lists = () => entries.filter((e) => e.message === 'listed').length;
+    const listedBefore = lists();
+    // Cut off: connections reset, new ones refused, while requests arrive.
+    proxy.refuse(true);
+    proxy.dropAll();
+    const cutAt = (
+      (await env.kc
+        .makeApiClient(CustomObjectsApi)
+        .listClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, limit: 1 })) as {
+        metadata: { resourceVersion: string };
+      }
+    ).metadata.resourceVersion;
+    const late = await burst('kgl', 'f-gone', 10);
+    await eventually(
+      'etcd to compact past the cut-off (a read at that resourceVersion answers 410)',
+      async () => {
+        try {
+          await env.kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({
+            group: GROUP,
+            version: VERSION,
+            plural: REQUEST_PLURAL,
+            resourceVersion: cutAt,
+            resourceVersionMatch: 'Exact',
+          });
+          return false;
+        } catch (err) {
+          return (err as { code?: number }).code === 410;
+        }
+      },
+      30_000,
+      250,
+    );
+    proxy.refuse(false);
+    await eventually('the informers relisted', () => lists() > listedBefore, 60_000);
+    await assertRecovered('kg', first);
+    await assertRecovered('kgl', late);
+  } finally {
+    await agent.stop(2000);
+    await controller.stop();
+    await proxy.close();
+  }
+});
+
+const runStatusPath = /^\/apis\/kmod\.dev\/v1alpha1\/moduleruns\/[^/?]+\/status/;
+const requestStatusPath = /^\/apis\/kmod\.dev\/v1alpha1\/modulerequests\/[^/?]+\/status/;
+
+/** Controller and agent in this process, talking through an HTTP fault proxy. */
+async function operatorBehind(proxy: HttpFaultProxy, node: string) {
+  const kc = proxy.kubeConfig(env.kc);
+  await ensureNode(env.kc, node);
+  const controller = new Controller({ kc, logger: silentLogger(), registry: new Registry(), resyncMs: 0 });
+  await controller.start();
+  const agent = await startAgent(kc, node, helper.path);
+  return {
+    stop: async () => {
+      await agent.stop(2000);
+      await controller.stop();
+    },
+  };
+}
+
+test('409, 429 with Retry-After and 5xx answered instead of the API server: retried, nothing lost or run twice', async (t) => {
+  const proxy = await HttpFaultProxy.start(env.cp);
+  const op = await operatorBehind(proxy, 'f-http');
+  try {
+    proxy.inject({ method: 'PUT', path: runStatusPath, status: 409, times: 4 });
+    proxy.inject({ method: 'PATCH', path: requestStatusPath, status: 429, retryAfterSeconds: 1, times: 4 });
+    proxy.inject({
+      method: 'POST',
+      path: /^\/apis\/kmod\.dev\/v1alpha1\/moduleruns(\?|$)/,
+      status: 503,
+      times: 3,
+    });
+    proxy.inject({ method: 'POST', path: /\/events(\?|$)/, status: 500, times: 3 });
+    const names = await burst('kh', 'f-http', 20);
+    await assertRecovered('kh', names);
+    assert.equal(proxy.pending, 0, 'every injected fault was met');
+    // How soon the operator came back after a 429 asking for 1 s (said, not judged: a lower bound
+    // would test the API client's policy, and client-node does not read Retry-After).
+    for (const f of proxy.injected.filter((x) => x.status === 429)) {
+      const next = proxy.forwarded.find((x) => x.path === f.path && x.method === f.method && x.at >= f.at);
+      t.diagnostic(`429 on ${f.path}: next try after ${next ? next.at - f.at : '-'} ms`);
+    }
+  } finally {
+    await op.stop();
+    await proxy.close();
+  }
+});
+
+test('a claim or result written but answered 500 (the response lost): each helper still runs once', async () => {
+  const proxy = await HttpFaultProxy.start(env.cp);
+  const op = await operatorBehind(proxy, 'f-lost');
+  try {
+    proxy.inject({ method: 'PUT', path: runStatusPath, status: 500, times: 6, afterForward: true });
+    const names = await burst('kl', 'f-lost', 12);
+    await assertRecovered('kl', names);
+    assert.equal(proxy.pending, 0, 'every injected fault was met');
+  } finally {
+    await op.stop();
+    await proxy.close();
+  }
+});
