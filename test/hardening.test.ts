@@ -340,6 +340,8 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
       `--kubeconfig=${agentKubeconfig}`,
       '--node-name=worker-1',
       `--helper=${helper.path}`,
+      // The fake helper loads nothing, so there is no module tree for modprobe to resolve against.
+      '--resolver=',
       '--boot-id-source=node',
       '--metrics-address=127.0.0.1:0',
       `--policy-configmap=${ns}/kmod-module-policy`,

@@ -168,7 +168,9 @@ test('--kubeconfig and --context choose the cluster as in kubectl; an unknown co
 test('throttled (75) and timed out (124) have their own exit codes', async () => {
   const slow = sh('kubectl modprobe --node node-t slow-hold secs=20');
   await eventually('slow-hold to run on node-t', () => helper.starts('slow-hold') > 0);
-  const thr = await sh('kubectl modprobe --node node-t ok-throttled');
+  // A throttled run is retried until its timeout since the first try has passed (then it fails
+  // Throttled): with 1 s, the 0.3 s busy wait plus a 1 s backoff is already past it.
+  const thr = await sh('kubectl modprobe --node node-t --timeout 1s ok-throttled');
   assert.equal(thr.code, 75, thr.stderr);
   assert.match(thr.stderr, /^kubectl-modprobe: ok-throttled: Throttled: /m);
   const to = await sh('kubectl modprobe --node node-a --timeout 1s slow-timeout secs=30');
