@@ -415,6 +415,9 @@ test('test/edge values: host networking, the API server address, host paths and 
   assert.deepEqual(paths, {
     modules: '/srv/modules',
     'modprobe-etc': '/srv/modprobe.d',
+    // kmod's other config dirs are always the host's own.
+    'modprobe-run': '/run/modprobe.d',
+    'modprobe-local': '/usr/local/lib/modprobe.d',
     'modprobe-lib': '/srv/lib-modprobe.d',
     rec: '/srv/rec',
   });
