@@ -86,6 +86,8 @@ export function startAgentProcess(
   return startCli(`agent ${nodeName}`, 'agent', cp, [
     `--node-name=${nodeName}`,
     `--helper=${helper}`,
+    // Fake helpers load nothing: there is no module tree for modprobe to resolve requests against.
+    '--resolver=',
     '--boot-id-source=node',
     ...extra,
   ]);

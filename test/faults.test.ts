@@ -160,7 +160,8 @@ test('agent SIGKILLed while helpers run: runs it had claimed run again as attemp
     const twice = [...startsByModule().entries()].filter(([m, p]) => m.includes('-ka-') && p.length === 2);
     assert.ok(twice.length > 0, 'a helper interrupted mid-run ran again');
   } finally {
-    if (second) await stopComponent(second);
+    // The first agent too: a test that fails before the kill must not leave it running.
+    await Promise.all([first, second].filter((c) => c !== undefined).map((c) => stopComponent(c)));
     await controller.stop();
   }
 });

@@ -2,6 +2,10 @@
  * A real, local Kubernetes control plane (etcd, kube-apiserver,
  * kube-controller-manager) for the tests and for `kmod-operator local`.
  *
+ * A little over 400 lines because its flags, certificates, readiness and
+ * teardown (and the restarts fault tests use) must agree with each other:
+ * split, each part would have to know the others' paths and ports.
+ *
  * Flags follow controller-runtime's envtest (pkg/internal/testing/controlplane):
  * loopback only, RBAC authorization, an admin identity, service-account keys
  * so that TokenRequest works. kube-controller-manager runs only the

@@ -1,6 +1,13 @@
 /**
  * The helper runner: the cluster counterpart of the kernel's kernel/umh.c.
  *
+ * Why one file of ~750 lines (over the project's ~400): the exec chain, the
+ * tool checks that refuse to run rather than let a step silently fail to
+ * narrow, and the run's lifecycle (start, exec detection, timeout, tree kill,
+ * bounded output) are one mechanism, read against the table below step by
+ * step; the parts that stand alone already live beside it (capabilities.ts,
+ * output.ts, proctree.ts).
+ *
  * It starts the module helper (`modprobe`) the way call_usermodehelper_exec_async()
  * does, and reports what happened. One job, one file: deciding *whether* to run
  * (policy, throttling, enable/disable) is the agent's business, as it is

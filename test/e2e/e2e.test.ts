@@ -51,6 +51,13 @@ const NODE = 'e2e-node';
 const OTHER_NODE = 'e2e-other';
 const NS = 'kmod-system';
 const RELEASE = 'kmod-operator';
+/**
+ * The chart's object names (namePrefix) in this suite: not deploy/'s `kmod`, so that the
+ * kubectl-apply scenario after `helm uninstall` creates objects under names never used before.
+ * Recreating a ValidatingAdmissionPolicy, its binding and its param ConfigMap under the same names
+ * in one batch meets kubernetes/kubernetes#133827 (every request refused "no params found").
+ */
+const HELM_PREFIX = 'kmod-helm';
 const nodeIp = process.env.KMOD_E2E_NODE_IP ?? '';
 const podSubnet = process.env.KMOD_E2E_POD_SUBNET ?? '';
 const work = mkdtempSync(join(tmpdir(), 'kmod-e2e-'));
@@ -93,6 +100,7 @@ function e2eValues(extra: Record<string, unknown> = {}): string {
   ];
   const port = new URL(cp.server).port;
   const values = {
+    namePrefix: HELM_PREFIX,
     image: { repository, tag, pullPolicy: 'Never' },
     apiServer: { host: nodeIp, port },
     agent: {
@@ -327,15 +335,16 @@ test('a request for all nodes succeeds through the agent pod; the real modprobe 
   );
 });
 
-test('a missing module fails with modprobe’s exit status (modprobe -q prints nothing)', async () => {
+test('a missing module fails before exec with modprobe’s own words: the agent resolved it first', async () => {
   await createRequest('e2e-missing', { module: 'demo_missing', nodeName: NODE });
   const r = await waitPhase('e2e-missing', 'Failed');
   const n = r.status?.nodes?.[0];
-  assert.equal(n?.reason, 'ExitCode');
-  assert.equal(n?.exitCode, 1);
-  assert.match(n?.message ?? '', /exited with status 1/);
-  // As the kernel calls it, with -q: the real modprobe reports a missing module by its exit status only.
-  assert.equal(n?.stderrTail ?? '', '');
+  // The agent asks the pod's modprobe what the request would load before exec (the policy judges
+  // that set): a module that resolves to nothing fails there, with modprobe's message, and no
+  // helper runs: there is no exit status.
+  assert.equal(n?.reason, 'ResolveFailed');
+  assert.match(n?.message ?? '', /modprobe: FATAL: Module demo_missing not found in directory/);
+  assert.equal(n?.exitCode, undefined);
 });
 
 test('the helper the agent started in the pod runs with the kernel’s restrictions (read from its own /proc)', () => {
@@ -410,7 +419,7 @@ test('node restriction with the token the kubelet projected into the agent pod',
   const who = JSON.parse(kubectl('auth', 'whoami', '--token', token, '-o', 'json')) as {
     status: { userInfo: { username: string; extra?: Record<string, string[]> } };
   };
-  assert.equal(who.status.userInfo.username, `system:serviceaccount:${NS}:kmod-agent`);
+  assert.equal(who.status.userInfo.username, `system:serviceaccount:${NS}:${HELM_PREFIX}-agent`);
   assert.deepEqual(who.status.userInfo.extra?.['authentication.kubernetes.io/node-name'], [NODE]);
   assert.deepEqual(who.status.userInfo.extra?.['authentication.kubernetes.io/pod-name'], [
     agent.metadata!.name,
@@ -491,7 +500,10 @@ async function restrictedWrites(asAgent: KubeConfig): Promise<void> {
     patchNode(OTHER_NODE, { metadata: { annotations: { 'kmod.dev/helpers-state': 'Disabled' } } }),
   );
   assert.equal(r3.code, 403, r3.message);
-  assert.match(r3.message, new RegExp(`kmod-agent may update only its own Node, not ${OTHER_NODE}`));
+  assert.match(
+    r3.message,
+    new RegExp(`${HELM_PREFIX}-agent may update only its own Node, not ${OTHER_NODE}`),
+  );
 }
 
 test('helm upgrade rolls the agent while one run is running and one waits: the drain works, nothing is lost', async () => {
@@ -630,9 +642,10 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
     ),
   );
   // Known upstream bug (kubernetes/kubernetes#133827, open): a ValidatingAdmissionPolicy whose
-  // policy, binding and param ConfigMap were deleted together (helm uninstall) and created again
-  // together (this apply) never finds its params: every request is refused "no params found"
-  // (fail closed). Recreating the binding does not help. Reported here as TODO, not hidden.
+  // policy, binding and param ConfigMap were deleted together and created again together under the
+  // same names never finds its params: every request is refused "no params found" (fail closed).
+  // The chart ran under other names (HELM_PREFIX), so deploy/'s are new here; should the bug
+  // still bite, it is reported as TODO, not hidden.
   let admitted = false;
   const deadline = Date.now() + 30_000;
   for (;;) {
