@@ -643,9 +643,9 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
   // Known upstream bug (kubernetes/kubernetes#133827, open): a ValidatingAdmissionPolicy whose
   // policy, binding and param ConfigMap were deleted together and created again together under the
   // same names never finds its params: every request is refused "no params found" (fail closed).
-  // Seen here even though the chart ran under other names (HELM_PREFIX): what the API server
-  // keeps is per param kind, not per name. Reported as TODO, not hidden; on a cluster where the
-  // policy was never deleted, the same apply admits the request (as the helm install above does).
+  // Seen here even though the chart ran under other names (HELM_PREFIX): new names do not avoid
+  // it. Reported as TODO, not hidden; the first install on this cluster (helm, above) admits
+  // requests with the same policy.
   let admitted = false;
   const deadline = Date.now() + 30_000;
   for (;;) {
