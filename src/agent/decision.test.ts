@@ -108,3 +108,31 @@ test('throttleVerdict: retry while the next try starts within timeoutSeconds of 
     );
   }
 });
+
+test('our own claim whose helper never started is the same attempt; one whose helper started is the next', () => {
+  const claimed = run({ observedGeneration: 2, phase: 'Running', attempt: 1, claimedBy: 'n/me' });
+  // The claim's answer was lost after the write took effect: nothing ran, so no interruption.
+  assert.deepEqual(decide(claimed, undefined, { instanceId: 'n/me', startedClaimedAttempt: false }), {
+    action: 'start',
+    attempt: 1,
+    why: 'our claim, its helper never started',
+    cancel: undefined,
+  });
+  // Our helper did start and no result was written: it may have run, so the next attempt, visibly.
+  assert.deepEqual(decide(claimed, undefined, { instanceId: 'n/me', startedClaimedAttempt: true }), {
+    action: 'start',
+    attempt: 2,
+    takesOverFrom: 'n/me',
+    why: 'interrupted claim',
+    cancel: undefined,
+  });
+  // Another process's claim is an interruption whatever we started.
+  assert.equal(
+    (
+      decide(claimed, undefined, { instanceId: 'n/other', startedClaimedAttempt: false }) as {
+        attempt: number;
+      }
+    ).attempt,
+    2,
+  );
+});

@@ -25,7 +25,7 @@ export function resultStatus(
       phase: 'Failed',
       reason: Reason.Timeout,
       signal: r.signal ?? 'SIGKILL',
-      message: `${helper} ran longer than timeoutSeconds (${spec.timeoutSeconds} s); its process group was killed`,
+      message: `${helper} ran longer than timeoutSeconds (${spec.timeoutSeconds} s); it and everything it started were killed`,
     };
   }
   if (r.signal) {

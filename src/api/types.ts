@@ -35,7 +35,7 @@ export const Reason = {
   ExitCode: 'ExitCode',
   /** The helper was killed by a signal it did not get from us. */
   Signaled: 'Signaled',
-  /** The helper ran longer than timeoutSeconds; its process group was killed. */
+  /** The helper ran longer than timeoutSeconds; it and every process it started were killed. */
   Timeout: 'Timeout',
   /** The helper could not be executed (ENOENT, EACCES, ...). */
   ExecFailed: 'ExecFailed',
