@@ -322,9 +322,12 @@ export class RunPipeline {
       exitCode: status.exitCode,
       detail: status.message,
     });
-    const text = status.message ?? status.reason ?? '';
-    if (status.phase === 'Succeeded') this.ownerEvent(run, 'Normal', status.reason ?? 'Succeeded', text);
-    else this.ownerEvent(run, 'Warning', status.reason ?? 'Failed', text);
+    // Failures only: a success is in the run's and the request's status already, and one Normal
+    // Event per node would be a fourth write per node in a fan-out (issue 10). The controller
+    // records one summary Event for a request over several nodes (controller/fold.ts).
+    if (status.phase !== 'Succeeded') {
+      this.ownerEvent(run, 'Warning', status.reason ?? 'Failed', status.message ?? status.reason ?? '');
+    }
     return true;
   }
 
