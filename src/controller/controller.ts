@@ -31,6 +31,7 @@ import { errorMessage, type Logger } from '../observability/logger.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { DEFAULT_FOLD, isIdle, type FoldOptions, type FoldState } from './fold.ts';
 import { summarize, type MissingNode } from './status.ts';
+import { recordWrites, withWrites, type WrittenRun, type WrittenRuns } from './written.ts';
 import { ReconcileSteps, asTarget, joined } from './steps.ts';
 import { bootIdOf, describeTarget, resolveTargets, type TargetOptions } from './targets.ts';
 
@@ -78,6 +79,8 @@ export class Controller {
   readonly #fold: FoldOptions;
   /** Request name → what fold.ts needs to know about its status writes (this term only). */
   readonly #foldStates = new Map<string, FoldState>();
+  /** Request name → the runs we wrote that the run cache has not shown back yet (written.ts). */
+  readonly #writtenRuns = new Map<string, WrittenRuns>();
   /** The work queue of the current leadership term (a new one each term); undefined while not leading. */
   #queue: WorkQueue | undefined;
   #elector: LeaderElector | undefined;
@@ -190,6 +193,7 @@ export class Controller {
     this.#leading = true;
     // A previous term's writes say nothing about what another leader wrote since.
     this.#foldStates.clear();
+    this.#writtenRuns.clear();
     this.#log.info('reconciling ModuleRequests');
     const queue = new WorkQueue({
       name: 'modulerequests',
@@ -259,12 +263,18 @@ export class Controller {
     await this.#steps.deleteOrphans(req, named, errors);
     if (!req || req.metadata.deletionTimestamp) {
       this.#foldStates.delete(name);
+      this.#writtenRuns.delete(name);
       return joined(errors);
     }
     let fold = this.#foldStates.get(name);
     if (!fold) this.#foldStates.set(name, (fold = {}));
     const log = this.#log.child({ request: name, module: req.spec?.module });
-    const ownRuns = named.filter((r) => controllingRequest(r)?.uid === req.metadata.uid);
+    let written = this.#writtenRuns.get(name);
+    if (!written) this.#writtenRuns.set(name, (written = new Map<string, WrittenRun>()));
+    const ownRuns = withWrites(
+      named.filter((r) => controllingRequest(r)?.uid === req.metadata.uid),
+      written,
+    ).filter((r) => controllingRequest(r)?.uid === req.metadata.uid);
 
     const invalid = validateRequestSpec(req.spec);
     if (invalid) {
@@ -279,6 +289,8 @@ export class Controller {
     const nodes = this.#nodes.list();
     const { nodes: targets, missing } = resolveTargets(req, nodes, this.#opts.targets);
     const { current, refused } = await this.#steps.convergeNodes(req, targets, ownRuns, log, errors);
+    recordWrites(ownRuns, current, written);
+    if (written.size === 0) this.#writtenRuns.delete(name);
     const targeted = new Set(targets.map((n) => n.metadata?.name ?? ''));
     const existing = new Set(nodes.map((n) => n.metadata?.name ?? ''));
     const deleted = await this.#steps.retireRuns(req, ownRuns, targeted, existing, log, errors);
