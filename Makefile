@@ -8,7 +8,7 @@ CLI  := $(NODE) src/cli/main.ts
 # One runner invocation for all tests, so the output ends with one summary.
 # Files run one at a time: each integration file starts its own control plane.
 # test/e2e/ is not among them: `make e2e` runs it (it needs a container runtime).
-TESTS := 'src/**/*.test.ts' 'test/*.test.ts' 'test/kube/*.test.ts'
+TESTS := 'src/**/*.test.ts' 'test/*.test.ts' 'test/kube/*.test.ts' 'test/support/*.test.ts'
 
 .PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test e2e-deps e2e run cluster cluster-down clean install-plugin bench soak
 
@@ -54,7 +54,7 @@ unit: deps
 	KMOD_UNIT_TESTS=1 $(NODE) --test --test-reporter=spec 'src/**/*.test.ts'
 
 integration: setup
-	$(NODE) --test --test-reporter=spec --test-concurrency=1 'test/*.test.ts' 'test/kube/*.test.ts'
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 'test/*.test.ts' 'test/kube/*.test.ts' 'test/support/*.test.ts'
 
 test: setup typecheck lint
 	$(NODE) --test --test-reporter=spec --test-concurrency=1 --test-timeout=300000 $(TESTS)

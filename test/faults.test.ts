@@ -14,7 +14,7 @@
  * - the standby controller takes the lease within its duration.
  *
  * The control plane runs with the watch cache off and etcd compacted every
- * second (as src/kube/informer-relist.test.ts), so every watch resumed after
+ * second (as test/kube/informer-relist.test.ts), so every watch resumed after
  * an outage meets 410 Gone and must relist: the harsh case, everywhere.
  *
  * Bursts are 60 requests, not the 300 of issue 10: on a shared 2-core machine
@@ -28,8 +28,9 @@ import { CoordinationV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import { Controller } from '../src/controller/controller.ts';
-import { HttpFaultProxy } from '../src/kube/httpfaults.ts';
-import { FaultProxy, memoryLogger } from '../src/kube/testing.ts';
+import { HttpFaultProxy } from './support/httpfaults.ts';
+import { FaultProxy } from './support/faultproxy.ts';
+import { memoryLogger } from './support/logs.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { createRequest, ensureNode, fakeHelper, type FakeHelper } from './support/objects.ts';

@@ -86,6 +86,12 @@ export interface AgentOptions {
    * the policy sees the requested name only.
    */
   resolver?: Resolver;
+  /**
+   * The watchdog on the agent's watches (its runs, its Node, its ConfigMaps): one that received
+   * nothing, not even a bookmark, for this long is reconnected (src/kube/watch.ts). Default
+   * DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
+   */
+  watchTimeoutMs?: number;
 }
 
 /** The per-node agent; see the module comment. `start()` resolves once it takes on runs. */
@@ -150,6 +156,7 @@ export class Agent {
       logger: this.#log,
       policy: opts.policyConfigMap,
       config: opts.agentConfigMap,
+      watchTimeoutMs: opts.watchTimeoutMs,
       initialCaps: { bounding: [...caps.bounding], inheritable: [...caps.inheritable] },
       onWidenRefused: (message) => {
         this.#metrics.widenRefused.inc();
@@ -185,12 +192,14 @@ export class Agent {
       path: `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`,
       fieldSelector: `spec.nodeName=${nodeName}`,
       logger: opts.logger,
+      watchTimeoutMs: opts.watchTimeoutMs,
     });
     this.#node = new Informer<V1Node>({
       kc,
       path: '/api/v1/nodes',
       fieldSelector: `metadata.name=${nodeName}`,
       logger: opts.logger,
+      watchTimeoutMs: opts.watchTimeoutMs,
     });
     const enqueue = (run: ModuleRun) => run.metadata.name && this.#queue.add(run.metadata.name);
     for (const ev of ['add', 'update', 'delete'] as const) this.#runs.on(ev, enqueue);

@@ -5,7 +5,7 @@
  * happened, the client is told it failed: an apiserver timeout after etcd
  * committed). Everything else is forwarded as is, watches included.
  *
- * Unlike the TCP FaultProxy (testing.ts) this one must see requests, so it
+ * Unlike the TCP FaultProxy (faultproxy.ts) this one must see requests, so it
  * terminates TLS, with the local control plane's own serving certificate and
  * key (issued for 127.0.0.1): clients trust it exactly as they trust the API
  * server. Loopback only.
@@ -15,7 +15,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Agent, createServer, request, type Server } from 'node:https';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { pointedAt } from './testing.ts';
+import { listenOnLoopback, loopbackUrl, pointedAt } from './faultproxy.ts';
 
 /** Which requests a fault hits, and how. */
 export interface FaultRule {
@@ -79,18 +79,13 @@ export class HttpFaultProxy {
     });
     const proxy = new HttpFaultProxy(srv, new URL(cp.server), cp.caPem);
     srv.on('request', (req: IncomingMessage, res: ServerResponse) => proxy.#handle(req, res));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => resolve());
-    });
+    await listenOnLoopback(srv);
     return proxy;
   }
 
   /** https://127.0.0.1:PORT of the proxy. */
   get url(): string {
-    const addr = this.#server.address();
-    if (!addr || typeof addr !== 'object') throw new Error('proxy not listening');
-    return `https://127.0.0.1:${addr.port}`;
+    return loopbackUrl(this.#server, 'https:');
   }
 
   /** Adds a rule; rules are tried in the order added, the first unspent match wins. */
