@@ -249,12 +249,18 @@ const runStatusPath = /^\/apis\/kmod\.dev\/v1alpha1\/moduleruns\/[^/?]+\/status/
 const requestStatusPath = /^\/apis\/kmod\.dev\/v1alpha1\/modulerequests\/[^/?]+\/status/;
 
 /** Controller and agent in this process, talking through an HTTP fault proxy. */
-async function operatorBehind(proxy: HttpFaultProxy, node: string) {
+async function operatorBehind(proxy: HttpFaultProxy, node: string, watchTimeoutMs?: number) {
   const kc = proxy.kubeConfig(env.kc);
   await ensureNode(env.kc, node);
-  const controller = new Controller({ kc, logger: silentLogger(), registry: new Registry(), resyncMs: 0 });
+  const controller = new Controller({
+    kc,
+    logger: silentLogger(),
+    registry: new Registry(),
+    resyncMs: 0,
+    watchTimeoutMs,
+  });
   await controller.start();
-  const agent = await startAgent(kc, node, helper.path);
+  const agent = await startAgent(kc, node, helper.path, { watchTimeoutMs });
   return {
     stop: async () => {
       await agent.stop(2000);
@@ -284,6 +290,48 @@ test('409, 429 with Retry-After and 5xx answered instead of the API server: retr
     for (const f of proxy.injected.filter((x) => x.status === 429)) {
       const next = proxy.forwarded.find((x) => x.path === f.path && x.method === f.method && x.at >= f.at);
       t.diagnostic(`429 on ${f.path}: next try after ${next ? next.at - f.at : '-'} ms`);
+    }
+  } finally {
+    await op.stop();
+    await proxy.close();
+  }
+});
+
+test('watches gone silent without closing: the watchdog reconnects them and nothing is lost or run twice', async (t) => {
+  const proxy = await HttpFaultProxy.start(env.cp);
+  // The default watchdog (90 s, longer than the bookmark period) would make this test wait 90 s
+  // per silenced watch; 3 s is long enough that a healthy watch is usually not cut mid-event.
+  const op = await operatorBehind(proxy, 'f-silent', 3000);
+  try {
+    const first = await burst('kw', 'f-silent', 10);
+    await assertRecovered('kw', first);
+    // Every watch open now (the controller's requests, runs and nodes; the agent's runs and Node)
+    // goes silent while requests arrive: only the watchdog can tell that anything is wrong. The
+    // resync is off (resyncMs 0 for the controller; 10 min for the agent), so nothing else would
+    // bring the new runs to the agent or their results to the controller.
+    const silenced = proxy.silenceWatches();
+    const runsWatch = (w: { path: string }) =>
+      w.path.startsWith('/apis/kmod.dev/v1alpha1/moduleruns?') &&
+      w.path.includes(`fieldSelector=${encodeURIComponent('spec.nodeName=f-silent')}`);
+    assert.ok(
+      silenced.some(runsWatch),
+      `the agent's run watch is among ${silenced.map((w) => w.path).join(', ')}`,
+    );
+    const late = await burst('kwl', 'f-silent', 10);
+    await eventually('every silenced watch closed by its client', () =>
+      silenced.every((w) => w.closedAt !== undefined),
+    );
+    await assertRecovered('kwl', late);
+    // Each silenced watch was opened again (the same resource and selectors) after it was cut.
+    const resource = (path: string) => path.replace(/[?&](resourceVersion|timeoutSeconds)=[^&]*/g, '');
+    for (const w of silenced) {
+      assert.ok(
+        proxy.watches.some((n) => n.openedAt >= (w.silencedAt ?? 0) && resource(n.path) === resource(w.path)),
+        `a new watch replaced the silenced ${w.path}`,
+      );
+      t.diagnostic(
+        `silenced ${w.path.split('?')[0]}: closed by the client ${(w.closedAt ?? 0) - (w.silencedAt ?? 0)} ms later`,
+      );
     }
   } finally {
     await op.stop();
