@@ -24,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { GROUP, RUN_PLURAL, VERSION, controllingRequest, type ModuleRun } from '../api/types.ts';
-import { isNotFound } from '../kube/errors.ts';
+import { isNotFound, retryAfterMs } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { Resources } from '../kube/resources.ts';
@@ -356,7 +356,7 @@ export class Agent {
     const p = work
       .then((outcome) => this.#outcomes.settle(name, run, exec, outcome, log))
       .catch((err: unknown) => {
-        const retryInMs = this.#queue.addRateLimited(name);
+        const retryInMs = this.#queue.addRateLimited(name, retryAfterMs(err));
         log.error('run failed unexpectedly; retrying with backoff', { error: errorMessage(err), retryInMs });
       })
       .finally(() => {
