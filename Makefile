@@ -103,13 +103,15 @@ install-plugin: deps
 clean:
 	rm -rf .local node_modules
 
-# Benchmarks against the floor (not part of `make test`): prints a table, writes bench/results.json.
+# Benchmarks against the floor (`make test` runs them only with tiny sizes, test/bench.test.ts):
+# prints a table, writes bench/results.json.
 # BENCH_SCALE=small (default) is a quick run; BENCH_SCALE=full the sizes of issue 10 (long).
+# BENCH_RESULTS=path writes the results elsewhere (test/bench.test.ts does, into a temp dir).
 BENCH_SCALE ?= small
 bench: setup
 	BENCH_SCALE=$(BENCH_SCALE) $(NODE) bench/bench.ts
 
 # A steady stream of requests with faults injected at random (seeded): SOAK_SECONDS (600),
-# SOAK_SEED (1), SOAK_FAULT_SECONDS (30), SOAK_NODES (3). Not part of `make test`.
+# SOAK_SEED (1), SOAK_FAULT_SECONDS (30), SOAK_NODES (3). `make test` runs it for 8 s only.
 soak: setup
 	$(NODE) bench/soak.ts
