@@ -2,7 +2,9 @@
  * Fault injection on the real control plane: the controller killed with
  * SIGKILL mid-burst (leader election hands over), an agent killed while its
  * helpers run, kube-apiserver and etcd restarted mid-burst, watches forced to
- * 410 Gone by etcd compaction. After each, from outside the operator:
+ * 410 Gone by etcd compaction, watches silenced without closing (HTTP fault
+ * proxy), and 409/429/5xx answers instead of the API server's (the same
+ * proxy). After each, from outside the operator:
  *
  * - every request reaches a terminal state;
  * - no helper ran without a claim: a run's helper starts (from the recorder
@@ -11,7 +13,9 @@
  * - a second execution happens only for a run claimed when a process died,
  *   and then shows as attempt 2; every other run ran exactly once, attempt 1;
  * - no helper process outlives its run (no orphans);
- * - the standby controller takes the lease within its duration.
+ * - the standby controller takes the lease within its duration;
+ * - a silenced watch is closed by its client (the watchdog) and opened again;
+ * - a write answered 429 with Retry-After is tried again no sooner than that.
  *
  * The control plane runs with the watch cache off and etcd compacted every
  * second (as test/kube/informer-relist.test.ts), so every watch resumed after
