@@ -29,6 +29,11 @@ export class BookmarkingWatch extends Watch {
 
   constructor(kc: KubeConfig, inactivityTimeoutMs = DEFAULT_WATCH_TIMEOUT_MS) {
     super(kc);
+    // 0, NaN or a negative timeout would abort every watch at once: a reconnect loop.
+    if (!Number.isFinite(inactivityTimeoutMs) || inactivityTimeoutMs <= 0)
+      throw new Error(
+        `watch inactivity timeout (watchTimeoutMs) must be a positive number of ms, got ${inactivityTimeoutMs}`,
+      );
     if (typeof Reflect.get(this, 'requestTimeoutMs') !== 'number') {
       throw new Error(
         '@kubernetes/client-node Watch has no requestTimeoutMs any more; update src/kube/watch.ts',
