@@ -12,12 +12,10 @@
 # building: the key can be compared across changes to these scripts.
 
 GO_TOOL_LIB="${BASH_SOURCE[0]}"
-GO_TOOL_DIR="$(cd "$(dirname "$GO_TOOL_LIB")" && pwd)"
 
 # go_tool_key FILE... [-- TEXT...]: 16 hex digits of the sha256 of the FILEs'
 # contents, then each TEXT on a line (a version). Callers hash themselves and
 # this file, so a changed recipe builds beside the old binary, not over it.
-# A key listed in scripts/go-tool-keys is replaced by the one it names there.
 go_tool_key() {
   local files=() texts=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do
@@ -26,27 +24,10 @@ go_tool_key() {
   done
   [ "${1:-}" = -- ] && shift
   texts=("$@")
-  local key
-  key="$( {
+  {
     cat "${files[@]}"
     [ ${#texts[@]} -eq 0 ] || printf '%s\n' "${texts[@]}"
-  } | sha256sum | cut -c1-16)"
-  go_tool_alias "$key"
-}
-
-# The key a recipe had before it was rewritten without changing what it
-# builds (scripts/go-tool-keys: "computed-key cache-key note"), so that the
-# rewrite rebuilds nothing; any other key is its own.
-go_tool_alias() {
-  local computed alias _
-  while read -r computed alias _; do
-    case "$computed" in '' | '#'*) continue ;; esac
-    if [ "$computed" = "$1" ]; then
-      echo "$alias"
-      return
-    fi
-  done <"$GO_TOOL_DIR/go-tool-keys"
-  echo "$1"
+  } | sha256sum | cut -c1-16
 }
 
 # go_tool_cached BIN KEY [KEYFILE]: prints the key and exits under
