@@ -6,8 +6,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  KubernetesObjectApi,
+  loadAllYaml,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
 import { API_VERSION, GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../src/api/types.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
@@ -401,3 +409,36 @@ test('a run the module policy refuses at dispatch is reported Denied, not retrie
     );
   });
 });
+
+test('module policy: deleted and created again in one batch (helm uninstall + install), it admits and refuses again', async () => {
+  // kubernetes/kubernetes#133827: with `paramKind: ConfigMap`, this sequence left every request refused
+  // "no params found" until the API server restarted (see deploy/40-module-policy.yaml for why).
+  const objects = (
+    loadAllYaml(readFileSync(join(deploy, '40-module-policy.yaml'), 'utf8')) as KubernetesObject[]
+  ).filter(Boolean);
+  const api = KubernetesObjectApi.makeApiClient(env.kc);
+  const probe = (module: string) => createRequest(env.kc, `reinstall-${++probes}`, { module, nodeName: 'n1' });
+  const refusesDccp = async () => {
+    try {
+      await probe('dccp');
+    } catch (err) {
+      assert.match(errorMessage(err), /spec\.module: module dccp is denied by the module policy/);
+      return true;
+    }
+    return false;
+  };
+  // In force first (the API server has loaded the policy and, with a paramKind, its param informer).
+  await eventually('the policy to refuse dccp', refusesDccp);
+  // All at once, as `helm uninstall` and `kubectl delete -f` send them.
+  await Promise.all(objects.map((o) => api.delete(o)));
+  // The API server has recomputed its policies without ours once a denied module is admitted: the
+  // step at which the bug stopped the ConfigMap informer. Only then is the batch created again.
+  await eventually('the deleted policy to stop refusing dccp', async () => {
+    await probe('dccp');
+    return true;
+  });
+  await Promise.all(objects.map((o) => api.create(o)));
+  await eventually('the recreated policy to refuse dccp', refusesDccp);
+  await probe('snd-hda-intel');
+});
+let probes = 0;
