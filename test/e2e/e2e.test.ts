@@ -646,7 +646,10 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
             volumes: [
               { name: 'modules', hostPath: { path: tree.modulesDir } },
               { name: 'modprobe-etc', hostPath: { path: tree.modprobeDir } },
+              // Where the demo modules' recorder writes (the chart's agent.extraVolumes above).
+              { name: 'e2e-records', hostPath: { path: tree.recordsDir, type: 'Directory' } },
             ],
+            containers: [{ name: 'agent', volumeMounts: [{ name: 'e2e-records', mountPath: RECORD_MOUNT }] }],
           },
         },
       },
@@ -658,9 +661,12 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
     );
     return ps.length === 2 ? ps : undefined;
   });
-  await waitFor('a Ready agent pod from deploy/ with the demo tree', async () =>
+  await waitFor('a Ready agent pod from deploy/ with the demo tree and the recorder’s directory', async () =>
     (await pods('app.kubernetes.io/component=agent')).find(
-      (p) => ready(p) && p.spec?.volumes?.some((v) => v.hostPath?.path === tree.modulesDir),
+      (p) =>
+        ready(p) &&
+        p.spec?.volumes?.some((v) => v.hostPath?.path === tree.modulesDir) &&
+        p.spec.volumes.some((v) => v.hostPath?.path === tree.recordsDir),
     ),
   );
   // The module policy from deploy/ is in force right after the chart's was deleted (helm uninstall,
