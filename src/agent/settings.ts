@@ -2,8 +2,8 @@
  * What admins may change while the agent runs, read from two ConfigMaps in
  * the operator's namespace (writable by admins only, through RBAC):
  *
- * - the module policy (deploy/40-module-policy.yaml), the same one the
- *   admission policy reads, checked again before every exec;
+ * - the module policy (deploy/40-module-policy.yaml), the same data the
+ *   admission policy carries, checked again before every exec;
  * - the agent config, whose capability masks for the helper may be
  *   NARROWED at runtime but never widened, like the kernel's
  *   usermodehelper/bset and inheritable sysctls: proc_cap_handler() stores
