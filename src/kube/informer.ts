@@ -43,7 +43,6 @@ import { BookmarkingWatch, DEFAULT_WATCH_TIMEOUT_MS } from './watch.ts';
 export type InformerEvent = 'add' | 'update' | 'delete';
 
 /** How an Informer is set up. */
-// eslint-disable-next-line @typescript-eslint/no-unused-vars -- T names what the informer caches
 export interface InformerOptions<T> {
   kc: KubeConfig;
   /** Collection path, e.g. '/apis/kmod.dev/v1alpha1/moduleruns' or '/api/v1/nodes'. */
