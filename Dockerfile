@@ -1,6 +1,6 @@
 # The operator image (controller and agent). It runs one bundled, minified
 # JavaScript file built from the TypeScript sources by scripts/bundle.ts
-# (esbuild): a standalone agent idles at ~90 MiB from it against ~165 MiB
+# (esbuild): a standalone agent idles at ~86 MiB from it against ~165 MiB
 # from the sources (bench/RESULTS.md says where the difference goes), and the
 # image needs no node_modules.
 # BASE: the public image users build on; the end-to-end suite (make e2e)
@@ -26,8 +26,9 @@ RUN apt-get update \
 WORKDIR /opt/kmod-operator
 COPY --from=build /src/dist ./dist
 COPY crds ./crds
-# --max-semi-space-size=1 (MiB): V8's young generation may otherwise grow to
-# 16 MiB per semi-space on start-up garbage and keep those pages; capped, the
-# idle agent's RSS drops by ~6 MiB and stops depending on when the last
-# scavenge ran (bench/RESULTS.md). bench/ and the tests run this same line.
+# --max-semi-space-size=1 (MiB): V8's young generation otherwise grows to up
+# to 16 MiB per semi-space on start-up and list garbage and keeps the pages;
+# capped, the idle agent went from 97-106 to 84-94 MiB and a controller with
+# 1,000 requests stored from 151 to 114 MiB (bench/RESULTS.md). bench/ and
+# the tests read this line and run the same command.
 ENTRYPOINT ["node", "--max-semi-space-size=1", "/opt/kmod-operator/dist/bin/kmod-operator.mjs"]
