@@ -52,6 +52,8 @@ export interface AgentSettingsOptions {
   onWidenRefused?: (message: string) => void;
   /** Called when a mask was narrowed. */
   onNarrowed?: (message: string) => void;
+  /** The ConfigMap watches' watchdog (see AgentOptions.watchTimeoutMs). */
+  watchTimeoutMs?: number;
 }
 
 /**
@@ -63,12 +65,18 @@ export function intersectMask(current: bigint, proposed: bigint): { mask: bigint
   return { mask: current & proposed, ignored: capsAdded(current, proposed) };
 }
 
-function cmInformer(kc: KubeConfig, ref: ConfigMapRef, logger: Logger): Informer<V1ConfigMap> {
+function cmInformer(
+  kc: KubeConfig,
+  ref: ConfigMapRef,
+  logger: Logger,
+  watchTimeoutMs: number | undefined,
+): Informer<V1ConfigMap> {
   return new Informer<V1ConfigMap>({
     kc,
     path: `/api/v1/namespaces/${ref.namespace}/configmaps`,
     fieldSelector: `metadata.name=${ref.name}`,
     logger,
+    watchTimeoutMs,
   });
 }
 
@@ -92,12 +100,12 @@ export class AgentSettings {
         kind: 'broken',
         reason: `module policy ConfigMap ${ref.namespace}/${ref.name} not read yet`,
       };
-      this.#policyInformer = cmInformer(opts.kc, ref, opts.logger);
+      this.#policyInformer = cmInformer(opts.kc, ref, opts.logger, opts.watchTimeoutMs);
       const onPolicy = () => this.#readPolicy(ref);
       for (const ev of ['add', 'update', 'delete'] as const) this.#policyInformer.on(ev, onPolicy);
     }
     if (opts.config) {
-      this.#configInformer = cmInformer(opts.kc, opts.config, opts.logger);
+      this.#configInformer = cmInformer(opts.kc, opts.config, opts.logger, opts.watchTimeoutMs);
       const onConfig = (cm: V1ConfigMap) => this.#applyConfig(cm);
       this.#configInformer.on('add', onConfig);
       this.#configInformer.on('update', onConfig);

@@ -39,6 +39,11 @@ export class BookmarkingWatch extends Watch {
     transform?: (obj: unknown) => void,
   ) {
     super(kc);
+    // 0, NaN or a negative timeout would abort every watch at once: a reconnect loop.
+    if (!Number.isFinite(inactivityTimeoutMs) || inactivityTimeoutMs <= 0)
+      throw new Error(
+        `watch inactivity timeout (watchTimeoutMs) must be a positive number of ms, got ${inactivityTimeoutMs}`,
+      );
     this.#transform = transform;
     if (typeof Reflect.get(this, 'requestTimeoutMs') !== 'number') {
       throw new Error(
