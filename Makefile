@@ -10,7 +10,7 @@ CLI  := $(NODE) src/cli/main.ts
 # test/e2e/ is not among them: `make e2e` runs it (it needs a container runtime).
 TESTS := 'src/**/*.test.ts' 'test/*.test.ts' 'test/kube/*.test.ts' 'test/support/*.test.ts'
 
-.PHONY: setup deps debs controlplane typecheck lint format unit integration test stress-test each-test e2e-deps e2e run cluster cluster-down clean install-plugin bench soak
+.PHONY: setup deps debs controlplane bundle typecheck lint format unit integration test stress-test each-test e2e-deps e2e run cluster cluster-down clean install-plugin bench soak
 
 setup: deps debs controlplane
 
@@ -37,6 +37,10 @@ debs:
 
 controlplane:
 	@bash test/cluster/build.sh >/dev/null
+
+# The one JavaScript file the image runs (esbuild; see scripts/bundle.ts and the Dockerfile).
+bundle: deps
+	$(NODE) scripts/bundle.ts
 
 typecheck: deps
 	$(NODE) node_modules/.bin/tsc --noEmit
@@ -101,7 +105,7 @@ install-plugin: deps
 	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to PATH: export PATH=\"$(PREFIX)/bin:\$$PATH\"";; esac
 
 clean:
-	rm -rf .local node_modules
+	rm -rf .local node_modules dist
 
 # Benchmarks against the floor (`make test` runs them only with tiny sizes, test/bench.test.ts):
 # prints a table, writes bench/results.json.
