@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', '.cache/', '.local/', 'charts/', 'test/cluster/**/*.go'] },
+  { ignores: ['node_modules/', '.cache/', '.local/', 'dist/', 'charts/', 'test/cluster/**/*.go'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -19,11 +19,13 @@
  *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
  *   controller-memory the controller with BENCH_STORED requests stored (full 10000, small 1000)
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
+ * BENCH_RESULTS=path writes the results there instead of bench/results.json
+ * (test/bench.test.ts, so that a test run leaves the committed figures alone).
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Node } from '@kubernetes/client-node';
 import {
   API_VERSION,
@@ -61,12 +63,25 @@ import {
 } from './support.ts';
 
 const full = process.env.BENCH_SCALE === 'full';
-const num = (name: string, small: number, big: number) => Number(process.env[name] ?? (full ? big : small));
+if (![undefined, 'small', 'full'].includes(process.env.BENCH_SCALE))
+  throw new Error(`BENCH_SCALE must be small or full, got '${process.env.BENCH_SCALE}'`);
+/** A size: positive whole numbers only (a typo must not become NaN and a bench that never ends). */
+const count = (name: string, value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`${name} must be a positive whole number, got '${value}'`);
+  return n;
+};
+const num = (name: string, small: number, big: number) =>
+  count(name, process.env[name] ?? String(full ? big : small));
+const resultsPath = resolve(process.env.BENCH_RESULTS || join(projectRoot, 'bench/results.json'));
 const sizes = {
   sequential: num('BENCH_SEQ', 10, 40),
   requests: num('BENCH_REQUESTS', 100, 1000),
   nodes: num('BENCH_NODES', 10, 100),
-  fanout: (process.env.BENCH_FANOUT ?? (full ? '200,1000' : '50')).split(',').map(Number),
+  fanout: (process.env.BENCH_FANOUT ?? (full ? '200,1000' : '50'))
+    .split(',')
+    .map((v) => count('BENCH_FANOUT', v)),
   burst: num('BENCH_BURST', 100, 200),
   stored: num('BENCH_STORED', 1000, 10_000),
 };
@@ -77,8 +92,8 @@ const SUBMIT_CONCURRENCY = 50;
 const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
 const wanted = (name: string) => only.size === 0 || only.has(name);
 
-/** One row of results.json. */
-interface Result {
+/** One row of results.json (exported for test/bench.test.ts, which checks the rows against it). */
+export interface Result {
   name: string;
   sizes: Record<string, number>;
   wallSeconds: number;
@@ -515,7 +530,7 @@ const machine = {
   scale: full ? 'full' : 'small',
   date: new Date().toISOString(),
 };
-writeFileSync(join(projectRoot, 'bench/results.json'), `${JSON.stringify({ machine, results }, null, 2)}\n`);
+writeFileSync(resultsPath, `${JSON.stringify({ machine, results }, null, 2)}\n`);
 const cell = (v: string | number | undefined) => (v === undefined ? '-' : String(v));
 const rows = results.map((r) => [
   r.name,
@@ -559,4 +574,4 @@ for (const r of results) {
   console.log(`${r.name}: goal ${r.goal}${dispatch}${r.notes ? `; ${r.notes}` : ''}`);
 }
 console.log(`machine: ${JSON.stringify(machine)}`);
-console.log('wrote bench/results.json');
+console.log(`wrote ${resultsPath}`);

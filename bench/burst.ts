@@ -24,6 +24,8 @@ import { createRequest } from '../test/support/objects.ts';
 import { metricValue } from '../test/support/operator.ts';
 
 const n = Number(process.argv[2] ?? 200);
+if (!Number.isInteger(n) || n < 1)
+  throw new Error(`N (the first argument) must be a positive whole number, got '${process.argv[2]}'`);
 const cp = await startControlPlane();
 try {
   const kc = new KubeConfig();

@@ -6,6 +6,8 @@
 import { ensureBinaries, startControlPlane } from '../src/cluster/controlplane.ts';
 
 const rounds = Number(process.argv[2] ?? 5);
+if (!Number.isInteger(rounds) || rounds < 1)
+  throw new Error(`rounds (the first argument) must be a positive whole number, got '${process.argv[2]}'`);
 const binDir = ensureBinaries();
 const starts: number[] = [];
 const stops: number[] = [];

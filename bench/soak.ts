@@ -7,7 +7,8 @@
  * (SOAK_SEED, default 1): the same seed gives the same sequence of requests
  * and faults (the system's timing is the machine's). Prints what it did, then
  * makes the same checks as test/faults.test.ts (test/support/recovery.ts)
- * and exits non-zero if one fails. Not part of `make test`.
+ * and exits non-zero if one fails. `make test` runs it for 8 s only
+ * (test/bench.test.ts).
  */
 import { KubeConfig } from '@kubernetes/client-node';
 import { startControlPlane } from '../src/cluster/controlplane.ts';
@@ -16,11 +17,19 @@ import { createRequest, ensureNode, fakeHelper } from '../test/support/objects.t
 import { assertRecovered, claimedNow } from '../test/support/recovery.ts';
 import { startAgentProcess, startControllerProcess, stopComponent, type Component } from './support.ts';
 
-const seconds = Number(process.env.SOAK_SECONDS ?? 600);
-const seed = Number(process.env.SOAK_SEED ?? 1);
-const nodeCount = Number(process.env.SOAK_NODES ?? 3);
-const faultEvery = Number(process.env.SOAK_FAULT_SECONDS ?? 30);
-const intervalMs = Number(process.env.SOAK_INTERVAL_MS ?? 500);
+/** A setting: whole numbers ≥ `min` only (a typo must not become NaN: a soak that never ends or never faults). */
+function setting(name: string, fallback: number, min = 1): number {
+  const value = process.env[name] ?? String(fallback);
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min)
+    throw new Error(`${name} must be a whole number ≥ ${min}, got '${value}'`);
+  return n;
+}
+const seconds = setting('SOAK_SECONDS', 600);
+const seed = setting('SOAK_SEED', 1, 0);
+const nodeCount = setting('SOAK_NODES', 3);
+const faultEvery = setting('SOAK_FAULT_SECONDS', 30);
+const intervalMs = setting('SOAK_INTERVAL_MS', 500);
 
 /** mulberry32: a small seeded PRNG, so a seed replays the same choices. */
 function prng(s: number): () => number {

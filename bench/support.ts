@@ -1,7 +1,8 @@
 /**
  * What the benchmarks (and the fault tests) measure with, from outside the
  * measured processes: the operator's components started as real processes
- * (`kmod-operator controller`, `kmod-operator agent`, or bench/agents.ts for
+ * (`kmod-operator controller`, `kmod-operator agent` as the image runs them,
+ * from the bundle with the Dockerfile's ENTRYPOINT; or bench/agents.ts for
  * many simulated nodes in one process), their RSS and CPU time read from
  * /proc, and the API server's own count of the writes it served
  * (apiserver_request_total), so a number never depends on what the operator
@@ -12,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { join, resolve } from 'node:path';
+import { imageEntrypoint } from '../scripts/bundle.ts';
 import { freePort, type ControlPlane } from '../src/cluster/controlplane.ts';
 
 export const projectRoot = resolve(import.meta.dirname, '..');
@@ -28,8 +30,14 @@ export interface Component {
   readonly exited: Promise<number>;
 }
 
-function launch(name: string, args: string[], port: number, env: NodeJS.ProcessEnv = {}): Component {
-  const child = spawn(node, args, {
+function launch(
+  name: string,
+  args: string[],
+  port: number,
+  env: NodeJS.ProcessEnv = {},
+  command = node,
+): Component {
+  const child = spawn(command, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -55,10 +63,12 @@ async function startCli(
   args: string[],
 ): Promise<Component> {
   const port = await freePort();
+  // What the image runs (the bundle, with the Dockerfile's node flags), so RSS is a node's RSS.
+  const image = await imageEntrypoint();
   const c = launch(
     name,
     [
-      join(projectRoot, 'src/cli/main.ts'),
+      ...image.args,
       subcommand,
       `--kubeconfig=${cp.kubeconfigPath}`,
       `--metrics-address=127.0.0.1:${port}`,
@@ -66,6 +76,7 @@ async function startCli(
     ],
     port,
     { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
+    image.command,
   );
   await waitReady(c);
   return c;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Helm CLI from the Go module proxy into .cache/helm/helm (gitignored),
 # for the chart's lint/template test (test/chart.test.ts) and CI. Does nothing
-# when .cache/helm/helm was built by this recipe (same script, same version):
+# when .cache/helm/helm was built by this recipe (same scripts, same version):
 # .cache/helm/helm.key records which. Prints the binary's path. No download
-# site is needed: only Go (>= 1.26) and the Go module proxy.
+# site is needed: only Go (>= 1.26) and the Go module proxy (scripts/go-tool.sh).
 #
 #   bash charts/build-helm.sh              # -> /path/to/repo/.cache/helm/helm
 #   HELM_VERSION=v3.21.4 bash charts/build-helm.sh
@@ -14,28 +14,16 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-out="$root/.cache/helm"
-helm="$out/helm"
+GO_TOOL_NAME=build-helm.sh
+source "$root/scripts/go-tool.sh"
+helm="$root/.cache/helm/helm"
+key="$(go_tool_key "${BASH_SOURCE[0]}" "$GO_TOOL_LIB" -- "$HELM_VERSION")"
+go_tool_cached "$helm" "$key" "$helm.key"
 
-key="$( { cat "${BASH_SOURCE[0]}"; echo "$HELM_VERSION"; } | sha256sum | cut -c1-16)"
-if [ -x "$helm" ] && [ "$(cat "$helm.key" 2>/dev/null || true)" = "$key" ]; then
-  echo "$helm"
-  exit 0
-fi
-
-if ! command -v go >/dev/null 2>&1; then
-  echo "build-helm.sh: Go is not installed; install Go >= 1.26 (Debian: apt-get install golang, or from the Go toolchain) and retry" >&2
-  exit 1
-fi
-
-echo "build-helm.sh: building helm $HELM_VERSION into $helm (cold build: a few minutes on 2 cores)" >&2
-mkdir -p "$out"
-# A throw-away main module outside the repository that requires Helm.
-mod="$(mktemp -d "${TMPDIR:-/tmp}/build-helm.XXXXXX")"
-trap 'rm -rf "$mod" "$helm.partial.$$"' EXIT
-export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
+# In a throw-away main module that requires Helm.
 build() {
-  cd "$mod"
+  cd "$GO_TOOL_MOD"
+  export GOFLAGS="-mod=mod -buildvcs=false"
   printf 'module local/build-helm\n\ngo 1.26\n' >go.mod
   go get "helm.sh/helm/v3@$HELM_VERSION"
   # As Helm's Makefile does: the default Kubernetes version of `helm template`
@@ -52,12 +40,7 @@ build() {
   ldflags+=" -X $v/internal/version.version=$HELM_VERSION -X $v/internal/version.gitTreeState=clean"
   ldflags+=" -X $v/pkg/lint/rules.k8sVersionMajor=$kmajor -X $v/pkg/lint/rules.k8sVersionMinor=$kminor"
   ldflags+=" -X $v/pkg/chartutil.k8sVersionMajor=$kmajor -X $v/pkg/chartutil.k8sVersionMinor=$kminor"
-  go build -trimpath -ldflags "$ldflags" -o "$helm.partial.$$" helm.sh/helm/v3/cmd/helm
+  go build -trimpath -ldflags "$ldflags" -o "$GO_TOOL_OUT" helm.sh/helm/v3/cmd/helm
 }
-if ! (build); then
-  echo "build-helm.sh: building helm $HELM_VERSION failed; check that the Go module proxy is reachable (GOPROXY=$(go env GOPROXY)) and that $(go version) satisfies Helm's go directive" >&2
-  exit 1
-fi
-mv -f "$helm.partial.$$" "$helm"
-echo "$key" >"$helm.key"
-echo "$helm"
+go_tool_build "$helm" "helm $HELM_VERSION" build "$helm.key" "$key" \
+  "and that $(go version 2>/dev/null) satisfies Helm's go directive"

@@ -30,6 +30,7 @@ import {
 } from '@kubernetes/client-node';
 import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import { applyManifests } from '../src/kube/apply.ts';
+import { admissionPolicyData } from '../src/policy/manifest.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { createRequest } from './support/objects.ts';
 
@@ -230,6 +231,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       'modulePolicy:',
       "  allow: '^(nvidia|nvidia_uvm|loop)$'",
       "  deny: '^loop$'",
+      '  parameters: { nvidia_uvm: [uvm_perf_prefetch_enable, uvm-debug] }',
     ].join('\n'),
   );
   const { text, objects } = render(helm, ns, ['-f', valuesFile, '--set', 'agent.maxConcurrent=7']);
@@ -307,10 +309,12 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
     capabilityBounding: 'cap_sys_module,cap_net_admin',
     capabilityInheritable: 'cap_sys_module',
   });
-  assert.deepEqual(find<V1ConfigMap>(objects, 'ConfigMap', 'ops-module-policy').data, {
+  const policyData = find<V1ConfigMap>(objects, 'ConfigMap', 'ops-module-policy').data;
+  assert.deepEqual(policyData, {
     allow: '^(nvidia|nvidia_uvm|loop)$',
     deny: '^loop$',
     denyParameters: '^([^.]+\\.dyndbg|vfio_iommu_type1\\.allow_unsafe_interrupts)$',
+    'parameters.nvidia_uvm': 'uvm_perf_prefetch_enable,uvm-debug',
   });
   assert.deepEqual(find<V1Role>(objects, 'Role', 'ops-agent-config').rules?.[0]?.resourceNames, [
     'ops-module-policy',
@@ -342,12 +346,13 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
     'ValidatingAdmissionPolicyBinding',
     'ops-module-policy',
   );
-  assert.deepEqual(binding.spec?.paramRef, {
-    name: 'ops-module-policy',
-    namespace: ns,
-    parameterNotFoundAction: 'Deny',
-  });
+  // The admission policy carries the same data itself, from the same values: no paramRef to the
+  // ConfigMap (kubernetes/kubernetes#133827, deploy/40-module-policy.yaml).
+  assert.equal(binding.spec?.policyName, 'ops-module-policy');
+  assert.equal(binding.spec?.paramRef, undefined);
   const policy = find<V1ValidatingAdmissionPolicy>(objects, 'ValidatingAdmissionPolicy', 'ops-module-policy');
+  assert.equal(policy.spec?.paramKind, undefined);
+  assert.deepEqual(admissionPolicyData(policy), policyData);
   for (const v of policy.spec?.validations ?? [])
     assert.match(
       v.messageExpression ?? '',
@@ -495,7 +500,7 @@ test('the apiserver accepts every object of the default render, and the module p
   });
   assert.deepEqual(container(ds).args, container(find<V1DaemonSet>(objects, 'DaemonSet', 'kmod-agent')).args);
 
-  // The policy's paramRef finds the ConfigMap in the release namespace: a denied module is refused.
+  // The module policy is in force: a denied module is refused.
   await eventually('the module policy to refuse dccp', async () => {
     try {
       await createRequest(env.kc, 'chart-dccp', { module: 'dccp', nodeName: 'n1' });
@@ -553,4 +558,59 @@ test('helm install into another namespace works against the apiserver (CRDs alre
       metadata: { name: 'e2e-agent-own-node' },
     }),
   );
+
+  // Installed again, with a policy of its own; then the policy changed the way the chart's README
+  // says, with `helm upgrade`: admission follows each time (one values source renders both copies).
+  const refusal = async (module: string) => {
+    try {
+      await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: REQUEST_PLURAL,
+        body: {
+          apiVersion: `${GROUP}/${VERSION}`,
+          kind: 'ModuleRequest',
+          metadata: { name: 'probe' },
+          spec: { module, nodeName: 'n1' },
+        },
+        dryRun: 'All',
+      });
+      return undefined;
+    } catch (err) {
+      return String((err as { body?: unknown }).body ?? err);
+    }
+  };
+  const deniedBy = (module: string, deny: string) =>
+    eventually(`the chart's policy to refuse ${module}`, async () =>
+      (await refusal(module))?.includes(
+        `module ${module} is denied by the module policy (${ns}/e2e-module-policy deny: ${deny})`,
+      ),
+    );
+  helmOk(helm, [
+    'install',
+    'e2e',
+    chart,
+    ...kube,
+    '--set',
+    'namePrefix=e2e',
+    '--set',
+    'modulePolicy.deny=^snd_pcsp$',
+  ]);
+  await deniedBy('snd-pcsp', '^snd_pcsp$');
+  helmOk(helm, [
+    'upgrade',
+    'e2e',
+    chart,
+    ...kube,
+    '--reuse-values',
+    '--set',
+    'modulePolicy.deny=^snd_dummy$',
+  ]);
+  await deniedBy('snd-dummy', '^snd_dummy$');
+  assert.equal(await refusal('snd-pcsp'), undefined, 'the module the old policy denied is admitted');
+  const cm = await env.kc
+    .makeApiClient(CoreV1Api)
+    .readNamespacedConfigMap({ namespace: ns, name: 'e2e-module-policy' });
+  assert.equal(cm.data?.deny, '^snd_dummy$', 'the agent reads the upgraded policy too');
+  helmOk(helm, ['uninstall', 'e2e', ...kube]);
 });

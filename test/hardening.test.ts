@@ -19,6 +19,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, loadAllYaml, type CoreV1Event, type V1Deployment } from '@kubernetes/client-node';
+import { imageEntrypoint } from '../scripts/bundle.ts';
 import { LABEL_REQUEST_NAME } from '../src/api/types.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { CONTROL_PLANE_LABEL } from '../src/controller/targets.ts';
@@ -290,12 +291,17 @@ async function serviceAccountKubeconfig(name: string): Promise<string> {
   return path;
 }
 
-/** `kmod-operator ARGS` as its own process; its output is kept for failure messages. */
-function component(
+/**
+ * `kmod-operator ARGS` as its own process, run as the image runs it (the Dockerfile's ENTRYPOINT:
+ * the bundle, with its node flags), so these tests also prove the bundle works; its output is
+ * kept for failure messages.
+ */
+async function component(
   args: string[],
   extraEnv: Record<string, string> = {},
-): ChildProcess & { output: () => string } {
-  const child = spawn(join(root, 'node_modules/.bin/node'), [join(root, 'src/cli/main.ts'), ...args], {
+): Promise<ChildProcess & { output: () => string }> {
+  const image = await imageEntrypoint();
+  const child = spawn(image.command, [...image.args, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...extraEnv },
   });
@@ -321,7 +327,7 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
     controllerArgs.includes(`--exclude-nodes-with-label=${CONTROL_PLANE_LABEL}`),
     controllerArgs.join(' '),
   );
-  const controller = component(
+  const controller = await component(
     [
       ...controllerArgs.filter((a) => !a.startsWith('--metrics-address')),
       '--metrics-address=127.0.0.1:0',
@@ -334,7 +340,7 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
   const agentKc = await podBoundKubeConfig(env, 'worker-1');
   const agentKubeconfig = join(env.cp.dir, 'agent-worker-1.kubeconfig');
   writeFileSync(agentKubeconfig, agentKc.exportConfig(), { mode: 0o600 });
-  const agent = component(
+  const agent = await component(
     [
       'agent',
       `--kubeconfig=${agentKubeconfig}`,

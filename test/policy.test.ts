@@ -6,8 +6,19 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  KubernetesObjectApi,
+  dumpYaml,
+  loadAllYaml,
+  type KubernetesObject,
+  type V1ConfigMap,
+} from '@kubernetes/client-node';
 import { API_VERSION, GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../src/api/types.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
@@ -17,6 +28,7 @@ import { errorMessage } from '../src/observability/logger.ts';
 import { createRequest, ensureNode, waitForCondition } from './support/objects.ts';
 import { badInputs } from './support/corpus.ts';
 import { startController } from './support/operator.ts';
+import { withPolicyData } from '../src/policy/manifest.ts';
 
 const deploy = resolve(import.meta.dirname, '../deploy');
 const ns = 'kmod-system';
@@ -32,6 +44,30 @@ const env = useControlPlane({
 });
 
 const bodyOf = (err: unknown) => String((err as { body?: unknown }).body ?? err);
+
+const policyFile = join(deploy, '40-module-policy.yaml');
+const policyManifests = () =>
+  (loadAllYaml(readFileSync(policyFile, 'utf8')) as KubernetesObject[]).filter(Boolean);
+const shippedPolicy = (policyManifests().find((o) => o.kind === 'ConfigMap') as V1ConfigMap).data ?? {};
+const work = mkdtempSync(join(tmpdir(), 'kmod-policy-test-'));
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+let edits = 0;
+
+/**
+ * Changes the module policy the way the README tells an admin to: the same data in both copies of
+ * deploy/40-module-policy.yaml (the ConfigMap the agent reads, the admission policy's `policy`
+ * variable), then one apply of the file.
+ */
+async function setPolicy(data: Record<string, string>): Promise<void> {
+  const file = join(work, `module-policy-${++edits}.yaml`);
+  writeFileSync(
+    file,
+    withPolicyData(policyManifests(), data)
+      .map((o) => dumpYaml(o))
+      .join('---\n'),
+  );
+  await applyManifests(env.kc, [file]);
+}
 
 test('module policy: a denied module is refused at admission with the policy’s message', async () => {
   await eventually('the policy to refuse dccp', async () => {
@@ -142,11 +178,7 @@ test('parameter policy at admission: dyndbg, allow_unsafe_interrupts, and a per-
     }),
     /parameter allow_unsafe_interrupts of vfio-iommu-type1 is denied/,
   );
-  const core = env.kc.makeApiClient(CoreV1Api);
-  const cm = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-  const original = { ...cm.data };
-  cm.data = { ...cm.data, 'parameters.nvidia_uvm': 'uvm_perf_prefetch_enable, uvm-debug' };
-  await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: cm });
+  await setPolicy({ ...shippedPolicy, 'parameters.nvidia_uvm': 'uvm_perf_prefetch_enable, uvm-debug' });
   try {
     await eventually('the allow-list to refuse a parameter not on it', async () => {
       try {
@@ -170,21 +202,14 @@ test('parameter policy at admission: dyndbg, allow_unsafe_interrupts, and a per-
       parameters: ['uvm_debug=1', 'uvm_perf_prefetch_enable=0'],
     });
   } finally {
-    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-    now.data = original;
-    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
+    await setPolicy(shippedPolicy);
   }
 });
 
-test('module policy: a ConfigMap with no data, or no allow pattern, denies everything at admission', async () => {
-  const core = env.kc.makeApiClient(CoreV1Api);
-  const cm = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-  const original = { ...cm.data };
+test('module policy: no data, no allow pattern, or a pattern that does not compile denies everything at admission', async () => {
   try {
-    for (const data of [undefined, { deny: '^dccp$' }]) {
-      const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-      now.data = data;
-      await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
+    for (const data of [{}, { deny: '^dccp$' }] as Array<Record<string, string>>) {
+      await setPolicy(data);
       await eventually(`a policy with data ${JSON.stringify(data)} to refuse everything`, async () => {
         try {
           await createRequest(env.kc, `empty-policy-${Date.now()}`, { module: 'nvidia_uvm', nodeName: 'n1' });
@@ -196,12 +221,22 @@ test('module policy: a ConfigMap with no data, or no allow pattern, denies every
         }
       });
     }
+    // RE2 refuses the pattern when the expression runs; failurePolicy: Fail turns the error into a denial.
+    await setPolicy({ ...shippedPolicy, allow: '^(nvidia' });
+    await eventually('a policy whose allow pattern does not compile to refuse everything', async () => {
+      try {
+        await createRequest(env.kc, `bad-pattern-${Date.now()}`, { module: 'nvidia_uvm', nodeName: 'n1' });
+        return false;
+      } catch (err) {
+        const message = errorMessage(err);
+        assert.match(message, /ValidatingAdmissionPolicy 'kmod-module-policy'/);
+        return /missing closing \)|error parsing regexp/.test(message);
+      }
+    });
   } finally {
-    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-    now.data = original;
-    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
+    await setPolicy(shippedPolicy);
   }
-  // Restored: allowed again (waits for the binding to see the restored data).
+  // Restored: allowed again (waits for the API server to see the restored policy).
   await eventually('the restored policy to admit nvidia_uvm', async () => {
     await createRequest(env.kc, `restored-${Date.now()}`, { module: 'nvidia_uvm', nodeName: 'n1' });
     return true;
@@ -213,11 +248,7 @@ test('module policy: a ConfigMap with no data, or no allow pattern, denies every
  * is seen to refuse it; restores the policy afterwards.
  */
 async function whileDenied(module: string, body: () => Promise<void>): Promise<void> {
-  const core = env.kc.makeApiClient(CoreV1Api);
-  const cm = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-  const original = { ...cm.data };
-  cm.data = { ...cm.data, deny: `^${module.replaceAll('-', '_')}$` };
-  await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: cm });
+  await setPolicy({ ...shippedPolicy, deny: `^${module.replaceAll('-', '_')}$` });
   try {
     await eventually(`the tightened policy to refuse ${module}`, async () => {
       try {
@@ -229,9 +260,7 @@ async function whileDenied(module: string, body: () => Promise<void>): Promise<v
     });
     await body();
   } finally {
-    const now = await core.readNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy' });
-    now.data = original;
-    await core.replaceNamespacedConfigMap({ namespace: ns, name: 'kmod-module-policy', body: now });
+    await setPolicy(shippedPolicy);
   }
 }
 
@@ -401,3 +430,35 @@ test('a run the module policy refuses at dispatch is reported Denied, not retrie
     );
   });
 });
+
+test('module policy: deleted and created again in one batch (helm uninstall + install), it admits and refuses again', async () => {
+  // kubernetes/kubernetes#133827: with `paramKind: ConfigMap` (before), this sequence left every request
+  // refused "no params found" until the API server restarted (deploy/40-module-policy.yaml says why).
+  const objects = policyManifests();
+  const api = KubernetesObjectApi.makeApiClient(env.kc);
+  const probe = (module: string) =>
+    createRequest(env.kc, `reinstall-${++probes}`, { module, nodeName: 'n1' });
+  const refusesDccp = async () => {
+    try {
+      await probe('dccp');
+    } catch (err) {
+      assert.match(errorMessage(err), /spec\.module: module dccp is denied by the module policy/);
+      return true;
+    }
+    return false;
+  };
+  // In force first (the API server has loaded the policy and, with a paramKind, its param informer).
+  await eventually('the policy to refuse dccp', refusesDccp);
+  // All at once, as `helm uninstall` and `kubectl delete -f` send them.
+  await Promise.all(objects.map((o) => api.delete(o)));
+  // The API server has recomputed its policies without ours once a denied module is admitted: the
+  // step at which the bug stopped the ConfigMap informer. Only then is the batch created again.
+  await eventually('the deleted policy to stop refusing dccp', async () => {
+    await probe('dccp');
+    return true;
+  });
+  await Promise.all(objects.map((o) => api.create(o)));
+  await eventually('the recreated policy to refuse dccp', refusesDccp);
+  await probe('snd-hda-intel');
+});
+let probes = 0;

@@ -24,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { GROUP, RUN_PLURAL, VERSION, controllingRequest, type ModuleRun } from '../api/types.ts';
-import { isNotFound } from '../kube/errors.ts';
+import { isNotFound, retryAfterMs } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { Resources } from '../kube/resources.ts';
@@ -86,6 +86,12 @@ export interface AgentOptions {
    * the policy sees the requested name only.
    */
   resolver?: Resolver;
+  /**
+   * The watchdog on the agent's watches (its runs, its Node, its ConfigMaps): one that received
+   * nothing, not even a bookmark, for this long is reconnected (src/kube/watch.ts). Default
+   * DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
+   */
+  watchTimeoutMs?: number;
 }
 
 /** The per-node agent; see the module comment. `start()` resolves once it takes on runs. */
@@ -150,6 +156,7 @@ export class Agent {
       logger: this.#log,
       policy: opts.policyConfigMap,
       config: opts.agentConfigMap,
+      watchTimeoutMs: opts.watchTimeoutMs,
       initialCaps: { bounding: [...caps.bounding], inheritable: [...caps.inheritable] },
       onWidenRefused: (message) => {
         this.#metrics.widenRefused.inc();
@@ -185,12 +192,14 @@ export class Agent {
       path: `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`,
       fieldSelector: `spec.nodeName=${nodeName}`,
       logger: opts.logger,
+      watchTimeoutMs: opts.watchTimeoutMs,
     });
     this.#node = new Informer<V1Node>({
       kc,
       path: '/api/v1/nodes',
       fieldSelector: `metadata.name=${nodeName}`,
       logger: opts.logger,
+      watchTimeoutMs: opts.watchTimeoutMs,
     });
     const enqueue = (run: ModuleRun) => run.metadata.name && this.#queue.add(run.metadata.name);
     for (const ev of ['add', 'update', 'delete'] as const) this.#runs.on(ev, enqueue);
@@ -347,7 +356,7 @@ export class Agent {
     const p = work
       .then((outcome) => this.#outcomes.settle(name, run, exec, outcome, log))
       .catch((err: unknown) => {
-        const retryInMs = this.#queue.addRateLimited(name);
+        const retryInMs = this.#queue.addRateLimited(name, retryAfterMs(err));
         log.error('run failed unexpectedly; retrying with backoff', { error: errorMessage(err), retryInMs });
       })
       .finally(() => {

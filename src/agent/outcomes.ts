@@ -5,6 +5,7 @@
  * since when a run is throttled. The one place the agent decides to retry.
  */
 import { Reason, type ModuleRun } from '../api/types.ts';
+import { retryAfterMs } from '../kube/errors.ts';
 import type { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { startedKey } from './attempts.ts';
@@ -96,7 +97,8 @@ export class Outcomes {
         this.#unreported.set(name, { run: outcome.run, exec, status: outcome.status });
         log.warn('result not written yet; retrying', {
           error: errorMessage(outcome.error),
-          retryInMs: this.#o.queue.addRateLimited(name),
+          // A 429/503 says when to come back; the queue waits at least that long.
+          retryInMs: this.#o.queue.addRateLimited(name, retryAfterMs(outcome.error)),
         });
         return;
       case 'throttled': {

@@ -2,8 +2,8 @@
  * What admins may change while the agent runs, read from two ConfigMaps in
  * the operator's namespace (writable by admins only, through RBAC):
  *
- * - the module policy (deploy/40-module-policy.yaml), the same one the
- *   admission policy reads, checked again before every exec;
+ * - the module policy (deploy/40-module-policy.yaml), the same data the
+ *   admission policy carries, checked again before every exec;
  * - the agent config, whose capability masks for the helper may be
  *   NARROWED at runtime but never widened, like the kernel's
  *   usermodehelper/bset and inheritable sysctls: proc_cap_handler() stores
@@ -52,6 +52,8 @@ export interface AgentSettingsOptions {
   onWidenRefused?: (message: string) => void;
   /** Called when a mask was narrowed. */
   onNarrowed?: (message: string) => void;
+  /** The ConfigMap watches' watchdog (see AgentOptions.watchTimeoutMs). */
+  watchTimeoutMs?: number;
 }
 
 /**
@@ -63,12 +65,18 @@ export function intersectMask(current: bigint, proposed: bigint): { mask: bigint
   return { mask: current & proposed, ignored: capsAdded(current, proposed) };
 }
 
-function cmInformer(kc: KubeConfig, ref: ConfigMapRef, logger: Logger): Informer<V1ConfigMap> {
+function cmInformer(
+  kc: KubeConfig,
+  ref: ConfigMapRef,
+  logger: Logger,
+  watchTimeoutMs: number | undefined,
+): Informer<V1ConfigMap> {
   return new Informer<V1ConfigMap>({
     kc,
     path: `/api/v1/namespaces/${ref.namespace}/configmaps`,
     fieldSelector: `metadata.name=${ref.name}`,
     logger,
+    watchTimeoutMs,
   });
 }
 
@@ -92,12 +100,12 @@ export class AgentSettings {
         kind: 'broken',
         reason: `module policy ConfigMap ${ref.namespace}/${ref.name} not read yet`,
       };
-      this.#policyInformer = cmInformer(opts.kc, ref, opts.logger);
+      this.#policyInformer = cmInformer(opts.kc, ref, opts.logger, opts.watchTimeoutMs);
       const onPolicy = () => this.#readPolicy(ref);
       for (const ev of ['add', 'update', 'delete'] as const) this.#policyInformer.on(ev, onPolicy);
     }
     if (opts.config) {
-      this.#configInformer = cmInformer(opts.kc, opts.config, opts.logger);
+      this.#configInformer = cmInformer(opts.kc, opts.config, opts.logger, opts.watchTimeoutMs);
       const onConfig = (cm: V1ConfigMap) => this.#applyConfig(cm);
       this.#configInformer.on('add', onConfig);
       this.#configInformer.on('update', onConfig);

@@ -3,10 +3,14 @@
  * kmod-operator's command line: `controller`, `agent`, `local` and `cluster`.
  * main only parses flags and wires parts together; each part lives in its
  * own folder (src/controller, src/agent, src/local, src/cluster).
+ *
+ * Each command imports its part when it runs (`await import`), not at the
+ * top: an agent process then never loads the controller, local mode or the
+ * control-plane code, and in the bundle the image runs (scripts/bundle.ts)
+ * each part is a chunk of its own that only its command reads.
  */
 import { parseArgs } from 'node:util';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { Agent } from '../agent/agent.ts';
 import {
   DEFAULT_BUSY_TIMEOUT_MS,
   DEFAULT_CAPABILITIES,
@@ -17,10 +21,7 @@ import {
 } from '../agent/defaults.ts';
 import { parseCapList } from '../helper/capabilities.ts';
 import { labelKeyError } from '../api/validation.ts';
-import { clusterDown, clusterServe, clusterUp } from '../cluster/background.ts';
-import { Controller } from '../controller/controller.ts';
 import { loadKubeConfig } from '../kube/config.ts';
-import { runLocal } from '../local/local.ts';
 import { startHealthServer } from '../observability/health.ts';
 import { createLogger, errorMessage, type Logger } from '../observability/logger.ts';
 
@@ -190,6 +191,7 @@ async function controllerCommand(args: string[]): Promise<void> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const kc = loadKubeConfig(values.kubeconfig);
+  const { Controller } = await import('../controller/controller.ts');
   const controller = new Controller({
     kc,
     logger,
@@ -265,6 +267,7 @@ async function agentCommand(args: string[]): Promise<void> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const kc = loadKubeConfig(values.kubeconfig);
+  const { Agent } = await import('../agent/agent.ts');
   const agent = new Agent({
     kc,
     nodeName,
@@ -304,6 +307,7 @@ async function localCommand(args: string[]): Promise<void> {
       'exit-after': { type: 'string' },
     },
   });
+  const { runLocal } = await import('../local/local.ts');
   await runLocal({
     kubeconfig: values.kubeconfig,
     examplesDir: values.examples,
@@ -316,6 +320,7 @@ async function localCommand(args: string[]): Promise<void> {
 
 async function clusterCommand(args: string[]): Promise<void> {
   const [sub] = args;
+  const { clusterDown, clusterServe, clusterUp } = await import('../cluster/background.ts');
   if (sub === 'up') await clusterUp();
   else if (sub === 'down') await clusterDown();
   else if (sub === 'serve') await clusterServe();

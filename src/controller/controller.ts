@@ -45,6 +45,11 @@ export interface ControllerOptions {
   leaderElection?: { namespace: string; name?: string; identity?: string; leaseDurationMs?: number } | false;
   /** Full re-delivery of cached objects (the level-triggered safety net). */
   resyncMs?: number;
+  /**
+   * The watchdog on the informers' watches: one that received nothing, not even a bookmark, for
+   * this long is reconnected (src/kube/watch.ts). Default DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
+   */
+  watchTimeoutMs?: number;
   /** How nodeSelector targets are resolved (`--exclude-nodes-with-label`): see TargetOptions. */
   targets?: TargetOptions;
   /**
@@ -107,10 +112,11 @@ export class Controller {
     this.#metrics = new ControllerMetrics(opts.registry, () =>
       this.#requests.list().map((r) => r.status?.phase),
     );
-    const resyncMs = opts.resyncMs;
-    this.#requests = new Informer<ModuleRequest>({ kc, path: requestsPath, logger: opts.logger, resyncMs });
-    this.#runs = new Informer<ModuleRun>({ kc, path: runsPath, logger: opts.logger, resyncMs });
-    this.#nodes = new Informer<V1Node>({ kc, path: '/api/v1/nodes', logger: opts.logger, resyncMs });
+    const { resyncMs, watchTimeoutMs } = opts;
+    const common = { kc, logger: opts.logger, resyncMs, watchTimeoutMs };
+    this.#requests = new Informer<ModuleRequest>({ ...common, path: requestsPath });
+    this.#runs = new Informer<ModuleRun>({ ...common, path: runsPath });
+    this.#nodes = new Informer<V1Node>({ ...common, path: '/api/v1/nodes' });
     const enqueueRequest = (r: ModuleRequest) => r.metadata.name && this.#queue?.add(r.metadata.name);
     this.#requests.on('add', enqueueRequest);
     this.#requests.on('update', enqueueRequest);

@@ -43,6 +43,14 @@ void describe('BookmarkingWatch', () => {
     await new Promise((r) => server.close(r));
   });
 
+  void it('refuses a timeout that would abort every watch at once, naming the option', () => {
+    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY])
+      assert.throws(
+        () => new BookmarkingWatch(kc, bad),
+        /watchTimeoutMs\) must be a positive number of ms, got/,
+      );
+  });
+
   void it('defaults to a 90 s inactivity timeout', () => {
     assert.equal(new BookmarkingWatch(kc).inactivityTimeoutMs, DEFAULT_WATCH_TIMEOUT_MS);
   });

@@ -16,6 +16,9 @@
  *   so every reconnect would end in 410 Gone and a full relist. Bookmarks are
  *   also the traffic that keeps a healthy quiet watch under the inactivity
  *   timeout, when that timeout is longer than the bookmark period.
+ *
+ * It also takes a `transform` that sees every object before the callback
+ * does (the informer strips managedFields with it; see informer.ts).
  */
 import { type KubeConfig, Watch } from '@kubernetes/client-node';
 
@@ -27,8 +30,21 @@ export class BookmarkingWatch extends Watch {
   readonly #open = new Set<AbortController>();
   #closed = false;
 
-  constructor(kc: KubeConfig, inactivityTimeoutMs = DEFAULT_WATCH_TIMEOUT_MS) {
+  readonly #transform: ((obj: unknown) => void) | undefined;
+
+  /** `transform` is called on each watched object (ADDED, MODIFIED, DELETED; in place) before `callback` sees it. */
+  constructor(
+    kc: KubeConfig,
+    inactivityTimeoutMs = DEFAULT_WATCH_TIMEOUT_MS,
+    transform?: (obj: unknown) => void,
+  ) {
     super(kc);
+    // 0, NaN or a negative timeout would abort every watch at once: a reconnect loop.
+    if (!Number.isFinite(inactivityTimeoutMs) || inactivityTimeoutMs <= 0)
+      throw new Error(
+        `watch inactivity timeout (watchTimeoutMs) must be a positive number of ms, got ${inactivityTimeoutMs}`,
+      );
+    this.#transform = transform;
     if (typeof Reflect.get(this, 'requestTimeoutMs') !== 'number') {
       throw new Error(
         '@kubernetes/client-node Watch has no requestTimeoutMs any more; update src/kube/watch.ts',
@@ -68,7 +84,15 @@ export class BookmarkingWatch extends Watch {
     }
     // `done` may run before super.watch() returns (a failed connect): no controller to forget yet.
     const state: { ctl?: AbortController; ended: boolean } = { ended: false };
-    const ctl = await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, callback, (err) => {
+    const transform = this.#transform;
+    const deliver = transform
+      ? (phase: string, apiObj: unknown, watchObj?: unknown) => {
+          // Objects only: a BOOKMARK carries just a resourceVersion, an ERROR a Status.
+          if (phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED') transform(apiObj);
+          callback(phase, apiObj, watchObj);
+        }
+      : callback;
+    const ctl = await super.watch(path, { ...queryParams, allowWatchBookmarks: true }, deliver, (err) => {
       state.ended = true;
       if (state.ctl) this.#open.delete(state.ctl);
       done(err);

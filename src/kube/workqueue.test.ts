@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { ApiException } from '@kubernetes/client-node';
 import { silentLogger } from '../observability/logger.ts';
 import { WorkQueue, type ReconcileResult, type WorkQueueOptions } from './workqueue.ts';
 
@@ -275,6 +276,41 @@ void describe('WorkQueue', () => {
     q.forget('a');
     assert.equal(q.numRequeues('a'), 0);
     assert.equal(q.addRateLimited('a'), 100, 'after forget the base delay again');
+    await q.stop();
+  });
+
+  void it('waits at least the Retry-After of a failure, even through adds meanwhile, capped at the max delay', async () => {
+    const times: number[] = [];
+    let fail = 1;
+    const q = queue(
+      () => {
+        times.push(Date.now());
+        // As client-node throws it for a 429 with Retry-After: 1.
+        if (fail-- > 0) throw new ApiException(429, 'Too Many Requests', '', { 'retry-after': '1' });
+      },
+      { baseDelayMs: 5 },
+    );
+    q.start();
+    q.add('a');
+    await settle();
+    assert.equal(times.length, 1);
+    await tick(5);
+    assert.equal(times.length, 1, 'not at the 5 ms backoff: the server asked for 1 s');
+    q.add('a'); // an event for the key meanwhile
+    await tick(500);
+    assert.equal(times.length, 1, 'an add() before the Retry-After has passed is held');
+    await tick(494);
+    assert.equal(times.length, 1);
+    await tick(1);
+    assert.equal(times.length, 2, 'tried again once the second had passed, and only once');
+    await settle();
+    q.add('a');
+    await settle();
+    assert.equal(times.length, 3, 'after the wait, adds reconcile at once again');
+
+    // A Retry-After longer than the cap waits the cap; one shorter than the backoff, the backoff.
+    assert.equal(q.addRateLimited('b', 3_600_000), 60_000, 'an hour is capped at maxDelayMs');
+    assert.equal(q.addRateLimited('c', 1), 5, 'the backoff stands when it is longer');
     await q.stop();
   });
 

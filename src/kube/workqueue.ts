@@ -10,7 +10,14 @@
  *   is being reconciled is reconciled again once the current run ends;
  * - a reconcile that throws never loses the key: it comes back after
  *   base·2^n ms (capped at max), per key; success forgets the failure count;
- * - `requeueAfterMs` schedules the key again after that delay.
+ * - `requeueAfterMs` schedules the key again after that delay;
+ * - a failure whose error carries Retry-After (429, 503: `retryAfterMs` in
+ *   errors.ts) is not tried again before that wait, capped at the max delay:
+ *   the key then waits max(backoff, Retry-After), and adds meanwhile (events)
+ *   are held until then, so the server's wait holds for every path back into
+ *   the reconcile, not only the retry. client-go's REST client honours
+ *   Retry-After itself; client-node ignores it, so it is done here, where
+ *   every retry of the project goes through.
  *
  * The rate-limited verbs are client-go's (`AddRateLimited`, `Forget`,
  * `NumRequeues`, `AddAfter`), for work whose outcome is known only after the
@@ -22,6 +29,7 @@
  */
 import type winston from 'winston';
 import { errorMessage } from '../observability/logger.ts';
+import { retryAfterMs } from './errors.ts';
 
 /** What a reconcile returns; the analogue of controller-runtime's reconcile.Result. */
 export interface ReconcileResult {
@@ -64,6 +72,8 @@ export class WorkQueue {
   readonly #delayed = new Map<string, { due: number; timer: NodeJS.Timeout }>();
   /** Consecutive failures per key, for the backoff. */
   readonly #failures = new Map<string, number>();
+  /** Keys the API server asked to leave alone (Retry-After): not reconciled before this time. */
+  readonly #notBefore = new Map<string, number>();
   #idleWaiters: (() => void)[] = [];
   #started = false;
   #stopped = false;
@@ -76,6 +86,12 @@ export class WorkQueue {
   /** Marks `key` as needing a reconcile. Ignored after stop(). */
   add(key: string): void {
     if (this.#stopped) return;
+    const notBefore = this.#notBefore.get(key);
+    if (notBefore !== undefined) {
+      const wait = notBefore - Date.now();
+      if (wait > 0) return this.addAfter(key, wait);
+      this.#notBefore.delete(key);
+    }
     if (this.#dirty.has(key)) return; // already waiting, or already due again after its current run
     this.#dirty.add(key);
     // A key in flight goes back to #ready when its current run ends (#finish).
@@ -105,10 +121,17 @@ export class WorkQueue {
   /**
    * Adds `key` after its rate limiter's delay (client-go's AddRateLimited):
    * base·2^n ms for the n-th requeue since the last forget(), capped at max.
-   * Returns that delay.
+   * With `retryAfterMs` (the server's Retry-After), at least that long, capped
+   * at max too (a Retry-After of an hour must not park a key beyond the
+   * longest backoff), and no add() reconciles the key sooner. Returns the delay.
    */
-  addRateLimited(key: string): number {
-    const delay = this.backoff(key);
+  addRateLimited(key: string, retryAfterMs?: number): number {
+    let delay = this.backoff(key);
+    if (retryAfterMs !== undefined && retryAfterMs > 0) {
+      const wait = Math.min(retryAfterMs, this.#opts.maxDelayMs);
+      this.#notBefore.set(key, Date.now() + wait);
+      delay = Math.max(delay, wait);
+    }
     this.#failures.set(key, this.numRequeues(key) + 1);
     this.addAfter(key, delay);
     return delay;
@@ -145,6 +168,7 @@ export class WorkQueue {
     this.#stopped = true;
     for (const { timer } of this.#delayed.values()) clearTimeout(timer);
     this.#delayed.clear();
+    this.#notBefore.clear();
     this.#ready = [];
     this.#dirty.clear();
     await Promise.all(this.#inFlight.values());
@@ -195,13 +219,15 @@ export class WorkQueue {
       if (after !== undefined) this.addAfter(key, after);
       log.debug('reconciled', { queue: this.#opts.name, key, requeueAfterMs: after });
     } catch (err) {
-      const delay = this.addRateLimited(key);
+      const retryAfter = retryAfterMs(err);
+      const delay = this.addRateLimited(key, retryAfter);
       const attempt = this.numRequeues(key);
       log.warn('reconcile failed; will retry', {
         queue: this.#opts.name,
         key,
         attempt,
         retryInMs: delay,
+        retryAfterMs: retryAfter,
         error: errorMessage(err),
       });
       try {

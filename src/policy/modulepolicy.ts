@@ -1,10 +1,11 @@
 /**
  * The module policy (the kernel's security_kernel_module_request hook): which
- * modules may be loaded, and with which parameters. The same ConfigMap
- * parameterises the ValidatingAdmissionPolicy in deploy/40-module-policy.yaml
- * (on the name asked); the agent judges it again right before exec on
- * everything modprobe would load for the request (src/policy/resolve.ts),
- * because admission sees only a name and can be absent or bypassed.
+ * modules may be loaded, and with which parameters. The ValidatingAdmissionPolicy
+ * in deploy/40-module-policy.yaml judges the name asked, from its own copy of
+ * the same data (src/policy/manifest.ts says why); the agent judges this
+ * ConfigMap again right before exec on everything modprobe would load for the
+ * request (src/policy/resolve.ts), because admission sees only a name and can
+ * be absent or bypassed.
  *
  * ConfigMap keys (all patterns RE2, unanchored as CEL's matches(); anchor them):
  *

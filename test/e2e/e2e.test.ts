@@ -54,7 +54,6 @@ const RELEASE = 'kmod-operator';
 /**
  * The chart's object names (namePrefix) in this suite: not deploy/'s `kmod`, so the chart's
  * prefix is exercised on a real node, and deploy/'s objects are new names after `helm uninstall`.
- * (That does not avoid kubernetes/kubernetes#133827: see the kubectl-apply scenario.)
  */
 const HELM_PREFIX = 'kmod-helm';
 const nodeIp = process.env.KMOD_E2E_NODE_IP ?? '';
@@ -190,6 +189,30 @@ async function waitPhase(name: string, phase: string, timeoutMs = LONG): Promise
     },
     timeoutMs,
   );
+}
+
+/**
+ * What admission says to a request for `module` on the node: the refusal's message, or undefined when
+ * it would be admitted. A server-side dry run, so nothing is stored and no run starts.
+ */
+async function admissionRefusal(module: string): Promise<string | undefined> {
+  try {
+    await kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: REQUEST_PLURAL,
+      body: {
+        apiVersion: `${GROUP}/${VERSION}`,
+        kind: 'ModuleRequest',
+        metadata: { name: 'e2e-admission-probe' },
+        spec: { module, nodeName: NODE },
+      },
+      dryRun: 'All',
+    });
+    return undefined;
+  } catch (err) {
+    return JSON.stringify((err as { body?: unknown }).body ?? String(err));
+  }
 }
 
 function httpGet(url: string): Promise<{ status: number; body: string }> {
@@ -589,7 +612,7 @@ test('helm uninstall removes everything it installed; the CRDs stay (Helm’s cr
   assert.match(crds, /moduleruns.kmod.dev/);
 });
 
-test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and this machine’s settings overridden', async (t) => {
+test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and this machine’s settings overridden', async () => {
   // The image under the name deploy/ uses, so the kubelet finds it and never pulls.
   const deployImage = /image: (\S+)/.exec(readFileSync(join(root, 'deploy/20-controller.yaml'), 'utf8'))?.[1];
   assert.ok(deployImage);
@@ -623,7 +646,10 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
             volumes: [
               { name: 'modules', hostPath: { path: tree.modulesDir } },
               { name: 'modprobe-etc', hostPath: { path: tree.modprobeDir } },
+              // Where the demo modules' recorder writes (the chart's agent.extraVolumes above).
+              { name: 'e2e-records', hostPath: { path: tree.recordsDir, type: 'Directory' } },
             ],
+            containers: [{ name: 'agent', volumeMounts: [{ name: 'e2e-records', mountPath: RECORD_MOUNT }] }],
           },
         },
       },
@@ -635,40 +661,46 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
     );
     return ps.length === 2 ? ps : undefined;
   });
-  await waitFor('a Ready agent pod from deploy/ with the demo tree', async () =>
+  await waitFor('a Ready agent pod from deploy/ with the demo tree and the recorder’s directory', async () =>
     (await pods('app.kubernetes.io/component=agent')).find(
-      (p) => ready(p) && p.spec?.volumes?.some((v) => v.hostPath?.path === tree.modulesDir),
+      (p) =>
+        ready(p) &&
+        p.spec?.volumes?.some((v) => v.hostPath?.path === tree.modulesDir) &&
+        p.spec.volumes.some((v) => v.hostPath?.path === tree.recordsDir),
     ),
   );
-  // Known upstream bug (kubernetes/kubernetes#133827, open): a ValidatingAdmissionPolicy whose
-  // policy, binding and param ConfigMap were deleted together and created again together under the
-  // same names never finds its params: every request is refused "no params found" (fail closed).
-  // Seen here even though the chart ran under other names (HELM_PREFIX): new names do not avoid
-  // it. Reported as TODO, not hidden; the first install on this cluster (helm, above) admits
-  // requests with the same policy.
-  let admitted = false;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await createRequest('e2e-deploy', { module: 'demo_fs', nodeName: NODE });
-      admitted = true;
-      break;
-    } catch (err) {
-      const body = JSON.stringify((err as { body?: unknown }).body);
-      if (!/no params found/.test(body)) throw err;
-      if (Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-  if (admitted) {
-    const r = await waitPhase('e2e-deploy', 'Succeeded');
-    assert.equal(r.status?.nodes?.[0]?.exitCode, 0);
-  } else {
-    t.todo(
-      'after helm uninstall, the module policy from deploy/ refuses every request with "no params found" (kubernetes/kubernetes#133827)',
-    );
-  }
+  // The module policy from deploy/ is in force right after the chart's was deleted (helm uninstall,
+  // above). While the policy read its ConfigMap through a paramRef, kubernetes/kubernetes#133827
+  // refused every request here with "no params found"; it now carries its data itself.
+  await waitFor('the module policy from deploy/ to refuse dccp', async () =>
+    /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy deny: /.test(
+      (await admissionRefusal('dccp')) ?? '',
+    ),
+  );
+  await createRequest('e2e-deploy', { module: 'demo_fs', nodeName: NODE });
+  const r = await waitPhase('e2e-deploy', 'Succeeded');
+  assert.equal(r.status?.nodes?.[0]?.exitCode, 0);
   kubectl('delete', '-f', 'deploy/', '--wait=true');
+  await waitFor('no operator pods left', async () =>
+    (await pods('app.kubernetes.io/name=kmod-operator')).length === 0 ? true : undefined,
+  );
+});
+
+test('helm install again after helm uninstall and kubectl delete -f deploy/: the operator and its module policy work', async () => {
+  helm('install', RELEASE, 'charts/kmod-operator', '-n', NS, '--create-namespace', '-f', e2eValues());
+  await waitFor(`the chart's module policy to refuse dccp again`, async () =>
+    new RegExp(
+      `module dccp is denied by the module policy \\(${NS}/${HELM_PREFIX}-module-policy deny: `,
+    ).test((await admissionRefusal('dccp')) ?? ''),
+  );
+  assert.equal(await admissionRefusal('demo_core'), undefined, 'an allowed module is admitted');
+  await waitFor('a Ready agent pod on the node', async () =>
+    (await pods('app.kubernetes.io/component=agent')).find((p) => ready(p) && p.spec?.nodeName === NODE),
+  );
+  await createRequest('e2e-reinstall', { module: 'demo_core', nodeName: NODE });
+  const r = await waitPhase('e2e-reinstall', 'Succeeded');
+  assert.equal(r.status?.nodes?.[0]?.exitCode, 0);
+  helm('uninstall', RELEASE, '-n', NS, '--wait');
   await waitFor('no operator pods left', async () =>
     (await pods('app.kubernetes.io/name=kmod-operator')).length === 0 ? true : undefined,
   );

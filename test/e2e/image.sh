@@ -77,7 +77,7 @@ ba inspect --type image "$base_name" >/dev/null 2>&1 || ba pull -q "docker-archi
 
 # --- 2. the operator image from the project's Dockerfile --------------------
 # Key: the base plus every file the build context sends (what .dockerignore lets through).
-image_key="$( { echo "$base_key"; cat Dockerfile .dockerignore; find src crds package.json package-lock.json -type f ! -name "*.test.ts" -print0 | sort -z | xargs -0 sha256sum; } | hash)"
+image_key="$( { echo "$base_key"; cat Dockerfile .dockerignore; find src crds scripts/bundle.ts package.json package-lock.json -type f ! -name "*.test.ts" -print0 | sort -z | xargs -0 sha256sum; } | hash)"
 image_name="localhost/kmod-operator:e2e-$image_key"
 image_tar="$cache/image-$image_key.tar"
 if [ ! -s "$image_tar" ]; then

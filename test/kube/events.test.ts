@@ -5,7 +5,7 @@ import { useControlPlane } from '../support/cluster.ts';
 import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { EventRecorder, type EventTarget } from '../../src/kube/events.ts';
-import { memoryLogger } from '../../src/kube/testing.ts';
+import { memoryLogger } from '../support/logs.ts';
 
 const env = useControlPlane({ controllerManager: false });
 

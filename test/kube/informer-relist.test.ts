@@ -11,7 +11,8 @@ import { eventually, useControlPlane } from '../support/cluster.ts';
 import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
 import { isGone } from '../../src/kube/errors.ts';
 import { Informer } from '../../src/kube/informer.ts';
-import { FaultProxy, memoryLogger } from '../../src/kube/testing.ts';
+import { FaultProxy } from '../support/faultproxy.ts';
+import { memoryLogger } from '../support/logs.ts';
 
 const env = useControlPlane({
   controllerManager: false,

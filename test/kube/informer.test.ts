@@ -5,7 +5,8 @@ import { eventually, useControlPlane } from '../support/cluster.ts';
 import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { Informer } from '../../src/kube/informer.ts';
-import { FaultProxy, memoryLogger } from '../../src/kube/testing.ts';
+import { FaultProxy } from '../support/faultproxy.ts';
+import { memoryLogger } from '../support/logs.ts';
 
 const env = useControlPlane();
 const RUNS_PATH = `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`;
@@ -130,6 +131,63 @@ void describe('Informer', () => {
       ['pg-1', 'pg-2', 'pg-3', 'pg-4', 'pg-5'],
     );
     assert.equal(entries.find((e) => e.message === 'listed')?.count, 5);
+  });
+
+  void it('caches listed and watched objects without managedFields unless told otherwise; a PUT of a cached object keeps the stored ones', async () => {
+    await createRun('mf-1', 'mf-node');
+    const stripped = track(
+      new Informer<ModuleRun>({
+        kc: env.kc,
+        path: RUNS_PATH,
+        fieldSelector: 'spec.nodeName=mf-node',
+        logger: silentLogger(),
+      }),
+    );
+    const asServed = track(
+      new Informer<ModuleRun>({
+        kc: env.kc,
+        path: RUNS_PATH,
+        fieldSelector: 'spec.nodeName=mf-node',
+        logger: silentLogger(),
+        transform: () => {},
+      }),
+    );
+    const delivered: ModuleRun[] = [];
+    stripped.on('add', (r) => delivered.push(r));
+    stripped.on('update', (r) => delivered.push(r));
+    await stripped.start();
+    await asServed.start();
+    await createRun('mf-2', 'mf-node'); // arrives through the watch, not the list
+    await eventually('both runs cached by both informers', () =>
+      ['mf-1', 'mf-2'].every((n) => stripped.get(n) && asServed.get(n)),
+    );
+    for (const name of ['mf-1', 'mf-2']) {
+      assert.equal(stripped.get(name)?.metadata.managedFields, undefined, `${name} (stripped)`);
+      assert.ok(asServed.get(name)?.metadata.managedFields?.length, `${name} (as served)`);
+    }
+    assert.ok(delivered.every((r) => r.metadata.managedFields === undefined));
+
+    // The agent PUTs runs it read from its cache: the apiserver keeps the managedFields it has.
+    const cached = stripped.get('mf-1');
+    assert.ok(cached);
+    await crs.replaceClusterCustomObjectStatus({
+      group: GROUP,
+      version: VERSION,
+      plural: RUN_PLURAL,
+      name: 'mf-1',
+      body: { ...cached, status: { phase: 'Pending' } },
+    });
+    const stored = (await crs.getClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: RUN_PLURAL,
+      name: 'mf-1',
+    })) as ModuleRun;
+    assert.ok(stored.metadata.managedFields?.length, 'managedFields kept by the update');
+    await eventually('the update reached the stripped cache, still without managedFields', () => {
+      const r = stripped.get('mf-1');
+      return r?.status?.phase === 'Pending' && r.metadata.managedFields === undefined;
+    });
   });
 
   void it('survives handlers that throw or reject, and logs them', async () => {

@@ -4,7 +4,8 @@ import { CoordinationV1Api, V1MicroTime, type KubeConfig } from '@kubernetes/cli
 import { eventually, useControlPlane } from '../support/cluster.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { LeaderElector } from '../../src/kube/leaderelection.ts';
-import { FaultProxy, memoryLogger, type LogEntry } from '../../src/kube/testing.ts';
+import { FaultProxy } from '../support/faultproxy.ts';
+import { memoryLogger, type LogEntry } from '../support/logs.ts';
 
 const env = useControlPlane({ controllerManager: false });
 

@@ -3,9 +3,11 @@
  * answers chosen requests with 409, 429 (with Retry-After) or 5xx instead of
  * forwarding them, or forwards them and then replaces the answer (the write
  * happened, the client is told it failed: an apiserver timeout after etcd
- * committed). Everything else is forwarded as is, watches included.
+ * committed). Everything else is forwarded as is, watches included, and a
+ * watch can be silenced: its connection stays open but no more of its bytes
+ * reach the client (a frozen load balancer; the client's watchdog must notice).
  *
- * Unlike the TCP FaultProxy (testing.ts) this one must see requests, so it
+ * Unlike the TCP FaultProxy (faultproxy.ts) this one must see requests, so it
  * terminates TLS, with the local control plane's own serving certificate and
  * key (issued for 127.0.0.1): clients trust it exactly as they trust the API
  * server. Loopback only.
@@ -15,7 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Agent, createServer, request, type Server } from 'node:https';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { pointedAt } from './testing.ts';
+import { listenOnLoopback, loopbackUrl, pointedAt } from './faultproxy.ts';
 
 /** Which requests a fault hits, and how. */
 export interface FaultRule {
@@ -49,6 +51,17 @@ export interface ForwardedRequest {
   at: number;
 }
 
+/** A watch request forwarded through the proxy. */
+export interface ForwardedWatch {
+  /** The request path with its query string. */
+  path: string;
+  openedAt: number;
+  /** When silenceWatches() stopped forwarding its bytes. */
+  silencedAt?: number;
+  /** When the client (or the API server) closed it. */
+  closedAt?: number;
+}
+
 /** See the module comment. */
 export class HttpFaultProxy {
   readonly #server: Server;
@@ -60,6 +73,10 @@ export class HttpFaultProxy {
   readonly injected: InjectedFault[] = [];
   /** Requests forwarded so far (including those answered with an after-forward fault). */
   readonly forwarded: ForwardedRequest[] = [];
+  /** Watches forwarded so far, open or closed, in the order opened. */
+  readonly watches: ForwardedWatch[] = [];
+  /** Open watches: what silenceWatches() cuts (the API server's answer, and the client's). */
+  readonly #open = new Map<ForwardedWatch, { up: IncomingMessage; res: ServerResponse }>();
 
   private constructor(server: Server, target: URL, ca: string) {
     this.#server = server;
@@ -79,18 +96,13 @@ export class HttpFaultProxy {
     });
     const proxy = new HttpFaultProxy(srv, new URL(cp.server), cp.caPem);
     srv.on('request', (req: IncomingMessage, res: ServerResponse) => proxy.#handle(req, res));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => resolve());
-    });
+    await listenOnLoopback(srv);
     return proxy;
   }
 
   /** https://127.0.0.1:PORT of the proxy. */
   get url(): string {
-    const addr = this.#server.address();
-    if (!addr || typeof addr !== 'object') throw new Error('proxy not listening');
-    return `https://127.0.0.1:${addr.port}`;
+    return loopbackUrl(this.#server, 'https:');
   }
 
   /** Adds a rule; rules are tried in the order added, the first unspent match wins. */
@@ -106,6 +118,24 @@ export class HttpFaultProxy {
   /** A copy of `kc` whose current cluster points at this proxy. */
   kubeConfig(kc: KubeConfig): KubeConfig {
     return pointedAt(kc, this.url);
+  }
+
+  /**
+   * Open watches whose path matches stop delivering: the API server's bytes are read and dropped,
+   * the client's connection stays open and hears nothing (no close, no error). Watches opened
+   * later are forwarded as usual. Returns the watches silenced.
+   */
+  silenceWatches(path: RegExp = /./): ForwardedWatch[] {
+    const silenced: ForwardedWatch[] = [];
+    for (const [w, { up, res }] of this.#open) {
+      if (w.silencedAt !== undefined || !path.test(w.path)) continue;
+      up.unpipe(res);
+      // Keep draining the API server, so it neither blocks on us nor sees anything amiss.
+      up.resume();
+      w.silencedAt = Date.now();
+      silenced.push(w);
+    }
+    return silenced;
   }
 
   /** Stops listening and closes every connection (watches included). */
@@ -150,6 +180,11 @@ export class HttpFaultProxy {
       return;
     }
     this.forwarded.push({ method, path, at: Date.now() });
+    // client-node asks for a watch with ?watch=true (src/kube/watch.ts).
+    const watch: ForwardedWatch | undefined = /[?&]watch=true(&|$)/.test(path)
+      ? { path, openedAt: Date.now() }
+      : undefined;
+    if (watch) this.watches.push(watch);
     const upstream = request(
       {
         host: this.#target.hostname,
@@ -168,11 +203,19 @@ export class HttpFaultProxy {
         }
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
+        if (watch && up.statusCode === 200 && watch.closedAt === undefined)
+          this.#open.set(watch, { up, res });
       },
     );
     upstream.on('error', () => res.destroy());
     // A client that goes away (a watch stopped) closes its upstream request too.
-    res.on('close', () => upstream.destroy());
+    res.on('close', () => {
+      if (watch) {
+        watch.closedAt = Date.now();
+        this.#open.delete(watch);
+      }
+      upstream.destroy();
+    });
     req.pipe(upstream);
   }
 }

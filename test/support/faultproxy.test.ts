@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
-import { eventually } from '../../test/support/cluster.ts';
-import { FaultProxy, memoryLogger } from './testing.ts';
+import { eventually } from './cluster.ts';
+import { FaultProxy } from './faultproxy.ts';
 
 /** Connects to `url`, returning the socket and everything it receives so far. */
 async function connect(url: string): Promise<{ sock: Socket; got: () => string; closed: () => boolean }> {
@@ -71,20 +71,5 @@ void describe('FaultProxy', () => {
     assert.equal(viaProxy.getCurrentCluster()?.caData, 'Y2E=');
     assert.equal(viaProxy.getCurrentUser()?.token, 't');
     assert.equal(kc.getCurrentCluster()?.server, 'https://127.0.0.1:6443', 'the original is unchanged');
-  });
-});
-
-void describe('memoryLogger', () => {
-  void it('records entries with their fields', () => {
-    const { logger, entries } = memoryLogger();
-    logger.debug('one', { a: 1 });
-    logger.child({ c: 'x' }).warn('two');
-    assert.deepEqual(
-      entries.map((e) => [e.level, e.message, e.a ?? e.c]),
-      [
-        ['debug', 'one', 1],
-        ['warn', 'two', 'x'],
-      ],
-    );
   });
 });

@@ -1,6 +1,7 @@
 /**
- * Test support for code that talks to the apiserver: a TCP proxy that can
- * fail the way networks fail, and a logger that records what it was told.
+ * A TCP proxy in front of the apiserver that fails the way networks fail
+ * (frozen connections, resets, refusals), and the loopback plumbing it shares
+ * with the HTTP fault proxy (httpfaults.ts).
  *
  * client-node 2.x sends its requests through undici, which nock cannot
  * intercept; faults are therefore injected on the wire, in front of the real
@@ -8,9 +9,7 @@
  * apiserver's certificate (issued for 127.0.0.1) stays valid through it.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
 import { KubeConfig } from '@kubernetes/client-node';
-import winston from 'winston';
 
 interface Pair {
   client: Socket;
@@ -37,18 +36,13 @@ export class FaultProxy {
     const srv = createServer();
     const proxy = new FaultProxy(srv, target);
     srv.on('connection', (client) => proxy.#onConnection(client));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => resolve());
-    });
+    await listenOnLoopback(srv);
     return proxy;
   }
 
   /** https://127.0.0.1:PORT of the proxy. */
   get url(): string {
-    const addr = this.#server.address();
-    if (!addr || typeof addr !== 'object') throw new Error('proxy not listening');
-    return `${this.#target.protocol}//127.0.0.1:${addr.port}`;
+    return loopbackUrl(this.#server, this.#target.protocol);
   }
 
   /** Connections accepted so far (refused ones included). */
@@ -149,26 +143,17 @@ export function pointedAt(kc: KubeConfig, server: string): KubeConfig {
   return copy;
 }
 
-/** One recorded log entry. */
-export interface LogEntry {
-  level: string;
-  message: string;
-  [field: string]: unknown;
+/** Listens on a free 127.0.0.1 port (the proxies are loopback only). */
+export function listenOnLoopback(server: { listen: Server['listen']; once: Server['once'] }): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
 }
 
-/** A winston logger (all levels) that keeps its entries in `entries`. */
-export function memoryLogger(): { logger: winston.Logger; entries: LogEntry[] } {
-  const entries: LogEntry[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      entries.push(JSON.parse(chunk.toString('utf8')) as LogEntry);
-      cb();
-    },
-  });
-  const logger = winston.createLogger({
-    level: 'silly',
-    format: winston.format.json(),
-    transports: [new winston.transports.Stream({ stream })],
-  });
-  return { logger, entries };
+/** `protocol`//127.0.0.1:PORT of a listening server (protocol as URL has it: 'https:'). */
+export function loopbackUrl(server: Pick<Server, 'address'>, protocol: string): string {
+  const addr = server.address();
+  if (!addr || typeof addr !== 'object') throw new Error('proxy not listening');
+  return `${protocol}//127.0.0.1:${addr.port}`;
 }
