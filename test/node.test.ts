@@ -348,7 +348,9 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
   await createRequest(env.kc, 'st-pending', { module: 'ok-st-pending', nodeName: 'node-states' });
   // The agent has taken the run up and holds it at the gate: had Disabled not held it, it would have started.
   await eventually('st-pending held at the gate', async () => (await held()) === 1);
-  assert.equal((await getRequest(env.kc, 'st-pending'))?.status?.phase, 'Pending');
+  // A held run's request is written Pending once that status has stood for the fold delay
+  // (controller/fold.ts): waited for, as a person watching it would see it.
+  await waitForPhase(env.kc, 'st-pending', 'Pending');
   assert.equal(helper.starts('ok-st-pending'), 0, 'nothing starts while Disabled');
   await annotateNode(env.kc, 'node-states', 'Enabled');
   await waitForCondition(env.kc, 'st-pending', 'Succeeded');

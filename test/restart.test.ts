@@ -225,13 +225,20 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
   }
 });
 
-test('Events record success and failure on the request', async () => {
+test('Events: a failure and a fan-out summary on the request; none per successful node', async () => {
   await ensureNode(env.kc, 'node-events', { events: 'yes' });
-  const agent = await startAgent(env.kc, 'node-events', helper.path);
+  await ensureNode(env.kc, 'node-events-2', { events: 'yes' });
+  const agents = [
+    await startAgent(env.kc, 'node-events', helper.path),
+    await startAgent(env.kc, 'node-events-2', helper.path),
+  ];
+  let stopped = false;
   try {
-    await createRequest(env.kc, 'ev-ok', { module: 'ok-ev', nodeSelector: { events: 'yes' } });
+    await createRequest(env.kc, 'ev-one', { module: 'ok-ev1', nodeName: 'node-events' });
+    await createRequest(env.kc, 'ev-fan', { module: 'ok-ev', nodeSelector: { events: 'yes' } });
     await createRequest(env.kc, 'ev-fail', { module: 'fail-ev', nodeName: 'node-events' });
-    await waitForCondition(env.kc, 'ev-ok', 'Succeeded');
+    await waitForCondition(env.kc, 'ev-one', 'Succeeded');
+    await waitForCondition(env.kc, 'ev-fan', 'Succeeded');
     await waitForCondition(env.kc, 'ev-fail', 'Failed');
     // Events are written in the background: wait for them, naming what is missing.
     const about = async (name: string) =>
@@ -239,13 +246,19 @@ test('Events record success and failure on the request', async () => {
         .filter((e) => e.involvedObject.name === name)
         .map((e) => `${e.type}/${e.reason}`);
     for (const [name, reason] of [
-      ['ev-ok', 'Normal/Completed'],
-      ['ev-ok', 'Normal/Succeeded'],
+      ['ev-fan', 'Normal/Succeeded'],
       ['ev-fail', 'Warning/ExitCode'],
     ] as const) {
       await eventually(`${reason} on ${name}`, async () => (await about(name)).includes(reason));
     }
+    // Absence is checked once every Event recorded so far is written (agents and controller).
+    await Promise.all(agents.map((a) => a.stop(2000)));
+    stopped = true;
+    await controller.idle();
+    await controller.flushEvents();
+    assert.deepEqual(await about('ev-one'), [], 'a one-node success records no Event: its status says it');
+    assert.deepEqual(await about('ev-fan'), ['Normal/Succeeded'], 'one summary, not one per node');
   } finally {
-    await agent.stop(2000);
+    if (!stopped) await Promise.all(agents.map((a) => a.stop(2000)));
   }
 });

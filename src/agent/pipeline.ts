@@ -302,8 +302,7 @@ export class RunPipeline {
    */
   async report(run: ModuleRun, exec: Execution, status: ModuleRunStatus, log: Logger): Promise<boolean> {
     const name = run.metadata.name ?? '';
-    const written = await retryOnConflict(async () => {
-      const latest = await this.#o.resources.getRun(name);
+    const write = async (latest: ModuleRun | undefined): Promise<boolean> => {
       const verdict = statusToWrite(latest, exec, status, this.#o.instanceId, new Date());
       if ('drop' in verdict || !latest) {
         log.info('drop' in verdict ? verdict.drop : 'run deleted; result dropped', {
@@ -314,7 +313,20 @@ export class RunPipeline {
       }
       await this.#o.resources.updateRunStatus({ ...latest, status: verdict.write });
       return true;
-    });
+    };
+    // First over the run as we last had it (usually our own claim as the API server returned it),
+    // without reading it again: the write carries that resourceVersion, so it is taken only if
+    // nothing changed since. A stale copy (409) or a deleted run (404) is then read and decided
+    // again. Saves a GET round trip on the path from claim to result (issue 10).
+    let written: boolean | undefined;
+    if (run.metadata.resourceVersion) {
+      try {
+        written = await write(run);
+      } catch (err) {
+        if (!isConflict(err) && !isNotFound(err)) throw err;
+      }
+    }
+    written ??= await retryOnConflict(async () => write(await this.#o.resources.getRun(name)));
     if (!written) return false;
     log.log(status.phase === 'Succeeded' ? 'info' : 'warn', 'run finished', {
       phase: status.phase,
@@ -322,9 +334,12 @@ export class RunPipeline {
       exitCode: status.exitCode,
       detail: status.message,
     });
-    const text = status.message ?? status.reason ?? '';
-    if (status.phase === 'Succeeded') this.ownerEvent(run, 'Normal', status.reason ?? 'Succeeded', text);
-    else this.ownerEvent(run, 'Warning', status.reason ?? 'Failed', text);
+    // Failures only: a success is in the run's and the request's status already, and one Normal
+    // Event per node would be a fourth write per node in a fan-out (issue 10). The controller
+    // records one summary Event for a request over several nodes (controller/fold.ts).
+    if (status.phase !== 'Succeeded') {
+      this.ownerEvent(run, 'Warning', status.reason ?? 'Failed', status.message ?? status.reason ?? '');
+    }
     return true;
   }
 

@@ -29,7 +29,9 @@ import { Resources } from '../kube/resources.ts';
 import { WorkQueue, type ReconcileResult } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { ControllerMetrics } from './metrics.ts';
+import { DEFAULT_FOLD, isIdle, type FoldOptions, type FoldState } from './fold.ts';
 import { summarize, type MissingNode } from './status.ts';
+import { recordWrites, withWrites, type WrittenRun, type WrittenRuns } from './written.ts';
 import { ReconcileSteps, asTarget, joined } from './steps.ts';
 import { bootIdOf, describeTarget, resolveTargets, type TargetOptions } from './targets.ts';
 
@@ -56,6 +58,12 @@ export interface ControllerOptions {
    * replica keeps campaigning and starts a new queue when it leads again.
    */
   onLostLeadership?: () => void;
+  /**
+   * How request status writes are folded (fold.ts): an unsettled status (Pending, Running) is
+   * written only after staying unwritten `delayMs`, and unsettled writes are `intervalMs` apart;
+   * a settled one is written at once. Default DEFAULT_FOLD (1 s, 1 s).
+   */
+  statusFold?: Partial<FoldOptions>;
 }
 
 const requestsPath = `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`;
@@ -73,6 +81,11 @@ export class Controller {
   /** Request name → its runs (by run name), from the run informer's events. */
   readonly #runsByRequest = new Map<string, Map<string, ModuleRun>>();
   readonly #nodes: Informer<V1Node>;
+  readonly #fold: FoldOptions;
+  /** Request name → what fold.ts needs to know about its status writes (this term only). */
+  readonly #foldStates = new Map<string, FoldState>();
+  /** Request name → the runs we wrote that the run cache has not shown back yet (written.ts). */
+  readonly #writtenRuns = new Map<string, WrittenRuns>();
   /** The work queue of the current leadership term (a new one each term); undefined while not leading. */
   #queue: WorkQueue | undefined;
   #elector: LeaderElector | undefined;
@@ -82,6 +95,11 @@ export class Controller {
   constructor(opts: ControllerOptions) {
     this.#opts = opts;
     this.#log = opts.logger;
+    this.#fold = { ...DEFAULT_FOLD, ...opts.statusFold };
+    for (const [k, v] of Object.entries(this.#fold)) {
+      if (!Number.isFinite(v) || v < 0)
+        throw new Error(`statusFold.${k} must be a number >= 0 (ms), got ${v}`);
+    }
     const { kc } = opts;
     const resources = new Resources(kc);
     this.#events = new EventRecorder({
@@ -179,6 +197,9 @@ export class Controller {
   #startLeading(): void {
     if (!this.#running) return; // won the lease while stopping
     this.#leading = true;
+    // A previous term's writes say nothing about what another leader wrote since.
+    this.#foldStates.clear();
+    this.#writtenRuns.clear();
     this.#log.info('reconciling ModuleRequests');
     const queue = new WorkQueue({
       name: 'modulerequests',
@@ -206,6 +227,11 @@ export class Controller {
   /** Resolves when nothing is queued or in flight (tests). */
   idle(): Promise<void> {
     return this.#queue?.idle() ?? Promise.resolve();
+  }
+
+  /** Resolves once the Events recorded so far are written (tests that check an Event is absent). */
+  flushEvents(): Promise<void> {
+    return this.#events.flush();
   }
 
   #onRetry(key: string, attempt: number, err: unknown): void {
@@ -241,22 +267,36 @@ export class Controller {
     const named = [...(this.#runsByRequest.get(name)?.values() ?? [])];
     const errors: unknown[] = [];
     await this.#steps.deleteOrphans(req, named, errors);
-    if (!req || req.metadata.deletionTimestamp) return joined(errors);
+    if (!req || req.metadata.deletionTimestamp) {
+      this.#foldStates.delete(name);
+      this.#writtenRuns.delete(name);
+      return joined(errors);
+    }
+    let fold = this.#foldStates.get(name);
+    if (!fold) this.#foldStates.set(name, (fold = {}));
     const log = this.#log.child({ request: name, module: req.spec?.module });
-    const ownRuns = named.filter((r) => controllingRequest(r)?.uid === req.metadata.uid);
+    let written = this.#writtenRuns.get(name);
+    if (!written) this.#writtenRuns.set(name, (written = new Map<string, WrittenRun>()));
+    const ownRuns = withWrites(
+      named.filter((r) => controllingRequest(r)?.uid === req.metadata.uid),
+      written,
+    ).filter((r) => controllingRequest(r)?.uid === req.metadata.uid);
 
     const invalid = validateRequestSpec(req.spec);
     if (invalid) {
       // Admission should have refused it; it got through (no CRD rules, a bypass): fail loudly, run nothing.
       const node = req.spec?.nodeName ?? '-';
       const missing = [{ nodeName: node, reason: Reason.InvalidSpec, message: invalid }];
-      await this.#steps.writeStatus(req, summarize(req, [], missing, describeTarget(req)), log);
+      const status = summarize(req, [], missing, describeTarget(req));
+      await this.#steps.writeStatus(req, status, log, fold, this.#fold);
       return joined(errors);
     }
 
     const nodes = this.#nodes.list();
     const { nodes: targets, missing } = resolveTargets(req, nodes, this.#opts.targets);
     const { current, refused } = await this.#steps.convergeNodes(req, targets, ownRuns, log, errors);
+    recordWrites(ownRuns, current, written);
+    if (written.size === 0) this.#writtenRuns.delete(name);
     const targeted = new Set(targets.map((n) => n.metadata?.name ?? ''));
     const existing = new Set(nodes.map((n) => n.metadata?.name ?? ''));
     const deleted = await this.#steps.retireRuns(req, ownRuns, targeted, existing, log, errors);
@@ -269,9 +309,14 @@ export class Controller {
         message: `node ${missing} does not exist; waiting for it to join`,
       });
     }
-    await this.#steps.writeStatus(req, summarize(req, current, missingNodes, describeTarget(req)), log);
+    const status = summarize(req, current, missingNodes, describeTarget(req));
+    const deferredMs = await this.#steps.writeStatus(req, status, log, fold, this.#fold);
+    // A settled request's state is dropped once the cache has caught up with its write.
+    if (isIdle(fold, status)) this.#foldStates.delete(name);
     joined(errors);
-    // A refused dispatch may be allowed later (the policy can change): look again in a while.
-    if (refused.length) return { requeueAfterMs: 60_000 };
+    // A deferred status write is due then; a refused dispatch may be allowed later (the policy
+    // can change): look again in a while.
+    const after = Math.min(deferredMs ?? Infinity, refused.length ? 60_000 : Infinity);
+    if (after !== Infinity) return { requeueAfterMs: after };
   }
 }

@@ -23,6 +23,7 @@ import { isAlreadyExists, isForbidden, isNotFound, statusCode } from '../kube/er
 import type { Resources } from '../kube/resources.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { DISPATCH_CONCURRENCY, settleBounded } from './dispatch.ts';
+import { decideWrite, knownStatus, statusEvent, type FoldOptions, type FoldState } from './fold.ts';
 import type { MissingNode } from './status.ts';
 import { desiredRunSpec, newRun, rebooted, runSpecDiffers } from './targets.ts';
 
@@ -212,27 +213,39 @@ export class ReconcileSteps {
     }
   }
 
-  /** Writes the status when it changed, and records Events on the transitions that matter to a person. */
-  async writeStatus(req: ModuleRequest, status: ModuleRequestStatus, log: Logger): Promise<void> {
-    const old = req.status ?? {};
-    if (sameStatus(old, status)) return;
+  /**
+   * Writes the status when it changed and fold.ts says now (else resolves with when to look
+   * again), and records the Event a transition calls for (statusEvent). `state` is the request's
+   * fold state, kept by the controller across reconciles.
+   */
+  async writeStatus(
+    req: ModuleRequest,
+    status: ModuleRequestStatus,
+    log: Logger,
+    state: FoldState,
+    fold: FoldOptions,
+    now = Date.now(),
+  ): Promise<number | undefined> {
+    const old = knownStatus(req, state);
+    const decision = decideWrite(status, !sameStatus(old, status), state, now, fold);
+    if (!decision.write) return decision.afterMs;
     // JSON merge patch replaces lists whole; fields that went away must be sent as null.
     const patch = { ...status, exitCode: status.exitCode ?? null } as unknown as ModuleRequestStatus;
     try {
       await this.#resources.patchRequestStatus(req.metadata.name ?? '', patch);
     } catch (err) {
-      if (isNotFound(err)) return; // deleted meanwhile
+      if (isNotFound(err)) return undefined; // deleted meanwhile
       throw err;
     }
+    delete state.since;
+    state.lastWrite = now;
+    state.written = { overResourceVersion: req.metadata.resourceVersion, status };
+    const ev = statusEvent(req, old, status);
+    if (ev) this.#events.event(asTarget(req), ev.type, ev.reason, ev.message);
     if (old.phase !== status.phase || old.observedGeneration !== status.observedGeneration) {
-      const msg = `${req.spec.module}: ${status.progress} node(s) succeeded (${status.phase})`;
-      if (status.phase === 'Succeeded') this.#events.event(asTarget(req), 'Normal', 'Succeeded', msg);
-      else if (status.phase === 'Failed') {
-        const failed = status.conditions?.find((c) => c.type === 'Failed');
-        this.#events.event(asTarget(req), 'Warning', failed?.reason ?? 'Failed', failed?.message ?? msg);
-      }
       log.info('request status changed', { phase: status.phase, progress: status.progress });
     }
+    return undefined;
   }
 }
 
