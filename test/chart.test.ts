@@ -32,7 +32,7 @@ import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { admissionPolicyData } from '../src/policy/manifest.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
-import { createRequest } from './support/objects.ts';
+import { admissionRefusal, createRequest } from './support/objects.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const chart = join(root, 'charts/kmod-operator');
@@ -561,25 +561,7 @@ test('helm install into another namespace works against the apiserver (CRDs alre
 
   // Installed again, with a policy of its own; then the policy changed the way the chart's README
   // says, with `helm upgrade`: admission follows each time (one values source renders both copies).
-  const refusal = async (module: string) => {
-    try {
-      await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: REQUEST_PLURAL,
-        body: {
-          apiVersion: `${GROUP}/${VERSION}`,
-          kind: 'ModuleRequest',
-          metadata: { name: 'probe' },
-          spec: { module, nodeName: 'n1' },
-        },
-        dryRun: 'All',
-      });
-      return undefined;
-    } catch (err) {
-      return String((err as { body?: unknown }).body ?? err);
-    }
-  };
+  const refusal = (module: string) => admissionRefusal(env.kc, module, 'n1');
   const deniedBy = (module: string, deny: string) =>
     eventually(`the chart's policy to refuse ${module}`, async () =>
       (await refusal(module))?.includes(

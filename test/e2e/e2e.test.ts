@@ -37,6 +37,7 @@ import { mergePatch } from '../../src/kube/callopts.ts';
 import { ensureBinaries, startControlPlane, type ControlPlane } from '../../src/cluster/controlplane.ts';
 import { GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../../src/api/types.ts';
 import { eventually } from '../support/cluster.ts';
+import { admissionRefusal } from '../support/objects.ts';
 import { startNode, type RealNode } from './support/node.ts';
 import {
   assertNothingLoads,
@@ -189,30 +190,6 @@ async function waitPhase(name: string, phase: string, timeoutMs = LONG): Promise
     },
     timeoutMs,
   );
-}
-
-/**
- * What admission says to a request for `module` on the node: the refusal's message, or undefined when
- * it would be admitted. A server-side dry run, so nothing is stored and no run starts.
- */
-async function admissionRefusal(module: string): Promise<string | undefined> {
-  try {
-    await kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: REQUEST_PLURAL,
-      body: {
-        apiVersion: `${GROUP}/${VERSION}`,
-        kind: 'ModuleRequest',
-        metadata: { name: 'e2e-admission-probe' },
-        spec: { module, nodeName: NODE },
-      },
-      dryRun: 'All',
-    });
-    return undefined;
-  } catch (err) {
-    return JSON.stringify((err as { body?: unknown }).body ?? String(err));
-  }
 }
 
 function httpGet(url: string): Promise<{ status: number; body: string }> {
@@ -674,7 +651,7 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
   // refused every request here with "no params found"; it now carries its data itself.
   await waitFor('the module policy from deploy/ to refuse dccp', async () =>
     /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy deny: /.test(
-      (await admissionRefusal('dccp')) ?? '',
+      (await admissionRefusal(kc, 'dccp', NODE)) ?? '',
     ),
   );
   await createRequest('e2e-deploy', { module: 'demo_fs', nodeName: NODE });
@@ -691,9 +668,9 @@ test('helm install again after helm uninstall and kubectl delete -f deploy/: the
   await waitFor(`the chart's module policy to refuse dccp again`, async () =>
     new RegExp(
       `module dccp is denied by the module policy \\(${NS}/${HELM_PREFIX}-module-policy deny: `,
-    ).test((await admissionRefusal('dccp')) ?? ''),
+    ).test((await admissionRefusal(kc, 'dccp', NODE)) ?? ''),
   );
-  assert.equal(await admissionRefusal('demo_core'), undefined, 'an allowed module is admitted');
+  assert.equal(await admissionRefusal(kc, 'demo_core', NODE), undefined, 'an allowed module is admitted');
   await waitFor('a Ready agent pod on the node', async () =>
     (await pods('app.kubernetes.io/component=agent')).find((p) => ready(p) && p.spec?.nodeName === NODE),
   );

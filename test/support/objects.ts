@@ -132,6 +132,33 @@ export async function createRequest(
   })) as ModuleRequest;
 }
 
+/**
+ * What admission says to a ModuleRequest for `module` on `nodeName`: the refusal (the API server's
+ * error body as JSON), or undefined when it would be admitted. A server-side dry run: nothing is
+ * stored and no run starts, so a test can probe the policy in force as often as it needs.
+ */
+export async function admissionRefusal(
+  kc: KubeConfig,
+  module: string,
+  nodeName: string,
+): Promise<string | undefined> {
+  try {
+    await kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+      ...crd(REQUEST_PLURAL),
+      body: {
+        apiVersion: API_VERSION,
+        kind: 'ModuleRequest',
+        metadata: { name: 'admission-probe' },
+        spec: { module, nodeName },
+      },
+      dryRun: 'All',
+    });
+    return undefined;
+  } catch (err) {
+    return JSON.stringify((err as { body?: unknown }).body ?? String(err));
+  }
+}
+
 export async function getRequest(kc: KubeConfig, name: string): Promise<ModuleRequest | undefined> {
   try {
     return (await kc
