@@ -369,6 +369,8 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
     nodeSelector: { [CONTROL_PLANE_LABEL]: '' },
   });
   await createRequest(env.kc, 'on-worker', { module: 'ok_w', nodeName: 'worker-1' });
+  // A failure: both components record a Warning Event for it (a one-node success records none).
+  await createRequest(env.kc, 'fails-on-worker', { module: 'fail_w', nodeName: 'worker-1' });
   try {
     // Every node of this cluster but the control plane (earlier tests registered some too).
     const workers = (await env.kc.makeApiClient(CoreV1Api).listNode()).items
@@ -394,12 +396,16 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
     const r = await waitForCondition(env.kc, 'on-worker', 'Succeeded', 'True', 30_000);
     assert.equal(r.status?.nodes?.[0]?.reason, 'Completed');
     assert.equal(helper.starts('ok_w'), 1);
-    // Both recorded their Events in default, with their own credentials.
+    await waitForCondition(env.kc, 'fails-on-worker', 'Failed', 'True', 30_000);
+    // Both recorded their Warning Events in default, with their own credentials.
     await eventually('the controller’s and the agent’s Events in default', async () => {
       const events = (await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' }))
         .items;
       const from = (c: string) =>
-        events.some((e) => e.involvedObject.name === 'on-worker' && e.source?.component === c);
+        events.some(
+          (e) =>
+            e.involvedObject.name === 'fails-on-worker' && e.type === 'Warning' && e.source?.component === c,
+        );
       return from('kmod-controller') && from('kmod-agent');
     });
   } catch (err) {
