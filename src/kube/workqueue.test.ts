@@ -314,6 +314,34 @@ void describe('WorkQueue', () => {
     await q.stop();
   });
 
+  void it('an add() while the failing reconcile is still in flight waits for the Retry-After too', async () => {
+    const times: number[] = [];
+    const g = gate();
+    let fail = 1;
+    const q = queue(
+      async () => {
+        times.push(Date.now());
+        if (fail-- > 0) {
+          await g.promise;
+          throw new ApiException(429, 'Too Many Requests', '', { 'retry-after': '1' });
+        }
+      },
+      { baseDelayMs: 5 },
+    );
+    q.start();
+    q.add('a');
+    await settle();
+    q.add('a'); // an event while the reconcile that will get the 429 is in flight
+    g.open();
+    await settle();
+    assert.equal(times.length, 1, 'the key re-added in flight is not run at once after the 429');
+    await tick(999);
+    assert.equal(times.length, 1);
+    await tick(1);
+    assert.equal(times.length, 2, 'tried again once the second had passed, and only once');
+    await q.stop();
+  });
+
   void it('stop() waits for reconciles in flight, drops waiting and delayed work and ignores later adds', async () => {
     const g = gate();
     const seen: string[] = [];

@@ -205,6 +205,13 @@ export class WorkQueue {
     while (this.#inFlight.size < this.#opts.concurrency && this.#ready.length > 0) {
       const key = this.#ready.shift() as string;
       this.#dirty.delete(key);
+      // A key re-added while its reconcile ran (or while it waited here) and then told to wait by
+      // Retry-After: it waits now, whatever path queued it.
+      const wait = (this.#notBefore.get(key) ?? 0) - Date.now();
+      if (wait > 0) {
+        this.addAfter(key, wait);
+        continue;
+      }
       this.#inFlight.set(key, this.#process(key));
     }
   }
