@@ -12,10 +12,13 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { Agent, type AgentOptions } from '../src/agent/agent.ts';
+import { reuseConnections } from '../src/kube/connections.ts';
 import { createLogger } from '../src/observability/logger.ts';
 
 const kc = new KubeConfig();
 kc.loadFromFile(process.env.BENCH_KUBECONFIG ?? '');
+// As a node's agent process does (src/kube/config.ts): one connection pool, not a handshake per call.
+reuseConnections(kc);
 const nodes = (process.env.BENCH_NODES ?? '').split(',').filter(Boolean);
 const extra = JSON.parse(process.env.BENCH_AGENT_OPTS ?? '{}') as Partial<AgentOptions>;
 const logger = createLogger('agent', process.env.BENCH_LOG_LEVEL ?? 'warn');

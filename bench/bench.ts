@@ -43,6 +43,7 @@ import { mergePatch } from '../src/kube/callopts.ts';
 import { installCrds } from '../src/kube/crds.ts';
 import { Informer } from '../src/kube/informer.ts';
 import { Resources } from '../src/kube/resources.ts';
+import { reuseConnections } from '../src/kube/connections.ts';
 import { startHelper } from '../src/helper/runner.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { ensureNode } from '../test/support/objects.ts';
@@ -126,6 +127,9 @@ let controller: Component | undefined;
 try {
   const kc = new KubeConfig();
   kc.loadFromFile(cp.kubeconfigPath);
+  // The floor's bare client reuses its connections as the operator does (src/kube/connections.ts):
+  // a handshake per call would make the floor slower than a good client, and the ratio flatter.
+  reuseConnections(kc);
   await installCrds(kc);
   const api = kc.makeApiClient(CustomObjectsApi);
   const core = kc.makeApiClient(CoreV1Api);

@@ -332,13 +332,12 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
   const registry = new Registry();
   const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
   await agentFor('node-states', helper.path, { drainTimeoutMs: 5000, freezeWaitMs: 60_000, registry });
-  await createRequest(env.kc, 'st-running', {
-    module: 'slow-st',
-    parameters: ['secs=1'],
-    nodeName: 'node-states',
-  });
+  // Held until released, so it is surely still running when Running is written (after the status
+  // fold's delay) and when Disabled is asked for: a 1 s helper raced both.
+  await createRequest(env.kc, 'st-running', { module: 'hold-st', nodeName: 'node-states' });
   await waitForPhase(env.kc, 'st-running', 'Running');
   await annotateNode(env.kc, 'node-states', 'Disabled');
+  helper.release('hold-st');
   // The running helper drains (it finishes), then the node reports Disabled.
   await eventually(
     'Disabled reported',

@@ -33,7 +33,7 @@ import { DEFAULT_FOLD, isIdle, type FoldOptions, type FoldState } from './fold.t
 import { summarize, type MissingNode } from './status.ts';
 import { recordWrites, withWrites, type WrittenRun, type WrittenRuns } from './written.ts';
 import { ReconcileSteps, asTarget, joined } from './steps.ts';
-import { bootIdOf, describeTarget, resolveTargets, type TargetOptions } from './targets.ts';
+import { bootIdOf, describeTarget, resolveTargets, targetsNode, type TargetOptions } from './targets.ts';
 
 export interface ControllerOptions {
   kc: KubeConfig;
@@ -140,10 +140,16 @@ export class Controller {
     this.#runs.on('add', (run) => indexRun(run));
     this.#runs.on('update', (run) => indexRun(run));
     this.#runs.on('delete', (run) => indexRun(run, true));
-    // Node heartbeats change status every few seconds; only joins, leaves, label and boot changes matter.
+    // Node heartbeats change status every few seconds; only joins, leaves, label and boot changes
+    // matter, and only to the requests that target the node as it is or as it was.
     const onNode = (node: V1Node, old?: V1Node) => {
       if (old && !labelsChanged(node, old) && bootIdOf(node) === bootIdOf(old)) return;
-      for (const r of this.#requests.list()) if (r.metadata.name) this.#queue?.add(r.metadata.name);
+      const targets = this.#opts.targets;
+      for (const r of this.#requests.list()) {
+        if (!r.metadata.name) continue;
+        if (targetsNode(r, node, targets) || (old && targetsNode(r, old, targets)))
+          this.#queue?.add(r.metadata.name);
+      }
     };
     this.#nodes.on('add', (n) => onNode(n));
     this.#nodes.on('update', onNode);

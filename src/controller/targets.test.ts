@@ -11,6 +11,7 @@ import {
   resolveTargets,
   runName,
   runSpecDiffers,
+  targetsNode,
 } from './targets.ts';
 
 const node = (name: string, labels: Record<string, string> = {}, bootID = 'boot-1'): V1Node => ({
@@ -77,6 +78,25 @@ test('excluded labels keep nodes out of selector targets, not out of nodeName or
   const two = { excludeNodesWithLabels: [CONTROL_PLANE_LABEL, 'role'] };
   assert.deepEqual(names(resolveTargets(req({ nodeSelector: {} }), cluster, two)), ['w-plain']);
   assert.deepEqual(names(resolveTargets(req({}), [{ metadata: { name: 'bare' } }], two)), ['bare']);
+});
+
+test('targetsNode: which requests a node event concerns (nodeName, selector, exclusions)', () => {
+  const cp = node('cp', { [CONTROL_PLANE_LABEL]: '' });
+  const opts = { excludeNodesWithLabels: [CONTROL_PLANE_LABEL] };
+  assert.equal(targetsNode(req({ nodeName: 'a' }), node('a')), true);
+  assert.equal(targetsNode(req({ nodeName: 'a' }), node('b')), false);
+  // A nodeName target is never excluded, and a node that does not exist yet is matched by name.
+  assert.equal(targetsNode(req({ nodeName: 'cp' }), cp, opts), true);
+  assert.equal(targetsNode(req({ nodeSelector: { role: 'gpu' } }), node('a', { role: 'gpu' })), true);
+  assert.equal(targetsNode(req({ nodeSelector: { role: 'gpu' } }), node('c')), false);
+  assert.equal(targetsNode(req({ nodeSelector: {} }), node('c'), opts), true);
+  assert.equal(
+    targetsNode(req({ nodeSelector: {} }), cp, opts),
+    false,
+    'the control plane is left out of {}',
+  );
+  assert.equal(targetsNode(req({ nodeSelector: { [CONTROL_PLANE_LABEL]: '' } }), cp, opts), true);
+  assert.equal(targetsNode({ metadata: { name: 'bad' } } as ModuleRequest, node('a')), false, 'no spec');
 });
 
 test('run names are valid, bounded, and differ per node and per request incarnation', () => {

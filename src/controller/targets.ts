@@ -67,6 +67,18 @@ export function resolveTargets(
   };
 }
 
+/**
+ * True when `node` is, or would be, one of the request's targets: what a node event can change for
+ * a request. The controller reconciles only these requests on a node's join, leave, label or boot
+ * change (checking the node as it was and as it is), not every request: with thousands stored, a
+ * thousand nodes joining would otherwise reconcile every request once per join. Pure.
+ */
+export function targetsNode(req: ModuleRequest, node: V1Node, opts: TargetOptions = {}): boolean {
+  if (!req.spec) return false; // invalid: its reconcile fails it whatever the nodes
+  if (req.spec.nodeName !== undefined) return req.spec.nodeName === node.metadata?.name;
+  return resolveTargets(req, [node], opts).nodes.length > 0;
+}
+
 /** The target in words, for `kubectl get mr`. */
 export function describeTarget(req: ModuleRequest): string {
   if (req.spec.nodeName !== undefined) return `node/${req.spec.nodeName}`;

@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
+import { reuseConnections } from './connections.ts';
 
 /** Where a pod's service account credentials are mounted. */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -106,6 +107,8 @@ function checked(kc: KubeConfig, source: string): KubeConfig {
       `kubeconfig from ${source} has no current context with a cluster (current-context: "${kc.getCurrentContext()}")`,
     );
   }
+  // One connection pool for the process's API calls, not a TLS handshake per call (connections.ts).
+  reuseConnections(kc);
   return kc;
 }
 

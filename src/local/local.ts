@@ -16,6 +16,7 @@ import { startControlPlane, type ControlPlane } from '../cluster/controlplane.ts
 import { Controller } from '../controller/controller.ts';
 import { installCrds } from '../kube/crds.ts';
 import { isAlreadyExists, isNotFound } from '../kube/errors.ts';
+import { reuseConnections } from '../kube/connections.ts';
 import { startHealthServer } from '../observability/health.ts';
 import { createLogger } from '../observability/logger.ts';
 import { demoResolver, prepareDemoHelper } from './demo.ts';
@@ -161,6 +162,7 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
     }
     const kc = new KubeConfig();
     kc.loadFromFile(kubeconfigPath);
+    reuseConnections(kc);
     await installCrds(kc);
     const nodeName = localNodeName();
     await registerNode(kc, nodeName);
