@@ -9,7 +9,7 @@
  * says about itself.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { join, resolve } from 'node:path';
@@ -42,9 +42,13 @@ function launch(
     env: { ...process.env, ...env },
   });
   let out = '';
+  // BENCH_LOGS=dir keeps each component's whole output in dir/NAME.log (profiling, post-mortems).
+  const logDir = process.env.BENCH_LOGS;
+  const logFile = logDir ? join(logDir, `${name.replace(/[^A-Za-z0-9_.-]+/g, '_')}.log`) : undefined;
   // Keep only the tail: a long bench would otherwise hold every log line.
   const keep = (d: Buffer) => {
     out = (out + d.toString()).slice(-20_000);
+    if (logFile) appendFileSync(logFile, d);
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);

@@ -42,7 +42,8 @@ export async function bundle(outfile = BUNDLE): Promise<void> {
     platform: 'node',
     target: 'node24',
     format: 'esm',
-    minify: true,
+    // KMOD_BUNDLE_MINIFY=0 keeps names and lines readable in a --cpu-prof profile (bench/RESULTS.md).
+    minify: process.env.KMOD_BUNDLE_MINIFY !== '0',
     // Stack traces in the logs name our sources, not minified names (the map is read only with
     // --enable-source-maps; it costs nothing otherwise).
     sourcemap: 'linked',

@@ -32,6 +32,7 @@ import { ControllerMetrics } from './metrics.ts';
 import { DEFAULT_FOLD, isIdle, type FoldOptions, type FoldState } from './fold.ts';
 import { summarize, type MissingNode } from './status.ts';
 import { recordWrites, withWrites, type WrittenRun, type WrittenRuns } from './written.ts';
+import { RunIndex, type RunEventUrgency } from './runindex.ts';
 import { ReconcileSteps, asTarget, joined } from './steps.ts';
 import { bootIdOf, describeTarget, resolveTargets, targetsNode, type TargetOptions } from './targets.ts';
 
@@ -66,6 +67,13 @@ export interface ControllerOptions {
   statusFold?: Partial<FoldOptions>;
 }
 
+/**
+ * Beyond this many runs, a request's run progress is reconciled at most once per fold interval
+ * (#onRun). At or below it a pass costs little and every event is reconciled at once, which keeps
+ * a one-node request's Running as prompt as before.
+ */
+export const PROGRESS_FOLD_MIN_RUNS = 50;
+
 const requestsPath = `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`;
 const runsPath = `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`;
 
@@ -78,8 +86,10 @@ export class Controller {
   readonly #metrics: ControllerMetrics;
   readonly #requests: Informer<ModuleRequest>;
   readonly #runs: Informer<ModuleRun>;
-  /** Request name → its runs (by run name), from the run informer's events. */
-  readonly #runsByRequest = new Map<string, Map<string, ModuleRun>>();
+  /** Runs by the request that owns them, from the run informer's events. */
+  readonly #runIndex = new RunIndex();
+  /** Request name → how many nodes its last reconcile targeted (#onRun). */
+  readonly #targetCounts = new Map<string, number>();
   readonly #nodes: Informer<V1Node>;
   readonly #fold: FoldOptions;
   /** Request name → what fold.ts needs to know about its status writes (this term only). */
@@ -121,25 +131,14 @@ export class Controller {
     this.#requests.on('add', enqueueRequest);
     this.#requests.on('update', enqueueRequest);
     this.#requests.on('delete', enqueueRequest);
-    // An index of runs by the name of the request that owns them, kept from the run events, so a
-    // reconcile looks at its own runs instead of scanning every run in the cluster.
-    const indexRun = (run: ModuleRun, deleted = false) => {
-      const owner = controllingRequest(run);
-      const runName = run.metadata.name ?? '';
-      if (!owner) return;
-      let runs = this.#runsByRequest.get(owner.name);
-      if (deleted) {
-        runs?.delete(runName);
-        if (runs?.size === 0) this.#runsByRequest.delete(owner.name);
-      } else {
-        if (!runs) this.#runsByRequest.set(owner.name, (runs = new Map<string, ModuleRun>()));
-        runs.set(runName, run);
-      }
-      this.#queue?.add(owner.name);
-    };
-    this.#runs.on('add', (run) => indexRun(run));
-    this.#runs.on('update', (run) => indexRun(run));
-    this.#runs.on('delete', (run) => indexRun(run, true));
+    // Runs are indexed by the request that owns them (runindex.ts), which also says whether an
+    // event needs a reconcile now or only progress that the next folded status write carries.
+    this.#runs.on('add', (run) => this.#onRun(this.#runIndex.upsert(run)));
+    this.#runs.on('update', (run, old) => this.#onRun(this.#runIndex.upsert(run, old)));
+    this.#runs.on('delete', (run) => {
+      const request = this.#runIndex.remove(run);
+      if (request) this.#queue?.add(request);
+    });
     // Node heartbeats change status every few seconds; only joins, leaves, label and boot changes
     // matter, and only to the requests that target the node as it is or as it was.
     const onNode = (node: V1Node, old?: V1Node) => {
@@ -240,6 +239,28 @@ export class Controller {
     return this.#events.flush();
   }
 
+  /**
+   * Enqueues the request a run event concerns. Progress on a request over more than
+   * PROGRESS_FOLD_MIN_RUNS nodes waits up to one fold interval, so the reconciles of a big
+   * fan-out come about once a second instead of once per event (each walks every node); on a
+   * smaller request every event is reconciled at once, as is the event that finishes the last
+   * outstanding run (what `kubectl wait` waits for). Nothing is lost: the delayed add always comes.
+   */
+  #onRun(judged: { request: string; urgency: RunEventUrgency } | undefined): void {
+    if (!judged) return;
+    // The size of a pass: the runs known, or the nodes the last pass targeted (a dispatch's own
+    // creates arrive while the index still holds few of its runs).
+    const size = Math.max(
+      this.#runIndex.counts(judged.request).runs,
+      this.#targetCounts.get(judged.request) ?? 0,
+    );
+    if (judged.urgency === 'progress' && size > PROGRESS_FOLD_MIN_RUNS) {
+      this.#queue?.addAfter(judged.request, this.#fold.intervalMs);
+    } else {
+      this.#queue?.add(judged.request);
+    }
+  }
+
   #onRetry(key: string, attempt: number, err: unknown): void {
     this.#metrics.retries.inc();
     const msg = errorMessage(err);
@@ -270,12 +291,13 @@ export class Controller {
    */
   async #reconcile(name: string): Promise<ReconcileResult | void> {
     const req = this.#requests.get(name);
-    const named = [...(this.#runsByRequest.get(name)?.values() ?? [])];
+    const named = this.#runIndex.runsOf(name);
     const errors: unknown[] = [];
     await this.#steps.deleteOrphans(req, named, errors);
     if (!req || req.metadata.deletionTimestamp) {
       this.#foldStates.delete(name);
       this.#writtenRuns.delete(name);
+      this.#targetCounts.delete(name);
       return joined(errors);
     }
     let fold = this.#foldStates.get(name);
@@ -300,6 +322,7 @@ export class Controller {
 
     const nodes = this.#nodes.list();
     const { nodes: targets, missing } = resolveTargets(req, nodes, this.#opts.targets);
+    this.#targetCounts.set(name, targets.length);
     const { current, refused } = await this.#steps.convergeNodes(req, targets, ownRuns, log, errors);
     recordWrites(ownRuns, current, written);
     if (written.size === 0) this.#writtenRuns.delete(name);

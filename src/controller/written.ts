@@ -21,16 +21,19 @@ export type WrittenRuns = Map<string, WrittenRun>;
 
 /** The cached runs with our newer writes in place of what the cache has not caught up with. */
 export function withWrites(cached: readonly ModuleRun[], written: WrittenRuns): ModuleRun[] {
-  const byName = new Map(cached.map((r) => [r.metadata.name ?? '', r]));
+  // Positions by name, not indexOf: a fan-out holds thousands of written runs right after its
+  // dispatch, and a search per written run made this quadratic.
+  const position = new Map(cached.map((r, i) => [r.metadata.name ?? '', i]));
   const out = [...cached];
   for (const [name, w] of written) {
-    const seen = byName.get(name);
+    const i = position.get(name);
+    const seen = i === undefined ? undefined : cached[i];
     const lagging = seen === undefined ? w.over === undefined : seen.metadata.resourceVersion === w.over;
     if (!lagging) {
       written.delete(name);
       continue;
     }
-    if (seen) out[out.indexOf(seen)] = w.run;
+    if (i !== undefined) out[i] = w.run;
     else out.push(w.run);
   }
   return out;

@@ -2,15 +2,22 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { Agent, type AgentOptions } from '../../src/agent/agent.ts';
-import { Controller } from '../../src/controller/controller.ts';
+import { Controller, type ControllerOptions } from '../../src/controller/controller.ts';
 import { createLogger, silentLogger } from '../../src/observability/logger.ts';
 
 /** Logs go nowhere unless TEST_LOG_LEVEL is set (e.g. TEST_LOG_LEVEL=debug to debug a test). */
 const testLogger = (component: string) =>
   process.env.TEST_LOG_LEVEL ? createLogger(component, process.env.TEST_LOG_LEVEL) : silentLogger();
 
-export function startController(kc: KubeConfig): Promise<Controller> {
-  const c = new Controller({ kc, logger: testLogger('controller'), registry: new Registry(), resyncMs: 0 });
+/** A started controller; `extra` overrides the test defaults (e.g. a registry to read its metrics). */
+export function startController(kc: KubeConfig, extra: Partial<ControllerOptions> = {}): Promise<Controller> {
+  const c = new Controller({
+    kc,
+    logger: testLogger('controller'),
+    registry: new Registry(),
+    resyncMs: 0,
+    ...extra,
+  });
   return c.start().then(() => c);
 }
 
