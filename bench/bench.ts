@@ -48,6 +48,7 @@ import { startHelper } from '../src/helper/runner.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { ensureNode } from '../test/support/objects.ts';
 import {
+  apiserverCpuSeconds,
   apiserverWrites,
   inParallel,
   percentile,
@@ -111,6 +112,8 @@ export interface Result {
   floorWritesPerRequestNode?: number;
   controller?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number };
   agents?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number; processes: string };
+  /** CPU seconds kube-apiserver used during the scenario (it shares the machine's cores). */
+  apiserverCpuSeconds?: number;
   goal: string;
   notes?: string;
 }
@@ -285,7 +288,9 @@ try {
     try {
       const ctl0 = procStats(ctl.child.pid ?? 0);
       const host0 = procStats(host.child.pid ?? 0);
+      const api0 = await apiserverCpuSeconds(cp);
       const { value, writes } = await counted(body);
+      const apiCpu = (await apiserverCpuSeconds(cp)) - api0;
       const result: Result = {
         ...r,
         wallSeconds: +value.wallSeconds.toFixed(2),
@@ -296,6 +301,7 @@ try {
         writesByResource: writes,
         controller: usage(ctl, ctl0),
         agents: { ...usage(host, host0), processes: `${nodes.length} agents in one process` },
+        apiserverCpuSeconds: +apiCpu.toFixed(2),
       };
       results.push(result);
       return result;
@@ -555,6 +561,7 @@ const rows = results.map((r) => [
     : `${r.writesPerRequestNode} (floor ${cell(r.floorWritesPerRequestNode)})`,
   r.controller ? `${r.controller.rssMiB.toFixed(0)}/${r.controller.cpuSeconds}s` : '-',
   r.agents ? `${r.agents.rssMiB.toFixed(0)}/${r.agents.cpuSeconds}s` : '-',
+  r.apiserverCpuSeconds === undefined ? '-' : `${r.apiserverCpuSeconds}s`,
 ]);
 const header = [
   'scenario',
@@ -567,6 +574,7 @@ const header = [
   'writes/(req,node)',
   'ctl MiB/cpu',
   'agents MiB/cpu',
+  'apiserver cpu',
 ];
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
 const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ');

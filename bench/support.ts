@@ -189,9 +189,9 @@ export type WriteCounts = Record<string, number>;
 
 const WRITE_VERBS = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'APPLY']);
 
-/** Scrapes kube-apiserver's /metrics and sums apiserver_request_total over the write verbs, by resource. */
-export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
-  const text = await new Promise<string>((res, rej) => {
+/** kube-apiserver's /metrics, as text. */
+function scrapeApiserver(cp: ControlPlane): Promise<string> {
+  return new Promise<string>((res, rej) => {
     const req = request(
       `${cp.server}/metrics`,
       { ca: cp.caPem, headers: { authorization: `Bearer ${cp.adminToken}` } },
@@ -205,6 +205,21 @@ export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
     req.on('error', rej);
     req.end();
   });
+}
+
+/**
+ * CPU seconds kube-apiserver has used (its own process_cpu_seconds_total): on this machine the API
+ * server shares the cores with everything else, so a scenario's figures say where they went.
+ */
+export async function apiserverCpuSeconds(cp: ControlPlane): Promise<number> {
+  const m = /^process_cpu_seconds_total (\S+)$/m.exec(await scrapeApiserver(cp));
+  if (!m?.[1]) throw new Error('kube-apiserver /metrics has no process_cpu_seconds_total');
+  return Number(m[1]);
+}
+
+/** Scrapes kube-apiserver's /metrics and sums apiserver_request_total over the write verbs, by resource. */
+export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
+  const text = await scrapeApiserver(cp);
   const counts: WriteCounts = {};
   for (const line of text.split('\n')) {
     if (!line.startsWith('apiserver_request_total{')) continue;

@@ -89,6 +89,10 @@ function assertAgainstFloor(r: Row, withLatency: boolean): void {
   }
   assertUsage(r.controller, `${r.name} controller`);
   assertUsage(r.agents, `${r.name} agents`);
+  assert.ok(
+    isNum(r.apiserverCpuSeconds) && r.apiserverCpuSeconds > 0,
+    `${r.name}: the API server's CPU (${r.apiserverCpuSeconds})`,
+  );
 }
 
 function readResults(path: string, out: string): Results {
