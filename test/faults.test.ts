@@ -70,14 +70,24 @@ const JITTER = 0.2;
 /** For the standby's read and write of the Lease on a loaded machine. */
 const API_SLACK_MS = 2000;
 
+/** How long a slow* helper sleeps: long enough that one seen running is still running at the kill. */
+const SLOW_SECS = 3;
+
 /** Creates `n` requests `${prefix}-i` for module `ok-${prefix}-i` (or what `module` says) on `node`, 20 at a time. */
 async function burst(prefix: string, node: string, n = BURST, module = (i: number) => `ok-${prefix}-${i}`) {
   const names = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
   for (let i = 0; i < n; i += 20) {
     await Promise.all(
-      names
-        .slice(i, i + 20)
-        .map((name, j) => createRequest(env.kc, name, { module: module(i + j), nodeName: node })),
+      names.slice(i, i + 20).map((name, j) => {
+        const mod = module(i + j);
+        // slow* sleeps secs=N (test/support/objects.ts): without it, it would not sleep at all.
+        const parameters = mod.startsWith('slow') ? [`secs=${SLOW_SECS}`] : undefined;
+        return createRequest(env.kc, name, {
+          module: mod,
+          nodeName: node,
+          ...(parameters && { parameters }),
+        });
+      }),
     );
   }
   return names;
@@ -148,7 +158,7 @@ test('agent SIGKILLed while helpers run: runs it had claimed run again as attemp
   const controller = await startController(env.kc);
   let second: Component | undefined;
   try {
-    // Slow helpers (2 s), so that several are running when the agent dies.
+    // Slow helpers (SLOW_SECS), so that several are running when the agent dies.
     const names = await burst('ka', 'f-agent', 30, (i) => (i % 3 === 0 ? `slow-ka-${i}` : `ok-ka-${i}`));
     await eventually('slow helpers running', async () =>
       [...(await claimedNow('ka'))].some((m) => m.startsWith('slow-')),

@@ -68,7 +68,7 @@ export async function deleteNode(kc: KubeConfig, name: string): Promise<void> {
 /**
  * A helper script standing in for modprobe. What it does depends on the
  * module name: ok* exits 0, fail* writes to stderr and exits 3, slow* sleeps
- * the seconds given as parameter secs=N, hold* runs until the test calls
+ * the seconds given as parameter secs=N (and exits 9 without it), hold* runs until the test calls
  * `release(module)` (so "still running" is a fact, not a race with the clock;
  * it also ends when the test process has exited and removed its directory),
  * hang* starts a background sleep (a grandchild) and sleeps. Every start and
@@ -97,7 +97,8 @@ mod="$3"
 echo "start $$ $mod $*" >> ${logPath}
 case "$mod" in
   fail*) echo "modprobe: FATAL: Module $mod not found in directory /lib/modules/test" >&2; exit 3 ;;
-  slow*) sleep "\${4#*=}" ;;
+  # Without secs=N, fail loudly: a "slow" helper that does not sleep makes a test race silently.
+  slow*) case "$4" in secs=*) sleep "\${4#secs=}" ;; *) echo "slow* needs secs=N" >&2; exit 9 ;; esac ;;
   hold*) while [ ! -e ${dir}/release."$mod" ] && [ -d ${dir} ]; do sleep 0.05; done ;;
   hang*) sleep 1000 & echo "grandchild $! $mod" >> ${logPath}; sleep 1000 ;;
 esac
