@@ -299,14 +299,20 @@ test('a policy tightened while a run waited for a helper slot stops that run', a
     cm.data = { allow: '.', deny: '^demo_net$' };
     await core.replaceNamespacedConfigMap({ namespace: ns, name: 'policy-tight', body: cm });
     // The agent has the new policy once a fresh request is refused before it even waits.
+    // A probe created before the agent saw the change is admitted and waits; a loaded machine may
+    // need several probes, and each one a few seconds to be refused.
     let probe = 0;
-    await eventually('the agent to see the tightened policy', async () => {
-      await createRequest(env.kc, `tight-probe-${++probe}`, { module: 'demo_net', nodeName: 'n3' });
-      const r = await waitForCondition(env.kc, `tight-probe-${probe}`, 'Failed', 'True', 2000).catch(
-        () => undefined,
-      );
-      return r?.status?.nodes?.[0]?.reason === 'Denied';
-    });
+    await eventually(
+      'the agent to see the tightened policy',
+      async () => {
+        await createRequest(env.kc, `tight-probe-${++probe}`, { module: 'demo_net', nodeName: 'n3' });
+        const r = await waitForCondition(env.kc, `tight-probe-${probe}`, 'Failed', 'True', 5000).catch(
+          () => undefined,
+        );
+        return r?.status?.nodes?.[0]?.reason === 'Denied';
+      },
+      60_000,
+    );
   } finally {
     rmSync(hold, { force: true });
   }

@@ -67,8 +67,12 @@ const BURST = 60;
 const LEASE_MS = 15_000;
 const RETRY_MS = 2000;
 const JITTER = 0.2;
-/** For the standby's read and write of the Lease on a loaded machine. */
-const API_SLACK_MS = 2000;
+/**
+ * For the API calls in the hand-over on a loaded machine, mid-burst, watch cache off: the old
+ * leader's last renewal (read and write), the standby's reads (its next tick is scheduled only
+ * once a read returns) and its write, and event-loop lateness.
+ */
+const API_SLACK_MS = 5000;
 
 /** How long a slow* helper sleeps: long enough that one seen running is still running at the kill. */
 const SLOW_SECS = 3;
@@ -333,13 +337,16 @@ test('watches gone silent without closing: the watchdog reconnects them and noth
     // goes silent while requests arrive: only the watchdog can tell that anything is wrong. The
     // resync is off (resyncMs 0 for the controller; 10 min for the agent), so nothing else would
     // bring the new runs to the agent or their results to the controller.
-    const silenced = proxy.silenceWatches();
     const runsWatch = (w: { path: string }) =>
       w.path.startsWith('/apis/kmod.dev/v1alpha1/moduleruns?') &&
       w.path.includes(`fieldSelector=${encodeURIComponent('spec.nodeName=f-silent')}`);
-    assert.ok(
-      silenced.some(runsWatch),
-      `the agent's run watch is among ${silenced.map((w) => w.path).join(', ')}`,
+    // Without a watch cache there are no bookmarks, so a quiet watch is cut by its own 3 s watchdog
+    // and opened again: the agent's run watch may be between two connections at this instant.
+    // Silence again (only what is not silenced yet) until it is caught.
+    const silenced = proxy.silenceWatches();
+    await eventually(
+      `the agent's run watch silenced (so far: ${silenced.map((w) => w.path).join(', ')})`,
+      () => (silenced.push(...proxy.silenceWatches()), silenced.some(runsWatch)),
     );
     const late = await burst('kwl', 'f-silent', 10);
     await eventually('every silenced watch closed by its client', () =>

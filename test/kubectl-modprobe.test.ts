@@ -118,8 +118,9 @@ test('fan-out: one line per node, a summary; the first failed node decides the s
 });
 
 test('on a terminal a fan-out shows a live progress line, cleared before the result', async () => {
-  // script(1) runs the command on a pseudo-terminal, as an interactive shell would.
-  const r = await sh(`script -qec 'kubectl modprobe -l fleet=plug -v slow-prog secs=2' /dev/null`);
+  // script(1) runs the command on a pseudo-terminal, as an interactive shell would. 5 s helpers: the
+  // line is drawn between the "running" status (held back ~1 s) and the result, on a loaded machine too.
+  const r = await sh(`script -qec 'kubectl modprobe -l fleet=plug -v slow-prog secs=5' /dev/null`);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const lines = r.stdout.split(CLEAR);
   assert.ok(

@@ -106,10 +106,11 @@ test('an empty helper path disables loading: runs fail fast with HelperDisabled'
 });
 
 test('timeout: the helper’s whole process group is killed and no orphan survives', async () => {
-  await createRequest(env.kc, 'hanging', { module: 'hang-1', nodeName: 'node-c', timeoutSeconds: 1 });
+  // 3 s: time for the helper to start its grandchild and log it, on a loaded machine, before the kill.
+  await createRequest(env.kc, 'hanging', { module: 'hang-1', nodeName: 'node-c', timeoutSeconds: 3 });
   const r = await waitForCondition(env.kc, 'hanging', 'Failed');
   assert.equal(r.status?.nodes?.[0]?.reason, 'Timeout');
-  assert.match(r.status?.nodes?.[0]?.message ?? '', /ran longer than timeoutSeconds \(1 s\)/);
+  assert.match(r.status?.nodes?.[0]?.message ?? '', /ran longer than timeoutSeconds \(3 s\)/);
   const grandchild = helper.log().find((l) => l.startsWith('grandchild ') && l.endsWith(' hang-1'));
   const helperStart = helper.log().find((l) => l.startsWith('start ') && l.split(' ')[2] === 'hang-1');
   assert.ok(grandchild && helperStart, helper.log().join('\n'));

@@ -469,7 +469,8 @@ void describe('startHelper: timeout', suite, () => {
   void it('kills the whole process group, background children included', async () => {
     const pidFile = join(tmp, `grandchild-${++counter}`);
     const path = helper(`sleep 300 &\necho $! > '${pidFile}'\necho started\nsleep 300`);
-    const handle = startHelper(invocation(path, { timeoutMs: 500 }));
+    // Time (on a loaded machine) for the exec chain, the fork and the pid file before the kill.
+    const handle = startHelper(invocation(path, { timeoutMs: 2000 }));
     assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
     const result = await handle.finished;
     assert.equal(result.timedOut, true);
@@ -478,7 +479,7 @@ void describe('startHelper: timeout', suite, () => {
     assert.equal(result.execError, undefined);
     assert.equal(result.stdoutTail, 'started\n');
     // A lower bound only: the helper sleeps 300 s, so it ended because of the timeout.
-    assert.ok(result.finishTime.getTime() - result.startTime.getTime() >= 500, 'not before the timeout');
+    assert.ok(result.finishTime.getTime() - result.startTime.getTime() >= 2000, 'not before the timeout');
     const grandchild = Number(readFileSync(pidFile, 'utf8'));
     assert.ok(grandchild > 0);
     await waitUntil(`grandchild ${grandchild} to die`, () => !alive(grandchild));
@@ -508,8 +509,9 @@ void describe('startHelper: timeout', suite, () => {
         `exec sleep ${marker}`,
       ].join('\n'),
     );
-    // The timeout leaves the helper time to set everything up (it says 'started' when done).
-    const handle = startHelper(invocation(path, { timeoutMs: 3000 }));
+    // The timeout leaves the helper time to set everything up (it says 'started' when done), and
+    // the checks below time to see it, on a loaded machine too.
+    const handle = startHelper(invocation(path, { timeoutMs: 8000 }));
     assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
     // Before the timeout: the escapees are out of the helper's group, and the orphans are
     // children of the helper (the child subreaper), not of init.

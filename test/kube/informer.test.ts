@@ -247,7 +247,9 @@ void describe('Informer', () => {
       path: RUNS_PATH,
       fieldSelector: 'spec.nodeName=fz-node',
       logger,
-      watchTimeoutMs: 1500,
+      // Long enough that seeing fz-1, freezing and creating fz-2 all happen on the one connection
+      // on a loaded machine; a reconnect before the freeze would leave nothing to freeze.
+      watchTimeoutMs: 6000,
     });
     track(inf);
     await inf.start();
@@ -261,7 +263,7 @@ void describe('Informer', () => {
     // The apiserver has sent the event and the frozen proxy sits on it.
     await eventually('the fz-2 event to reach the frozen proxy', () => proxy.held > held);
     assert.equal(inf.get('fz-2'), undefined, 'the frozen watch did not deliver');
-    await eventually('fz-2 after the watch reconnected', () => inf.get('fz-2'), 10_000);
+    await eventually('fz-2 after the watch reconnected', () => inf.get('fz-2'), 30_000);
     assert.ok(proxy.accepted > accepted, 'a new connection was opened');
     assert.ok(
       !entries.some((e) => e.level === 'error'),

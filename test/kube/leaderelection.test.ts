@@ -134,11 +134,15 @@ void describe('LeaderElector', () => {
   void it('steps down at once when the lease is taken by someone else, and takes it back once that lapses', async () => {
     const a = candidate('stolen', 'a');
     await eventually('a leads', () => a.elector.isLeader);
-    const lease = await leases.readNamespacedLease({ name: 'stolen', namespace: 'default' });
-    await leases.replaceNamespacedLease({
-      name: 'stolen',
-      namespace: 'default',
-      body: { ...lease, spec: { ...lease.spec, holderIdentity: 'intruder', renewTime: new V1MicroTime() } },
+    // Read and replace, again on a 409: a's renewal (every second) may land between the two.
+    await eventually('the lease taken by the intruder', async () => {
+      const lease = await leases.readNamespacedLease({ name: 'stolen', namespace: 'default' });
+      await leases.replaceNamespacedLease({
+        name: 'stolen',
+        namespace: 'default',
+        body: { ...lease, spec: { ...lease.spec, holderIdentity: 'intruder', renewTime: new V1MicroTime() } },
+      });
+      return true;
     });
     await eventually('a stops leading', () => a.log.includes('stopped'));
     // At its next renewal, on seeing the new holder: not by waiting out its renew deadline.
