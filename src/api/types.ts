@@ -11,6 +11,7 @@ export const VERSION = 'v1alpha1';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 export const REQUEST_PLURAL = 'modulerequests';
 export const RUN_PLURAL = 'moduleruns';
+export const NODE_MODULES_PLURAL = 'nodemodules';
 
 /** Label on a ModuleRun naming its request's UID (names can exceed label-value length, UIDs cannot). */
 export const LABEL_REQUEST_UID = 'kmod.dev/request-uid';
