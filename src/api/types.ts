@@ -1,8 +1,10 @@
 /**
  * The kmod.dev/v1alpha1 API: ModuleRequest (what a person asks for) and
- * ModuleRun (one request on one node, the controller's dispatch unit).
- * The CRDs in crds/ are the schema the apiserver enforces; these types
- * describe the same objects for the TypeScript side.
+ * NodeModules (one per node, named after it: the requests that apply to the
+ * node, written by the controller, and their results there, written by the
+ * node's agent; docs/nodemodules.md). The CRDs in crds/ are the schema the
+ * apiserver enforces; these types describe the same objects for the
+ * TypeScript side.
  */
 import type { V1ObjectMeta, V1OwnerReference } from '@kubernetes/client-node';
 
@@ -63,6 +65,11 @@ export const Reason = {
   Interrupted: 'Interrupted',
   /** Waiting for the agent to pick the run up. */
   Dispatching: 'Dispatching',
+  /**
+   * The node already holds MAX_REQUESTS_PER_NODE requests (or its spec budget is spent): this
+   * one is not placed on it until room frees up.
+   */
+  NodeFull: 'NodeFull',
   /** The agent claimed the run and is (about to be) running the helper. */
   Running: 'Running',
 } as const;
@@ -107,6 +114,12 @@ export interface NodeResult {
   attempt?: number;
   /** The modules modprobe resolves the request to on this node (aliases, dependencies, softdeps). */
   resolved?: string[];
+  /** The modules found in /sys/module afterwards. */
+  verified?: string[];
+  /** The kernel's error name for a failed module syscall. */
+  errno?: string;
+  /** Kernel log lines the helper's run produced (bounded). */
+  kernelLog?: string[];
 }
 
 export interface PhaseCounts {
@@ -197,3 +210,104 @@ export function isTerminal(phase: RunPhase | undefined): boolean {
 export function controllingRequest(run: ModuleRun): V1OwnerReference | undefined {
   return run.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
 }
+
+/** Load with modprobe, or remove with modprobe -r. */
+export type ModuleAction = 'Load' | 'Remove';
+
+/**
+ * One request as it applies to one node: an entry of NodeModules.spec.requests, written by the
+ * controller from the ModuleRequest (which it names, by name and UID, at one generation).
+ */
+export interface NodeModulesRequest {
+  name: string;
+  uid: string;
+  /** The ModuleRequest generation to carry out; a new one runs again. */
+  generation: number;
+  module: string;
+  parameters?: string[];
+  wait: WaitMode;
+  timeoutSeconds: number;
+  dryRun?: boolean;
+  action?: ModuleAction;
+}
+
+/** One request's result on one node: an entry of NodeModules.status.results, written by the agent. */
+export interface NodeModulesResult {
+  name: string;
+  uid: string;
+  /** The request generation this result is for. */
+  observedGeneration?: number;
+  phase?: RunPhase;
+  reason?: string;
+  message?: string;
+  exitCode?: number;
+  signal?: string;
+  stderrTail?: string;
+  stderrBytes?: number;
+  startTime?: string;
+  finishTime?: string;
+  bootID?: string;
+  attempt?: number;
+  claimedBy?: string;
+  resolved?: string[];
+  verified?: string[];
+  errno?: string;
+  kernelLog?: string[];
+}
+
+export interface NodeModulesSpec {
+  /** The node's boot ID the requests are for (from the Node); a result of another boot runs again. */
+  bootID?: string;
+  /** The requests that apply to the node, oldest first. */
+  requests?: NodeModulesRequest[];
+}
+
+/** Counts over the requests of the spec the agent last acted on (for `kubectl get nodemodules`). */
+export interface NodeModulesSummary {
+  requests: number;
+  succeeded: number;
+  failed: number;
+  pending: number;
+  running: number;
+}
+
+export interface NodeModulesStatus {
+  /** The metadata.generation of the spec the agent last acted on. */
+  observedGeneration?: number;
+  /** The agent process (instance) that wrote this status last. */
+  agent?: string;
+  summary?: NodeModulesSummary;
+  /** The most recent failure among the requests, in one line. */
+  lastFailure?: string;
+  results?: NodeModulesResult[];
+}
+
+/** One per node, named after it and owned by its Node; see the module comment. */
+export interface NodeModules {
+  apiVersion?: string;
+  kind?: string;
+  metadata: V1ObjectMeta;
+  spec: NodeModulesSpec;
+  status?: NodeModulesStatus;
+}
+
+/**
+ * The most requests one node holds (the CRD's maxItems). With the spec and status budgets below,
+ * a full object stays far below etcd's 1.5 MiB request limit (docs/nodemodules.md measures it).
+ */
+export const MAX_REQUESTS_PER_NODE = 256;
+/** Bytes of JSON the controller lets a node's spec.requests take; a request past it fails NodeFull. */
+export const NODE_SPEC_BUDGET_BYTES = 384 * 1024;
+/** Bytes of JSON the agent lets a node's status.results take; it trims finished results' bulky fields first. */
+export const NODE_STATUS_BUDGET_BYTES = 512 * 1024;
+/** The CRD's bounds on a result's text fields (the agent cuts to them before writing). */
+export const RESULT_LIMITS = {
+  message: 1024,
+  stderrTail: 1024,
+  lastFailure: 512,
+  kernelLogLines: 16,
+  kernelLogLine: 256,
+  names: 64,
+  name: 64,
+  errno: 32,
+} as const;

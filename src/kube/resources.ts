@@ -18,6 +18,7 @@
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import {
   GROUP,
+  NODE_MODULES_PLURAL,
   REQUEST_PLURAL,
   RUN_PLURAL,
   VERSION,
@@ -25,8 +26,17 @@ import {
   type ModuleRequestStatus,
   type ModuleRun,
   type ModuleRunSpec,
+  type NodeModules,
+  type NodeModulesSpec,
 } from '../api/types.ts';
-import { mergePatch, withTimeout, type CallOptions } from './callopts.ts';
+import { jsonPatch, mergePatch, withTimeout, type CallOptions } from './callopts.ts';
+
+/** One JSON patch (RFC 6902) operation. */
+export interface JsonPatchOp {
+  op: 'test' | 'add' | 'replace' | 'remove';
+  path: string;
+  value?: unknown;
+}
 import { isConflict, isObjectNotFound } from './errors.ts';
 
 /** Options for Resources. */
@@ -126,6 +136,56 @@ export class Resources {
       cont = page.metadata?.continue || undefined;
     } while (cont);
     return runs;
+  }
+
+  /** The node's NodeModules, or undefined if it does not exist. */
+  async getNodeModules(name: string): Promise<NodeModules | undefined> {
+    return orUndefined(name, this.#api.getClusterCustomObject({ ...this.#nm, name }, this.#call()));
+  }
+
+  /** Creates a node's NodeModules (409 if it exists). */
+  async createNodeModules(obj: NodeModules): Promise<NodeModules> {
+    return (await this.#api.createClusterCustomObject({ ...this.#nm, body: obj }, this.#call())) as NodeModules;
+  }
+
+  /**
+   * Merge-patches a node's NodeModules spec with `spec` (the controller owns it): `requests` is
+   * replaced whole, as a merge patch replaces lists. Unconditional: only the leading controller
+   * writes specs, from the same caches a successor would read.
+   */
+  async patchNodeModulesSpec(name: string, spec: NodeModulesSpec): Promise<NodeModules> {
+    return (await this.#api.patchClusterCustomObject(
+      { ...this.#nm, name, body: { spec: { bootID: spec.bootID ?? '', requests: spec.requests ?? [] } } },
+      this.#call(mergePatch()),
+    )) as NodeModules;
+  }
+
+  /**
+   * Writes a node's NodeModules status with a JSON patch (RFC 6902) of `ops` (the agent's status
+   * writer: `test` operations first make it conditional on what it last saw, without conflicting
+   * with the controller's spec writes). A failed `test` is a 422.
+   */
+  async patchNodeModulesStatus(name: string, ops: JsonPatchOp[]): Promise<NodeModules> {
+    return (await this.#api.patchClusterCustomObjectStatus(
+      { ...this.#nm, name, body: ops },
+      this.#call(jsonPatch()),
+    )) as NodeModules;
+  }
+
+  /** Deletes a node's NodeModules if its UID is `uid` (not a newer one of the same name); gone is not an error. */
+  async deleteNodeModules(name: string, uid: string): Promise<void> {
+    try {
+      await this.#api.deleteClusterCustomObject(
+        { ...this.#nm, name, body: { preconditions: { uid } } },
+        this.#call(),
+      );
+    } catch (err) {
+      if (!isObjectNotFound(err, name) && !isConflict(err)) throw err;
+    }
+  }
+
+  get #nm() {
+    return { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
   }
 
   get #req() {
