@@ -118,8 +118,8 @@ export interface NodeResult {
   verified?: string[];
   /** The kernel's error name for a failed module syscall. */
   errno?: string;
-  /** Kernel log lines the helper's run produced (bounded). */
-  kernelLog?: string[];
+  /** The kernel's log lines about the run's modules during the helper's run (bounded). */
+  kernelLog?: string;
 }
 
 export interface PhaseCounts {
@@ -211,9 +211,6 @@ export function controllingRequest(run: ModuleRun): V1OwnerReference | undefined
   return run.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
 }
 
-/** Load with modprobe, or remove with modprobe -r. */
-export type ModuleAction = 'Load' | 'Remove';
-
 /**
  * One request as it applies to one node: an entry of NodeModules.spec.requests, written by the
  * controller from the ModuleRequest (which it names, by name and UID, at one generation).
@@ -228,7 +225,7 @@ export interface NodeModulesRequest {
   wait: WaitMode;
   timeoutSeconds: number;
   dryRun?: boolean;
-  action?: ModuleAction;
+  action?: 'Load' | 'Remove';
 }
 
 /** One request's result on one node: an entry of NodeModules.status.results, written by the agent. */
@@ -252,7 +249,7 @@ export interface NodeModulesResult {
   resolved?: string[];
   verified?: string[];
   errno?: string;
-  kernelLog?: string[];
+  kernelLog?: string;
 }
 
 export interface NodeModulesSpec {
@@ -305,8 +302,7 @@ export const RESULT_LIMITS = {
   message: 1024,
   stderrTail: 1024,
   lastFailure: 512,
-  kernelLogLines: 16,
-  kernelLogLine: 256,
+  kernelLog: 1024,
   names: 64,
   name: 64,
   errno: 32,
