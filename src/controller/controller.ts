@@ -46,6 +46,7 @@ import { desiredEntry, type NodeLimits } from './nodespec.ts';
 import { DEFAULT_PACING, isIdle, knownStatus, type PacingOptions } from './pacing.ts';
 import { ProgressIndex, type Urgency } from './progress.ts';
 import { resultOn } from './results.ts';
+import { deleteRetiredCrds } from './retired.ts';
 import { summarize, type MissingNode } from './status.ts';
 import { StatusWriter, asTarget } from './statuswriter.ts';
 import { bootIdOf, describeTarget, resolveTargets, targetsNode, type TargetOptions } from './targets.ts';
@@ -239,6 +240,7 @@ export class Controller {
     this.#assignments.clear();
     for (const r of this.#requests.list()) this.#assign(r);
     this.#log.info('reconciling ModuleRequests');
+    void deleteRetiredCrds(this.#opts.kc, this.#log);
     const queue = (
       name: string,
       concurrency: number,
