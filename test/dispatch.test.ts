@@ -15,48 +15,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CustomObjectsApi, type V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { CustomObjectsApi } from '@kubernetes/client-node';
 import { GROUP, NODE_MODULES_PLURAL, VERSION } from '../src/api/types.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
-import { installCrdObjects } from '../src/kube/crds.ts';
 import { apiserverCpuSeconds, inParallel } from '../bench/support.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { WatchStreams, type WatchStream } from './support/watchstreams.ts';
+import { WIDGETS_PATH, installWidgets, widget, widgets } from './support/widgets.ts';
 
-const env = useControlPlane({ controllerManager: false });
-
-/** The old shape's dispatch: a cluster-scoped kind with spec.nodeName as a selectable field. */
-const PROBE_GROUP = 'dispatch.kmod.dev';
-const PROBE_PLURAL = 'probes';
-const probeCrd: V1CustomResourceDefinition = {
-  apiVersion: 'apiextensions.k8s.io/v1',
-  kind: 'CustomResourceDefinition',
-  metadata: { name: `${PROBE_PLURAL}.${PROBE_GROUP}` },
-  spec: {
-    group: PROBE_GROUP,
-    scope: 'Cluster',
-    names: { kind: 'Probe', plural: PROBE_PLURAL, singular: 'probe', listKind: 'ProbeList' },
-    versions: [
-      {
-        name: 'v1',
-        served: true,
-        storage: true,
-        selectableFields: [{ jsonPath: '.spec.nodeName' }],
-        schema: {
-          openAPIV3Schema: {
-            type: 'object',
-            properties: {
-              spec: {
-                type: 'object',
-                properties: { nodeName: { type: 'string' }, n: { type: 'integer' } },
-              },
-            },
-          },
-        },
-      },
-    ],
-  },
-};
+const env = useControlPlane({ controllerManager: false, setup: (e) => installWidgets(e.kc) });
 
 /** Idle watches at the small and the large size ("N in the thousands"), and events measured at each. */
 const SMALL = 250;
@@ -81,10 +48,7 @@ async function measure(kind: 'name' | 'field', n: number, run: string): Promise<
   const streams = new WatchStreams(env.cp.server, env.cp.caPem, env.cp.adminToken);
   try {
     const node = (i: number) => `${run}-w${i}`;
-    const path =
-      kind === 'name'
-        ? `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`
-        : `/apis/${PROBE_GROUP}/v1/${PROBE_PLURAL}`;
+    const path = kind === 'name' ? `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}` : WIDGETS_PATH;
     const watches = new Array<WatchStream>(n);
     await inParallel(
       Array.from({ length: n }, (_, i) => i),
@@ -108,17 +72,7 @@ async function measure(kind: 'name' | 'field', n: number, run: string): Promise<
               spec: {},
             },
           })
-        : api.createClusterCustomObject({
-            group: PROBE_GROUP,
-            version: 'v1',
-            plural: PROBE_PLURAL,
-            body: {
-              apiVersion: `${PROBE_GROUP}/v1`,
-              kind: 'Probe',
-              metadata: { name: `${run}-p${i}` },
-              spec: { nodeName: node(i), n: 0 },
-            },
-          });
+        : api.createClusterCustomObject({ ...widgets, body: widget(`${run}-p${i}`, node(i)) });
     const change = (j: number) =>
       kind === 'name'
         ? api.patchClusterCustomObjectStatus(
@@ -132,13 +86,7 @@ async function measure(kind: 'name' | 'field', n: number, run: string): Promise<
             mergePatch(),
           )
         : api.patchClusterCustomObject(
-            {
-              group: PROBE_GROUP,
-              version: 'v1',
-              plural: PROBE_PLURAL,
-              name: `${run}-p0`,
-              body: { spec: { n: j } },
-            },
+            { ...widgets, name: `${run}-p0`, body: { spec: { n: j } } },
             mergePatch(),
           );
     await create(0);
@@ -159,7 +107,6 @@ async function measure(kind: 'name' | 'field', n: number, run: string): Promise<
 }
 
 test('a name-scoped watch: one object’s events reach only its own agent, and API server CPU per event does not grow with the watches', async () => {
-  await installCrdObjects(env.kc, [probeCrd]);
   // Warm-up (caches, connections, JIT of the API server's paths), not measured.
   await measure('name', 20, 'warm-n');
   await measure('field', 20, 'warm-f');
@@ -168,10 +115,10 @@ test('a name-scoped watch: one object’s events reach only its own agent, and A
   const field = [await measure('field', SMALL, 'f1'), await measure('field', LARGE, 'f2')];
   const growth = (m: Measured[]) => (m[1] as Measured).cpuMsPerEvent - (m[0] as Measured).cpuMsPerEvent;
   const perWatch = (m: Measured[]) => (growth(m) * 1000) / (LARGE - SMALL);
-  const table = [
-    ...name.map((m) => ['metadata.name', m]),
-    ...field.map((m) => ['spec.nodeName', m]),
-  ] as const;
+  const table: Array<[string, Measured]> = [
+    ...name.map((m): [string, Measured] => ['metadata.name', m]),
+    ...field.map((m): [string, Measured] => ['spec.nodeName', m]),
+  ];
   for (const [selector, m] of table)
     console.log(
       `${selector.padEnd(14)} ${String(m.watches).padStart(5)} watches: ${m.cpuMsPerEvent.toFixed(3)} ms API server CPU per event; own watch ${m.own} events, the other ${m.watches - 1} watches ${m.others}`,

@@ -14,7 +14,7 @@ test('a node’s object as written stands in for the cache until the cache moves
   m.wroteNodeModules('n1', created, undefined);
   assert.equal(m.nodeModules('n1', undefined), created, 'created: the cache does not have it yet');
   assert.equal(
-    m.nodeModules('n1', nm('5')).metadata.resourceVersion,
+    m.nodeModules('n1', nm('5'))?.metadata.resourceVersion,
     '5',
     'the cache shows it: the cache wins',
   );
