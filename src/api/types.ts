@@ -218,6 +218,8 @@ export function controllingRequest(run: ModuleRun): V1OwnerReference | undefined
 export interface NodeModulesRequest {
   name: string;
   uid: string;
+  /** The request's creationTimestamp: on a node, requests for one module run in this order. */
+  created?: string;
   /** The ModuleRequest generation to carry out; a new one runs again. */
   generation: number;
   module: string;

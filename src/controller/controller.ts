@@ -42,7 +42,7 @@ import { Assignments } from './assignments.ts';
 import { ControllerMemory } from './memory.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { NodeSync, requestTarget } from './nodesync.ts';
-import { desiredEntry, type NodeLimits } from './nodespec.ts';
+import { createdOf, desiredEntry, type NodeLimits } from './nodespec.ts';
 import { DEFAULT_PACING, isIdle, knownStatus, type PacingOptions } from './pacing.ts';
 import { ProgressIndex, type Urgency } from './progress.ts';
 import { resultOn } from './results.ts';
@@ -360,7 +360,7 @@ export class Controller {
       resolved = missing === undefined ? { targets: nodes } : { targets: nodes, missing };
       changed = this.#assignments.assign(
         name,
-        req.metadata.creationTimestamp ? new Date(req.metadata.creationTimestamp).toISOString() : '',
+        createdOf(req),
         desiredEntry(req),
         nodes.map((n) => n.metadata?.name ?? ''),
       );

@@ -29,6 +29,7 @@ export function desiredEntry(req: ModuleRequest): NodeModulesRequest {
   const entry: NodeModulesRequest = {
     name: req.metadata.name ?? '',
     uid: req.metadata.uid ?? '',
+    ...(createdOf(req) ? { created: createdOf(req) } : {}),
     generation: req.metadata.generation ?? 1,
     module: req.spec.module,
     wait: req.spec.wait ?? DEFAULT_WAIT,
@@ -39,11 +40,19 @@ export function desiredEntry(req: ModuleRequest): NodeModulesRequest {
   return entry;
 }
 
+/** A request's creationTimestamp as RFC 3339 text ('' when unknown; client-node may hand a Date). */
+export function createdOf(req: ModuleRequest): string {
+  const t = req.metadata.creationTimestamp as unknown as string | Date | undefined;
+  if (!t) return '';
+  return t instanceof Date ? t.toISOString().replace(/\.\d{3}Z$/, 'Z') : t;
+}
+
 /** True when two entries ask for the same thing (field by field; key order does not matter). */
 export function sameEntry(a: NodeModulesRequest, b: NodeModulesRequest): boolean {
   return (
     a.name === b.name &&
     a.uid === b.uid &&
+    (a.created ?? '') === (b.created ?? '') &&
     a.generation === b.generation &&
     a.module === b.module &&
     (a.parameters ?? []).join('\0') === (b.parameters ?? []).join('\0') &&

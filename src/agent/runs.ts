@@ -1,0 +1,80 @@
+/**
+ * Everything the agent knows about each request on its node, in one place,
+ * keyed one way: by the request's UID. A run is one request carried out on
+ * this node; its state here is
+ *
+ *   result    what the agent reports for it (the node's status entry), the
+ *             truth while this process holds the node's status: the informer
+ *             only ever shows it back later;
+ *   owner     which execution that result belongs to (for a foreign write);
+ *   exec      the execution in hand (waiting for a slot, or its helper running);
+ *   throttle  since when, and how often, its current generation was throttled;
+ *   started   the attempts this process started a helper for (attempts.ts);
+ *   parked    helpers were not enabled when it came to run (nodehelpers.ts).
+ *
+ * `forget(uid)` drops all of it at once: a request that left the node's spec.
+ */
+import type { NodeModulesResult } from '../api/types.ts';
+import type { Execution, ResultOwner } from './execution.ts';
+
+/** A run's throttling for one generation: since when (its first try), and how often. */
+export interface Throttle {
+  generation: number;
+  firstAttemptMs: number;
+  tries: number;
+}
+
+/** What the agent knows about one request on its node. */
+export interface Run {
+  readonly uid: string;
+  result?: NodeModulesResult;
+  owner?: ResultOwner;
+  /** The result changed since it was last written. */
+  dirty: boolean;
+  exec?: Execution;
+  throttle?: Throttle;
+  /** Attempts this process started a helper for (startedKey). */
+  readonly started: Set<string>;
+  parked: boolean;
+}
+
+/** The key under which a run remembers that this process started the helper of an attempt. */
+export function startedKey(generation: number, attempt: number, bootID: string | undefined): string {
+  return `${generation}/${attempt}/${bootID ?? ''}`;
+}
+
+/** See the module comment. */
+export class AgentRuns {
+  readonly #runs = new Map<string, Run>();
+
+  /** The run of request `uid`, if the agent knows anything about it. */
+  get(uid: string): Run | undefined {
+    return this.#runs.get(uid);
+  }
+
+  /** The run of request `uid`, made on first use. */
+  run(uid: string): Run {
+    let r = this.#runs.get(uid);
+    if (!r) this.#runs.set(uid, (r = { uid, dirty: false, started: new Set(), parked: false }));
+    return r;
+  }
+
+  /** Every run known. */
+  all(): IterableIterator<Run> {
+    return this.#runs.values();
+  }
+
+  /** Drops everything known about request `uid`. */
+  forget(uid: string): void {
+    this.#runs.delete(uid);
+  }
+
+  /** Sets the run's result (to be written). */
+  report(uid: string, result: NodeModulesResult, owner?: ResultOwner): Run {
+    const r = this.run(uid);
+    r.result = result;
+    if (owner) r.owner = owner;
+    r.dirty = true;
+    return r;
+  }
+}
