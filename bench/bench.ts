@@ -19,7 +19,7 @@
  *   fanout            one request over BENCH_FANOUT nodes (comma list; full 200,1000; small 50)
  *   burst             BENCH_BURST runs on one node, 1 s helpers, cap 50 (full 200, small 100)
  *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
- *   controller-memory the controller with BENCH_STORED requests stored (full 10000, small 1000)
+ *   controller-memory the controller with BENCH_STORED requests stored, 100 per node (full 10000, small 1000)
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
  * BENCH_RESULTS=path writes the results there instead of bench/results.json
  * (test/bench.test.ts, so that a test run leaves the committed figures alone).
@@ -519,12 +519,15 @@ try {
     // What the earlier scenarios left goes first, so the row holds the stored count it names.
     await deleteAll();
     while (watcher.list().length > 0) await new Promise((r) => setTimeout(r, 200));
-    await makeNodes(['mem-node']);
+    // Over nodes of 100 requests each: one node takes at most MAX_REQUESTS_PER_NODE (256).
+    const memNodes = Array.from({ length: Math.ceil(n / 100) }, (_, i) => `mem-node-${i}`);
+    await makeNodes(memNodes);
     const t0 = performance.now();
     await inParallel(
       Array.from({ length: n }, (_, i) => i),
       SUBMIT_CONCURRENCY,
-      async (i) => void (await createRequest(`mem-${i}`, { module: `m${i}`, nodeName: 'mem-node' })),
+      async (i) =>
+        void (await createRequest(`mem-${i}`, { module: `m${i}`, nodeName: memNodes[i % memNodes.length] })),
     );
     const progressed = () =>
       watcher.list().filter((r) => r.metadata.name?.startsWith('mem-') && r.status?.progress === '0/1')
