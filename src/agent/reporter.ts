@@ -164,7 +164,7 @@ export class StatusReporter {
   #settle(upTo: number, err?: unknown): void {
     const done = this.#waiters.filter((w) => w.id <= upTo);
     this.#waiters = this.#waiters.filter((w) => w.id > upTo);
-    for (const w of done) (err === undefined ? w.resolve() : w.reject(err));
+    for (const w of done) err === undefined ? w.resolve() : w.reject(err);
   }
 
   #delay(err: unknown): number {
@@ -177,11 +177,20 @@ export class StatusReporter {
   async #write(): Promise<void> {
     for (let i = 0; ; i++) {
       const nm = this.#object;
-      if (!nm) throw new Error(`node ${this.#o.nodeName} has no NodeModules (not dispatched to yet, or deleted)`);
+      if (!nm)
+        throw new Error(`node ${this.#o.nodeName} has no NodeModules (not dispatched to yet, or deleted)`);
       const written = [...this.#o.runs.all()].filter((r) => r.dirty).map((r) => [r, r.result] as const);
-      const status = composeStatus(nm, (uid) => this.#o.runs.get(uid)?.result, this.#o.instanceId, this.#o.budgetBytes);
+      const status = composeStatus(
+        nm,
+        (uid) => this.#o.runs.get(uid)?.result,
+        this.#o.instanceId,
+        this.#o.budgetBytes,
+      );
       try {
-        const updated = await this.#o.resources.patchNodeModulesStatus(this.#o.nodeName, ops(nm, this.#server, status));
+        const updated = await this.#o.resources.patchNodeModulesStatus(
+          this.#o.nodeName,
+          ops(nm, this.#server, status),
+        );
         this.#object = keepNewer(this.#object, updated);
         this.#server = { exists: true, agent: this.#o.instanceId };
         // A result changed while the write was in flight stays dirty for the next one.
@@ -208,7 +217,8 @@ export class StatusReporter {
     const server = serverStatusOf(latest);
     const sameObject = latest.metadata.uid === before?.metadata.uid;
     const sameWriter =
-      server.exists === this.#server.exists && (!server.exists || !this.#server.exists || server.agent === this.#server.agent);
+      server.exists === this.#server.exists &&
+      (!server.exists || !this.#server.exists || server.agent === this.#server.agent);
     this.#object = latest;
     this.#server = server;
     if (sameObject && sameWriter) return false;
@@ -291,7 +301,13 @@ export function summarizeNode(
   resultOf: (uid: string) => NodeModulesResult | undefined,
   bootID: string | undefined,
 ): { summary: NodeModulesSummary; lastFailure?: string } {
-  const summary: NodeModulesSummary = { requests: spec.length, succeeded: 0, failed: 0, pending: 0, running: 0 };
+  const summary: NodeModulesSummary = {
+    requests: spec.length,
+    succeeded: 0,
+    failed: 0,
+    pending: 0,
+    running: 0,
+  };
   let last: NodeModulesResult | undefined;
   for (const e of spec) {
     const r = resultOf(e.uid);

@@ -4,6 +4,8 @@
  */
 import { Reason, type ModuleRun, type ModuleRunSpec, type ModuleRunStatus } from '../api/types.ts';
 import type { ExecOutcome, HelperResult } from '../helper/runner.ts';
+import type { NodeModulesResult } from '../api/types.ts';
+import type { Run } from './runs.ts';
 
 /** Turns a finished helper into a run status (phase, reason, exit code or signal, stderr tail). */
 export function resultStatus(
@@ -113,4 +115,25 @@ export function statusToWrite(
       finishTime: status.finishTime ?? now.toISOString(),
     },
   };
+}
+
+/**
+ * Whether a result another agent process wrote for a request (`theirs`, read back after its
+ * write beat ours) stands over what this process holds for it (`run`): a newer generation does;
+ * so does a live claim of the same or a later attempt by someone this process did not take over
+ * from. Otherwise this process's own result stands.
+ */
+export function supersedes(
+  theirs: NodeModulesResult,
+  run: Pick<Run, 'result' | 'owner'>,
+  instanceId: string,
+): boolean {
+  const ours = run.result;
+  if (!ours) return true;
+  const tg = theirs.observedGeneration ?? 0;
+  const og = ours.observedGeneration ?? 0;
+  if (tg !== og) return tg > og;
+  if (!theirs.claimedBy || theirs.claimedBy === instanceId) return false;
+  if (theirs.claimedBy === run.owner?.takesOverFrom) return false;
+  return (theirs.attempt ?? 1) >= (ours.attempt ?? 1);
 }
