@@ -1,21 +1,27 @@
 /**
  * The per-node agent (one per node, a DaemonSet): watches only its own
- * node's ModuleRuns and carries each out as the kernel carries out
+ * node's NodeModules, by name (an event on another node's object never
+ * reaches it, nor costs the API server anything for it: docs/nodemodules.md),
+ * and carries out each request of its spec as the kernel carries out
  * request_module(). This class only wires the parts, each doing one thing:
  *
- *   decision.ts    run + current execution → nothing / start attempt n / take over / report
+ *   runs.ts        what the agent knows about each request on the node, keyed by its UID
+ *   decision.ts    entry + result + current execution → nothing / start attempt n / take over
  *   pipeline.ts    check → gate → slot → policy on what modprobe loads → claim → run → report
- *   result.ts      helper result → run status; whether a result may be written
+ *   result.ts      helper result → the node's result for the request; whether it may be written
+ *   reporter.ts    writes the node's status (every result), coalescing writes
+ *   outcomes.ts    an execution's outcome → the work queue's verbs, throttling
  *   nodehelpers.ts the node's helper state (Enabled / Freezing / Disabled) and its reporting
  *   slots.ts       the per-node cap with its busy timeout
  *   settings.ts    module policy and capability masks, from ConfigMaps
  *
- * Every retry goes through the one work queue (rate-limited per run): an
- * unexpected error, a claim that lost a race, a result the API server did
- * not take, a throttled run while its timeoutSeconds allows (outcomes.ts).
+ * Every retry goes through the one work queue (rate-limited per request): an
+ * unexpected error, a claim that lost a race or was not written, a throttled
+ * run while its timeoutSeconds allows (outcomes.ts); a result the API server
+ * did not take is written again by the reporter.
  *
- * The claim is what makes restarts safe: a run whose status says Running for
- * its current generation, claimed by an agent process that is gone, was
+ * The claim is what makes restarts safe: a result that says Running for the
+ * request's current generation, claimed by an agent process that is gone, was
  * interrupted; it is reported and run again with the next attempt number
  * (loading a module is idempotent). Nothing runs without a claim.
  */
@@ -23,7 +29,13 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
-import { GROUP, RUN_PLURAL, VERSION, controllingRequest, type ModuleRun } from '../api/types.ts';
+import {
+  GROUP,
+  NODE_MODULES_PLURAL,
+  VERSION,
+  type NodeModules,
+  type NodeModulesRequest,
+} from '../api/types.ts';
 import { isNotFound, retryAfterMs } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
@@ -31,7 +43,9 @@ import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import type { Resolver } from '../policy/resolve.ts';
+import { sameEntry } from '../api/nodemodules.ts';
 import { decide } from './decision.ts';
+import type { Execution } from './execution.ts';
 import {
   DEFAULT_CAPABILITIES,
   DEFAULT_DRAIN_TIMEOUT_MS,
@@ -43,7 +57,9 @@ import { AgentMetrics } from './metrics.ts';
 import { NodeHelpers } from './nodehelpers.ts';
 import { Outcomes } from './outcomes.ts';
 import type { HelperState } from './nodestate.ts';
-import { RunPipeline, nodeTarget, type Execution, type Outcome } from './pipeline.ts';
+import { RunPipeline, nodeTarget, type Outcome } from './pipeline.ts';
+import { StatusReporter } from './reporter.ts';
+import { AgentRuns, startedKey } from './runs.ts';
 import { AgentSettings, type ConfigMapRef } from './settings.ts';
 import { HelperSlots } from './slots.ts';
 
@@ -87,7 +103,7 @@ export interface AgentOptions {
    */
   resolver?: Resolver;
   /**
-   * The watchdog on the agent's watches (its runs, its Node, its ConfigMaps): one that received
+   * The watchdog on the agent's watches (its NodeModules, its Node, its ConfigMaps): one that received
    * nothing, not even a bookmark, for this long is reconnected (src/kube/watch.ts). Default
    * DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
    */
@@ -102,17 +118,20 @@ export class Agent {
   readonly #core: CoreV1Api;
   readonly #events: EventRecorder;
   readonly #metrics: AgentMetrics;
-  readonly #runs: Informer<ModuleRun>;
+  /** This node's NodeModules (one object, watched by name). */
+  readonly #object: Informer<NodeModules>;
   readonly #node: Informer<V1Node>;
   readonly #queue: WorkQueue;
   readonly #slots: HelperSlots;
   readonly #helpers: NodeHelpers;
   readonly #settings: AgentSettings;
   readonly #pipeline: RunPipeline;
-  /** Run name → what is being carried out for it now. */
-  readonly #executions = new Map<string, Execution>();
-  readonly #inFlight = new Set<Promise<void>>();
+  /** What the agent knows about each request on the node, keyed by request UID (runs.ts). */
+  readonly #runs = new AgentRuns();
+  readonly #reporter: StatusReporter;
   readonly #outcomes: Outcomes;
+  /** Executions under way (their promises), for stop() and idle(). */
+  readonly #inFlight = new Set<Promise<void>>();
   #started = false;
   #stopping = false;
 
@@ -130,9 +149,9 @@ export class Agent {
       () => this.#helpers.waiting,
     );
     this.#queue = new WorkQueue({
-      name: 'moduleruns',
+      name: 'nodemodules',
       // The decision never waits for a helper; what it starts reports back through forget/addRateLimited.
-      reconcile: (key) => Promise.resolve(this.#reconcile(key)),
+      reconcile: (uid) => Promise.resolve(this.#reconcile(uid)),
       concurrency: 4,
       baseDelayMs: RETRY_BASE_DELAY_MS,
       maxDelayMs: RETRY_MAX_DELAY_MS,
@@ -148,7 +167,7 @@ export class Agent {
       metrics: this.#metrics,
       logger: this.#log,
       drainTimeoutMs: opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
-      resume: (name) => this.#queue.add(name),
+      resume: (uid) => this.#queue.add(uid),
     });
     const caps = opts.capabilities ?? DEFAULT_CAPABILITIES;
     this.#settings = new AgentSettings({
@@ -165,11 +184,22 @@ export class Agent {
       onNarrowed: (message) =>
         this.#events.event(nodeTarget(nodeName), 'Normal', 'CapabilityNarrowed', message),
     });
+    this.#reporter = new StatusReporter({
+      resources: new Resources(kc),
+      nodeName,
+      instanceId: this.#instanceId,
+      runs: this.#runs,
+      logger: this.#log,
+      // Their claims won: decide those requests again (their executions, if any, drop their results).
+      onTakenOver: (uids) => uids.forEach((uid) => this.#queue.add(uid)),
+    });
     this.#pipeline = new RunPipeline({
       nodeName,
       helperPath: opts.helperPath,
       instanceId: this.#instanceId,
-      resources: new Resources(kc),
+      runs: this.#runs,
+      reporter: this.#reporter,
+      entry: (uid) => this.#entries().get(uid),
       events: this.#events,
       metrics: this.#metrics,
       slots: this.#slots,
@@ -177,20 +207,21 @@ export class Agent {
       settings: this.#settings,
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
-      onHelperStart: (exec) => this.#outcomes.markStarted(exec),
       ...(opts.resolver ? { resolver: opts.resolver } : {}),
     });
     this.#outcomes = new Outcomes({
       queue: this.#queue,
       pipeline: this.#pipeline,
       metrics: this.#metrics,
+      runs: this.#runs,
       busyTimeoutMs: this.#slots.busyTimeoutMs,
     });
-    // The kubelet pattern: a server-side field selector, so this agent sees only its own node's runs.
-    this.#runs = new Informer<ModuleRun>({
+    // The kubelet's node Lease pattern: one object, watched by name, so this agent sees only its
+    // own node's, and the API server hands each event to this one watch (docs/nodemodules.md).
+    this.#object = new Informer<NodeModules>({
       kc,
-      path: `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`,
-      fieldSelector: `spec.nodeName=${nodeName}`,
+      path: `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      fieldSelector: `metadata.name=${nodeName}`,
       logger: opts.logger,
       watchTimeoutMs: opts.watchTimeoutMs,
     });
@@ -201,8 +232,13 @@ export class Agent {
       logger: opts.logger,
       watchTimeoutMs: opts.watchTimeoutMs,
     });
-    const enqueue = (run: ModuleRun) => run.metadata.name && this.#queue.add(run.metadata.name);
-    for (const ev of ['add', 'update', 'delete'] as const) this.#runs.on(ev, enqueue);
+    const onObject = (next: NodeModules | undefined, old: NodeModules | undefined) => {
+      this.#reporter.observe(next);
+      for (const uid of changedEntries(old, next)) this.#queue.add(uid);
+    };
+    this.#object.on('add', (nm) => onObject(nm, undefined));
+    this.#object.on('update', (nm, old) => onObject(nm, old));
+    this.#object.on('delete', (nm) => onObject(undefined, nm));
     // Not before start (it takes the node's state itself) nor while stopping (shutdown keeps it Disabled).
     const following = () => this.#started && !this.#stopping;
     this.#node.on('add', (node) => following() && this.#helpers.onNode(node));
@@ -227,8 +263,8 @@ export class Agent {
   }
 
   /**
-   * Starts the caches; runs are taken on only once both are synced, so
-   * interrupted runs are recognised from a complete picture.
+   * Starts the caches; requests are taken on only once they are synced, so interrupted runs are
+   * recognised from a complete picture.
    */
   async start(): Promise<void> {
     if (this.#opts.helperPath === '') {
@@ -236,11 +272,13 @@ export class Agent {
         'helper path is empty: module loading is disabled on this node; runs will fail HelperDisabled',
       );
     }
-    await Promise.all([this.#node.start(), this.#runs.start(), this.#settings.start()]);
-    // Recovery, with helpers still Disabled: decide every run from the synced cache, so claims left
-    // by an interrupted agent are recognised (and their retries counted) before anything starts.
+    await Promise.all([this.#node.start(), this.#object.start(), this.#settings.start()]);
+    // The status a previous agent process of this node wrote is where this one starts from.
+    this.#reporter.adopt(this.#object.get(this.#opts.nodeName));
+    // Recovery, with helpers still Disabled: decide every request from the synced cache, so claims
+    // left by an interrupted agent are recognised (and their retries counted) before anything starts.
     this.#queue.start();
-    for (const run of this.#runs.list()) if (run.metadata.name) this.#queue.add(run.metadata.name);
+    for (const uid of this.#entries().keys()) this.#queue.add(uid);
     await this.#queue.idle();
     this.#started = true;
     // Now take the state the node asks for (default Enabled); waiting runs start.
@@ -258,7 +296,8 @@ export class Agent {
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
     // SIGTERM = disable + drain: nothing new starts; runs still waiting are left for the next agent.
-    for (const exec of this.#executions.values()) if (!exec.inSlot) exec.cancel.abort('agent stopping');
+    for (const run of this.#runs.all())
+      if (run.exec && !run.exec.inSlot) run.exec.cancel.abort('agent stopping');
     const drained = await this.#helpers.shutdown(graceMs);
     if (!drained.ok)
       this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', {
@@ -272,7 +311,8 @@ export class Agent {
       new Promise((r) => (timer = setTimeout(r, 1000))),
     ]);
     clearTimeout(timer);
-    await Promise.all([this.#runs.stop(), this.#node.stop(), this.#settings.stop()]);
+    this.#reporter.stop();
+    await Promise.all([this.#object.stop(), this.#node.stop(), this.#settings.stop()]);
     await this.#events.flush();
   }
 
@@ -303,79 +343,107 @@ export class Agent {
     }
   }
 
-  /** Decides what a run needs (decision.ts) and starts it. Never waits for a helper. */
-  #reconcile(name: string): void {
+  /** The requests of the node's spec by UID (a request listed twice counts once, the first). */
+  #entries(): Map<string, NodeModulesRequest> {
+    return entriesOf(this.#object.get(this.#opts.nodeName));
+  }
+
+  /** Decides what a request on this node needs (decision.ts) and starts it. Never waits for a helper. */
+  #reconcile(uid: string): void {
     if (this.#stopping) return;
-    const run = this.#runs.get(name);
-    const current = this.#executions.get(name);
-    const uid = run?.metadata.uid ?? '';
-    const generation = run?.metadata.generation ?? 1;
-    const pending = this.#outcomes.unreported(name);
+    const nm = this.#object.get(this.#opts.nodeName);
+    const entry = entriesOf(nm).get(uid);
+    const run = this.#runs.get(uid);
+    const current = run?.exec;
+    const claim = run?.result;
     const decision = decide(
-      run,
-      current && { uid: current.uid, generation: current.generation, aborted: current.cancel.signal.aborted },
+      entry,
+      claim,
+      current && { generation: current.generation, aborted: current.cancel.signal.aborted },
       {
-        reportedGeneration: run && this.#outcomes.reportedGeneration(uid),
-        unreported: pending?.exec,
         instanceId: this.#instanceId,
-        startedClaimedAttempt: this.#outcomes.startedHere(uid, generation, run?.status?.attempt ?? 1),
+        bootID: nm?.spec.bootID,
+        startedClaimedAttempt:
+          !!claim &&
+          !!run?.started.has(startedKey(claim.observedGeneration ?? 0, claim.attempt ?? 1, claim.bootID)),
       },
     );
     // The killable wait: only a run still waiting for a slot stops; a running helper is left alone.
     if (decision.cancel) current?.cancel.abort(decision.cancel);
-    if (!run || run.metadata.deletionTimestamp) {
-      this.#outcomes.forgetRun(name, new Set(this.#runs.list().map((r) => r.metadata.uid ?? '')));
-      return;
-    }
-    if (pending && (pending.exec.uid !== uid || pending.exec.generation !== generation))
-      this.#outcomes.dropUnreported(name);
-    if (decision.action === 'none') return;
-    if (decision.action === 'report' && pending) {
-      // A fresh handle: the earlier execution is over; only its result is left to write.
-      const exec: Execution = { ...pending.exec, cancel: new AbortController(), inSlot: true };
-      const log = this.#runLog(pending.run, exec);
-      this.#track(name, pending.run, exec, this.#pipeline.finish(pending.run, exec, pending.status, log));
+    if (!entry) {
+      // Taken off the node: forgotten once nothing runs for it (its result leaves the status).
+      this.#queue.forget(uid);
+      if (!run?.exec) this.#runs.forget(uid);
       return;
     }
     if (decision.action !== 'start') return;
     const exec: Execution = {
       uid,
-      generation,
+      generation: entry.generation,
       attempt: decision.attempt,
       takesOverFrom: decision.takesOverFrom,
       cancel: new AbortController(),
       inSlot: false,
     };
-    this.#track(name, run, exec, this.#pipeline.execute(run, exec, this.#runLog(run, exec)));
+    const log = this.#runLog(entry, exec);
+    this.#track(entry, exec, this.#pipeline.execute(entry, exec, log), log);
   }
 
   /** Keeps an execution in hand until it settles, then turns its outcome into the queue's verbs. */
-  #track(name: string, run: ModuleRun, exec: Execution, work: Promise<Outcome>): void {
-    this.#executions.set(name, exec);
-    const log = this.#runLog(run, exec);
+  #track(entry: NodeModulesRequest, exec: Execution, work: Promise<Outcome>, log: Logger): void {
+    const uid = entry.uid;
+    const run = this.#runs.run(uid);
+    run.exec = exec;
     const p = work
-      .then((outcome) => this.#outcomes.settle(name, run, exec, outcome, log))
+      .then((outcome) => this.#outcomes.settle(entry, exec, outcome, log))
       .catch((err: unknown) => {
-        const retryInMs = this.#queue.addRateLimited(name, retryAfterMs(err));
+        const retryInMs = this.#queue.addRateLimited(uid, retryAfterMs(err));
         log.error('run failed unexpectedly; retrying with backoff', { error: errorMessage(err), retryInMs });
       })
       .finally(() => {
-        if (this.#executions.get(name) === exec) {
-          this.#executions.delete(name);
-          // Cancelled because the run was superseded or recreated: decide again for what is there now.
-          if (exec.cancel.signal.aborted && !this.#stopping) this.#queue.add(name);
+        if (run.exec === exec) {
+          delete run.exec;
+          // Cancelled because the request was superseded or taken off: decide again for what is there now.
+          if (exec.cancel.signal.aborted && !this.#stopping) this.#queue.add(uid);
         }
         this.#inFlight.delete(p);
       });
     this.#inFlight.add(p);
   }
 
-  #runLog(run: ModuleRun, exec: Execution): Logger {
-    return this.#log.child({
-      run: run.metadata.name,
-      module: run.spec.module,
-      attempt: exec.attempt,
-      request: controllingRequest(run)?.name,
-    });
+  #runLog(entry: NodeModulesRequest, exec: Pick<Execution, 'attempt'>): Logger {
+    return this.#log.child({ request: entry.name, module: entry.module, attempt: exec.attempt });
   }
+}
+
+const entriesByObject = new WeakMap<NodeModules, Map<string, NodeModulesRequest>>();
+
+/** The object's spec entries by request UID (computed once per cached object; first of duplicates). */
+function entriesOf(nm: NodeModules | undefined): Map<string, NodeModulesRequest> {
+  if (!nm) return new Map();
+  let m = entriesByObject.get(nm);
+  if (!m) {
+    m = new Map();
+    for (const e of nm.spec?.requests ?? []) if (!m.has(e.uid)) m.set(e.uid, e);
+    entriesByObject.set(nm, m);
+  }
+  return m;
+}
+
+/**
+ * The requests an update of the node's object concerns: entries added, removed or changed, and
+ * every entry when the boot or the object itself changed. The agent's own status writes coming
+ * back change none of them.
+ */
+function changedEntries(old: NodeModules | undefined, next: NodeModules | undefined): string[] {
+  const a = entriesOf(old);
+  const b = entriesOf(next);
+  const all = old?.metadata.uid !== next?.metadata.uid || old?.spec.bootID !== next?.spec.bootID;
+  const out: string[] = [];
+  for (const [uid, e] of b) {
+    const before = a.get(uid);
+    if (all || !before || !sameEntry(before, e)) out.push(uid);
+  }
+  for (const uid of a.keys()) if (!b.has(uid)) out.push(uid);
+  return out;
 }

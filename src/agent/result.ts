@@ -1,19 +1,22 @@
 /**
- * From what the helper did to what the run's status says. Pure: no I/O; the
- * clock comes in as an argument.
+ * From what the helper did to what the node's result for the request says.
+ * Pure: no I/O; the clock comes in as an argument.
  */
-import { Reason, type ModuleRun, type ModuleRunSpec, type ModuleRunStatus } from '../api/types.ts';
+import { Reason, type NodeModulesRequest, type NodeModulesResult } from '../api/types.ts';
 import type { ExecOutcome, HelperResult } from '../helper/runner.ts';
-import type { NodeModulesResult } from '../api/types.ts';
+import type { ResultOwner } from './execution.ts';
 import type { Run } from './runs.ts';
 
-/** Turns a finished helper into a run status (phase, reason, exit code or signal, stderr tail). */
+/** A result's fields apart from which request it is for (name, uid). */
+export type ResultFields = Omit<NodeModulesResult, 'name' | 'uid'>;
+
+/** Turns a finished helper into a result (phase, reason, exit code or signal, stderr tail). */
 export function resultStatus(
   r: HelperResult,
   helper: string,
-  spec: Pick<ModuleRunSpec, 'module' | 'timeoutSeconds'>,
-): ModuleRunStatus {
-  const common: ModuleRunStatus = {
+  spec: Pick<NodeModulesRequest, 'module' | 'timeoutSeconds'>,
+): ResultFields {
+  const common: ResultFields = {
     finishTime: r.finishTime.toISOString(),
     stderrTail: r.stderrTail,
     stderrBytes: r.stderrBytes,
@@ -60,7 +63,7 @@ export function resultStatus(
 }
 
 /** The report of `wait: None` (at once) and `wait: Exec` (once the helper started, or failed to). */
-export function earlyStatus(wait: 'None' | 'Exec', helper: string, started?: ExecOutcome): ModuleRunStatus {
+export function earlyStatus(wait: 'None' | 'Exec', helper: string, started?: ExecOutcome): ResultFields {
   if (wait === 'None') {
     // UMH_NO_WAIT: fire and forget; no error comes back.
     return {
@@ -74,38 +77,32 @@ export function earlyStatus(wait: 'None' | 'Exec', helper: string, started?: Exe
   return { phase: 'Succeeded', reason: Reason.Started, message: `${helper} started (wait: Exec)` };
 }
 
-/** Which execution a result belongs to. */
-export interface ResultOwner {
-  uid: string;
-  generation: number;
-  attempt: number;
-  /** The claimer of an interrupted attempt, whose stale claim this execution may overwrite. */
-  takesOverFrom?: string;
-}
-
 /**
- * The status to write for a result, given the run as it is now in the API
- * server, or why the result is dropped: the result of a deleted or superseded
- * run, or of a run another agent has claimed, is never written over a newer
- * one. Fields of an older generation are never carried over.
+ * The result to hold (and write) for an execution's outcome, given the request's entry in the
+ * node's spec now and the result held for it now; or why the outcome is dropped: the result of a
+ * request taken off the node or superseded, or of a run another agent has claimed, never
+ * replaces a newer one. Fields of an older generation are never carried over.
  */
 export function statusToWrite(
-  latest: ModuleRun | undefined,
+  entry: NodeModulesRequest | undefined,
+  held: NodeModulesResult | undefined,
   owner: ResultOwner,
-  status: ModuleRunStatus,
+  status: ResultFields,
   instanceId: string,
   now: Date,
-): { write: ModuleRunStatus } | { drop: string; claimedBy?: string } {
-  if (!latest || (latest.metadata.uid ?? '') !== owner.uid) return { drop: 'run deleted; result dropped' };
-  if ((latest.metadata.generation ?? 1) !== owner.generation)
-    return { drop: 'run superseded by a newer generation; result dropped' };
-  const claimedBy = latest.status?.claimedBy;
-  const sameGeneration = latest.status?.observedGeneration === owner.generation;
-  if (claimedBy && claimedBy !== instanceId && claimedBy !== owner.takesOverFrom && sameGeneration)
+): { write: NodeModulesResult } | { drop: string; claimedBy?: string } {
+  if (!entry || entry.uid !== owner.uid) return { drop: 'request taken off the node; result dropped' };
+  if (entry.generation !== owner.generation)
+    return { drop: 'request superseded by a newer generation; result dropped' };
+  const sameGeneration = held?.uid === owner.uid && held.observedGeneration === owner.generation;
+  const claimedBy = sameGeneration ? held.claimedBy : undefined;
+  if (claimedBy && claimedBy !== instanceId && claimedBy !== owner.takesOverFrom)
     return { drop: 'run claimed by another agent; result dropped', claimedBy };
-  const previous = sameGeneration ? latest.status : undefined;
+  const previous = sameGeneration ? held : undefined;
   return {
     write: {
+      name: entry.name,
+      uid: entry.uid,
       observedGeneration: owner.generation,
       attempt: owner.attempt,
       claimedBy: instanceId,

@@ -6,19 +6,13 @@
  * apiserver enforces; these types describe the same objects for the
  * TypeScript side.
  */
-import type { V1ObjectMeta, V1OwnerReference } from '@kubernetes/client-node';
+import type { V1ObjectMeta } from '@kubernetes/client-node';
 
 export const GROUP = 'kmod.dev';
 export const VERSION = 'v1alpha1';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 export const REQUEST_PLURAL = 'modulerequests';
-export const RUN_PLURAL = 'moduleruns';
 export const NODE_MODULES_PLURAL = 'nodemodules';
-
-/** Label on a ModuleRun naming its request's UID (names can exceed label-value length, UIDs cannot). */
-export const LABEL_REQUEST_UID = 'kmod.dev/request-uid';
-/** Label on a ModuleRun naming its request (set when the name fits in a label value). */
-export const LABEL_REQUEST_NAME = 'kmod.dev/request';
 
 /** call_usermodehelper's wait modes (UMH_WAIT_PROC, UMH_WAIT_EXEC, UMH_NO_WAIT). */
 export type WaitMode = 'Process' | 'Exec' | 'None';
@@ -150,50 +144,6 @@ export interface ModuleRequest {
   status?: ModuleRequestStatus;
 }
 
-export interface ModuleRunSpec {
-  nodeName: string;
-  module: string;
-  parameters?: string[];
-  wait: WaitMode;
-  timeoutSeconds: number;
-  /** The request generation this run carries out. */
-  requestGeneration?: number;
-  /** The node boot ID this run is for; changed by the controller when the node reboots. */
-  bootID?: string;
-  /** Copied from the request: resolve and check, never run the helper. */
-  dryRun?: boolean;
-}
-
-export interface ModuleRunStatus {
-  observedGeneration?: number;
-  phase?: RunPhase;
-  reason?: string;
-  message?: string;
-  exitCode?: number;
-  signal?: string;
-  stderrTail?: string;
-  stderrBytes?: number;
-  startTime?: string;
-  finishTime?: string;
-  bootID?: string;
-  attempt?: number;
-  claimedBy?: string;
-  /**
-   * What modprobe resolves the run to on this node, in load order (dependencies and softdeps
-   * included, modules the node loads through an `install` command too); at most MAX_RESOLVED
-   * entries.
-   */
-  resolved?: string[];
-}
-
-export interface ModuleRun {
-  apiVersion?: string;
-  kind?: string;
-  metadata: V1ObjectMeta;
-  spec: ModuleRunSpec;
-  status?: ModuleRunStatus;
-}
-
 /** Defaults the CRD applies; applied again when reading objects that predate them. */
 export const DEFAULT_WAIT: WaitMode = 'Process';
 export const DEFAULT_TIMEOUT_SECONDS = 60;
@@ -204,11 +154,6 @@ export const MAX_RESOLVED = 64;
 /** True for phases that will not change without a new generation or boot. */
 export function isTerminal(phase: RunPhase | undefined): boolean {
   return phase === 'Succeeded' || phase === 'Failed';
-}
-
-/** The ModuleRequest that controls a run (its ownerReference with controller: true), if any. */
-export function controllingRequest(run: ModuleRun): V1OwnerReference | undefined {
-  return run.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
 }
 
 /**

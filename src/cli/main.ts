@@ -28,8 +28,8 @@ import { createLogger, errorMessage, type Logger } from '../observability/logger
 const USAGE = `usage: kmod-operator <command> [flags]
 
 commands:
-  controller   reconcile ModuleRequests into per-node ModuleRuns and report status
-  agent        carry out this node's ModuleRuns (run as a DaemonSet)
+  controller   resolve ModuleRequests to nodes, write each node's NodeModules, report status
+  agent        carry out the requests of this node's NodeModules (run as a DaemonSet)
   local        everything on this machine: control plane, CRDs, controller, one agent, examples
   cluster up|down
                start (in the background) or stop the local control plane; writes .local/kubeconfig

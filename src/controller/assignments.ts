@@ -12,7 +12,7 @@
  * had not been looked at yet.
  */
 import type { NodeModulesRequest } from '../api/types.ts';
-import { sameEntry } from './nodespec.ts';
+import { sameEntry } from '../api/nodemodules.ts';
 
 /** One request's entry on one node, with what orders it among the node's others. */
 export interface Assigned {

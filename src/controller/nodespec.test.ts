@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import type { V1Node } from '@kubernetes/client-node';
 import type { ModuleRequest, NodeModulesRequest } from '../api/types.ts';
 import type { Assigned } from './assignments.ts';
-import { desiredEntry, newNodeModules, placeRequests, sameEntry, specDiffers } from './nodespec.ts';
+import { sameEntry } from '../api/nodemodules.ts';
+import { desiredEntry, newNodeModules, placeRequests, specDiffers } from './nodespec.ts';
 
 const req = (spec: Partial<ModuleRequest['spec']>, generation = 1): ModuleRequest => ({
   metadata: { name: 'req', uid: 'uid-1', generation },

@@ -21,6 +21,7 @@ import {
   type NodeModulesRequest,
   type NodeModulesSpec,
 } from '../api/types.ts';
+import { sameEntry } from '../api/nodemodules.ts';
 import type { Assigned } from './assignments.ts';
 import type { MissingNode } from './status.ts';
 
@@ -45,22 +46,6 @@ export function createdOf(req: ModuleRequest): string {
   const t = req.metadata.creationTimestamp as unknown as string | Date | undefined;
   if (!t) return '';
   return t instanceof Date ? t.toISOString().replace(/\.\d{3}Z$/, 'Z') : t;
-}
-
-/** True when two entries ask for the same thing (field by field; key order does not matter). */
-export function sameEntry(a: NodeModulesRequest, b: NodeModulesRequest): boolean {
-  return (
-    a.name === b.name &&
-    a.uid === b.uid &&
-    (a.created ?? '') === (b.created ?? '') &&
-    a.generation === b.generation &&
-    a.module === b.module &&
-    (a.parameters ?? []).join('\0') === (b.parameters ?? []).join('\0') &&
-    a.wait === b.wait &&
-    a.timeoutSeconds === b.timeoutSeconds &&
-    (a.dryRun ?? false) === (b.dryRun ?? false) &&
-    (a.action ?? 'Load') === (b.action ?? 'Load')
-  );
 }
 
 /** The per-node limits (defaults: the API's); tests pass smaller ones. */

@@ -26,14 +26,8 @@ import type { ReconcileResult } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import type { Assigned, Assignments } from './assignments.ts';
 import type { ControllerMemory } from './memory.ts';
-import {
-  NODE_LIMITS,
-  newNodeModules,
-  placeRequests,
-  sameEntry,
-  specDiffers,
-  type NodeLimits,
-} from './nodespec.ts';
+import { sameEntry } from '../api/nodemodules.ts';
+import { NODE_LIMITS, newNodeModules, placeRequests, specDiffers, type NodeLimits } from './nodespec.ts';
 import { finishedResult, onEarlierBoot, resultsOf } from './results.ts';
 import type { MissingNode } from './status.ts';
 import { bootIdOf } from './targets.ts';

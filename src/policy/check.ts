@@ -7,9 +7,8 @@
  * dry runs, which stop after it.
  */
 import { MAX_RESOLVED, Reason } from '../api/types.ts';
-import type { PolicyState } from '../agent/settings.ts';
 import { judge } from './judge.ts';
-import { parameterRefusal, policyRefusal } from './modulepolicy.ts';
+import { parameterRefusal, policyRefusal, type PolicyState } from './modulepolicy.ts';
 import { configPathsOf, findInstallLine, resolveModule, resolvedNames, type Resolver } from './resolve.ts';
 
 /** The check's outcome: allowed, with what modprobe would load; or refused with a run reason. */

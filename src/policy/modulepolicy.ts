@@ -30,6 +30,10 @@ export function normalizeModuleName(module: string): string {
   return module.replaceAll('-', '_');
 }
 
+/** The policy as the agent holds it: none configured, a compiled policy, or why it cannot be used. */
+export type PolicyState =
+  { kind: 'none' } | { kind: 'policy'; policy: ModulePolicy } | { kind: 'broken'; reason: string };
+
 export interface ModulePolicy {
   readonly allow: RE2JS;
   readonly deny?: RE2JS;
