@@ -18,6 +18,7 @@ import {
   ensureNode,
   fakeHelper,
   getRequest,
+  getNodeModules,
   listRuns,
   setBootId,
   waitForCondition,
@@ -145,14 +146,18 @@ test('wait: None reports Dispatched without waiting', async () => {
   assert.equal(r.status?.nodes?.[0]?.exitCode, undefined, 'no exit status comes back');
 });
 
-test('selector fan-out: one run per matching node, each on its own agent', async () => {
+test('selector fan-out: one entry in each matching node’s NodeModules, each run by its own agent', async () => {
   await createRequest(env.kc, 'fanout', { module: 'ok-fanout', nodeSelector: { fleet: 'abc' } });
   const r = await waitForCondition(env.kc, 'fanout', 'Succeeded');
   assert.equal(r.status?.progress, '3/3');
   assert.deepEqual(r.status?.nodes?.map((n) => n.nodeName).sort(), ['node-a', 'node-b', 'node-c']);
   assert.equal(helper.starts('ok-fanout'), 3);
-  const runs = (await listRuns(env.kc)).filter((x) => x.metadata.ownerReferences?.[0]?.name === 'fanout');
-  assert.equal(runs.length, 3);
+  const runs = (await listRuns(env.kc)).filter((x) => x.entry.name === 'fanout');
+  assert.deepEqual(runs.map((x) => [x.nodeName, x.result?.phase, x.result?.reason]).sort(), [
+    ['node-a', 'Succeeded', 'Completed'],
+    ['node-b', 'Succeeded', 'Completed'],
+    ['node-c', 'Succeeded', 'Completed'],
+  ]);
 });
 
 test('a node that joins later and matches the selector gets the module too', async () => {
@@ -205,7 +210,7 @@ test('a selected node deleted mid-run is reported in an Event and no longer coun
   // No agent for this node: its run stays pending until the node goes away.
   await createRequest(env.kc, 'doomed', { module: 'ok-doomed', nodeSelector: { doomed: 'yes' } });
   await eventually('a run for node-doomed', async () =>
-    (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-doomed'),
+    (await listRuns(env.kc)).some((r) => r.nodeName === 'node-doomed'),
   );
   await deleteNode(env.kc, 'node-doomed');
   await eventually('the NodeDeleted event', async () => {
@@ -228,7 +233,7 @@ test('the one named node deleted mid-run fails the request NodeDeleted; a spec c
   await ensureNode(env.kc, 'node-named-doomed');
   await createRequest(env.kc, 'named-doomed', { module: 'ok-named', nodeName: 'node-named-doomed' });
   await eventually('a run for node-named-doomed', async () =>
-    (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-named-doomed'),
+    (await listRuns(env.kc)).some((r) => r.nodeName === 'node-named-doomed'),
   );
   await deleteNode(env.kc, 'node-named-doomed');
   const r = await waitForCondition(env.kc, 'named-doomed', 'Failed');
@@ -250,15 +255,19 @@ test('the one named node deleted mid-run fails the request NodeDeleted; a spec c
   assert.equal(again.status?.nodes?.[0]?.reason, 'NodeDeleted');
 });
 
-test('deleting a request removes its runs', async () => {
+test('deleting a request takes it off its node: out of the spec, then out of the status', async () => {
   await createRequest(env.kc, 'to-delete', { module: 'ok-del', nodeName: 'node-b' });
   await waitForCondition(env.kc, 'to-delete', 'Succeeded');
+  assert.ok((await getNodeModules(env.kc, 'node-b'))?.status?.results?.some((x) => x.name === 'to-delete'));
   await deleteRequest(env.kc, 'to-delete');
-  await eventually(
-    'runs of to-delete garbage-collected',
-    async () => !(await listRuns(env.kc)).some((r) => r.metadata.ownerReferences?.[0]?.name === 'to-delete'),
-    30_000,
-  );
+  await eventually('to-delete out of node-b’s NodeModules, spec and status', async () => {
+    const nm = await getNodeModules(env.kc, 'node-b');
+    return (
+      !!nm &&
+      !nm.spec.requests?.some((x) => x.name === 'to-delete') &&
+      !nm.status?.results?.some((x) => x.name === 'to-delete')
+    );
+  });
 });
 
 test('kubectl wait --for=condition=Succeeded works against a request', async () => {

@@ -14,9 +14,9 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { isTerminal, type ModuleRun } from '../../src/api/types.ts';
+import { isTerminal } from '../../src/api/types.ts';
 import { eventually } from './cluster.ts';
-import { listRequests, listRuns, type FakeHelper } from './objects.ts';
+import { listRequests, listRuns, type FakeHelper, type NodeRun } from './objects.ts';
 
 /** Helper starts (pids) by module, from the recorder helper's log. */
 export function startsByModule(helper: FakeHelper): Map<string, number[]> {
@@ -42,11 +42,11 @@ export async function claimedNow(kc: KubeConfig, prefix: string, nodeName?: stri
     (await listRuns(kc))
       .filter(
         (r) =>
-          r.spec.module.includes(`-${prefix}-`) &&
-          r.status?.phase === 'Running' &&
-          (!nodeName || r.spec.nodeName === nodeName),
+          r.entry.module.includes(`-${prefix}-`) &&
+          r.result?.phase === 'Running' &&
+          (!nodeName || r.nodeName === nodeName),
       )
-      .map((r) => r.spec.module),
+      .map((r) => r.entry.module),
   );
 }
 
@@ -70,15 +70,17 @@ export async function assertRecovered(
     500,
   );
   const requests = new Map((await listRequests(kc)).map((r) => [r.metadata.name ?? '', r]));
-  const runs = new Map<string, ModuleRun>(
-    (await listRuns(kc)).filter((r) => r.spec.module.includes(`-${prefix}-`)).map((r) => [r.spec.module, r]),
+  const runs = new Map<string, NodeRun>(
+    (await listRuns(kc))
+      .filter((r) => r.entry.module.includes(`-${prefix}-`))
+      .map((r) => [r.entry.module, r]),
   );
   const starts = startsByModule(helper);
   for (const name of names) {
     const req = requests.get(name);
     assert.equal(req?.status?.phase, 'Succeeded', `${name}: ${JSON.stringify(req?.status?.conditions)}`);
     const module = req?.spec.module ?? '';
-    const attempt = runs.get(module)?.status?.attempt ?? 0;
+    const attempt = runs.get(module)?.result?.attempt ?? 0;
     const ran = starts.get(module)?.length ?? 0;
     assert.ok(ran >= 1, `${module} ran`);
     assert.ok(ran <= attempt, `${module}: ${ran} helper starts but only ${attempt} claim(s)`);
