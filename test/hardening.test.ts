@@ -20,7 +20,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, loadAllYaml, type CoreV1Event, type V1Deployment } from '@kubernetes/client-node';
 import { imageEntrypoint } from '../scripts/bundle.ts';
-import { LABEL_REQUEST_NAME } from '../src/api/types.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { CONTROL_PLANE_LABEL } from '../src/controller/targets.ts';
 import { applyManifests } from '../src/kube/apply.ts';
@@ -359,8 +358,8 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
 
   const runNodes = async (request: string) =>
     (await listRuns(env.kc))
-      .filter((r) => r.metadata.labels?.[LABEL_REQUEST_NAME] === request)
-      .map((r) => r.spec.nodeName)
+      .filter((r) => r.entry.name === request)
+      .map((r) => r.nodeName)
       .sort();
   await createRequest(env.kc, 'everywhere', { module: 'ok_all', nodeSelector: {} });
   await createRequest(env.kc, 'on-cp', { module: 'ok_cp', nodeName: 'cp-1' });

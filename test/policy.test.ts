@@ -19,7 +19,8 @@ import {
   type KubernetesObject,
   type V1ConfigMap,
 } from '@kubernetes/client-node';
-import { API_VERSION, GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../src/api/types.ts';
+import { API_VERSION, GROUP, NODE_MODULES_PLURAL, VERSION } from '../src/api/types.ts';
+import { jsonPatch } from '../src/kube/callopts.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
@@ -281,7 +282,7 @@ test('module policy: tightening it does not block updates of existing requests t
   });
 });
 
-test('node restriction: agent A may write its own node’s run but not node B’s', async () => {
+test('node restriction: agent A may write the status of its own node’s NodeModules, not node B’s, nor any spec', async () => {
   const core = env.kc.makeApiClient(CoreV1Api);
   const tokens: Record<string, string> = {};
   for (const node of ['node-a', 'node-b']) {
@@ -312,44 +313,51 @@ test('node restriction: agent A may write its own node’s run but not node B’
     tokens[node] = tr.status?.token ?? '';
   }
   const admin = env.kc.makeApiClient(CustomObjectsApi);
-  const runs: Record<string, ModuleRun> = {};
+  const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
   for (const node of ['node-a', 'node-b']) {
-    runs[node] = (await admin.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
-      body: {
-        apiVersion: API_VERSION,
-        kind: 'ModuleRun',
-        metadata: { name: `run-${node}` },
-        spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 },
-      },
-    })) as ModuleRun;
+    await admin.createClusterCustomObject({
+      ...nm,
+      body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name: node }, spec: {} },
+    });
   }
   const asAgent = (node: string) => {
     const kc = new KubeConfig();
     kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tokens[node] ?? '', `agent-${node}`));
     return kc.makeApiClient(CustomObjectsApi);
   };
+  // As the agent's status reporter writes (src/agent/reporter.ts): a JSON patch of /status.
   const writeStatus = (api: CustomObjectsApi, node: string) =>
-    api.replaceClusterCustomObjectStatus({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
-      name: `run-${node}`,
-      body: { ...runs[node], status: { phase: 'Running', reason: 'Running', observedGeneration: 1 } },
-    });
+    api.patchClusterCustomObjectStatus(
+      {
+        ...nm,
+        name: node,
+        body: [{ op: 'add', path: '/status', value: { agent: `agent-${node}`, results: [] } }],
+      },
+      jsonPatch(),
+    );
 
   const agentA = asAgent('node-a');
-  await eventually('agent A to write its own run', async () => {
+  await eventually('agent A to write its own node’s status', async () => {
     await writeStatus(agentA, 'node-a');
     return true;
   });
   await assert.rejects(writeStatus(agentA, 'node-b'), (err: unknown) => {
-    assert.match(bodyOf(err), /agent on node node-a may not write ModuleRun run-node-b of node node-b/);
+    assert.match(bodyOf(err), /agent on node node-a may not write NodeModules node-b of another node/);
     assert.equal((err as { code?: number }).code, 403);
     return true;
   });
+  // Not the spec, its own node's either (RBAC: the agent may only read NodeModules and patch their status).
+  await assert.rejects(
+    agentA.patchClusterCustomObject(
+      { ...nm, name: 'node-a', body: [{ op: 'add', path: '/spec/bootID', value: 'x' }] },
+      jsonPatch(),
+    ),
+    (err: unknown) => {
+      assert.equal((err as { code?: number }).code, 403);
+      assert.match(bodyOf(err), /cannot patch resource "nodemodules"/);
+      return true;
+    },
+  );
   // And B can write B's.
   await writeStatus(asAgent('node-b'), 'node-b');
 
@@ -394,20 +402,23 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
   });
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tr.status?.token ?? '', 'unbound'));
-  const run = (await env.kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({
+  await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
     group: GROUP,
     version: VERSION,
-    plural: RUN_PLURAL,
-    name: 'run-node-a',
-  })) as ModuleRun;
+    plural: NODE_MODULES_PLURAL,
+    body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name: 'node-unbound' }, spec: {} },
+  });
   await assert.rejects(
-    kc.makeApiClient(CustomObjectsApi).replaceClusterCustomObjectStatus({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
-      name: 'run-node-a',
-      body: run,
-    }),
+    kc.makeApiClient(CustomObjectsApi).patchClusterCustomObjectStatus(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: NODE_MODULES_PLURAL,
+        name: 'node-unbound',
+        body: [{ op: 'add', path: '/status', value: { results: [] } }],
+      },
+      jsonPatch(),
+    ),
     (err: unknown) => {
       assert.match(errorMessage(err), /must be a pod-bound service-account token/);
       return true;
