@@ -218,7 +218,7 @@ test('events: the agent creates Events only in default, and patches only the cou
     403,
     /may write only Events with source\.component and reportingComponent kmod-agent/,
   );
-  // About its own Node, runs and requests only.
+  // About its own Node and NodeModules, and requests, only.
   await refused(
     agent.createNamespacedEvent({
       namespace: 'default',
@@ -228,7 +228,18 @@ test('events: the agent creates Events only in default, and patches only the cou
       },
     }),
     403,
-    /may write Events only about its own Node, ModuleRuns and ModuleRequests, not Node node-other/,
+    /may write Events only about its own Node and NodeModules and about ModuleRequests, not Node node-other/,
+  );
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: {
+        ...agentEvent('ev-about-other-nm', 'node-ev'),
+        involvedObject: { apiVersion: 'kmod.dev/v1alpha1', kind: 'NodeModules', name: 'node-other' },
+      },
+    }),
+    403,
+    /may write Events only about its own Node and NodeModules and about ModuleRequests, not NodeModules node-other/,
   );
   await refused(
     agent.createNamespacedEvent({

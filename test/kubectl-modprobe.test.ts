@@ -262,7 +262,11 @@ test('make install-plugin links both executables; kubectl finds them on that PAT
 });
 
 test('the README’s troubleshooting and clean-up commands, as written', async () => {
-  const runs = await sh('kubectl get mrun --field-selector spec.nodeName=node-b');
+  const table = await sh('kubectl get nodemodules');
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /^NAME\s+REQUESTS\s+SUCCEEDED\s+FAILED\s+PENDING\s+LAST FAILURE\s+AGE$/m);
+  assert.match(table.stdout, /^node-b\s+\d+\s+\d+\s+[1-9]\d*\s+\d+\s+\S+: ExitCode: /m, 'node-b: a failure, named');
+  const runs = await sh('kubectl get nodemodules node-b -o yaml');
   assert.equal(runs.code, 0, runs.stderr);
   assert.match(runs.stdout, /fail-two/, 'node-b ran fail-two');
   assert.doesNotMatch(runs.stdout, /ok-json/, 'node-c only');
