@@ -25,9 +25,12 @@ test('a value-taking flag takes the next word as its value, even when it starts 
   ]);
   assert.deepEqual(withAttachedValues(['--', '--helper', 'x'], options), ['--', '--helper', 'x']);
   assert.deepEqual(withAttachedValues(['--helper'], options), ['--helper']);
-  assert.deepEqual({ ...parseFlags(['--resolver-args', '-d ROOT -S VERSION -C CONFDIR'], options) }, {
-    'resolver-args': '-d ROOT -S VERSION -C CONFDIR',
-  });
+  assert.deepEqual(
+    { ...parseFlags(['--resolver-args', '-d ROOT -S VERSION -C CONFDIR'], options) },
+    {
+      'resolver-args': '-d ROOT -S VERSION -C CONFDIR',
+    },
+  );
 });
 
 test('-h and --help win over everything else on the line; a value that reads -h is a value', () => {
