@@ -562,10 +562,10 @@ test('helm install into another namespace works against the apiserver (CRDs alre
   // Installed again, with a policy of its own; then the policy changed the way the chart's README
   // says, with `helm upgrade`: admission follows each time (one values source renders both copies).
   const refusal = (module: string) => admissionRefusal(env.kc, module, 'n1');
-  const deniedBy = (module: string, deny: string) =>
+  const deniedBy = (module: string) =>
     eventually(`the chart's policy to refuse ${module}`, async () =>
       (await refusal(module))?.includes(
-        `module ${module} is denied by the module policy (${ns}/e2e-module-policy deny: ${deny})`,
+        `module ${module} is denied by the module policy (${ns}/e2e-module-policy, rule deny)`,
       ),
     );
   helmOk(helm, [
@@ -578,7 +578,7 @@ test('helm install into another namespace works against the apiserver (CRDs alre
     '--set',
     'modulePolicy.deny=^snd_pcsp$',
   ]);
-  await deniedBy('snd-pcsp', '^snd_pcsp$');
+  await deniedBy('snd-pcsp');
   helmOk(helm, [
     'upgrade',
     'e2e',
@@ -588,7 +588,7 @@ test('helm install into another namespace works against the apiserver (CRDs alre
     '--set',
     'modulePolicy.deny=^snd_dummy$',
   ]);
-  await deniedBy('snd-dummy', '^snd_dummy$');
+  await deniedBy('snd-dummy');
   assert.equal(await refusal('snd-pcsp'), undefined, 'the module the old policy denied is admitted');
   const cm = await env.kc
     .makeApiClient(CoreV1Api)

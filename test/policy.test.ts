@@ -168,7 +168,7 @@ test('parameter policy at admission: dyndbg, allow_unsafe_interrupts, and a per-
       nodeName: 'n1',
       parameters: ['dyndbg=+p'],
     }),
-    /spec\.parameters: parameter dyndbg of snd-hda-intel is denied by the module policy \(kmod-system\/kmod-module-policy denyParameters: /,
+    /spec\.parameters: parameter dyndbg of snd-hda-intel is denied by the module policy \(kmod-system\/kmod-module-policy, rule denyParameters\)/,
   );
   await assert.rejects(
     createRequest(env.kc, 'param-vfio', {
@@ -191,7 +191,7 @@ test('parameter policy at admission: dyndbg, allow_unsafe_interrupts, and a per-
       } catch (err) {
         assert.match(
           errorMessage(err),
-          /spec\.parameters: nvidia-uvm may be given only the parameters uvm_perf_prefetch_enable, uvm-debug/,
+          /spec\.parameters: parameter evil is not in the allow-list for nvidia-uvm \(kmod-system\/kmod-module-policy, rule parameters\.nvidia_uvm\)/,
         );
         return true;
       }

@@ -26,7 +26,7 @@ test('a value-taking flag takes the next word as its value, even when it starts 
   assert.deepEqual(withAttachedValues(['--', '--helper', 'x'], options), ['--', '--helper', 'x']);
   assert.deepEqual(withAttachedValues(['--helper'], options), ['--helper']);
   assert.deepEqual(
-    { ...parseFlags(['--resolver-args', '-d ROOT -S VERSION -C CONFDIR'], options) },
+    Object.assign({}, parseFlags(['--resolver-args', '-d ROOT -S VERSION -C CONFDIR'], options)),
     {
       'resolver-args': '-d ROOT -S VERSION -C CONFDIR',
     },
@@ -36,7 +36,7 @@ test('a value-taking flag takes the next word as its value, even when it starts 
 test('-h and --help win over everything else on the line; a value that reads -h is a value', () => {
   assert.equal(parseFlags(['--help'], options), 'help');
   assert.equal(parseFlags(['--bogus', '-h'], options), 'help');
-  assert.deepEqual({ ...parseFlags(['--helper', '-h'], options) }, { helper: '-h' });
+  assert.deepEqual(Object.assign({}, parseFlags(['--helper', '-h'], options)), { helper: '-h' });
   assert.throws(() => parseFlags(['--bogus'], options), /Unknown option '--bogus'/);
 });
 
