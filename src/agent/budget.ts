@@ -14,7 +14,9 @@
  * Every result's phase, reason, exit code, times and attempt are never
  * trimmed.
  */
+import { stripControl } from '../api/text.ts';
 import { NODE_STATUS_BUDGET_BYTES, RESULT_LIMITS, isTerminal, type NodeModulesResult } from '../api/types.ts';
+import { cleanReport } from './reporttext.ts';
 
 /** A message cut for the budget keeps this many characters. */
 const TRIMMED_MESSAGE_CHARS = 128;
@@ -34,15 +36,16 @@ export function tail(s: string, maxBytes: number): string {
   return b.subarray(start).toString('utf8');
 }
 
-/** One result within the CRD's field limits. */
+/**
+ * One result within the CRD's field limits, its texts inert (reporttext.ts: control characters
+ * but newline and tab stripped); the tails kept within their limits in bytes too.
+ */
 export function withinLimits(r: NodeModulesResult): NodeModulesResult {
-  const out: NodeModulesResult = { ...r };
-  if (out.message !== undefined) out.message = cut(out.message, RESULT_LIMITS.message);
+  const out: NodeModulesResult = cleanReport({ ...r });
   if (out.stderrTail !== undefined) out.stderrTail = tail(out.stderrTail, RESULT_LIMITS.stderrTail);
-  if (out.kernelLog !== undefined) out.kernelLog = tail(out.kernelLog, RESULT_LIMITS.kernelLog);
-  if (out.errno !== undefined) out.errno = cut(out.errno, RESULT_LIMITS.errno);
-  if (out.reason !== undefined) out.reason = cut(out.reason, 128);
-  if (out.signal !== undefined) out.signal = cut(out.signal, 16);
+  if (out.kernelLog !== undefined) out.kernelLog = tail(stripControl(out.kernelLog), RESULT_LIMITS.kernelLog);
+  if (out.errno !== undefined) out.errno = cut(stripControl(out.errno), RESULT_LIMITS.errno);
+  if (out.signal !== undefined) out.signal = cut(stripControl(out.signal), 16);
   for (const k of ['resolved', 'verified'] as const) {
     const v = out[k];
     if (v) out[k] = v.slice(0, RESULT_LIMITS.names).map((n) => cut(n, RESULT_LIMITS.name));

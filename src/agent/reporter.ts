@@ -18,8 +18,11 @@
  * with surge) does, once. The reporter then reads the object and keeps, per
  * request, the newer claim (result.ts `supersedes`), and writes again.
  *
- * A write that fails otherwise is retried with backoff (Retry-After honoured)
- * while anything is left unwritten: a result is never lost to an API error.
+ * A write the API server refuses as invalid (422, not a failed `test`) is final
+ * for that body (reporttext.ts): the next goes with every result shortened,
+ * then minimal. A write that fails otherwise is retried with backoff
+ * (Retry-After honoured) while anything is left unwritten: a result is never
+ * lost to an API error.
  */
 import {
   RESULT_LIMITS,
@@ -34,6 +37,7 @@ import { retryAfterMs, statusCode } from '../kube/errors.ts';
 import type { JsonPatchOp, Resources } from '../kube/resources.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { cut, fitResults } from './budget.ts';
+import { afterInvalid } from './reporttext.ts';
 import type { AgentRuns } from './runs.ts';
 import { supersedes } from './result.ts';
 
@@ -73,6 +77,8 @@ export class StatusReporter {
   #pumping = false;
   #timer: NodeJS.Timeout | undefined;
   #failures = 0;
+  /** Consecutive 422s on the content (0: write as is; 1: shortened; 2: minimal). */
+  #invalid = 0;
   #stopped = false;
 
   constructor(opts: ReporterOptions) {
@@ -241,6 +247,12 @@ export class StatusReporter {
     if (lost.length) this.#o.onTakenOver?.(lost);
     return true;
   }
+}
+
+/** What identifies a result when it must be written minimal: everything but its texts and lists. */
+function identityOf(r: NodeModulesResult): NodeModulesResult {
+  const { message: _m, stderrTail: _t, resolved: _r, verified: _v, kernelLog: _k, ...rest } = r;
+  return rest;
 }
 
 /** The test operations a write starts with, then the status itself. */
