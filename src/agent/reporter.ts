@@ -186,12 +186,14 @@ export class StatusReporter {
       if (!nm)
         throw new Error(`node ${this.#o.nodeName} has no NodeModules (not dispatched to yet, or deleted)`);
       const written = [...this.#o.runs.all()].filter((r) => r.dirty).map((r) => [r, r.result] as const);
-      const status = composeStatus(
-        nm,
-        (uid) => this.#o.runs.get(uid)?.result,
-        this.#o.instanceId,
-        this.#o.budgetBytes,
-      );
+      const level = this.#invalid;
+      const resultOf = (uid: string) => {
+        const r = this.#o.runs.get(uid)?.result;
+        if (!r || level === 0) return r;
+        const form = afterInvalid(r, level, identityOf, '');
+        return 'write' in form ? form.write : r;
+      };
+      const status = composeStatus(nm, resultOf, this.#o.instanceId, this.#o.budgetBytes);
       try {
         const updated = await this.#o.resources.patchNodeModulesStatus(
           this.#o.nodeName,
@@ -199,12 +201,26 @@ export class StatusReporter {
         );
         this.#object = keepNewer(this.#object, updated);
         this.#server = { exists: true, agent: this.#o.instanceId };
+        this.#invalid = 0;
         // A result changed while the write was in flight stays dirty for the next one.
         for (const [run, result] of written) if (run.result === result) run.dirty = false;
         return;
       } catch (err) {
-        if (statusCode(err) !== 422 || i >= TAKEOVER_RETRIES) throw err;
-        if (!(await this.#takeOver())) throw err;
+        if (statusCode(err) !== 422 || i >= TAKEOVER_RETRIES + 2) throw err;
+        if (await this.#takeOver()) continue;
+        // The content itself: shortened, then minimal; then the error stands (retried with backoff).
+        if (this.#invalid >= 2) {
+          this.#invalid = 0;
+          this.#o.logger.error('the API server refuses this node’s status even minimal', {
+            error: errorMessage(err),
+          });
+          throw err;
+        }
+        this.#invalid++;
+        this.#o.logger.warn('the API server refused the node status as invalid; writing it shortened', {
+          form: this.#invalid === 1 ? 'shortened' : 'minimal',
+          error: errorMessage(err),
+        });
       }
     }
   }
