@@ -18,9 +18,10 @@ const result = (over: Partial<NodeModulesResult> = {}): NodeModulesResult => ({
   ...over,
 });
 const exec = (generation = 2, aborted = false) => ({ generation, aborted });
+const me = { instanceId: 'n/me' };
 
 test('a new request on the node starts attempt 1', () => {
-  assert.deepEqual(decide(entry, undefined, undefined), {
+  assert.deepEqual(decide(entry, undefined, undefined, me), {
     action: 'start',
     attempt: 1,
     why: 'not run yet for this generation',
@@ -29,54 +30,60 @@ test('a new request on the node starts attempt 1', () => {
 });
 
 test('the same generation in hand: nothing', () => {
-  assert.deepEqual(decide(entry, undefined, exec()), { action: 'none', why: 'already on it' });
+  assert.deepEqual(decide(entry, undefined, exec(), me), { action: 'none', why: 'already on it' });
 });
 
 test('a request taken off the node cancels what runs for it, and only that', () => {
-  assert.deepEqual(decide(undefined, undefined, exec()), {
+  assert.deepEqual(decide(undefined, undefined, exec(), me), {
     action: 'none',
     why: 'taken off the node',
     cancel: 'taken off the node',
   });
   assert.deepEqual(
-    decide(undefined, undefined, exec(2, true)),
+    decide(undefined, undefined, exec(2, true), me),
     { action: 'none', why: 'taken off the node' },
     'already aborted',
   );
-  assert.deepEqual(decide(undefined, undefined, undefined), { action: 'none', why: 'taken off the node' });
+  assert.deepEqual(decide(undefined, undefined, undefined, me), {
+    action: 'none',
+    why: 'taken off the node',
+  });
 });
 
 test('a newer generation supersedes the execution in hand and starts again', () => {
-  const d = decide(entry, undefined, exec(1));
+  const d = decide(entry, undefined, exec(1), me);
   assert.equal(d.action, 'start');
   assert.equal(d.cancel, 'superseded by a newer generation');
 });
 
 test('a final result for this generation: nothing (one of an older generation or another request does not count)', () => {
-  assert.equal(decide(entry, result({ phase: 'Succeeded' }), undefined).action, 'none');
-  assert.equal(decide(entry, result({ phase: 'Failed' }), undefined).action, 'none');
+  assert.equal(decide(entry, result({ phase: 'Succeeded' }), undefined, me).action, 'none');
+  assert.equal(decide(entry, result({ phase: 'Failed' }), undefined, me).action, 'none');
   assert.equal(
-    decide(entry, result({ phase: 'Succeeded', observedGeneration: 1 }), undefined).action,
+    decide(entry, result({ phase: 'Succeeded', observedGeneration: 1 }), undefined, me).action,
     'start',
   );
-  assert.equal(decide(entry, result({ phase: 'Succeeded', uid: 'u0' }), undefined).action, 'start');
+  assert.equal(decide(entry, result({ phase: 'Succeeded', uid: 'u0' }), undefined, me).action, 'start');
 });
 
 test('a final result of an earlier boot runs again as attempt 1; an unknown boot changes nothing', () => {
   const done = result({ phase: 'Succeeded', bootID: 'b1', attempt: 2 });
-  assert.equal(decide(entry, done, undefined, { bootID: 'b1' }).action, 'none');
-  assert.deepEqual(decide(entry, done, undefined, { bootID: 'b2' }), {
+  assert.equal(decide(entry, done, undefined, { ...me, bootID: 'b1' }).action, 'none');
+  assert.deepEqual(decide(entry, done, undefined, { ...me, bootID: 'b2' }), {
     action: 'start',
     attempt: 1,
     why: 'the node rebooted since its result',
     cancel: undefined,
   });
-  assert.equal(decide(entry, done, undefined, { bootID: '' }).action, 'none');
-  assert.equal(decide(entry, result({ phase: 'Succeeded' }), undefined, { bootID: 'b2' }).action, 'none');
+  assert.equal(decide(entry, done, undefined, { ...me, bootID: '' }).action, 'none');
+  assert.equal(
+    decide(entry, result({ phase: 'Succeeded' }), undefined, { ...me, bootID: 'b2' }).action,
+    'none',
+  );
 });
 
 test('a claim without a result, nobody here running it: attempt n+1 takes over the claim', () => {
-  const d = decide(entry, result({ phase: 'Running', attempt: 3, claimedBy: 'n/old' }), undefined);
+  const d = decide(entry, result({ phase: 'Running', attempt: 3, claimedBy: 'n/old' }), undefined, me);
   assert.deepEqual(d, {
     action: 'start',
     attempt: 4,
@@ -85,7 +92,7 @@ test('a claim without a result, nobody here running it: attempt n+1 takes over t
     cancel: undefined,
   });
   // A claim of an older generation is no interruption of this one.
-  const older = decide(entry, result({ phase: 'Running', attempt: 3, observedGeneration: 1 }), undefined);
+  const older = decide(entry, result({ phase: 'Running', attempt: 3, observedGeneration: 1 }), undefined, me);
   assert.deepEqual([older.action, (older as { attempt: number }).attempt], ['start', 1]);
 });
 

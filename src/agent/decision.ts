@@ -21,7 +21,7 @@ export interface ExecutionView {
 /** What else the decision needs to know. */
 export interface DecisionContext {
   /** This agent process's claim identity (attempts.ts: our own claim whose helper never started). */
-  instanceId?: string;
+  instanceId: string;
   /** Whether this process started a helper for the attempt the result's claim names. */
   startedClaimedAttempt?: boolean;
   /** The node's boot ID the spec is for: a final result of another boot runs again. */
@@ -53,7 +53,7 @@ export function decide(
   entry: NodeModulesRequest | undefined,
   result: NodeModulesResult | undefined,
   current: ExecutionView | undefined,
-  ctx: DecisionContext = {},
+  ctx: DecisionContext,
 ): Decision {
   if (!entry) {
     return current && !current.aborted
@@ -76,10 +76,7 @@ export function decide(
     // A claim without a result and nobody here running it. Our own claim whose helper never
     // started (the claim's answer was lost after the write took effect) is the same attempt;
     // otherwise an earlier agent, or a helper of ours, was interrupted: run it again, visibly.
-    const next =
-      ctx.instanceId === undefined
-        ? { attempt: (r.attempt ?? 1) + 1, takesOverFrom: r.claimedBy }
-        : nextAttempt(r, generation, ctx.instanceId, ctx.startedClaimedAttempt ?? false);
+    const next = nextAttempt(r, generation, ctx.instanceId, ctx.startedClaimedAttempt ?? false);
     return {
       action: 'start',
       ...next,

@@ -25,7 +25,7 @@ import type { ModuleRequest, ModuleRequestStatus } from '../api/types.ts';
 export const DEFAULT_PACING = {
   /**
    * 1 s: longer than a quick helper's claim-to-result (modprobe of a module already loaded takes
-   * milliseconds; the bench's sequential p50 is a few hundred ms end to end), short enough that
+   * milliseconds), short enough that
    * a person watching `kubectl get` sees a slow load go Running without noticing the wait.
    */
   delayMs: 1000,

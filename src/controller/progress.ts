@@ -7,7 +7,7 @@
  * Why judge events: a request over N nodes receives ~2 result events per node
  * (claim, result), and each reconcile walks all N nodes (status). Reconciled
  * on every event, the passes run back to back and the controller's CPU grows
- * with N² (issue 10: 294 s of CPU at 5,000 nodes). Progress on a large request
+ * with N² (bench/RESULTS.md, issue 10). Progress on a large request
  * (a node's result moving on while others are outstanding) changes nothing but
  * the request's status, which is written at most once per pacing interval
  * anyway (pacing.ts). The event that finishes the last outstanding node is
