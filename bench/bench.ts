@@ -231,7 +231,7 @@ try {
     });
   }
   for (const n of wanted('fanout') ? sizes.fanout : []) {
-    const nodes = Array.from({ length: n }, (_, i) => `floor-fan-${i}`);
+    const nodes = Array.from({ length: n }, (_, i) => `floor-fan${n}-${i}`);
     await withFloor(nodes, async (floor) => {
       const {
         value: ms,
