@@ -241,9 +241,9 @@ export interface NodeModules {
  */
 export const MAX_REQUESTS_PER_NODE = 256;
 /** Bytes of JSON the controller lets a node's spec.requests take; a request past it fails NodeFull. */
-export const NODE_SPEC_BUDGET_BYTES = 384 * 1024;
+export const NODE_SPEC_BUDGET_BYTES = 256 * 1024;
 /** Bytes of JSON the agent lets a node's status.results take; it trims finished results' bulky fields first. */
-export const NODE_STATUS_BUDGET_BYTES = 512 * 1024;
+export const NODE_STATUS_BUDGET_BYTES = 384 * 1024;
 /** The CRD's bounds on a result's text fields (the agent cuts to them before writing). */
 export const RESULT_LIMITS = {
   message: 1024,
