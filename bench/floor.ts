@@ -125,7 +125,7 @@ export class Floor {
     const seen = new Promise<void>((resolve) => {
       if (this.#seen.get(node)?.has(entry.uid)) return resolve();
       let w = this.#waiting.get(node);
-      if (!w) this.#waiting.set(node, (w = new Map()));
+      if (!w) this.#waiting.set(node, (w = new Map<string, () => void>()));
       w.set(entry.uid, resolve);
     });
     await this.#dispatch(node, entry);

@@ -35,7 +35,7 @@ const object = (requests: NodeModulesRequest[], status?: NodeModules['status'], 
 function fakeServer(initial: NodeModules) {
   let stored = structuredClone(initial);
   const writes: JsonPatchOp[][] = [];
-  let failNext: unknown;
+  let failNext: Error | undefined;
   return {
     writes,
     get stored() {
@@ -44,7 +44,7 @@ function fakeServer(initial: NodeModules) {
     set(o: NodeModules) {
       stored = structuredClone(o);
     },
-    failNext(err: unknown) {
+    failNext(err: Error) {
       failNext = err;
     },
     resources: {

@@ -170,7 +170,10 @@ export class StatusReporter {
   #settle(upTo: number, err?: unknown): void {
     const done = this.#waiters.filter((w) => w.id <= upTo);
     this.#waiters = this.#waiters.filter((w) => w.id > upTo);
-    for (const w of done) err === undefined ? w.resolve() : w.reject(err);
+    for (const w of done) {
+      if (err === undefined) w.resolve();
+      else w.reject(err);
+    }
   }
 
   #delay(err: unknown): number {

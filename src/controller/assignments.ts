@@ -48,7 +48,7 @@ export class Assignments {
     }
     for (const node of wanted) {
       let entries = this.#byNode.get(node);
-      if (!entries) this.#byNode.set(node, (entries = new Map()));
+      if (!entries) this.#byNode.set(node, (entries = new Map<string, Assigned>()));
       const had = entries.get(entry.uid);
       if (had && sameEntry(had.entry, entry) && had.created === created) continue;
       entries.set(entry.uid, { request: name, created, entry });

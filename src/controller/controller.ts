@@ -273,7 +273,7 @@ export class Controller {
     const queues = [this.#requestQueue, this.#nodeQueue];
     this.#requestQueue = undefined;
     this.#nodeQueue = undefined;
-    await Promise.all(queues.map((q) => q?.stop()));
+    await Promise.all(queues.filter((q) => q !== undefined).map((q) => q.stop()));
   }
 
   /** Stops reconciling, releases the lease, stops the caches. */

@@ -61,7 +61,7 @@ export class ProgressIndex {
       const a = after.get(request);
       let nodes = this.#byRequest.get(request);
       if (a) {
-        if (!nodes) this.#byRequest.set(request, (nodes = new Map()));
+        if (!nodes) this.#byRequest.set(request, (nodes = new Map<string, boolean>()));
         nodes.set(node, a.finished);
       } else {
         nodes?.delete(node);

@@ -41,20 +41,16 @@ import { isConflict, isObjectNotFound } from './errors.ts';
 export interface ResourcesOptions {
   /** Deadline of each API call, in ms. Default 30 000. */
   timeoutMs?: number;
-  /** Objects per page when listing. Default 500. */
-  pageSize?: number;
 }
 
 /** See the module comment. Errors are client-node's ApiException (classify with errors.ts). */
 export class Resources {
   readonly #api: CustomObjectsApi;
   readonly #timeoutMs: number;
-  readonly #pageSize: number;
 
   constructor(kc: KubeConfig, opts: ResourcesOptions = {}) {
     this.#api = kc.makeApiClient(CustomObjectsApi);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
-    this.#pageSize = opts.pageSize ?? 500;
   }
 
   /** The ModuleRequest, or undefined if it does not exist. */

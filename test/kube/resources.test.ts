@@ -19,7 +19,7 @@ void describe('Resources', () => {
   let res: Resources;
 
   before(() => {
-    res = new Resources(env.kc, { pageSize: 2 });
+    res = new Resources(env.kc);
   });
 
   /** Creates a ModuleRequest for node n1 (each test its own, so that each can run alone). */
