@@ -28,7 +28,7 @@ const env = useControlPlane({
     // Ten minutes: no paced write (and no progress pass) comes due while the test runs.
     controller = await startController(e.kc, {
       registry,
-      statusPacing: { delayMs: 600_000, intervalMs: 600_000 },
+      tuning: { statusPacing: { delayMs: 600_000, intervalMs: 600_000 } },
     });
     e.onStop(() => controller.stop());
   },

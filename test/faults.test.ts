@@ -216,7 +216,7 @@ test('watches forced to 410 Gone (etcd compacted while the operator was cut off)
   const proxy = await FaultProxy.start(env.cp.server);
   const kc = proxy.kubeConfig(env.kc);
   const { logger, entries } = memoryLogger();
-  const controller = new Controller({ kc, logger, registry: new Registry(), resyncMs: 0 });
+  const controller = new Controller({ kc, logger, registry: new Registry(), tuning: { resyncMs: 0 } });
   await controller.start();
   const agent = await startAgent(kc, 'f-gone', helper.path, { logger });
   try {
@@ -276,8 +276,7 @@ async function operatorBehind(proxy: HttpFaultProxy, node: string, watchTimeoutM
     kc,
     logger: silentLogger(),
     registry: new Registry(),
-    resyncMs: 0,
-    watchTimeoutMs,
+    tuning: { resyncMs: 0, watchTimeoutMs },
   });
   await controller.start();
   const agent = await startAgent(kc, node, helper.path, { watchTimeoutMs });

@@ -132,7 +132,12 @@ test('helm upgrade from the ModuleRun chart, after kubectl apply -f crds/: no Mo
   kc.loadFromString(
     kubeconfigYaml(env.cp.server, env.cp.caPem, token.status?.token ?? '', 'kmod-controller'),
   );
-  const controller = new Controller({ kc, logger: silentLogger(), registry: new Registry(), resyncMs: 0 });
+  const controller = new Controller({
+    kc,
+    logger: silentLogger(),
+    registry: new Registry(),
+    tuning: { resyncMs: 0 },
+  });
   env.onStop(() => controller.stop());
   await controller.start();
 

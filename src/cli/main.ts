@@ -199,7 +199,7 @@ async function controllerCommand(args: string[]): Promise<void> {
     kc,
     logger,
     registry,
-    concurrency: positiveInt('concurrency', values.concurrency, 4),
+    tuning: { concurrency: positiveInt('concurrency', values.concurrency, 4) },
     targets: { excludeNodesWithLabels },
     leaderElection: values['leader-elect']
       ? { namespace: values['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'kmod-system' }

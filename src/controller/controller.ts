@@ -55,24 +55,8 @@ export interface ControllerOptions {
   kc: KubeConfig;
   logger: Logger;
   registry: Registry;
-  /** Parallel reconciles of distinct requests. */
-  concurrency?: number;
-  /**
-   * Parallel reconciles of distinct nodes: node spec writes in flight at once. 16 keeps a big
-   * fan-out well under the API server's default mutating in-flight limit (200), so it never
-   * starves everyone else (the agents' status writes included), while N nodes take about N / 16
-   * round trips instead of N.
-   */
-  nodeConcurrency?: number;
   /** Lease-based leader election; off for single-replica local mode and tests. */
   leaderElection?: { namespace: string; name?: string; identity?: string; leaseDurationMs?: number } | false;
-  /** Full re-delivery of cached objects (the level-triggered safety net). */
-  resyncMs?: number;
-  /**
-   * The watchdog on the informers' watches: one that received nothing, not even a bookmark, for
-   * this long is reconnected (src/kube/watch.ts). Default DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
-   */
-  watchTimeoutMs?: number;
   /** How nodeSelector targets are resolved (`--exclude-nodes-with-label`): see TargetOptions. */
   targets?: TargetOptions;
   /**
@@ -81,6 +65,28 @@ export interface ControllerOptions {
    * replica keeps campaigning and starts new queues when it leads again.
    */
   onLostLeadership?: () => void;
+  /** Rarely changed knobs; every one has a default that production uses. */
+  tuning?: ControllerTuning;
+}
+
+/** The controller's rarely changed knobs (ControllerOptions.tuning). */
+export interface ControllerTuning {
+  /** Parallel reconciles of distinct requests. Default 4 (`--concurrency`). */
+  concurrency?: number;
+  /**
+   * Parallel reconciles of distinct nodes: node spec writes in flight at once. Default 16: a big
+   * fan-out stays well under the API server's default mutating in-flight limit (200), so it never
+   * starves everyone else (the agents' status writes included), while N nodes take about N / 16
+   * round trips instead of N.
+   */
+  nodeConcurrency?: number;
+  /** Full re-delivery of cached objects (the level-triggered safety net). Default the informer's. */
+  resyncMs?: number;
+  /**
+   * The watchdog on the informers' watches: one that received nothing, not even a bookmark, for
+   * this long is reconnected (src/kube/watch.ts). Default DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
+   */
+  watchTimeoutMs?: number;
   /**
    * How request status writes are paced (pacing.ts): an unsettled status (Pending, Running) is
    * written only after staying unwritten `delayMs`, and unsettled writes are `intervalMs` apart;
@@ -122,7 +128,8 @@ export class Controller {
   constructor(opts: ControllerOptions) {
     this.#opts = opts;
     this.#log = opts.logger;
-    this.#pacing = { ...DEFAULT_PACING, ...opts.statusPacing };
+    const tuning = opts.tuning ?? {};
+    this.#pacing = { ...DEFAULT_PACING, ...tuning.statusPacing };
     for (const [k, v] of Object.entries(this.#pacing)) {
       if (!Number.isFinite(v) || v < 0)
         throw new Error(`statusPacing.${k} must be a number >= 0 (ms), got ${v}`);
@@ -139,7 +146,7 @@ export class Controller {
     this.#metrics = new ControllerMetrics(opts.registry, () =>
       this.#requests.list().map((r) => r.status?.phase),
     );
-    const { resyncMs, watchTimeoutMs } = opts;
+    const { resyncMs, watchTimeoutMs } = tuning;
     const common = { kc, logger: opts.logger, resyncMs, watchTimeoutMs };
     this.#requests = new Informer<ModuleRequest>({ ...common, path: requestsPath });
     this.#nodeModules = new Informer<NodeModules>({ ...common, path: nodeModulesPath });
@@ -153,7 +160,7 @@ export class Controller {
       cached: (name) => this.#nodeModules.get(name),
       requeueRequest: (name) => this.#requestQueue?.add(name),
       logger: opts.logger,
-      limits: opts.nodeLimits,
+      limits: tuning.nodeLimits,
     });
 
     const onRequest = (r: ModuleRequest) => r.metadata.name && this.#requestQueue?.add(r.metadata.name);
@@ -253,10 +260,10 @@ export class Controller {
         logger: this.#log,
         onRetry: (key, attempt, err) => this.#onRetry(name, key, attempt, err),
       });
-    this.#requestQueue = queue('modulerequests', this.#opts.concurrency ?? 4, (key) =>
+    this.#requestQueue = queue('modulerequests', this.#opts.tuning?.concurrency ?? 4, (key) =>
       this.#timed('request', () => this.#reconcileRequest(key)),
     );
-    this.#nodeQueue = queue('nodemodules', this.#opts.nodeConcurrency ?? 16, (key) =>
+    this.#nodeQueue = queue('nodemodules', this.#opts.tuning?.nodeConcurrency ?? 16, (key) =>
       this.#timed('node', () => this.#nodeSync.reconcile(key)),
     );
     this.#requestQueue.start();
