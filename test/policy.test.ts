@@ -27,7 +27,13 @@ import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
 import { errorMessage } from '../src/observability/logger.ts';
-import { admissionRefusal, createRequest, ensureNode, waitForCondition } from './support/objects.ts';
+import {
+  admissionRefusal,
+  createRequest,
+  ensureNode,
+  getNodeModules,
+  waitForCondition,
+} from './support/objects.ts';
 import { badInputs } from './support/corpus.ts';
 import { startController } from './support/operator.ts';
 import { withPolicyData } from '../src/policy/manifest.ts';
@@ -508,10 +514,12 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
   );
 });
 
-test('a run the module policy refuses at dispatch is reported Denied, not retried blindly', async () => {
+test('a request the module policy refuses at dispatch is reported Denied, not retried blindly; the node’s others go on', async () => {
   await ensureNode(env.kc, 'node-dispatch');
-  // Admitted while the module was allowed; no controller has dispatched it yet.
+  // Admitted while the module was allowed; no controller has dispatched it yet. Another request for
+  // the same node goes into the same spec write: the refusal of one must not hold the other back.
   await createRequest(env.kc, 'denied-at-dispatch', { module: 'snd-pcsp', nodeName: 'node-dispatch' });
+  await createRequest(env.kc, 'allowed-at-dispatch', { module: 'snd-dummy', nodeName: 'node-dispatch' });
   await whileDenied('snd-pcsp', async () => {
     const controller = await startController(env.kc);
     env.onStop(() => controller.stop());
@@ -519,7 +527,16 @@ test('a run the module policy refuses at dispatch is reported Denied, not retrie
     assert.equal(r.status?.nodes?.[0]?.reason, 'Denied');
     assert.match(
       r.status?.nodes?.[0]?.message ?? '',
-      /dispatch refused by the API server: .*module snd-pcsp is denied by the module policy/,
+      /dispatch refused by the API server: .*spec\.requests\[denied-at-dispatch\]\.module: module snd-pcsp is denied by the module policy/,
+    );
+    const nm = await eventually('node-dispatch’s spec holding the allowed request', async () => {
+      const o = await getNodeModules(env.kc, 'node-dispatch');
+      return o?.spec.requests?.some((e) => e.name === 'allowed-at-dispatch') ? o : undefined;
+    });
+    assert.deepEqual(
+      nm.spec.requests?.map((e) => e.name),
+      ['allowed-at-dispatch'],
+      'the refused one is not on the node',
     );
   });
 });
