@@ -167,6 +167,10 @@ export class Agent {
       metrics: this.#metrics,
       logger: this.#log,
       drainTimeoutMs: opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+      parked: (uid, parked) => this.#runs.park(uid, parked),
+      resumeParked: () => {
+        for (const uid of this.#runs.takeParked()) this.#queue.add(uid);
+      },
       resume: (uid) => this.#queue.add(uid),
     });
     const caps = opts.capabilities ?? DEFAULT_CAPABILITIES;

@@ -69,6 +69,28 @@ export class AgentRuns {
     this.#runs.delete(uid);
   }
 
+  /**
+   * Marks the run parked, or not; returns whether it was parked before. A run is parked when
+   * helpers were not enabled as it came to run (nodehelpers.ts): it stays pending until they are.
+   */
+  park(uid: string, parked: boolean): boolean {
+    const r = parked ? this.run(uid) : this.#runs.get(uid);
+    const was = r?.parked ?? false;
+    if (r) r.parked = parked;
+    return was;
+  }
+
+  /** The parked runs' UIDs, unparked. */
+  takeParked(): string[] {
+    const out: string[] = [];
+    for (const r of this.#runs.values()) {
+      if (!r.parked) continue;
+      r.parked = false;
+      out.push(r.uid);
+    }
+    return out;
+  }
+
   /** Sets the run's result (to be written). */
   report(uid: string, result: NodeModulesResult, owner?: ResultOwner): Run {
     const r = this.run(uid);
