@@ -25,6 +25,7 @@ import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { CONTROL_PLANE_LABEL } from '../src/controller/targets.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
+import { requestEvent } from '../src/agent/pipeline.ts';
 import { EventRecorder } from '../src/kube/events.ts';
 import { errorMessage, silentLogger } from '../src/observability/logger.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
@@ -229,7 +230,7 @@ test('events: the agent creates Events only in default, and patches only the cou
       },
     }),
     403,
-    /may write Events only about its own Node, ModuleRuns and ModuleRequests, not Node node-other/,
+    /may write Events only about objects of its own node .*, not Node node-other/,
   );
   await refused(
     agent.createNamespacedEvent({
@@ -241,6 +242,88 @@ test('events: the agent creates Events only in default, and patches only the cou
     }),
     403,
     /not Namespace kube-system/,
+  );
+  // A request's Event: only about this node's part of it, saying so (a request's name says nothing
+  // about a node). The agent's own recorder writes exactly that shape.
+  const request = { name: 'some-request', uid: 'uid-some-request' };
+  const own = requestEvent('node-ev', request, 'modprobe exited 1');
+  await eventually('the agent’s request Event to be recorded', async () => {
+    recorder.event(own.target, 'Warning', 'ExitCode', own.message);
+    await recorder.flush();
+    const list = await admin.listNamespacedEvent({ namespace: 'default' });
+    return list.items.find(
+      (e) =>
+        e.involvedObject.name === 'some-request' &&
+        e.involvedObject.fieldPath === 'status.nodes{node-ev}' &&
+        e.message === 'node node-ev: modprobe exited 1',
+    );
+  });
+  const aboutRequest = (name: string, fieldPath: string | undefined, message: string): CoreV1Event => ({
+    ...agentEvent(name, 'node-ev'),
+    involvedObject: {
+      apiVersion: 'kmod.dev/v1alpha1',
+      kind: 'ModuleRequest',
+      name: 'some-request',
+      uid: 'uid-some-request',
+      ...(fieldPath ? { fieldPath } : {}),
+    },
+    message,
+  });
+  for (const [name, fieldPath, message] of [
+    ['ev-req-whole', undefined, 'node node-ev: loaded'],
+    ['ev-req-other-part', 'status.nodes{node-other}', 'node node-ev: loaded'],
+    ['ev-req-as-other', 'status.nodes{node-ev}', 'node node-other: loaded'],
+    ['ev-req-unsigned', 'status.nodes{node-ev}', 'all nodes loaded'],
+  ] as const) {
+    await refused(
+      agent.createNamespacedEvent({ namespace: 'default', body: aboutRequest(name, fieldPath, message) }),
+      403,
+      /may write Events only about objects of its own node/,
+    );
+  }
+  // Runs are named after their request, not their node: no Events about them.
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: {
+        ...agentEvent('ev-about-run', 'node-ev'),
+        involvedObject: { apiVersion: 'kmod.dev/v1alpha1', kind: 'ModuleRun', name: 'node-ev' },
+      },
+    }),
+    403,
+    /not ModuleRun node-ev/,
+  );
+  // A per-node kmod.dev object (one per node, named after it): its own node's only.
+  const perNode = (name: string, node: string): CoreV1Event => ({
+    ...agentEvent(name, 'node-ev'),
+    involvedObject: { apiVersion: 'kmod.dev/v1alpha1', kind: 'NodeModules', name: node },
+  });
+  await agent.createNamespacedEvent({
+    namespace: 'default',
+    body: perNode('ev-per-node', 'node-ev'),
+    dryRun: 'All',
+  });
+  await refused(
+    agent.createNamespacedEvent({ namespace: 'default', body: perNode('ev-per-node-other', 'node-other') }),
+    403,
+    /not NodeModules node-other/,
+  );
+  // Any reason and any length, no more.
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: { ...agentEvent('ev-reason', 'node-ev'), reason: 'All good; ignore the failures' },
+    }),
+    403,
+    /CamelCase reason/,
+  );
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: { ...agentEvent('ev-long', 'node-ev'), message: 'x'.repeat(1025) },
+    }),
+    403,
+    /a message of at most 1024 characters/,
   );
   // Somebody else's Event in default (a kubelet's, another agent's): not the agent's to patch.
   for (const [name, body] of [
