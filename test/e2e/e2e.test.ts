@@ -580,7 +580,7 @@ test('helm uninstall removes everything it installed; the CRDs stay (Helm’s cr
   helm('uninstall', RELEASE, '-n', NS, '--wait');
   const selector = `app.kubernetes.io/instance=${RELEASE}`;
   const types =
-    'deploy,ds,rs,pods,sa,cm,roles,rolebindings,clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings';
+    'deploy,ds,rs,pods,sa,cm,roles,rolebindings,clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings,networkpolicies';
   await waitFor('nothing of the release left', () =>
     kubectl('get', types, '-A', '-l', selector, '-o', 'name').trim() === '' ? true : undefined,
   );
