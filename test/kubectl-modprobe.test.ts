@@ -82,6 +82,31 @@ function sh(line: string, extraEnv: Record<string, string> = {}): Promise<Result
     p.on('close', (code) => done({ code, stdout, stderr }));
   });
 }
+/**
+ * Runs a `kubectl modprobe` line in the background, waits until its request (for `module`) has a
+ * status, sends Ctrl-C (SIGINT to its process group, as a terminal does) and returns the exit
+ * status, stderr and the request as it was before the interruption.
+ */
+async function interrupted(
+  line: string,
+  module: string,
+): Promise<{ code: number | null; stderr: string; name: string }> {
+  const p = spawn('sh', ['-c', `export PATH="$PWD/bin:$PATH"\nexec ${line}`], {
+    cwd: root,
+    env: { ...process.env, PATH: `${kubectlDir}:${process.env.PATH}`, KUBECONFIG: env.cp.kubeconfigPath },
+    detached: true,
+  });
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const closed = new Promise<number | null>((done) => p.on('close', done));
+  const [req] = await eventually(`the ${module} request`, async () => {
+    const rs = await requestsFor(module);
+    return rs.length > 0 && rs[0]?.status ? rs : undefined;
+  });
+  process.kill(-p.pid!, 'SIGINT');
+  return { code: await closed, stderr, name: req!.metadata.name! };
+}
+
 /** What the progress line is redrawn with: carriage return, erase to end of line. */
 const CLEAR = '\r\u001b[K';
 const requestsFor = async (module: string) =>
@@ -246,29 +271,13 @@ test('throttled (75) and timed out (124) have their own exit codes', async () =>
 test('Ctrl-C while following exits 130; --rm deletes the request (cancelling runs still waiting)', async () => {
   for (const rm of [false, true]) {
     const module = rm ? 'ok-int-rm' : 'ok-int';
-    const p = spawn(
-      'sh',
-      [
-        '-c',
-        `export PATH="$PWD/bin:$PATH"\nexec kubectl modprobe --node node-idle ${rm ? '--rm ' : ''}${module}`,
-      ],
-      {
-        cwd: root,
-        env: { ...process.env, PATH: `${kubectlDir}:${process.env.PATH}`, KUBECONFIG: env.cp.kubeconfigPath },
-        detached: true,
-      },
+    const { code, stderr, name } = await interrupted(
+      `kubectl modprobe --node node-idle ${rm ? '--rm ' : ''}${module}`,
+      module,
     );
-    let stderr = '';
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const closed = new Promise<number | null>((done) => p.on('close', done));
-    const [req] = await eventually(`the ${module} request`, async () => {
-      const rs = await requestsFor(module);
-      return rs.length > 0 && rs[0]?.status ? rs : undefined;
-    });
-    process.kill(-p.pid!, 'SIGINT');
-    assert.equal(await closed, 130, stderr);
+    assert.equal(code, 130, stderr);
     assert.match(stderr, /interrupted/);
-    const after = await getRequest(env.kc, req!.metadata.name!);
+    const after = await getRequest(env.kc, name);
     if (rm) assert.ok(!after || after.metadata.deletionTimestamp, 'deleted');
     else assert.equal(after?.status?.phase, 'Pending', 'left in place, still pending');
   }
@@ -296,20 +305,8 @@ test('a selector request is a one-off: deleted once reported and on Ctrl-C; --ke
   assert.equal((await requestsFor('sel-keep')).length, 1);
 
   // Ctrl-C while the runs wait on a node without an agent: the one-off is deleted all the same.
-  const p = spawn('sh', ['-c', 'export PATH="$PWD/bin:$PATH"\nexec kubectl modprobe -l idle=yes sel-int'], {
-    cwd: root,
-    env: { ...process.env, PATH: `${kubectlDir}:${process.env.PATH}`, KUBECONFIG: env.cp.kubeconfigPath },
-    detached: true,
-  });
-  let stderr = '';
-  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const closed = new Promise<number | null>((done) => p.on('close', done));
-  await eventually('the sel-int request with a status', async () => {
-    const rs = await requestsFor('sel-int');
-    return rs.length > 0 && rs[0]?.status ? rs : undefined;
-  });
-  process.kill(-p.pid!, 'SIGINT');
-  assert.equal(await closed, 130, stderr);
+  const { code, stderr } = await interrupted('kubectl modprobe -l idle=yes sel-int', 'sel-int');
+  assert.equal(code, 130, stderr);
   assert.match(stderr, /interrupted; modulerequest modprobe-sel-int-\w+ is deleted \(a one-off/);
   const left = (await requestsFor('sel-int')).filter((r) => !r.metadata.deletionTimestamp);
   assert.deepEqual(left, [], 'deleted');
