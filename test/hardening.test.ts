@@ -292,7 +292,7 @@ test('events: the agent creates Events only in default, and patches only the cou
       /may write Events only about objects of its own node/,
     );
   }
-  // Runs are named after their request, not their node: no Events about them.
+  // No other kmod.dev kind, even one named after the node (the retired ModuleRun, say).
   await refused(
     agent.createNamespacedEvent({
       namespace: 'default',
