@@ -12,9 +12,15 @@ import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import type { Controller } from '../src/controller/controller.ts';
 import { PROGRESS_BATCH_MIN_NODES } from '../src/controller/progress.ts';
-import { Resources } from '../src/kube/resources.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
-import { createRequest, ensureNode, listRuns, waitForPhase, type NodeRun } from './support/objects.ts';
+import {
+  createRequest,
+  ensureNode,
+  listRuns,
+  waitForPhase,
+  writeNodeResult,
+  type NodeRun,
+} from './support/objects.ts';
 import { startController } from './support/operator.ts';
 
 const NODES = PROGRESS_BATCH_MIN_NODES + 10;
@@ -44,31 +50,12 @@ async function reconciles(): Promise<number> {
 }
 
 /** Writes a node's final result for the request, as its agent would. */
-async function finish(res: Resources, run: NodeRun): Promise<void> {
+async function finish(run: NodeRun): Promise<void> {
   const now = new Date().toISOString();
-  await res.patchNodeModulesStatus(run.nodeName, [
-    {
-      op: 'add',
-      path: '/status',
-      value: {
-        results: [
-          {
-            name: run.entry.name,
-            uid: run.entry.uid,
-            observedGeneration: run.entry.generation,
-            phase: 'Succeeded',
-            exitCode: 0,
-            startTime: now,
-            finishTime: now,
-          },
-        ],
-      },
-    },
-  ]);
+  await writeNodeResult(env.kc, run, { phase: 'Succeeded', exitCode: 0, startTime: now, finishTime: now });
 }
 
 test(`progress on a request over ${NODES} nodes starts no pass; the last result settles it at once`, async () => {
-  const res = new Resources(env.kc);
   await createRequest(env.kc, 'fo', { module: 'fanned', nodeSelector: { 'fanout-test': 'yes' } });
   const runs = await eventually(`${NODES} nodes dispatched to`, async () => {
     const all = await listRuns(env.kc);
@@ -79,8 +66,8 @@ test(`progress on a request over ${NODES} nodes starts no pass; the last result 
 
   // Every node but one reports; each write is a NodeModules event the controller's cache delivers.
   const [last, ...others] = runs as [NodeRun, ...NodeRun[]];
-  for (const run of others) await finish(res, run);
-  await finish(res, last);
+  for (const run of others) await finish(run);
+  await finish(last);
   const done = await waitForPhase(env.kc, 'fo', 'Succeeded', 60_000);
   await controller.idle();
   const passes = (await reconciles()) - before;

@@ -12,12 +12,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { ApiextensionsV1Api } from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
 import { hasControl } from '../src/api/text.ts';
-import { GROUP, NODE_MODULES_PLURAL, VERSION, type ModuleRequest } from '../src/api/types.ts';
+import type { ModuleRequest } from '../src/api/types.ts';
 import { ensureBinaries } from '../src/cluster/controlplane.ts';
-import { jsonPatch } from '../src/kube/callopts.ts';
 import type { Controller } from '../src/controller/controller.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import {
@@ -26,6 +25,7 @@ import {
   getRequest,
   listRequests,
   listRuns,
+  writeNodeResult,
   type FakeHelper,
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
@@ -193,37 +193,15 @@ test('text the agent did not clean (a rogue writer of a node’s status) is prin
   );
   const hostile = 'modprobe: FATAL: \u001b]52;c;cm0gLXJmIH4K\u0007\u001b]0;owned\u0007\u009b8m hidden\rover';
   // As an agent's credentials could write it: the status subresource, raw bytes in the texts.
-  await env.kc.makeApiClient(CustomObjectsApi).patchClusterCustomObjectStatus(
-    {
-      group: GROUP,
-      version: VERSION,
-      plural: NODE_MODULES_PLURAL,
-      name: 'node-idle',
-      body: [
-        {
-          op: 'add',
-          path: '/status',
-          value: {
-            results: [
-              {
-                name: run.entry.name,
-                uid: run.entry.uid,
-                observedGeneration: run.entry.generation,
-                phase: 'Failed',
-                reason: 'ExitCode',
-                exitCode: 1,
-                attempt: 1,
-                message: `modprobe exited 1: ${hostile}`,
-                stderrTail: `${hostile}\n`,
-                finishTime: new Date().toISOString(),
-              },
-            ],
-          },
-        },
-      ],
-    },
-    jsonPatch(),
-  );
+  await writeNodeResult(env.kc, run, {
+    phase: 'Failed',
+    reason: 'ExitCode',
+    exitCode: 1,
+    attempt: 1,
+    message: `modprobe exited 1: ${hostile}`,
+    stderrTail: `${hostile}\n`,
+    finishTime: new Date().toISOString(),
+  });
   const r = await p;
   assert.equal(r.code, 1, r.stderr);
   for (const [what, text] of [

@@ -7,7 +7,14 @@
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1Node,
+} from '@kubernetes/client-node';
 import {
   API_VERSION,
   GROUP,
@@ -218,6 +225,31 @@ export interface NodeRun {
   nodeName: string;
   entry: NodeModulesRequest;
   result?: NodeModulesResult;
+}
+
+/**
+ * Writes `fields` as the node's result for `run`'s request, replacing the node's status, as an
+ * agent's credentials could (tests that act as the agent, or as a rogue one).
+ */
+export async function writeNodeResult(
+  kc: KubeConfig,
+  run: NodeRun,
+  fields: Omit<NodeModulesResult, 'name' | 'uid' | 'observedGeneration'>,
+): Promise<void> {
+  const result: NodeModulesResult = {
+    name: run.entry.name,
+    uid: run.entry.uid,
+    observedGeneration: run.entry.generation,
+    ...fields,
+  };
+  await kc.makeApiClient(CustomObjectsApi).patchClusterCustomObjectStatus(
+    {
+      ...crd(NODE_MODULES_PLURAL),
+      name: run.nodeName,
+      body: [{ op: 'add', path: '/status', value: { results: [result] } }],
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
+  );
 }
 
 /** Every (node, request) of every node's NodeModules: what the agents are asked to run and what they reported. */
