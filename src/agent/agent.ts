@@ -80,8 +80,8 @@ export interface AgentOptions {
   /**
    * Where the node's boot ID comes from: the kernel (`bootIdFile`, default
    * /proc/sys/kernel/random/boot_id: authoritative on a real node) or the
-   * Node object's status.nodeInfo.bootID, read fresh at claim time (simulated
-   * nodes in tests and local mode).
+   * Node object's status.nodeInfo.bootID, as the agent's watch of its Node
+   * has it at claim time (simulated nodes in tests and local mode).
    */
   bootIdSource?: 'kernel' | 'node';
   bootIdFile?: string;
@@ -332,6 +332,9 @@ export class Agent {
   /** The node's current boot ID ('' when unknown); see AgentOptions.bootIdSource. */
   async bootId(): Promise<string> {
     if (this.#opts.bootIdSource === 'node') {
+      // The agent's own watch of its Node (by name) has it; a read only while that cache has no Node.
+      const cached = this.#node.get(this.#opts.nodeName);
+      if (cached) return cached.status?.nodeInfo?.bootID ?? '';
       try {
         const node = await this.#core.readNode({ name: this.#opts.nodeName });
         return node.status?.nodeInfo?.bootID ?? '';
