@@ -330,7 +330,7 @@ afterEach(async (t) => {
 });
 
 after(async () => {
-  if (results) console.log(`real-kernel tier figures written to ${results.write()}`);
+  if (results) console.log(`real-kernel tier figures written to ${await results.write()}`);
   await vm?.stop();
   await hostNode?.stop();
   await cp?.stop();
