@@ -28,18 +28,23 @@
  */
 import { after, afterEach, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CoreV1Api, KubeConfig, type CoreV1Event, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, type CoreV1Event } from '@kubernetes/client-node';
 import { mergePatch } from '../../src/kube/callopts.ts';
-import { ensureBinaries, startControlPlane, type ControlPlane } from '../../src/cluster/controlplane.ts';
+import { ensureBinaries, type ControlPlane } from '../../src/cluster/controlplane.ts';
 import type { ModuleRequest, ModuleRequestSpec, NodeResult } from '../../src/api/types.ts';
-import { eventually } from '../support/cluster.ts';
 import { createRequest, deleteRequest, getRequest } from '../support/objects.ts';
-import { startNode, type RealNode } from './support/node.ts';
-import { assertNothingLoads, prepareE2eModules, RECORD_MOUNT, type E2eModules } from './support/modules.ts';
+import { e2eImages, helmBinary, toolRunner } from './support/artefacts.ts';
+import { startControlPlaneForNodes, startNode, type RealNode } from './support/node.ts';
+import { isReady, kubectlReport, listPods, waitWithDiagnosis } from './support/waiting.ts';
+import {
+  agentTreeValues,
+  assertNothingLoads,
+  prepareE2eModules,
+  type E2eModules,
+} from './support/modules.ts';
 import { createVm, vmImages, type VirtualMachine, type VmImages } from './support/vm.ts';
 import { importImages, startVmNode, type VmNode } from './support/vmnode.ts';
 import { Results, round } from './support/results.ts';
@@ -78,21 +83,7 @@ let results: Results;
 /** Requests a test created; deleted after it, so a reboot re-runs only what a test leaves standing. */
 const created: string[] = [];
 
-function sh(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, {
-    cwd: root,
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      KUBECONFIG: cp.kubeconfigPath,
-      HELM_CACHE_HOME: join(work, 'helm/cache'),
-      HELM_CONFIG_HOME: join(work, 'helm/config'),
-      HELM_DATA_HOME: join(work, 'helm/data'),
-    },
-  });
-  assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed (exit ${r.status}):\n${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
+const sh = toolRunner({ cwd: root, kubeconfig: () => cp.kubeconfigPath, helmHome: join(work, 'helm') });
 const kubectl = (...args: string[]) => sh(join(binDir, 'kubectl'), args);
 
 /** The guest's answer to a script (throws on a non-zero exit). */
@@ -100,12 +91,7 @@ const inGuest = (script: string) => vm!.guest.sh(script);
 
 /** What the cluster and the VM say, for a failure message. */
 async function diagnose(): Promise<string> {
-  const run = (args: string[]) => {
-    const r = spawnSync(join(binDir, 'kubectl'), ['--kubeconfig', cp.kubeconfigPath, ...args], {
-      encoding: 'utf8',
-    });
-    return `$ kubectl ${args.join(' ')}\n${r.stdout}${r.stderr}`;
-  };
+  const run = (args: string[]) => kubectlReport(join(binDir, 'kubectl'), cp.kubeconfigPath, args);
   const guestLog = vm
     ? await vm.guest
         .run('tail -n 15 /var/log/kmod-e2e/kubelet.log; dmesg | tail -n 15', 30_000)
@@ -120,25 +106,10 @@ async function diagnose(): Promise<string> {
 }
 
 /** eventually(), with the cluster's and the guest's state in the failure message. */
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = LONG,
-): Promise<T> {
-  try {
-    return await eventually(what, fn, timeoutMs, 1000);
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${await diagnose()}`, { cause: err });
-  }
-}
+const waitFor = waitWithDiagnosis(diagnose, LONG, 1000);
 
-async function pods(selector: string): Promise<V1Pod[]> {
-  return (await kc.makeApiClient(CoreV1Api).listNamespacedPod({ namespace: NS, labelSelector: selector }))
-    .items;
-}
-const ready = (p: V1Pod) =>
-  !p.metadata?.deletionTimestamp &&
-  p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+const pods = (selector: string) => listPods(kc, NS, selector);
+const ready = isReady;
 const agentOn = async (node: string) =>
   (await pods('app.kubernetes.io/component=agent')).find((p) => ready(p) && p.spec?.nodeName === node);
 
@@ -194,10 +165,7 @@ function values(image: string): string {
       // One controller, on this machine's node.
       controller: { replicas: 1, nodeSelector: { 'kubernetes.io/hostname': HOST_NODE } },
       agent: {
-        modulesHostPath: tree.modulesDir,
-        modprobeConfHostPath: tree.modprobeDir,
-        extraVolumes: [{ name: 'e2e-records', hostPath: { path: tree.recordsDir, type: 'Directory' } }],
-        extraVolumeMounts: [{ name: 'e2e-records', mountPath: RECORD_MOUNT }],
+        ...agentTreeValues(tree),
         // Node runs ~20x slower under TCG: time to start, and time to answer a probe.
         startupSeconds: 600,
         probeTimeoutSeconds: 10,
@@ -213,19 +181,11 @@ before(async () => {
     'run the e2e suite with `make e2e` (test/e2e/run.sh gives it a network namespace of its own)',
   );
   binDir = ensureBinaries();
-  helmBin = execFileSync('bash', [join(root, 'charts/build-helm.sh')], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  }).trim();
+  helmBin = helmBinary(root);
   // Both cached by run.sh already: these only read the names.
-  const out = execFileSync('bash', [join(root, 'test/e2e/image.sh')], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-    .trim()
-    .split('\n');
-  const [imageArchive, imageName] = out[0]!.split(' ') as [string, string];
-  const [pauseArchive, pauseName] = out[1]!.split(' ') as [string, string];
+  const built = e2eImages(root);
+  const [imageArchive, imageName] = [built.operator.archive, built.operator.name];
+  const [pauseArchive, pauseName] = [built.pause.archive, built.pause.name];
   images = vmImages(root);
   results = new Results(root, {
     package: `linux-image-${images.release}`,
@@ -254,15 +214,7 @@ before(async () => {
   // Not awaited until the control plane is up: a boot failure must not go unhandled meanwhile.
   vmImported.catch(() => undefined);
 
-  cp = await startControlPlane({
-    address: nodeIp,
-    scheduler: true,
-    authorizationModes: ['Node', 'RBAC'],
-    extraControllers: ['daemonset', 'deployment', 'replicaset', 'root-ca-cert-publisher', 'nodelifecycle'],
-    extraUsers: [HOST_NODE, VM_NODE].map((n) => ({ user: `system:node:${n}`, groups: ['system:nodes'] })),
-    apiServerFlags: ['--kubelet-preferred-address-types=InternalIP'],
-    readyTimeoutMs: 120_000,
-  });
+  cp = await startControlPlaneForNodes(nodeIp, [HOST_NODE, VM_NODE]);
   kc = new KubeConfig();
   kc.loadFromFile(cp.kubeconfigPath);
   hostNode = await startNode({

@@ -38,10 +38,32 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, kubeconfigYaml, type ControlPlane } from '../../../src/cluster/controlplane.ts';
+import {
+  freePort,
+  kubeconfigYaml,
+  startControlPlane,
+  type ControlPlane,
+} from '../../../src/cluster/controlplane.ts';
 import { cniConfig, containerdConfig, kubeletArgs, kubeletConfig } from './nodeconfig.ts';
 
 const tempPrefix = 'kmod-e2e-node-';
+
+/**
+ * A control plane for real kubelets: on `address` (the suite's node address), with the
+ * scheduler, the controllers that run DaemonSets and Deployments, the Node authorizer, and a
+ * token for `system:node:<name>` of each node.
+ */
+export function startControlPlaneForNodes(address: string, nodeNames: string[]): Promise<ControlPlane> {
+  return startControlPlane({
+    address,
+    scheduler: true,
+    authorizationModes: ['Node', 'RBAC'],
+    extraControllers: ['daemonset', 'deployment', 'replicaset', 'root-ca-cert-publisher', 'nodelifecycle'],
+    extraUsers: nodeNames.map((n) => ({ user: `system:node:${n}`, groups: ['system:nodes'] })),
+    apiServerFlags: ['--kubelet-preferred-address-types=InternalIP'],
+    readyTimeoutMs: 120_000,
+  });
+}
 
 /** How a node is started. */
 export interface NodeOptions {
