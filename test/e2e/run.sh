@@ -21,4 +21,4 @@ ip link set lo up
 ip addr add 10.250.0.1/32 dev lo
 export KMOD_E2E_NODE_IP=10.250.0.1 KMOD_E2E_POD_SUBNET=10.251.0.0/24
 [ $# -gt 0 ] || set -- test/e2e/*.test.ts
-exec node_modules/.bin/node --test --test-concurrency=1 --test-reporter=spec --test-timeout=900000 "$@"
+exec node_modules/.bin/node --test --test-concurrency=1 --test-reporter=./scripts/test-reporter.ts --test-timeout=900000 "$@"
