@@ -30,6 +30,7 @@ import {
   waitForPhase,
   type FakeHelper,
 } from './support/objects.ts';
+import { memoryLogger } from './support/logs.ts';
 import { metricValue, startAgent, startController } from './support/operator.ts';
 
 let helper: FakeHelper;
@@ -372,6 +373,93 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
       `${reason} in ${events.join('; ')}`,
     );
   }
+});
+
+test('an annotation value that is none of the three keeps the current state, Enabled or Disabled (fail safe)', async () => {
+  const registry = new Registry();
+  const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
+  const node = 'node-badvalue';
+  await agentFor(node, helper.path, { freezeWaitMs: 600_000, registry });
+  const refusal = (value: string, state: string) =>
+    new RegExp(
+      `^kmod\\.dev/helpers="${value}" is not one of Enabled, Freezing, Disabled; helpers stay ${state}$`,
+    );
+  /** Waits for the agent's report of `value` on the node; returns the state it reports with it. */
+  const reported = (value: string, state: string) =>
+    eventually(`the agent to refuse ${value} on ${node}`, async () => {
+      const a = await nodeAnnotations(node);
+      return refusal(value, state).test(a[HELPERS_MESSAGE_ANNOTATION] ?? '')
+        ? a[HELPERS_STATE_ANNOTATION]
+        : undefined;
+    });
+
+  // Enabled, then a typo of Disabled: helpers stay Enabled, and a run goes through.
+  await eventually(
+    'Enabled reported',
+    async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === 'Enabled',
+  );
+  await annotateNode(env.kc, node, 'Disabeld');
+  assert.equal(await reported('Disabeld', 'Enabled'), 'Enabled');
+  await createRequest(env.kc, 'bad-value-enabled', { module: 'ok-bad-value-enabled', nodeName: node });
+  await waitForCondition(env.kc, 'bad-value-enabled', 'Succeeded');
+
+  // Disabled, then a typo of Enabled: helpers stay Disabled, and a new run is held at the gate.
+  await annotateNode(env.kc, node, 'Disabled');
+  await eventually(
+    'Disabled reported',
+    async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === 'Disabled',
+  );
+  await annotateNode(env.kc, node, 'enabeld');
+  assert.equal(await reported('enabeld', 'Disabled'), 'Disabled');
+  await createRequest(env.kc, 'bad-value-disabled', { module: 'ok-bad-value-disabled', nodeName: node });
+  // The agent has taken the run up and holds it: had the bad value enabled helpers, it would have started.
+  await eventually('bad-value-disabled held at the gate', async () => (await held()) === 1);
+  assert.equal(helper.starts('ok-bad-value-disabled'), 0, 'nothing starts: the node is still Disabled');
+  const warnings = (await eventsFor(node)).filter((e) => e.startsWith('Warning/InvalidHelperState'));
+  assert.equal(warnings.length, 2, warnings.join('; '));
+  // A value that is one of the three (any case, as documented) is followed again.
+  await annotateNode(env.kc, node, 'Enabled');
+  await waitForCondition(env.kc, 'bad-value-disabled', 'Succeeded');
+  assert.equal(helper.starts('ok-bad-value-disabled'), 1);
+});
+
+test('runs parked while Disabled or Freezing (past the freeze wait) stay pending, and start exactly once when enabled', async () => {
+  const registry = new Registry();
+  const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
+  const { logger, entries } = memoryLogger();
+  const node = 'node-park';
+  // A short freeze wait: the runs give up waiting at the gate and are parked for real.
+  await agentFor(node, helper.path, { freezeWaitMs: 300, registry, logger });
+  const parked = (module: string) =>
+    entries.some(
+      (e) => e.message === 'helpers are not enabled on this node; run stays pending' && e.module === module,
+    );
+  for (const [state, name] of [
+    ['Disabled', 'parked-disabled'],
+    ['Freezing', 'parked-freezing'],
+  ] as const) {
+    await annotateNode(env.kc, node, state);
+    await eventually(
+      `${state} reported`,
+      async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === state,
+    );
+    await createRequest(env.kc, name, { module: `ok-${name}`, nodeName: node });
+    await eventually(`${name} parked (the agent says so)`, () => parked(`ok-${name}`));
+  }
+  // Parked, not waiting: nothing is held at the gate any more, nothing started, both still pending.
+  assert.equal(await held(), 0, 'the parked runs have left the gate');
+  for (const name of ['parked-disabled', 'parked-freezing']) {
+    await waitForPhase(env.kc, name, 'Pending');
+    assert.equal(helper.starts(`ok-${name}`), 0, `${name} did not start while the node was not enabled`);
+  }
+  await annotateNode(env.kc, node, 'Enabled');
+  for (const name of ['parked-disabled', 'parked-freezing']) {
+    const r = await waitForCondition(env.kc, name, 'Succeeded');
+    assert.equal(r.status?.nodes?.[0]?.attempt, 1, `${name} ran as its first attempt`);
+  }
+  // From the helper's own record: each parked run started exactly once.
+  assert.equal(helper.starts('ok-parked-disabled'), 1);
+  assert.equal(helper.starts('ok-parked-freezing'), 1);
 });
 
 test('a disable whose helpers do not finish in time fails and re-enables (EAGAIN)', async () => {
