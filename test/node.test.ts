@@ -332,25 +332,47 @@ test('capability masks narrow at runtime; a widening change is refused loudly an
 test('node states: Disabled drains then holds runs pending; Enabled runs them; Freezing makes runs wait', async () => {
   const registry = new Registry();
   const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
-  await agentFor('node-states', helper.path, { drainTimeoutMs: 5000, freezeWaitMs: 60_000, registry });
+  // Drain and freeze waits far longer than any step here: the test says when the helper ends.
+  await agentFor('node-states', helper.path, { drainTimeoutMs: 600_000, freezeWaitMs: 600_000, registry });
   // Held until released, so it is surely still running when Running is written (after the status
   // fold's delay) and when Disabled is asked for: a 1 s helper raced both.
   await createRequest(env.kc, 'st-running', { module: 'hold-st', nodeName: 'node-states' });
   await waitForPhase(env.kc, 'st-running', 'Running');
-  await annotateNode(env.kc, 'node-states', 'Disabled');
-  helper.release('hold-st');
-  // The running helper drains (it finishes), then the node reports Disabled.
   await eventually(
-    'Disabled reported',
-    async () => (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION] === 'Disabled',
+    'Enabled reported',
+    async () => (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION] === 'Enabled',
   );
-  await waitForCondition(env.kc, 'st-running', 'Succeeded');
+  await annotateNode(env.kc, 'node-states', 'Disabled');
+  // Disabling closes the gate at once but reports only once the running helper is done: a run
+  // arriving now is held, while the node still says Enabled and the helper still runs.
   await createRequest(env.kc, 'st-pending', { module: 'ok-st-pending', nodeName: 'node-states' });
   // The agent has taken the run up and holds it at the gate: had Disabled not held it, it would have started.
   await eventually('st-pending held at the gate', async () => (await held()) === 1);
+  assert.equal(
+    (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION],
+    'Enabled',
+    'Disabled is not reported while a helper still runs (it drains first)',
+  );
+  assert.deepEqual(
+    helper
+      .log()
+      .filter((l) => / hold-st( |$)/.test(l))
+      .map((l) => l.split(' ')[0]),
+    ['start'],
+    'the helper is still running (its own record: started, not ended)',
+  );
+  helper.release('hold-st');
+  // The running helper drains (it finishes), then the node reports Disabled, saying it waited.
+  const message = await eventually('Disabled reported', async () => {
+    const a = await nodeAnnotations('node-states');
+    return a[HELPERS_STATE_ANNOTATION] === 'Disabled' ? a[HELPERS_MESSAGE_ANNOTATION] : undefined;
+  });
+  assert.equal(message, 'helpers disabled after 1 running helper(s) finished');
+  await waitForCondition(env.kc, 'st-running', 'Succeeded');
   // A held run's request is written Pending once that status has stood for the fold delay
   // (controller/fold.ts): waited for, as a person watching it would see it.
   await waitForPhase(env.kc, 'st-pending', 'Pending');
+  assert.equal(await held(), 1, 'still held after the drain');
   assert.equal(helper.starts('ok-st-pending'), 0, 'nothing starts while Disabled');
   await annotateNode(env.kc, 'node-states', 'Enabled');
   await waitForCondition(env.kc, 'st-pending', 'Succeeded');
