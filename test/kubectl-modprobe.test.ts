@@ -12,9 +12,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ApiextensionsV1Api } from '@kubernetes/client-node';
+import {
+  ApiextensionsV1Api,
+  CustomObjectsApi,
+  type V1CustomResourceDefinition,
+} from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
-import type { ModuleRequest } from '../src/api/types.ts';
+import { API_VERSION, GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../src/api/types.ts';
+import { errorMessage } from '../src/observability/logger.ts';
 import { ensureBinaries } from '../src/cluster/controlplane.ts';
 import type { Controller } from '../src/controller/controller.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
@@ -212,23 +217,65 @@ test('Ctrl-C while following exits 130; --rm deletes the request (cancelling run
   }
 });
 
-test('--dry-run sets spec.dryRun, or is refused where the CRD does not have the field (never dropped)', async (t) => {
-  const crd = await env.kc
-    .makeApiClient(ApiextensionsV1Api)
-    .readCustomResourceDefinition({ name: 'modulerequests.kmod.dev' });
-  const hasDryRun = Boolean(
-    crd.spec.versions[0]?.schema?.openAPIV3Schema?.properties?.spec?.properties?.dryRun,
-  );
+test('--dry-run sets spec.dryRun', async () => {
   const r = await sh('kubectl modprobe --node node-a --dry-run -o json ok-dry');
-  if (!hasDryRun) {
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { spec: { dryRun?: boolean } }).spec.dryRun, true);
+});
+
+test('--dry-run on a cluster whose CRD has no spec.dryRun (an older install) is refused, never dropped', async () => {
+  // This control plane's CRD as an older release installed it: the same, without spec.dryRun.
+  const crds = env.kc.makeApiClient(ApiextensionsV1Api);
+  const name = 'modulerequests.kmod.dev';
+  const specOf = (crd: V1CustomResourceDefinition, i: number) =>
+    crd.spec.versions[i]?.schema?.openAPIV3Schema?.properties?.spec;
+  const current = await crds.readCustomResourceDefinition({ name });
+  const saved = current.spec.versions.map((_, i) => specOf(current, i)?.properties?.dryRun);
+  assert.ok(saved[0], 'the CRD in crds/ has spec.dryRun');
+  current.spec.versions.forEach((_, i) => delete specOf(current, i)?.properties?.dryRun);
+  await crds.replaceCustomResourceDefinition({ name, body: current });
+  /** Whether the API server, with strict field validation as the plugin asks, knows spec.dryRun now. */
+  const knowsDryRun = async () => {
+    try {
+      await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: REQUEST_PLURAL,
+        body: {
+          apiVersion: API_VERSION,
+          kind: 'ModuleRequest',
+          metadata: { name: 'dry-run-probe' },
+          spec: { module: 'ok-probe', nodeName: 'node-a', dryRun: true },
+        },
+        dryRun: 'All',
+        fieldValidation: 'Strict',
+      });
+      return true;
+    } catch (err) {
+      if (/unknown field "spec\.dryRun"/.test(errorMessage(err))) return false;
+      throw err;
+    }
+  };
+  try {
+    await eventually(
+      'the API server to serve the CRD without spec.dryRun',
+      async () => !(await knowsDryRun()),
+    );
+    const r = await sh('kubectl modprobe --node node-a --dry-run -o json ok-dry-old');
     // Strict field validation: without it the API server would drop dryRun and the module would load.
     assert.equal(r.code, 64, r.stderr);
     assert.match(r.stderr, /unknown field "spec\.dryRun"/);
-    assert.deepEqual(await requestsFor('ok-dry'), []);
-    t.diagnostic('this CRD has no spec.dryRun yet (helper i7a adds it): checked that the plugin refuses');
-    return;
+    assert.deepEqual(await requestsFor('ok-dry-old'), [], 'nothing was created');
+    assert.equal(helper.starts('ok-dry-old'), 0);
+  } finally {
+    const back = await crds.readCustomResourceDefinition({ name });
+    back.spec.versions.forEach((_, i) => {
+      const spec = specOf(back, i);
+      if (spec?.properties && saved[i]) spec.properties.dryRun = saved[i];
+    });
+    await crds.replaceCustomResourceDefinition({ name, body: back });
+    await eventually('the API server to serve spec.dryRun again', knowsDryRun);
   }
-  assert.equal((JSON.parse(r.stdout) as { spec: { dryRun?: boolean } }).spec.dryRun, true);
 });
 
 test('--help, and completion through kubectl __complete (flags, node names, wait modes)', async () => {
