@@ -60,24 +60,35 @@ interface Result {
   stdout: string;
   stderr: string;
 }
-/** Runs a shell line in the repository, as a user who followed the README would type it. */
-function sh(line: string, extraEnv: Record<string, string> = {}): Promise<Result> {
-  return new Promise((done) => {
-    const p = spawn('sh', ['-c', `export PATH="$PWD/bin:$PATH"\n${line}`], {
-      cwd: root,
-      env: {
-        ...process.env,
-        PATH: `${kubectlDir}:${process.env.PATH}`,
-        KUBECONFIG: env.cp.kubeconfigPath,
-        ...extraEnv,
-      },
-    });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('close', (code) => done({ code, stdout, stderr }));
+/** A shell line started in the repository, as a user who followed the README would type it. */
+interface Started {
+  /** Settles once the line has exited. */
+  done: Promise<Result>;
+  /** Its stdout so far. */
+  stdout(): string;
+}
+function start(line: string, extraEnv: Record<string, string> = {}): Started {
+  const p = spawn('sh', ['-c', `export PATH="$PWD/bin:$PATH"\n${line}`], {
+    cwd: root,
+    env: {
+      ...process.env,
+      PATH: `${kubectlDir}:${process.env.PATH}`,
+      KUBECONFIG: env.cp.kubeconfigPath,
+      ...extraEnv,
+    },
   });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return {
+    done: new Promise((done) => p.on('close', (code) => done({ code, stdout, stderr }))),
+    stdout: () => stdout,
+  };
+}
+/** Runs a shell line in the repository to its end (see start). */
+function sh(line: string, extraEnv: Record<string, string> = {}): Promise<Result> {
+  return start(line, extraEnv).done;
 }
 /** What the progress line is redrawn with: carriage return, erase to end of line. */
 const CLEAR = '\r\u001b[K';
@@ -123,16 +134,21 @@ test('fan-out: one line per node, a summary; the first failed node decides the s
 });
 
 test('on a terminal a fan-out shows a live progress line, cleared before the result', async () => {
-  // script(1) runs the command on a pseudo-terminal, as an interactive shell would. 5 s helpers: the
-  // line is drawn between the "running" status (held back ~1 s) and the result, on a loaded machine too.
-  const r = await sh(`script -qec 'kubectl modprobe -l fleet=plug -v slow-prog secs=5' /dev/null`);
+  // script(1) runs the command on a pseudo-terminal, as an interactive shell would. The helpers hold
+  // until the progress line has been drawn, then are released: the result follows it.
+  const progress = /^hold-prog: \d\/3 done \(\d succeeded, 0 failed, \d running, \d pending\)$/;
+  const drawn = (out: string) => out.split(CLEAR).some((l) => progress.test(l));
+  const running = start(`script -qec 'kubectl modprobe -l fleet=plug -v hold-prog' /dev/null`);
+  try {
+    await eventually('the progress line on the terminal', () => drawn(running.stdout()), 60_000);
+  } finally {
+    helper.release('hold-prog');
+  }
+  const r = await running.done;
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const lines = r.stdout.split(CLEAR);
-  assert.ok(
-    lines.some((l) => /^slow-prog: \d\/3 done \(\d succeeded, 0 failed, \d running, \d pending\)$/.test(l)),
-    JSON.stringify(r.stdout),
-  );
-  assert.match(lines.at(-1) ?? '', /^node-a: slow-prog: Completed/, 'the line is cleared, then the results');
+  assert.ok(drawn(r.stdout), JSON.stringify(r.stdout));
+  assert.match(lines.at(-1) ?? '', /^node-a: hold-prog: Completed/, 'the line is cleared, then the results');
 });
 
 test('-o json and -o yaml print the final request on stdout', async () => {
@@ -172,18 +188,23 @@ test('--kubeconfig and --context choose the cluster as in kubectl; an unknown co
 });
 
 test('throttled (75) and timed out (124) have their own exit codes', async () => {
-  const slow = sh('kubectl modprobe --node node-t slow-hold secs=20');
-  await eventually('slow-hold to run on node-t', () => helper.starts('slow-hold') > 0);
-  // A throttled run is retried until its timeout since the first try has passed (then it fails
-  // Throttled): with 1 s, the 0.3 s busy wait plus a 1 s backoff is already past it.
-  const thr = await sh('kubectl modprobe --node node-t --timeout 1s ok-throttled');
-  assert.equal(thr.code, 75, thr.stderr);
-  assert.match(thr.stderr, /^kubectl-modprobe: ok-throttled: Throttled: /m);
-  const to = await sh('kubectl modprobe --node node-a --timeout 1s slow-timeout secs=30');
+  // The one slot of node-t is held until the throttled run has been refused.
+  const holder = sh('kubectl modprobe --node node-t hold-slot');
+  try {
+    await eventually('hold-slot to run on node-t', () => helper.starts('hold-slot') > 0);
+    // A throttled run is retried until its timeout since the first try has passed (then it fails
+    // Throttled): with 1 s, the 0.3 s busy wait plus a 1 s backoff is already past it.
+    const thr = await sh('kubectl modprobe --node node-t --timeout 1s ok-throttled');
+    assert.equal(thr.code, 75, thr.stderr);
+    assert.match(thr.stderr, /^kubectl-modprobe: ok-throttled: Throttled: /m);
+  } finally {
+    helper.release('hold-slot');
+  }
+  assert.equal((await holder).code, 0, 'the slot holder ends well once released');
+  // A helper that runs until killed (never released): the agent kills it at the 1 s timeout.
+  const to = await sh('kubectl modprobe --node node-a --timeout 1s hold-timeout');
   assert.equal(to.code, 124, to.stderr);
   assert.match(to.stderr, /Timeout/);
-  // The slot holder (20 s, longer than a loaded machine takes to start the second plugin) ends well.
-  assert.equal((await slow).code, 0);
 });
 
 test('Ctrl-C while following exits 130; --rm deletes the request (cancelling runs still waiting)', async () => {
