@@ -65,6 +65,7 @@ async function startCli(
   subcommand: string,
   cp: ControlPlane,
   args: string[],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<Component> {
   const port = await freePort();
   // What the image runs (the bundle, with the Dockerfile's node flags), so RSS is a node's RSS.
@@ -79,16 +80,23 @@ async function startCli(
       ...args,
     ],
     port,
-    { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
+    { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', ...env },
     image.command,
   );
   await waitReady(c);
   return c;
 }
 
-/** Starts `kmod-operator controller` against the control plane; resolves once it is ready. */
-export function startControllerProcess(cp: ControlPlane, extra: string[] = []): Promise<Component> {
-  return startCli('controller', 'controller', cp, extra);
+/**
+ * Starts `kmod-operator controller` against the control plane; resolves once it is ready. `env` is
+ * added to its environment (e.g. LOG_LEVEL=info to read its log).
+ */
+export function startControllerProcess(
+  cp: ControlPlane,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<Component> {
+  return startCli('controller', 'controller', cp, extra, env);
 }
 
 /** Starts `kmod-operator agent` for one node, as the DaemonSet runs it; resolves once it is ready. */
