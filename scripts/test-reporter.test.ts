@@ -67,11 +67,12 @@ test('TEST_RESULTS=path writes the counts of the run', () => {
   const path = join(dir, 'results.json');
   const r = runWith(SKIPS, { TEST_RESULTS: path });
   assert.equal(r.code, 0, r.out);
-  const results = JSON.parse(readFileSync(path, 'utf8')) as {
-    ci: boolean;
-    counts: Record<string, number>;
-    skipped: string[];
-  };
+  const results = (
+    JSON.parse(readFileSync(path, 'utf8')) as {
+      tests: { ci: boolean; counts: Record<string, number>; skipped: string[]; machine: { cpus: string } };
+    }
+  ).tests;
+  assert.match(results.machine.cpus, /^\d+ × /, 'the machine it ran on');
   assert.equal(results.ci, false);
   assert.deepEqual(
     { tests: results.counts.tests, pass: results.counts.pass, fail: results.counts.fail },

@@ -9,18 +9,19 @@
  *   on a developer's laptop that is a note, in CI it would turn "not run" into
  *   a green run. The skipped tests are listed with their reasons, and the exit
  *   status is 1.
- * - With `TEST_RESULTS=path`, the run's counts and wall time are written
- *   there as JSON (`TEST_RESULTS=test/results.json CI=true make test` writes
- *   the committed file the README's figures come from).
+ * - With `TEST_RESULTS=path`, the run's counts and wall time are recorded
+ *   there as JSON, section `tests` (test/support/results.ts):
+ *   `TEST_RESULTS=test/results.json CI=true make test` writes the committed
+ *   file the README's figure comes from; `make e2e` records into
+ *   test/e2e/results.json.
  *
  * node:test sets a failing exit status only on a failed test (it never resets
  * one to 0), so setting `process.exitCode` here, once every event is in, is
  * what makes the run fail.
  */
-import { writeFileSync } from 'node:fs';
-import { cpus, loadavg, totalmem } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 import { spec } from 'node:test/reporters';
+import { recordResults } from '../test/support/results.ts';
 
 /** What a test event carries that matters here (node:test's TestEvent data, in part). */
 interface TestEventData {
@@ -120,20 +121,13 @@ class TestReporter extends Transform {
   }
 
   #writeResults(path: string): void {
-    const results = {
+    // A section of its own: `make e2e` records more sections (image, node) into the same file.
+    recordResults(path, 'tests', {
       ci: this.#ci,
-      date: new Date().toISOString(),
       wallSeconds: Math.round((Date.now() - this.#started) / 100) / 10,
       counts: this.#counts,
       skipped: this.#skipped,
-      machine: {
-        cpus: cpus().length,
-        memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-        loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
-        node: process.version,
-      },
-    };
-    writeFileSync(path, `${JSON.stringify(results, null, 2)}\n`);
+    });
     this.push(`wrote ${path}\n`);
   }
 }
