@@ -290,3 +290,33 @@ test('node_modules/.bin/node bench/burst.ts 200: all Succeeded, the figures, and
     'the file holds what it printed',
   );
 });
+
+test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node bench/repeat.ts 6 BENCH_ONLY=fanout BENCH_FANOUT=1000: each run and the median', async () => {
+  // Two runs of a fan-out over 2 nodes, not six over 1,000 (minutes).
+  const path = join(dir, 'repeat.json');
+  const out = await run(
+    'node_modules/.bin/node',
+    ['bench/repeat.ts', '2', 'BENCH_ONLY=fanout', 'BENCH_FANOUT=2'],
+    { BENCH_RESULTS: path },
+  );
+  assert.equal(out.match(/^run [12]: fanout-2 [\d.]+ s \(floor [\d.]+ s\)$/gm)?.length, 2, out);
+  const m =
+    /^fanout-2: median ([\d.]+) s \(min [\d.]+, max [\d.]+\) over 2 runs; floor median [\d.]+ s$/m.exec(out);
+  assert.ok(m, out);
+  const results = JSON.parse(readFileSync(path, 'utf8')) as {
+    command: string;
+    scenarios: Record<
+      string,
+      { wallSeconds: { median: number; each: number[] }; floorSeconds: { each: number[] } }
+    >;
+  };
+  assert.equal(results.command, 'node_modules/.bin/node bench/repeat.ts 2 BENCH_ONLY=fanout BENCH_FANOUT=2');
+  const fan = results.scenarios['fanout-2'];
+  assert.equal(fan?.wallSeconds.each.length, 2);
+  assert.equal(fan.floorSeconds.each.length, 2);
+  assert.equal(fan.wallSeconds.median, Number(m[1]), 'the file holds what it printed');
+  await assert.rejects(
+    run('node_modules/.bin/node', ['bench/repeat.ts', 'six']),
+    /RUNS \(the first argument\) must be a positive whole number, got 'six'/,
+  );
+});
