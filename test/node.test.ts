@@ -77,6 +77,14 @@ async function nodeAnnotations(node: string): Promise<Record<string, string>> {
   return (await env.kc.makeApiClient(CoreV1Api).readNode({ name: node })).metadata?.annotations ?? {};
 }
 
+/** Waits until the agent reports `state` on the node (kmod.dev/helpers-state). */
+async function stateReported(node: string, state: string): Promise<void> {
+  await eventually(
+    `${state} reported on ${node}`,
+    async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === state,
+  );
+}
+
 async function eventsFor(name: string): Promise<string[]> {
   const list = await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' });
   return list.items
@@ -338,10 +346,7 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
   // fold's delay) and when Disabled is asked for: a 1 s helper raced both.
   await createRequest(env.kc, 'st-running', { module: 'hold-st', nodeName: 'node-states' });
   await waitForPhase(env.kc, 'st-running', 'Running');
-  await eventually(
-    'Enabled reported',
-    async () => (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION] === 'Enabled',
-  );
+  await stateReported('node-states', 'Enabled');
   await annotateNode(env.kc, 'node-states', 'Disabled');
   // Disabling closes the gate at once but reports only once the running helper is done: a run
   // arriving now is held, while the node still says Enabled and the helper still runs.
@@ -378,10 +383,7 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
   await waitForCondition(env.kc, 'st-pending', 'Succeeded');
 
   await annotateNode(env.kc, 'node-states', 'Freezing');
-  await eventually(
-    'Freezing reported',
-    async () => (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION] === 'Freezing',
-  );
+  await stateReported('node-states', 'Freezing');
   await createRequest(env.kc, 'st-frozen', { module: 'ok-st-frozen', nodeName: 'node-states' });
   await eventually('st-frozen held at the gate', async () => (await held()) === 1);
   assert.equal(helper.starts('ok-st-frozen'), 0, 'runs wait while Freezing');
@@ -416,10 +418,7 @@ test('an annotation value that is none of the three keeps the current state, Ena
     });
 
   // Enabled, then a typo of Disabled: helpers stay Enabled, and a run goes through.
-  await eventually(
-    'Enabled reported',
-    async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === 'Enabled',
-  );
+  await stateReported(node, 'Enabled');
   await annotateNode(env.kc, node, 'Disabeld');
   assert.equal(await reported('Disabeld', 'Enabled'), 'Enabled');
   await createRequest(env.kc, 'bad-value-enabled', { module: 'ok-bad-value-enabled', nodeName: node });
@@ -427,10 +426,7 @@ test('an annotation value that is none of the three keeps the current state, Ena
 
   // Disabled, then a typo of Enabled: helpers stay Disabled, and a new run is held at the gate.
   await annotateNode(env.kc, node, 'Disabled');
-  await eventually(
-    'Disabled reported',
-    async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === 'Disabled',
-  );
+  await stateReported(node, 'Disabled');
   await annotateNode(env.kc, node, 'enabeld');
   assert.equal(await reported('enabeld', 'Disabled'), 'Disabled');
   await createRequest(env.kc, 'bad-value-disabled', { module: 'ok-bad-value-disabled', nodeName: node });
@@ -461,10 +457,7 @@ test('runs parked while Disabled or Freezing (past the freeze wait) stay pending
     ['Freezing', 'parked-freezing'],
   ] as const) {
     await annotateNode(env.kc, node, state);
-    await eventually(
-      `${state} reported`,
-      async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === state,
-    );
+    await stateReported(node, state);
     await createRequest(env.kc, name, { module: `ok-${name}`, nodeName: node });
     await eventually(`${name} parked (the agent says so)`, () => parked(`ok-${name}`));
   }
