@@ -103,6 +103,8 @@ const shippedPolicy = (
   ) as V1ConfigMap[]
 ).find((o) => o.kind === 'ConfigMap');
 const ns = 'kmod-system';
+/** An allow-list of 400 names and demo_net (not its dependency demo_core): over 4 KiB of pattern. */
+const LONG_ALLOW = `^(${Array.from({ length: 400 }, (_, i) => `vendor_driver_${i}`).join('|')}|demo_net)$`;
 const registries = { tight: new Registry() };
 
 const env = useControlPlane({
@@ -124,7 +126,11 @@ const env = useControlPlane({
       namespace: ns,
       body: { metadata: { name: 'policy-tight' }, data: { allow: '.', deny: '^nothing$' } },
     });
-    for (const node of ['n1', 'n2', 'n3']) await ensureNode(e.kc, node);
+    await core.createNamespacedConfigMap({
+      namespace: ns,
+      body: { metadata: { name: 'policy-long' }, data: { allow: LONG_ALLOW } },
+    });
+    for (const node of ['n1', 'n2', 'n3', 'n4']) await ensureNode(e.kc, node);
     const controller = await startController(e.kc);
     e.onStop(() => controller.stop());
     const agents = [
@@ -142,6 +148,10 @@ const env = useControlPlane({
         maxConcurrent: 1,
         busyTimeoutMs: 300_000,
         registry: registries.tight,
+      }),
+      await startAgent(e.kc, 'n4', helper, {
+        resolver,
+        policyConfigMap: { namespace: ns, name: 'policy-long' },
       }),
     ];
     for (const a of agents) e.onStop(() => a.stop());
@@ -227,7 +237,7 @@ test('the agent judges what modprobe would load: a denied dependency or alias ta
     assert.equal(node?.reason, 'Denied', name);
     assert.equal(
       node?.message,
-      `spec.module: ${module} would load demo_core (${chain}): module demo_core is denied by the module policy (kmod-system/policy-demo deny: ^demo_core$)`,
+      `spec.module: ${module} would load demo_core (${chain}): module demo_core is denied by the module policy (kmod-system/policy-demo, rule deny)`,
     );
     assert.equal(execsOf(module), 0, name);
   }
@@ -236,6 +246,19 @@ test('the agent judges what modprobe would load: a denied dependency or alias ta
   const ok = await waitForCondition(env.kc, 'chain-ok', 'Succeeded');
   assert.deepEqual(ok.status?.nodes?.[0]?.resolved, ['demo_fs']);
   assert.equal(execsOf('fs-demofs'), 1);
+});
+
+test('a refusal under a 4 KiB allow-list names the rule, not the pattern, and reaches the status', async () => {
+  assert.ok(LONG_ALLOW.length > 4096, 'the pattern alone is longer than a status message may be');
+  await createRequest(env.kc, 'long-allow', { module: 'demo_net', nodeName: 'n4' });
+  const r = await waitForCondition(env.kc, 'long-allow', 'Failed');
+  const node = r.status?.nodes?.[0];
+  assert.equal(node?.reason, 'Denied');
+  assert.equal(
+    node?.message,
+    'spec.module: demo_net would load demo_core (demo_net → demo_core): module demo_core is not allowed by the module policy (kmod-system/policy-long, rule allow)',
+  );
+  assert.equal(execsOf('demo_net'), 0);
 });
 
 test('an unknown module fails ResolveFailed before exec', async () => {
@@ -321,7 +344,7 @@ test('a policy tightened while a run waited for a helper slot stops that run', a
   assert.equal(w.status?.nodes?.[0]?.reason, 'Denied');
   assert.match(
     w.status?.nodes?.[0]?.message ?? '',
-    /module demo_net is denied by the module policy \(kmod-system\/policy-tight deny: \^demo_net\$\)/,
+    /module demo_net is denied by the module policy \(kmod-system\/policy-tight, rule deny\)/,
   );
   assert.equal(execsOf('demo_net'), 0, 'the waiter ran under the old policy');
 });

@@ -23,6 +23,7 @@ import {
   type V1Container,
   type V1DaemonSet,
   type V1Deployment,
+  type V1NetworkPolicy,
   type V1Role,
   type V1RoleBinding,
   type V1ValidatingAdmissionPolicy,
@@ -30,6 +31,7 @@ import {
 } from '@kubernetes/client-node';
 import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import { applyManifests } from '../src/kube/apply.ts';
+import { denyPattern, readDenyList } from '../src/policy/denylist.ts';
 import { admissionPolicyData } from '../src/policy/manifest.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { admissionRefusal, createRequest } from './support/objects.ts';
@@ -201,6 +203,29 @@ test('the default render is what deploy/ installs: same objects, names, args, RB
   }
 });
 
+test('docs/policy/allow-list.yaml is what the chart renders from docs/policy/allow-list-values.yaml', (t) => {
+  const helm = needHelm(t);
+  if (!helm) return;
+  const { objects } = render(helm, 'kmod-system', [
+    '-f',
+    join(root, 'docs/policy/allow-list-values.yaml'),
+    '--show-only',
+    'templates/module-policy.yaml',
+  ]);
+  const example = parse(readFileSync(join(root, 'docs/policy/allow-list.yaml'), 'utf8'));
+  assert.deepEqual(objects.map(keyOf), example.map(keyOf));
+  for (const want of example) {
+    const got = objects.find((o) => keyOf(o) === keyOf(want));
+    assert.ok(got);
+    alignLabels(keyOf(want), got.metadata, want.metadata?.labels);
+    assert.deepEqual(got, want, `${keyOf(want)} differs from docs/policy/allow-list.yaml`);
+  }
+  // Deny by default: the allow pattern is a list, not everything; the default deny list stays.
+  const cm = example.find((o) => o.kind === 'ConfigMap') as V1ConfigMap;
+  assert.notEqual(cm.data?.allow, '^.+$');
+  assert.equal(cm.data?.deny, denyPattern(readDenyList()));
+});
+
 test('values reach the objects: a custom namespace, names, image, agent flags and policy', (t) => {
   const helm = needHelm(t);
   if (!helm) return;
@@ -230,6 +255,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       '  resources: { limits: { memory: 1Gi } }',
       'modulePolicy:',
       "  allow: '^(nvidia|nvidia_uvm|loop)$'",
+      '  defaultDenyList: false',
       "  deny: '^loop$'",
       '  parameters: { nvidia_uvm: [uvm_perf_prefetch_enable, uvm-debug] }',
     ].join('\n'),
@@ -356,7 +382,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
   for (const v of policy.spec?.validations ?? [])
     assert.match(
       v.messageExpression ?? '',
-      /\(?ops-kmod\/ops-module-policy(\)| (allow|deny|denyParameters): | parameters\.)/,
+      /\(?ops-kmod\/ops-module-policy(\)|, rule (allow|deny|denyParameters)\)|, rule parameters\.)/,
     );
 });
 
@@ -431,6 +457,79 @@ test('test/edge values: host networking, the API server address, host paths and 
   const half = run(helm, ['template', 'kmod', chart, '--set', 'apiServer.host=10.250.0.1']);
   assert.notEqual(half.status, 0, 'a host without a port is refused');
   assert.match(half.stderr, /apiServer\.host and apiServer\.port must be set together/);
+
+  // In the node's network namespace no NetworkPolicy applies: the metrics listeners bind the
+  // pod's IP (the node's own address), not every address of the node.
+  for (const [o, port] of [
+    [ds, 8081],
+    [deploy, 8080],
+  ] as const) {
+    assert.ok(container(o).args?.includes(`--metrics-address=$(POD_IP):${port}`), keyOf(o));
+    assert.deepEqual(
+      container(o).env?.find((e) => e.name === 'POD_IP')?.valueFrom?.fieldRef?.fieldPath,
+      'status.podIP',
+      keyOf(o),
+    );
+  }
+});
+
+test('metrics listeners: a bind address setting, loopback refused, and a NetworkPolicy on by default', (t) => {
+  const helm = needHelm(t);
+  if (!helm) return;
+  const { objects } = render(helm, 'kmod-system', [
+    '--set',
+    'agent.metricsBindAddress=10.0.0.7,controller.metricsBindAddress=podIP',
+    '--set',
+    'networkPolicy.metricsNamespaces={monitoring,observability}',
+  ]);
+  const ds = find<V1DaemonSet>(objects, 'DaemonSet', 'kmod-agent');
+  const deploy = find<V1Deployment>(objects, 'Deployment', 'kmod-controller');
+  assert.ok(container(ds).args?.includes('--metrics-address=10.0.0.7:8081'), container(ds).args?.join(' '));
+  assert.ok(container(deploy).args?.includes('--metrics-address=$(POD_IP):8080'));
+  assert.equal(
+    container(ds).env?.some((e) => e.name === 'POD_IP'),
+    false,
+    'no POD_IP without $(POD_IP)',
+  );
+  const np = find<V1NetworkPolicy>(objects, 'NetworkPolicy', 'kmod-metrics');
+  assert.deepEqual(np.spec?.podSelector, { matchLabels: { 'app.kubernetes.io/name': 'kmod-operator' } });
+  assert.deepEqual(np.spec?.policyTypes, ['Ingress']);
+  assert.deepEqual(np.spec?.ingress, [
+    {
+      // client-node's typed model spells `from` as `_from`.
+      _from: [
+        {
+          namespaceSelector: {
+            matchExpressions: [
+              { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring', 'observability'] },
+            ],
+          },
+        },
+      ],
+      ports: [{ protocol: 'TCP', port: 'metrics' }],
+    },
+  ]);
+  // The default: nothing may connect (the node's probes aside); off renders none.
+  const byDefault = find<V1NetworkPolicy>(
+    render(helm, 'kmod-system').objects,
+    'NetworkPolicy',
+    'kmod-metrics',
+  );
+  assert.deepEqual(byDefault.spec?.ingress, []);
+  assert.equal(
+    render(helm, 'kmod-system', ['--set', 'networkPolicy.enabled=false']).objects.some(
+      (o) => o.kind === 'NetworkPolicy',
+    ),
+    false,
+  );
+  for (const loopback of ['127.0.0.1', '::1']) {
+    const r = run(helm, ['template', 'kmod', chart, '--set', `agent.metricsBindAddress=${loopback}`]);
+    assert.notEqual(r.status, 0, loopback);
+    assert.match(
+      r.stderr,
+      /agent\.metricsBindAddress .*the kubelet's probes reach the pod's IP, not loopback/,
+    );
+  }
 });
 
 test('the chart’s crds/ equals the top-level crds/ (copy: cp crds/*.yaml charts/kmod-operator/crds/)', (t) => {
@@ -506,7 +605,10 @@ test('the apiserver accepts every object of the default render, and the module p
       await createRequest(env.kc, 'chart-dccp', { module: 'dccp', nodeName: 'n1' });
     } catch (err) {
       const body = String((err as { body?: unknown }).body ?? err);
-      assert.match(body, /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy deny/);
+      assert.match(
+        body,
+        /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy, rule deny\)/,
+      );
       return true;
     }
     await env.kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({
@@ -562,10 +664,10 @@ test('helm install into another namespace works against the apiserver (CRDs alre
   // Installed again, with a policy of its own; then the policy changed the way the chart's README
   // says, with `helm upgrade`: admission follows each time (one values source renders both copies).
   const refusal = (module: string) => admissionRefusal(env.kc, module, 'n1');
-  const deniedBy = (module: string, deny: string) =>
+  const deniedBy = (module: string) =>
     eventually(`the chart's policy to refuse ${module}`, async () =>
       (await refusal(module))?.includes(
-        `module ${module} is denied by the module policy (${ns}/e2e-module-policy deny: ${deny})`,
+        `module ${module} is denied by the module policy (${ns}/e2e-module-policy, rule deny)`,
       ),
     );
   helmOk(helm, [
@@ -578,7 +680,7 @@ test('helm install into another namespace works against the apiserver (CRDs alre
     '--set',
     'modulePolicy.deny=^snd_pcsp$',
   ]);
-  await deniedBy('snd-pcsp', '^snd_pcsp$');
+  await deniedBy('snd-pcsp');
   helmOk(helm, [
     'upgrade',
     'e2e',
@@ -588,11 +690,33 @@ test('helm install into another namespace works against the apiserver (CRDs alre
     '--set',
     'modulePolicy.deny=^snd_dummy$',
   ]);
-  await deniedBy('snd-dummy', '^snd_dummy$');
+  await deniedBy('snd-dummy');
   assert.equal(await refusal('snd-pcsp'), undefined, 'the module the old policy denied is admitted');
   const cm = await env.kc
     .makeApiClient(CoreV1Api)
     .readNamespacedConfigMap({ namespace: ns, name: 'e2e-module-policy' });
-  assert.equal(cm.data?.deny, '^snd_dummy$', 'the agent reads the upgraded policy too');
+  // modulePolicy.deny adds to the default deny list (files/module-deny-list.yaml), which stays.
+  assert.equal(
+    cm.data?.deny,
+    `${denyPattern(readDenyList())}|^snd_dummy$`,
+    'the agent reads the upgraded policy too',
+  );
+  assert.ok(await refusal('dccp'), 'the default deny list is still in force');
+  // The allow-list example, as its values file says to apply it: deny by default.
+  helmOk(helm, [
+    'upgrade',
+    'e2e',
+    chart,
+    ...kube,
+    '--reuse-values',
+    '-f',
+    join(root, 'docs/policy/allow-list-values.yaml'),
+  ]);
+  await eventually('the allow-list to refuse e1000e', async () =>
+    (await refusal('e1000e'))?.includes(
+      `module e1000e is not allowed by the module policy (${ns}/e2e-module-policy, rule allow)`,
+    ),
+  );
+  assert.equal(await refusal('nvidia_uvm'), undefined, 'a module on the allow-list is admitted');
   helmOk(helm, ['uninstall', 'e2e', ...kube]);
 });

@@ -9,7 +9,6 @@
  * control-plane code, and in the bundle the image runs (scripts/bundle.ts)
  * each part is a chunk of its own that only its command reads.
  */
-import { parseArgs } from 'node:util';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   DEFAULT_BUSY_TIMEOUT_MS,
@@ -20,12 +19,13 @@ import {
   DEFAULT_SHUTDOWN_GRACE_MS,
 } from '../agent/defaults.ts';
 import { parseCapList } from '../helper/capabilities.ts';
+import { parseFlags } from './argv.ts';
 import { labelKeyError } from '../api/validation.ts';
 import { loadKubeConfig } from '../kube/config.ts';
 import { startHealthServer } from '../observability/health.ts';
 import { createLogger, errorMessage, type Logger } from '../observability/logger.ts';
 
-const USAGE = `usage: kmod-operator <command> [flags]
+const USAGE = `usage: kmod-operator <command> [flags]   (-h, --help on any command: this text)
 
 commands:
   controller   reconcile ModuleRequests into per-node ModuleRuns and report status
@@ -53,7 +53,8 @@ agent flags:
   --resolver PATH          the modprobe asked, before exec, what a request really loads (aliases,
                            dependencies, softdeps, install commands); the policy judges every module of
                            that set (default /sbin/modprobe; empty = the requested name only)
-  --resolver-args ARGS     flags the helper also uses, e.g. '-d ROOT -S VERSION -C CONFDIR' (default none)
+  --resolver-args ARGS     flags the helper also uses (default none), e.g.
+                           --resolver-args '-d ROOT -S VERSION -C CONFDIR'
   --max-concurrent N       helpers alive at once (default ${DEFAULT_MAX_CONCURRENT}, the kernel's MAX_KMOD_CONCURRENT)
   --busy-timeout SECONDS   wait for a free helper slot before failing Throttled (default ${DEFAULT_BUSY_TIMEOUT_MS / 1000})
   --capability-bounding LIST    helper's bounding set, comma-separated (default ${DEFAULT_CAPABILITIES.bounding.join(',')})
@@ -78,6 +79,11 @@ local flags:
 `;
 
 class UsageError extends Error {}
+
+/** `-h`, `--help` (on any command) and `help`: the usage on stdout, exit 0. */
+function help(): void {
+  process.stdout.write(USAGE);
+}
 
 function fail(message: string): never {
   throw new UsageError(message);
@@ -170,18 +176,15 @@ async function serveUntilSignal(
 }
 
 async function controllerCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      kubeconfig: { type: 'string' },
-      'metrics-address': { type: 'string', default: ':8080' },
-      'leader-elect': { type: 'boolean', default: false },
-      'leader-election-namespace': { type: 'string' },
-      concurrency: { type: 'string' },
-      'exclude-nodes-with-label': { type: 'string', multiple: true, default: [] },
-    },
+  const values = parseFlags(args, {
+    kubeconfig: { type: 'string' },
+    'metrics-address': { type: 'string', default: ':8080' },
+    'leader-elect': { type: 'boolean', default: false },
+    'leader-election-namespace': { type: 'string' },
+    concurrency: { type: 'string' },
+    'exclude-nodes-with-label': { type: 'string', multiple: true, default: [] },
   });
+  if (values === 'help') return help();
   const excludeNodesWithLabels = values['exclude-nodes-with-label'];
   for (const key of excludeNodesWithLabels) {
     const error = labelKeyError(key, '--exclude-nodes-with-label');
@@ -217,29 +220,26 @@ async function controllerCommand(args: string[]): Promise<void> {
 }
 
 async function agentCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      kubeconfig: { type: 'string' },
-      'metrics-address': { type: 'string', default: ':8081' },
-      'node-name': { type: 'string' },
-      helper: { type: 'string', default: '/sbin/modprobe' },
-      resolver: { type: 'string', default: '/sbin/modprobe' },
-      'resolver-args': { type: 'string', default: '' },
-      'max-concurrent': { type: 'string' },
-      'busy-timeout': { type: 'string' },
-      'capability-bounding': { type: 'string' },
-      'capability-inheritable': { type: 'string' },
-      'boot-id-file': { type: 'string' },
-      'boot-id-source': { type: 'string', default: 'kernel' },
-      'policy-configmap': { type: 'string' },
-      'config-configmap': { type: 'string' },
-      'drain-timeout': { type: 'string' },
-      'freeze-wait': { type: 'string' },
-      'shutdown-grace': { type: 'string' },
-    },
+  const values = parseFlags(args, {
+    kubeconfig: { type: 'string' },
+    'metrics-address': { type: 'string', default: ':8081' },
+    'node-name': { type: 'string' },
+    helper: { type: 'string', default: '/sbin/modprobe' },
+    resolver: { type: 'string', default: '/sbin/modprobe' },
+    'resolver-args': { type: 'string', default: '' },
+    'max-concurrent': { type: 'string' },
+    'busy-timeout': { type: 'string' },
+    'capability-bounding': { type: 'string' },
+    'capability-inheritable': { type: 'string' },
+    'boot-id-file': { type: 'string' },
+    'boot-id-source': { type: 'string', default: 'kernel' },
+    'policy-configmap': { type: 'string' },
+    'config-configmap': { type: 'string' },
+    'drain-timeout': { type: 'string' },
+    'freeze-wait': { type: 'string' },
+    'shutdown-grace': { type: 'string' },
   });
+  if (values === 'help') return help();
   const nodeName = values['node-name'] ?? process.env.NODE_NAME;
   if (!nodeName) fail('agent needs --node-name (or NODE_NAME from the downward API)');
   const helper = values.helper;
@@ -298,15 +298,12 @@ async function agentCommand(args: string[]): Promise<void> {
 }
 
 async function localCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      kubeconfig: { type: 'string' },
-      examples: { type: 'string' },
-      'exit-after': { type: 'string' },
-    },
+  const values = parseFlags(args, {
+    kubeconfig: { type: 'string' },
+    examples: { type: 'string' },
+    'exit-after': { type: 'string' },
   });
+  if (values === 'help') return help();
   const { runLocal } = await import('../local/local.ts');
   await runLocal({
     kubeconfig: values.kubeconfig,
@@ -319,6 +316,7 @@ async function localCommand(args: string[]): Promise<void> {
 }
 
 async function clusterCommand(args: string[]): Promise<void> {
+  if (args.includes('--help') || args.includes('-h')) return help();
   const [sub] = args;
   const { clusterDown, clusterServe, clusterUp } = await import('../cluster/background.ts');
   if (sub === 'up') await clusterUp();
@@ -342,8 +340,7 @@ async function main(argv: string[]): Promise<void> {
     case '-h':
     case '--help':
     case 'help':
-      process.stdout.write(USAGE);
-      return;
+      return help();
     default:
       fail(`unknown command "${command}"`);
   }

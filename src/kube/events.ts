@@ -17,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type winston from 'winston';
+import { boundText, stripControl } from '../api/text.ts';
 import { errorMessage } from '../observability/logger.ts';
 import { mergePatch, withTimeout } from './callopts.ts';
 import { isNotFound } from './errors.ts';
@@ -38,6 +39,11 @@ export interface EventTarget {
   apiVersion: string;
   kind: string;
   metadata: { name?: string; namespace?: string; uid?: string; resourceVersion?: string };
+  /**
+   * The part of the object the event is about (involvedObject.fieldPath), as the kubelet writes
+   * `spec.containers{NAME}`: an agent's Events on a request are about `status.nodes{NODE}`.
+   */
+  fieldPath?: string;
 }
 
 /** Identical events closer together than this are aggregated into one Event (client-go: 10 min). */
@@ -74,7 +80,8 @@ export class EventRecorder {
   event(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
     try {
       const at = Date.now();
-      const msg = message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE - 3)}...` : message;
+      // Inert on a terminal (`kubectl describe`), and bounded: a message may quote a helper's output.
+      const msg = boundText(stripControl(message), MAX_MESSAGE);
       const m = target.metadata;
       if (!m?.name) throw new Error('target has no metadata.name');
       const key = JSON.stringify([
@@ -166,6 +173,7 @@ export class EventRecorder {
         namespace: m.namespace || undefined,
         uid: m.uid,
         resourceVersion: m.resourceVersion,
+        fieldPath: target.fieldPath,
       },
       type,
       reason,
