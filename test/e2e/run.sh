@@ -19,7 +19,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "${KMOD_E2E_IN_NETNS:-}" != 1 ]; then
-  export KMOD_E2E_STARTED="$(date +%s)"
   bash test/e2e/image.sh >/dev/null
   bash test/e2e/vm-image.sh >/dev/null
   exec unshare --net -- env KMOD_E2E_IN_NETNS=1 bash "$0" "$@"
@@ -29,4 +28,6 @@ ip addr add 10.250.0.1/32 dev lo
 export KMOD_E2E_NODE_IP=10.250.0.1 KMOD_E2E_POD_SUBNET=10.251.0.0/24
 export KMOD_E2E_VM_LINK=10.250.1.1/24 KMOD_E2E_VM_IP=10.250.1.2/24 KMOD_E2E_VM_POD_SUBNET=10.252.0.0/24
 [ $# -gt 0 ] || set -- test/e2e/*.test.ts
-exec node_modules/.bin/node --test --test-concurrency=1 --test-reporter=spec --test-timeout=900000 "$@"
+# The suite's counts and time go into the results file too (scripts/test-reporter.ts).
+export TEST_RESULTS="${E2E_RESULTS:-test/e2e/results.json}"
+exec node_modules/.bin/node --test --test-concurrency=1 --test-reporter=./scripts/test-reporter.ts --test-timeout=900000 "$@"

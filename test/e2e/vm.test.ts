@@ -36,6 +36,7 @@ import { mergePatch } from '../../src/kube/callopts.ts';
 import { ensureBinaries, type ControlPlane } from '../../src/cluster/controlplane.ts';
 import type { ModuleRequest, ModuleRequestSpec, NodeResult } from '../../src/api/types.ts';
 import { createRequest, deleteRequest, getRequest } from '../support/objects.ts';
+import { recordResults } from '../support/results.ts';
 import { e2eImages, helmBinary, toolRunner } from './support/artefacts.ts';
 import { startControlPlaneForNodes, startNode, type RealNode } from './support/node.ts';
 import { isReady, kubectlReport, listPods, waitWithDiagnosis } from './support/waiting.ts';
@@ -47,7 +48,6 @@ import {
 } from './support/modules.ts';
 import { createVm, vmImages, type VirtualMachine, type VmImages } from './support/vm.ts';
 import { importImages, startVmNode, type VmNode } from './support/vmnode.ts';
-import { Results, round } from './support/results.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 const HOST_NODE = 'e2e-node';
@@ -79,7 +79,25 @@ let images: VmImages;
 let tree: E2eModules;
 let binDir: string;
 let helmBin: string;
-let results: Results;
+/** The tier's figures, recorded as section `realKernel` of the e2e results file when the file ends. */
+const figures = {
+  kernel: { package: '', version: '', release: '' },
+  boots: [] as Array<{
+    kernelArgs: string[];
+    /** QEMU started → the guest's command channel answers. */
+    secondsToGuest: number;
+    /** The guest's containerd importing the project and pause images (first boot only). */
+    secondsImport?: number;
+    /** The kubelet started (first boot) or the guest answering (reboot) → Node Ready with the boot's ID. */
+    secondsToNodeReady: number;
+  }>,
+  scenarios: [] as Array<{ name: string; seconds: number; passed: boolean }>,
+};
+const fileStarted = performance.now();
+/** Where `make e2e` records its figures (test/support/results.ts; E2E_RESULTS=path elsewhere). */
+const E2E_RESULTS = process.env.E2E_RESULTS || join(root, 'test/e2e/results.json');
+/** Seconds with one decimal. */
+const round = (seconds: number) => Math.round(seconds * 10) / 10;
 /** Requests a test created; deleted after it, so a reboot re-runs only what a test leaves standing. */
 const created: string[] = [];
 
@@ -187,12 +205,11 @@ before(async () => {
   const [imageArchive, imageName] = [built.operator.archive, built.operator.name];
   const [pauseArchive, pauseName] = [built.pause.archive, built.pause.name];
   images = vmImages(root);
-  results = new Results(root, {
+  figures.kernel = {
     package: `linux-image-${images.release}`,
     version: images.version,
     release: images.release,
-  });
-  results.vmImageBuildSeconds = images.builtSeconds;
+  };
 
   tree = prepareE2eModules(join(work, 'node-modules'));
   assertNothingLoads(tree);
@@ -239,13 +256,13 @@ before(async () => {
       { path: tree.recordsDir },
     ],
   });
-  results.boots.push({
+  figures.boots.push({
     kernelArgs: [],
     secondsToGuest: round(boot.seconds),
     secondsImport: round(importSeconds),
     secondsToNodeReady: round(vmNode.readySeconds),
   });
-  console.log(`VM node: ${JSON.stringify(results.boots[0])}`);
+  console.log(`VM node: ${JSON.stringify(figures.boots[0])}`);
 
   sh(helmBin, [
     'install',
@@ -272,7 +289,7 @@ beforeEach(() => {
   testStarted = Date.now();
 });
 afterEach(async (t) => {
-  results.scenarios.push({
+  figures.scenarios.push({
     name: t.name,
     seconds: round((Date.now() - testStarted) / 1000),
     // TestContext.passed (Node ≥ 21.7) is not in this @types/node yet.
@@ -282,7 +299,14 @@ afterEach(async (t) => {
 });
 
 after(async () => {
-  if (results) console.log(`real-kernel tier figures written to ${await results.write()}`);
+  if (figures.boots.length > 0) {
+    recordResults(E2E_RESULTS, 'realKernel', {
+      ...figures,
+      fileSeconds: round((performance.now() - fileStarted) / 1000),
+      includes:
+        'test/e2e/vm.test.ts: the VM booted twice (the second with module.sig_enforce=1), its Node Ready, every scenario',
+    });
+  }
   await vm?.stop();
   await hostNode?.stop();
   await cp?.stop();
@@ -499,7 +523,7 @@ test('8. reboot: a standing selector request is loaded again after the VM reboot
   assert.ok(boot.cmdline.includes(SIG_ENFORCE), boot.cmdline);
   // The guest's boot script starts containerd and the kubelet again; the kubelet reports the boot.
   await vmNode.waitReady(boot.bootId);
-  results.boots.push({
+  figures.boots.push({
     kernelArgs: [SIG_ENFORCE],
     secondsToGuest: round(boot.seconds),
     secondsToNodeReady: round((Date.now() - t0) / 1000),

@@ -40,8 +40,6 @@ export interface VmImages {
   version: string;
   /** The unsigned out-of-tree module's name (in /lib/modules/<release>/extra). */
   unsigned: string;
-  /** How long the cached images took to build (when they were built). */
-  builtSeconds: number;
 }
 
 /** Builds (or finds in the cache) the VM's images. */
@@ -68,7 +66,6 @@ export function vmImages(root: string): VmImages {
     release: get('release'),
     version: get('version'),
     unsigned: get('unsigned'),
-    builtSeconds: Number(get('built_seconds')),
   };
 }
 
