@@ -8,10 +8,14 @@
  * - the agent creates Events only in `default` (where events about
  *   cluster-scoped objects go), patches only the Events it recorded itself,
  *   and only their count; the recorder's aggregation still works within that;
+ * - an agent's Events are about objects of its own node only (its Node, its
+ *   node's part of a request), with a bounded reason and message;
  * - `nodeSelector: {}` leaves control-plane nodes out with deploy/'s
  *   controller flags, while a nodeName target and a selector naming the
  *   control-plane label still reach them; the real controller and agent
- *   processes do their job with exactly the RBAC deploy/ grants them.
+ *   processes do their job with exactly the RBAC deploy/ grants them;
+ * - the image's ENTRYPOINT, run as PID 1 of a PID namespace of its own as in a
+ *   container, reaps the orphans an install command leaves (no zombie).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

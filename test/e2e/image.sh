@@ -8,8 +8,10 @@
 #   3. a pause (pod sandbox) image: one static binary (test/e2e/pause.c).
 # Each is written as a docker-archive under .cache/e2e/ and rebuilt only when
 # its inputs change (the key hashes them), so a second run is instant.
-# Prints three lines: <operator archive> <operator image name>,
-# <pause archive> <pause image name>, and the operator image's size in bytes.
+# Prints four lines: <operator archive> <operator image name>,
+# <pause archive> <pause image name>, the operator image's size in bytes, and
+# <base archive> <base image name> (test/e2e/vm-image.sh builds the VM's root
+# file system on it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -27,6 +29,11 @@ store="$cache/buildah"
 ba() { buildah --root "$store/root" --runroot "$store/run" --storage-driver vfs "$@"; }
 
 hash() { sha256sum | cut -c1-16; }
+
+# The README's e2e figures come from this file: each build records its time, every run the sizes
+# (test/support/results.ts; E2E_RESULTS=path writes elsewhere).
+results="${E2E_RESULTS:-$root/test/e2e/results.json}"
+record() { "$node_bin" "$root/test/support/results.ts" record "$results" "$@"; }
 
 # The CAs this machine trusts (a TLS-intercepting proxy's among them, where
 # there is one): the base trusts them too, or `npm ci` in the Dockerfile fails
@@ -70,6 +77,7 @@ if [ ! -s "$base_tar" ]; then
   rm -f "$cache"/base-*.tar
   ba push -q "$base_name" "docker-archive:$base_tar.part:$base_name" && mv "$base_tar.part" "$base_tar"
   log "base built in $(($(date +%s) - start)) s"
+  record baseImageBuild seconds=$(($(date +%s) - start)) includes="debootstrap bookworm minbase, Node $node_version, npm $NPM_VERSION"
   rm -rf "$work"; trap - EXIT
 fi
 # The storage may have been wiped while the archive stayed: load it back.
@@ -87,6 +95,7 @@ if [ ! -s "$image_tar" ]; then
   rm -f "$cache"/image-*.tar
   ba push -q "$image_name" "docker-archive:$image_tar.part:$image_name" && mv "$image_tar.part" "$image_tar"
   log "image built in $(($(date +%s) - start)) s"
+  record operatorImageBuild seconds=$(($(date +%s) - start)) includes="buildah bud of the Dockerfile on the cached base"
 fi
 
 # --- 3. pause ----------------------------------------------------------------
@@ -106,6 +115,9 @@ if [ ! -s "$pause_tar" ]; then
 fi
 
 size="$(ba inspect --type image --format '{{.Size}}' "$image_name" 2>/dev/null || stat -c %s "$image_tar")"
+base_size="$(ba inspect --type image --format '{{.Size}}' "$base_name" 2>/dev/null || stat -c %s "$base_tar")"
+record images operatorMB=$((size / 1000000)) baseMB=$((base_size / 1000000)) nodeBinaryMB=$(($(stat -L -c %s "$node_bin") / 1000000)) >&2
 echo "$image_tar $image_name"
 echo "$pause_tar $pause_name"
 echo "$size"
+echo "$base_tar $base_name"
