@@ -524,10 +524,9 @@ test('a request the module policy refuses at dispatch is reported Denied, not re
   await createRequest(env.kc, 'denied-at-dispatch', { module: 'snd-pcsp', nodeName: 'node-dispatch' });
   await createRequest(env.kc, 'allowed-at-dispatch', { module: 'snd-dummy', nodeName: 'node-dispatch' });
   await whileDenied('snd-pcsp', async () => {
-    // The API server's own count of run creates that admission refused (403), before and after.
-    const refusedCreates = () =>
-      apiserverRequests(env.cp, { verb: 'POST', resource: 'moduleruns', code: '403' });
-    const refusedBefore = await refusedCreates();
+    // The API server's own count of the node's spec writes that admission refused (403).
+    const refusedWrites = () => apiserverRequests(env.cp, { resource: 'nodemodules', code: '403' });
+    const refusedBefore = await refusedWrites();
     const registry = new Registry();
     const { logger, entries } = memoryLogger();
     const controller = await startController(env.kc, { registry, logger });
@@ -547,20 +546,23 @@ test('a request the module policy refuses at dispatch is reported Denied, not re
       ['allowed-at-dispatch'],
       'the refused one is not on the node',
     );
-    // Not retried: each reconcile of the request (the first pass, and the one its own status write
-    // brings) asked the API server to create its run once; no retry was counted or logged; the
-    // next look is the slow one for a policy that may change since (60 s), not a backoff.
-    const mine = () =>
-      entries.filter((e) => e.request === 'denied-at-dispatch' || e.key === 'denied-at-dispatch');
-    const passes = () => mine().filter((e) => e.message === 'reconciled');
-    // Waited for, not sampled: the run create of a reconcile still in flight is counted by the API
-    // server before the reconcile is logged.
-    await eventually('one refused create per reconcile of the request, the queue idle', async () => {
+    // Not retried blindly: each pass over the node writes its spec with every request (refused),
+    // then finds the one refused by writing it alone with those already placed (refused): two
+    // refused writes per pass, no retry counted or logged, and the next look is the slow one for a
+    // policy that may change since (60 s), not a backoff.
+    const nodePasses = () => entries.filter((e) => e.key === 'node-dispatch' && e.message === 'reconciled');
+    // Waited for, not sampled: the write of a pass still in flight is counted by the API server
+    // before the pass is logged.
+    await eventually('two refused writes per pass over the node, the queues idle', async () => {
       await controller.idle();
-      return (await refusedCreates()) - refusedBefore === passes().length;
+      return (await refusedWrites()) - refusedBefore === 2 * nodePasses().length;
     });
     assert.deepEqual(
-      mine().filter((e) => e.message === 'reconcile failed; retrying with backoff'),
+      entries.filter(
+        (e) =>
+          (e.key === 'node-dispatch' || e.key === 'denied-at-dispatch') &&
+          e.message === 'reconcile failed; retrying with backoff',
+      ),
       [],
       'the refused dispatch was not retried',
     );
@@ -570,8 +572,8 @@ test('a request the module policy refuses at dispatch is reported Denied, not re
       'no reconcile retried',
     );
     assert.ok(
-      passes().length > 0 && passes().every((e) => e.requeueAfterMs === 60_000),
-      JSON.stringify(passes()),
+      nodePasses().length > 0 && nodePasses().every((e) => e.requeueAfterMs === 60_000),
+      JSON.stringify(nodePasses()),
     );
   });
 });
