@@ -57,6 +57,9 @@ export function nodeResultOf(run: ModuleRun, requestGeneration?: number): NodeRe
     'bootID',
     'attempt',
     'resolved',
+    'verified',
+    'errno',
+    'kernelLog',
   ] as const) {
     if (st[k] !== undefined) (r as unknown as Record<string, unknown>)[k] = st[k];
   }
