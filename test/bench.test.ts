@@ -51,7 +51,23 @@ const SMALL = {
   BENCH_NODES: '2',
   BENCH_BURST: '6',
   BENCH_STORED: '20',
+  BENCH_DRYRUNS: '8',
+  BENCH_TREE_MODULES: '6',
+  BENCH_LOADS: '2',
 };
+
+/** The dry-run burst row: every dry run completed as DryRun; memory and the loads' latency measured. */
+function assertDryRunBurst(r: Row | undefined, dryRuns: number): void {
+  assert.ok(r?.dryRuns, 'dryrun-burst: its figures');
+  const d = r.dryRuns;
+  assert.equal(d.completed, dryRuns);
+  assert.deepEqual(d.byReason, { DryRun: dryRuns }, JSON.stringify(d.examples));
+  assert.match(d.examples.DryRun ?? '', /^dry run: \S+ would be loaded \(bench_\d+/);
+  assert.ok(d.peakTreeRssMiB > 0 && d.peakChildren >= 0 && d.limitMiB === 384, JSON.stringify(d));
+  for (const k of ['loadsAloneP50Ms', 'loadsDuringP95Ms', 'loadsDuringAgentP50Ms'] as const)
+    assert.ok(isNum(d[k]) && d[k] > 0, `${k}: ${d[k]}`);
+  assertUsage(r.agents, 'dryrun-burst agent');
+}
 
 type Row = Result;
 type Usage = NonNullable<Result['controller']>;
@@ -123,7 +139,7 @@ test('make bench: every scenario in the table and in results.json, with its docu
   assert.equal(machine.scale, 'small');
   assert.deepEqual(
     results.map((r) => r.name),
-    ['sequential', 'many', 'fanout-3', 'burst', 'agent-idle', 'controller-memory'],
+    ['sequential', 'many', 'fanout-3', 'burst', 'dryrun-burst', 'agent-idle', 'controller-memory'],
   );
   const by = new Map(results.map((r) => [r.name, r]));
   const seq = by.get('sequential')!;
@@ -142,6 +158,14 @@ test('make bench: every scenario in the table and in results.json, with its docu
   assert.ok(burst.ratio && burst.ratio.wall >= 1, `a 1 s helper takes at least 1 s: ×${burst.ratio?.wall}`);
   assert.ok(isNum(burst.p50Ms) && isNum(burst.p99Ms), 'burst latencies');
   assertUsage(burst.agents, 'burst agents');
+  assertDryRunBurst(by.get('dryrun-burst'), 8);
+  assert.deepEqual(by.get('dryrun-burst')?.sizes, {
+    dryRuns: 8,
+    treeModules: 6,
+    treeAliases: 600,
+    loads: 2,
+    nodes: 1,
+  });
   assertUsage(by.get('agent-idle')?.agents, 'idle agent');
   const mem = by.get('controller-memory')!;
   const { storedNodes, ...stored } = mem.sizes;
@@ -191,6 +215,25 @@ test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts:
   );
   assertAgainstFloor(results[0] as Row, false);
   assert.ok((results[0]?.dispatchSeconds ?? 0) > 0, 'says when every run was dispatched');
+});
+
+test('BENCH_ONLY=dryrun-burst node_modules/.bin/node bench/bench.ts: the dry-run burst alone, shrunk', async () => {
+  // The README's row: 500 dry runs over a 300-module tree; here 10 over 9 modules, 2 loads.
+  const path = join(dir, 'dryrun.json');
+  const out = await run('node_modules/.bin/node', ['bench/bench.ts'], {
+    BENCH_ONLY: 'dryrun-burst',
+    BENCH_DRYRUNS: '10',
+    BENCH_TREE_MODULES: '9',
+    BENCH_LOADS: '2',
+    BENCH_RESULTS: path,
+  });
+  const { results } = readResults(path, out);
+  assert.deepEqual(
+    results.map((r) => r.name),
+    ['dryrun-burst'],
+  );
+  assertDryRunBurst(results[0], 10);
+  assert.match(out, /^dryrun-burst: 10\/10 completed \(DryRun 10\); agent tree peak RSS /m);
 });
 
 test('a bad size is refused naming the variable, before anything starts', async () => {

@@ -51,3 +51,25 @@ test('a task that throws frees its place and rejects only its own caller', async
   assert.equal(l.running, 0);
   assert.throws(() => new Limiter(0), /max must be a whole number >= 1/);
 });
+
+test('reserved places: low work never takes the last ones, so high work never waits behind it', async () => {
+  const l = new Limiter(3, 1);
+  const order: string[] = [];
+  const lows = ['l1', 'l2', 'l3'].map((n) => gated(order, n));
+  const done = lows.map((g) => l.run('low', g.task));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, ['l1', 'l2'], 'two of three places for low work');
+  const high = gated(order, 'h1');
+  const h = l.run('high', high.task);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, ['l1', 'l2', 'h1'], 'the reserved place is free for high work at once');
+  high.release();
+  assert.equal(await h, 'h1');
+  lows[0]?.release();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(order, ['l1', 'l2', 'h1', 'l3']);
+  for (const g of lows) g.release();
+  await Promise.all(done);
+  assert.deepEqual([l.running, l.waiting], [0, 0]);
+  assert.throws(() => new Limiter(2, 2), /reserved must be/);
+});

@@ -3,7 +3,8 @@
  * what keeps that cheap under load (issue 18, finding 3):
  *
  * - a bound: at most `concurrency` resolutions at once (each is two short
- *   modprobe processes), real loads ahead of dry runs (limiter.ts);
+ *   modprobe processes), real loads ahead of dry runs and one place kept for
+ *   them (limiter.ts);
  * - the node's configuration (install lines, blacklists) read from
  *   `modprobe -c` once per change of the files modprobe reads, not per request;
  * - resolutions remembered per name asked (a bounded LRU), also keyed on that
@@ -61,7 +62,10 @@ export class NodeResolver {
 
   constructor(resolver: Resolver, opts: NodeResolverOptions = {}) {
     this.resolver = resolver;
-    this.#limiter = new Limiter(opts.concurrency ?? DEFAULT_RESOLVE_CONCURRENCY);
+    const concurrency = opts.concurrency ?? DEFAULT_RESOLVE_CONCURRENCY;
+    // One place kept for real loads (when there are two or more): a burst of dry runs never makes
+    // a load wait for a dry run's modprobe to finish.
+    this.#limiter = new Limiter(concurrency, concurrency > 1 ? 1 : 0);
     this.#cacheSize = opts.cacheSize ?? DEFAULT_RESOLUTION_CACHE;
     this.#fingerprint = opts.fingerprint ?? configFingerprint;
   }
