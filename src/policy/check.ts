@@ -53,7 +53,9 @@ export async function checkOnNode(
     // The name asked first: cheap, and the same judgement admission made.
     if (action === 'Remove') {
       const refusal = removalRefusal(compiled, module);
-      if (refusal) return { ok: false, reason: Reason.Denied, message: `spec.module: ${refusal}` };
+      // No allowRemove at all refuses the action itself, whatever the module.
+      const field = compiled.allowRemove ? 'spec.module' : 'spec.action';
+      if (refusal) return { ok: false, reason: Reason.Denied, message: `${field}: ${refusal}` };
     } else {
       const name = policyRefusal(compiled, module);
       if (name) return { ok: false, reason: Reason.Denied, message: `spec.module: ${name}` };

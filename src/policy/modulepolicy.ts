@@ -105,7 +105,7 @@ export function removalRefusal(policy: ModulePolicy, module: string): string | u
     return `removal is off: the module policy (${policy.source}) has no allowRemove pattern, so no module may be removed`;
   }
   if (!policy.allowRemove.matcher(normalizeModuleName(module)).find()) {
-    return `module ${module} may not be removed: it does not match the module policy's allowRemove (${policy.source})`;
+    return `module ${module} may not be removed: it does not match the module policy allowRemove (${policy.source})`;
   }
   return undefined;
 }
