@@ -20,8 +20,11 @@ COPY scripts/bundle.ts ./scripts/
 RUN node scripts/bundle.ts
 
 FROM ${BASE}
+# kmod: modprobe. util-linux: setpriv (the helper's capabilities) and dmesg (the kernel's
+# reason for a refused load). strace: the errno of the module system call the kernel refused
+# (modprobe -q prints nothing; the agent's --tracer).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends kmod util-linux \
+ && apt-get install -y --no-install-recommends kmod util-linux strace \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/kmod-operator
 COPY --from=build /src/dist ./dist

@@ -22,10 +22,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 # modprobe/depmod (kmod) run in local mode's dry-run, against demo modules built with
-# the C compiler (gcc); setpriv (util-linux) restricts the helper.
+# the C compiler (gcc); setpriv (util-linux) restricts the helper; strace is the agent's
+# tracer (the kernel's errno for a refused module call).
 debs:
 	@missing=""; \
-	for tool in modprobe:kmod depmod:kmod setpriv:util-linux cc:gcc; do \
+	for tool in modprobe:kmod depmod:kmod setpriv:util-linux cc:gcc strace:strace; do \
 		cmd=$${tool%%:*}; pkg=$${tool#*:}; \
 		PATH="$$PATH:/sbin:/usr/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \

@@ -224,6 +224,8 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       '  freezeWaitSeconds: 60',
       "  capabilityBounding: 'cap_sys_module,cap_net_admin'",
       '  capabilityInheritable: cap_sys_module',
+      "  tracer: ''",
+      '  dmesg: /opt/util-linux/dmesg',
       '  metricsPort: 9091',
       '  terminationGracePeriodSeconds: 45',
       '  tolerations: [{ key: dedicated, operator: Equal, value: gpu, effect: NoSchedule }]',
@@ -231,6 +233,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       'modulePolicy:',
       "  allow: '^(nvidia|nvidia_uvm|loop)$'",
       "  deny: '^loop$'",
+      "  allowRemove: '^loop$'",
       '  parameters: { nvidia_uvm: [uvm_perf_prefetch_enable, uvm-debug] }',
     ].join('\n'),
   );
@@ -277,6 +280,8 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
     '--freeze-wait=60',
     '--capability-bounding=cap_sys_module,cap_net_admin',
     '--capability-inheritable=cap_sys_module',
+    '--tracer=',
+    '--dmesg=/opt/util-linux/dmesg',
   ]);
   assert.deepEqual(agent.ports, [{ name: 'metrics', containerPort: 9091 }]);
   // Helm merges maps with the defaults.
@@ -315,6 +320,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
     deny: '^loop$',
     denyParameters: '^([^.]+\\.dyndbg|vfio_iommu_type1\\.allow_unsafe_interrupts)$',
     'parameters.nvidia_uvm': 'uvm_perf_prefetch_enable,uvm-debug',
+    allowRemove: '^loop$',
   });
   assert.deepEqual(find<V1Role>(objects, 'Role', 'ops-agent-config').rules?.[0]?.resourceNames, [
     'ops-module-policy',
