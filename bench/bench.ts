@@ -26,10 +26,15 @@
  *   controller-memory the controller with BENCH_STORED requests stored (full 10000, small 1000)
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
  * BENCH_RESULTS=path writes the results there instead of bench/results.json
+ * BENCH_MERGE=1 replaces only this run's rows in the results file (each with this run's machine),
+ * keeping the others: a row measured alone joins the committed full run.
+ * BENCH_BEFORE=path: the dryrun-burst row carries, as `before`, that file's dryrun-burst figures
+ * (measured on an earlier tree with this bench file; BENCH_MODPROBE_ARGS_FLAG=--resolver-args
+ * gives such a tree's agent its modprobe flags under the old flag's name).
  * (test/bench.test.ts, so that a test run leaves the committed figures alone).
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Node } from '@kubernetes/client-node';
@@ -125,6 +130,10 @@ export interface Result {
   agents?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number; processes: string };
   /** CPU seconds kube-apiserver used during the scenario (it shares the machine's cores). */
   apiserverCpuSeconds?: number;
+  /** A row measured alone and merged in (BENCH_MERGE): the machine it ran on. */
+  machine?: Record<string, unknown>;
+  /** dryrun-burst with BENCH_BEFORE: the same row measured on an earlier tree. */
+  before?: Pick<Result, 'wallSeconds' | 'agents' | 'dryRuns' | 'notes'>;
   /** dryrun-burst: how the dry runs ended, the agent's memory, the real loads' latency. */
   dryRuns?: {
     completed: number;
@@ -607,7 +616,8 @@ try {
           loadsDuringAgentP95Ms: Math.round(percentile(agentPart, 95)),
         },
         goal: `all ${sizes.dryRuns} complete; peak agent tree RSS ≤ ${LIMIT_MIB} MiB (the chart's limit); real loads keep their latency`,
-        notes: process.env.BENCH_NOTES,
+        ...(process.env.BENCH_NOTES ? { notes: process.env.BENCH_NOTES } : {}),
+        ...(process.env.BENCH_BEFORE ? { before: beforeRow(process.env.BENCH_BEFORE) } : {}),
       });
     } finally {
       clearInterval(sampler);
@@ -685,6 +695,15 @@ try {
   await cp.stop();
 }
 
+/** The dryrun-burst figures of an earlier run's results file (BENCH_BEFORE). */
+function beforeRow(path: string): NonNullable<Result['before']> {
+  const row = (JSON.parse(readFileSync(path, 'utf8')) as { results: Result[] }).results.find(
+    (r) => r.name === 'dryrun-burst',
+  );
+  if (!row?.dryRuns) throw new Error(`BENCH_BEFORE=${path} has no dryrun-burst row`);
+  return { wallSeconds: row.wallSeconds, agents: row.agents, dryRuns: row.dryRuns, notes: row.notes };
+}
+
 // ---- Report. ----
 const version = (cmd: string, args: string[]) => {
   try {
@@ -703,7 +722,14 @@ const machine = {
   scale: full ? 'full' : 'small',
   date: new Date().toISOString(),
 };
-writeFileSync(resultsPath, `${JSON.stringify({ machine, results }, null, 2)}\n`);
+if (process.env.BENCH_MERGE) {
+  // Only this run's rows change; each carries the machine it was measured on.
+  const old = JSON.parse(readFileSync(resultsPath, 'utf8')) as { machine: unknown; results: Result[] };
+  const mine = new Map(results.map((r) => [r.name, { ...r, machine }]));
+  const merged = old.results.map((r) => mine.get(r.name) ?? r);
+  for (const r of mine.values()) if (!old.results.some((o) => o.name === r.name)) merged.push(r);
+  writeFileSync(resultsPath, `${JSON.stringify({ machine: old.machine, results: merged }, null, 2)}\n`);
+} else writeFileSync(resultsPath, `${JSON.stringify({ machine, results }, null, 2)}\n`);
 const cell = (v: string | number | undefined) => (v === undefined ? '-' : String(v));
 const rows = results.map((r) => [
   r.name,

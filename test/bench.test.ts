@@ -19,7 +19,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -234,6 +234,40 @@ test('BENCH_ONLY=dryrun-burst node_modules/.bin/node bench/bench.ts: the dry-run
   );
   assertDryRunBurst(results[0], 10);
   assert.match(out, /^dryrun-burst: 10\/10 completed \(DryRun 10\); agent tree peak RSS /m);
+
+  // bench/RESULTS.md's second command: the row, carrying an earlier run's figures as `before`,
+  // replaces only itself in a results file (here a copy of the committed one).
+  const merged = join(dir, 'merged.json');
+  const committed = readFileSync(join(projectRoot, 'bench/results.json'), 'utf8');
+  writeFileSync(merged, committed);
+  const out2 = await run('node_modules/.bin/node', ['bench/bench.ts'], {
+    BENCH_ONLY: 'dryrun-burst',
+    BENCH_MERGE: '1',
+    BENCH_BEFORE: path,
+    BENCH_DRYRUNS: '4',
+    BENCH_TREE_MODULES: '4',
+    BENCH_LOADS: '1',
+    BENCH_RESULTS: merged,
+  });
+  const old = JSON.parse(committed) as Results;
+  assert.match(out2, /^dryrun-burst\s/m, 'its row in the table');
+  assert.ok(out2.includes(`wrote ${merged}`), 'says where it wrote');
+  const now = JSON.parse(readFileSync(merged, 'utf8')) as Results;
+  assert.deepEqual(now.machine, old.machine, 'the file keeps its machine');
+  assert.deepEqual(
+    now.results.map((r) => r.name),
+    [...new Set([...old.results.map((r) => r.name), 'dryrun-burst'])],
+  );
+  for (const r of now.results.filter((x) => x.name !== 'dryrun-burst'))
+    assert.deepEqual(
+      r,
+      old.results.find((o) => o.name === r.name),
+      `${r.name} left alone`,
+    );
+  const row = now.results.find((r) => r.name === 'dryrun-burst');
+  assertDryRunBurst(row, 4);
+  assert.equal(row?.machine?.scale, 'small', 'the row says where it ran');
+  assert.deepEqual(row?.before?.dryRuns, results[0]?.dryRuns, 'the earlier figures, as they were');
 });
 
 test('a bad size is refused naming the variable, before anything starts', async () => {
