@@ -235,6 +235,11 @@ test('parameters for a module the node loads through an install command are Deni
   );
   assert.deepEqual(plain.status?.nodes?.[0]?.verified, []);
   assert.equal(execsOf('demo_fs'), 1);
+  // One set of modprobe flags: the helper got exactly those the resolver judged with.
+  assert.deepEqual(
+    execs().find((argv) => argv.at(-1) === 'demo_fs'),
+    [...flags, '-q', '--', 'demo_fs'],
+  );
 });
 
 test('the agent judges what modprobe would load: a denied dependency or alias target is Denied with the chain', async () => {

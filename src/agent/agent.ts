@@ -4,6 +4,7 @@
  * request_module(). This class only wires the parts, each doing one thing:
  *
  *   decision.ts    run + current execution → nothing / start attempt n / take over / report
+ *   ordering.ts    one module, one lane: a run waits for an earlier request's run of it
  *   pipeline.ts    check → gate → slot → policy on what modprobe loads → claim → run → report
  *   result.ts      helper result → run status; whether a result may be written
  *   nodehelpers.ts the node's helper state (Enabled / Freezing / Disabled) and its reporting

@@ -9,8 +9,14 @@
  *   policy  inside the slot, right before exec: the policy in force now, on every
  *           module modprobe would load now (security_kernel_module_request())
  *   claim   a durable status write before exec (a crash after it is an interruption)
- *   run     the helper, reported at the wait mode's point (None / Exec / Process)
+ *   run     the helper (`-r` for a removal), reported at the wait mode's point (None / Exec
+ *           / Process); for Process, traced, with the kernel's state read before and after
+ *   verify  what the kernel shows decides the reason (src/kernel/outcome.ts): NotLoaded,
+ *           AlreadyLoaded, Removed, InUse, ..., and the errno and the kernel's lines
  *   report  the result, unless the run went away or moved on
+ *
+ * Which run of a module may start on this node at all (one at a time, in creation order) is
+ * the agent's decision before execute() (ordering.ts).
  *
  * `execute()` never retries by itself: it says what happened (an Outcome),
  * and the agent's work queue does every retry (rate-limited, per run).

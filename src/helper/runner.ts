@@ -18,6 +18,8 @@
  * | kernel (exec_async)                      | here                                               |
  * |------------------------------------------|----------------------------------------------------|
  * | argv {path, "-q", "--", name}, no shell   | spawn() with an argv array; nothing parses it       |
+ * |                                          | (`-r` before `-q` for a removal; the agent's        |
+ * |                                          | --modprobe-args before that, none on a real node)   |
  * | envp HOME, TERM, PATH                     | `env -i` + exactly HELPER_ENV (spawn gives the same |
  * |                                           | to the steps before it)                             |
  * | flush_signal_handlers(current, 1)         | libuv resets signals 1-31 and the signal mask;      |
@@ -35,7 +37,12 @@
  * So the process started is a chain that execs in place, one step each, the
  * helper last: `perl → env → [nice →] setpriv → helper`. Every step is
  * an exec, not a fork: the pid we spawn is the helper's pid, its process group
- * and its session.
+ * and its session. With a tracer (`HelperInvocation.tracer`, strace) the
+ * spawned process is the tracer, and the chain is its child: strace's output
+ * (the module system calls the kernel answered) goes to descriptor 2, a pipe
+ * of its own, and the helper's stderr to descriptor 3, which the perl step
+ * moves to 2 first; the tracer stays the group and session leader, so a
+ * timeout kills it with the rest.
  *
  * What a timeout kills: everything the helper started, not only its process
  * group. An `install` line in modprobe.d runs a shell, and anything below it
@@ -342,8 +349,8 @@ const ERRNO_TEXT: Readonly<Record<string, string>> = {
 const CAP_SETPCAP = 1n << BigInt(CAPABILITY_NAMES.indexOf('cap_setpcap'));
 
 /**
- * Starts the module helper: argv `[helperPath, "-q", "--", module,
- * ...parameters]`, environment HELPER_ENV, nice 0, default signal
+ * Starts the module helper: argv `[helperPath, ...modprobeArgs, ["-r",] "-q",
+ * "--", module, ...parameters]`, environment HELPER_ENV, nice 0, default signal
  * dispositions, no inherited descriptors, its own session, capability
  * bounding and inheritable sets narrowed to the configured masks, no ambient
  * capabilities, no_new_privs.
