@@ -24,7 +24,8 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { prepareDemoNode } from '../src/local/demo.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { createRequest, ensureNode, getRequest, waitForCondition } from './support/objects.ts';
-import { startAgent, startController } from './support/operator.ts';
+import { metricValue, startAgent, startController } from './support/operator.ts';
+import { Registry } from 'prom-client';
 
 const dir = mkdtempSync(join(tmpdir(), 'kmod-removal-'));
 process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -53,6 +54,9 @@ const hold = (m: string) => writeFileSync(join(dir, `hold-${m}`), '');
 const release = (m: string) => rmSync(join(dir, `hold-${m}`), { force: true });
 
 const ns = 'kmod-system';
+/** The sim node agent's metrics: kmod_agent_module_lane_waiters says how many runs wait in a lane. */
+const registry = new Registry();
+const laneWaiters = () => metricValue(registry, 'kmod_agent_module_lane_waiters');
 const env = useControlPlane({
   setup: async (e) => {
     const core = e.kc.makeApiClient(CoreV1Api);
@@ -81,6 +85,7 @@ const env = useControlPlane({
       await startAgent(e.kc, 'sim', helper, {
         ...simulated,
         policyConfigMap: { namespace: ns, name: 'policy' },
+        registry,
       }),
       await startAgent(e.kc, 'sim2', helper, {
         ...simulated,
@@ -162,6 +167,10 @@ test('one module, one lane: requests for the same module run one at a time in cr
     await eventually('the first load to be running', () =>
       calls().slice(before).includes('start load demo_fs'),
     );
+    await eventually(
+      'the removal and the second load to wait in the lane',
+      async () => (await laneWaiters()) === 2,
+    );
     assert.deepEqual(
       calls()
         .slice(before)
@@ -209,12 +218,15 @@ test('creation order, not names: a request created a second later waits even wit
     await eventually('the next second', () => Date.now() >= created + 1000);
     await createRequest(env.kc, 'aa-second', { module: 'demo_pci', nodeName: 'sim' });
     await eventually('the first to run', () => calls().slice(before).includes('start remove demo_pci'));
+    await eventually('the second to wait in the lane', async () => (await laneWaiters()) === 1);
+    assert.ok(!calls().slice(before).includes('start load demo_pci'), 'the second did not start');
     assert.equal((await getRequest(env.kc, 'aa-second'))?.status?.phase ?? 'Pending', 'Pending');
   } finally {
     release('demo_pci');
   }
   await waitForCondition(env.kc, 'zz-first', 'Succeeded');
   await waitForCondition(env.kc, 'aa-second', 'Succeeded');
+  assert.equal(await laneWaiters(), 0);
   assert.deepEqual(
     calls()
       .slice(before)

@@ -162,6 +162,7 @@ export class Agent {
       opts.registry,
       () => ({ running: this.#slots.running, waiting: this.#slots.waiting }),
       () => this.#helpers.waiting,
+      () => this.#blocked.size,
     );
     this.#queue = new WorkQueue({
       name: 'moduleruns',
@@ -383,6 +384,8 @@ export class Agent {
     );
     // The killable wait: only a run still waiting for a slot stops; a running helper is left alone.
     if (decision.cancel) current?.cancel.abort(decision.cancel);
+    // Held back in its module's lane only while it is waiting to start (see below).
+    if (decision.action !== 'start') this.#blocked.delete(name);
     if (!run || run.metadata.deletionTimestamp) {
       this.#outcomes.forgetRun(name, new Set(this.#runs.list().map((r) => r.metadata.uid ?? '')));
       return;

@@ -398,6 +398,11 @@ test('the helper the agent started in the pod runs with the kernel’s restricti
   assert.equal(rec.helperStatus.get('SigBlk'), '0000000000010000', 'blocked: only SIGCHLD, by system()');
   assert.equal(rec.helperStatus.get('SigCgt'), '0000000000000000', 'no handlers');
   assert.deepEqual(rec.helperFds, ['0', '1', '2'], 'only fds 0-2');
+  // It ran under the agent's tracer (strace, for the errno of a refused module call), inside the
+  // pod's RuntimeDefault seccomp profile: tracing its own child needs no capability; and strace's
+  // pipe is not among its descriptors (above).
+  assert.notEqual(rec.helperStatus.get('TracerPid'), '0', 'the helper ran under strace');
+  assert.equal(rec.selfStatus.get('TracerPid'), '0', 'strace traces the helper, not what it starts (no -f)');
 });
 
 /** The service-account token the kubelet projected into the agent pod, read from the node's disk. */
@@ -430,6 +435,23 @@ async function refusal(p: Promise<unknown>): Promise<{ code: number; message: st
   }
   assert.fail('the request was allowed');
 }
+
+test('the agent pod reads the kernel log (dmesg -S, with the chart’s CAP_SYSLOG) without a complaint', async () => {
+  // The runs above marked the log before their helpers and read it after: a dmesg that failed
+  // (no CAP_SYSLOG under kernel.dmesg_restrict=1, or seccomp) is logged once, as a warning.
+  const agent = (await pods('app.kubernetes.io/component=agent')).find(ready);
+  assert.ok(agent);
+  const log = containerLog(agent, 'agent');
+  assert.ok(log.length > 0);
+  assert.deepEqual(
+    log.filter((l) => l.includes('cannot read the kernel log')),
+    [],
+  );
+  assert.ok(
+    agent.spec?.containers[0]?.securityContext?.capabilities?.add?.includes('SYSLOG'),
+    'the chart adds CAP_SYSLOG',
+  );
+});
 
 test('node restriction with the token the kubelet projected into the agent pod', async () => {
   const agent = (await pods('app.kubernetes.io/component=agent')).find(ready);
