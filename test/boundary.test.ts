@@ -113,6 +113,8 @@ const shippedPolicy = (
   ) as V1ConfigMap[]
 ).find((o) => o.kind === 'ConfigMap');
 const ns = 'kmod-system';
+/** An allow-list of 400 names and demo_net (not its dependency demo_core): over 4 KiB of pattern. */
+const LONG_ALLOW = `^(${Array.from({ length: 400 }, (_, i) => `vendor_driver_${i}`).join('|')}|demo_net)$`;
 const registries = { tight: new Registry() };
 
 const env = useControlPlane({
@@ -134,7 +136,11 @@ const env = useControlPlane({
       namespace: ns,
       body: { metadata: { name: 'policy-tight' }, data: { allow: '.', deny: '^nothing$' } },
     });
-    for (const node of ['n1', 'n2', 'n3', 'n4']) await ensureNode(e.kc, node);
+    await core.createNamespacedConfigMap({
+      namespace: ns,
+      body: { metadata: { name: 'policy-long' }, data: { allow: LONG_ALLOW } },
+    });
+    for (const node of ['n1', 'n2', 'n3', 'n4', 'n5']) await ensureNode(e.kc, node);
     const controller = await startController(e.kc);
     e.onStop(() => controller.stop());
     const agents = [
@@ -154,6 +160,10 @@ const env = useControlPlane({
         registry: registries.tight,
       }),
       await startAgent(e.kc, 'n4', helper, {
+        ...simulated,
+        policyConfigMap: { namespace: ns, name: 'policy-long' },
+      }),
+      await startAgent(e.kc, 'n5', helper, {
         ...simulated,
         modprobeArgs: [...node.modprobeArgs, '-C', conf2],
         policyConfigMap: { namespace: ns, name: 'policy-demo' },
@@ -254,7 +264,7 @@ test('the agent judges what modprobe would load: a denied dependency or alias ta
     assert.equal(node?.reason, 'Denied', name);
     assert.equal(
       node?.message,
-      `spec.module: ${module} would load demo_core (${chain}): module demo_core is denied by the module policy (kmod-system/policy-demo deny: ^demo_core$)`,
+      `spec.module: ${module} would load demo_core (${chain}): module demo_core is denied by the module policy (kmod-system/policy-demo, rule deny)`,
     );
     assert.equal(execsOf(module), 0, name);
   }
@@ -269,7 +279,7 @@ test('the agent judges what modprobe would load: a denied dependency or alias ta
 
 test('a chained alias is judged on what the helper will load, and a node blacklist stops a module asked by name', async () => {
   // `foo` → demo_net (which loads demo_core); a second lookup of demo_net would land on demo_fs.
-  await createRequest(env.kc, 'alias-chain', { module: 'foo', nodeName: 'n4' });
+  await createRequest(env.kc, 'alias-chain', { module: 'foo', nodeName: 'n5' });
   const chain = await waitForCondition(env.kc, 'alias-chain', 'Failed');
   assert.equal(chain.status?.nodes?.[0]?.reason, 'Denied');
   assert.match(
@@ -278,7 +288,7 @@ test('a chained alias is judged on what the helper will load, and a node blackli
   );
   assert.deepEqual(chain.status?.nodes?.[0]?.resolved, ['demo_core', 'demo_net']);
   assert.equal(execsOf('foo'), 0);
-  await createRequest(env.kc, 'blacklisted', { module: 'demo-pci', nodeName: 'n4' });
+  await createRequest(env.kc, 'blacklisted', { module: 'demo-pci', nodeName: 'n5' });
   const bl = await waitForCondition(env.kc, 'blacklisted', 'Failed');
   assert.equal(bl.status?.nodes?.[0]?.reason, 'Denied');
   assert.equal(
@@ -289,6 +299,19 @@ test('a chained alias is judged on what the helper will load, and a node blackli
     bl.status?.nodes?.[0]?.message,
   );
   assert.equal(execsOf('demo-pci'), 0);
+});
+
+test('a refusal under a 4 KiB allow-list names the rule, not the pattern, and reaches the status', async () => {
+  assert.ok(LONG_ALLOW.length > 4096, 'the pattern alone is longer than a status message may be');
+  await createRequest(env.kc, 'long-allow', { module: 'demo_net', nodeName: 'n4' });
+  const r = await waitForCondition(env.kc, 'long-allow', 'Failed');
+  const node = r.status?.nodes?.[0];
+  assert.equal(node?.reason, 'Denied');
+  assert.equal(
+    node?.message,
+    'spec.module: demo_net would load demo_core (demo_net → demo_core): module demo_core is not allowed by the module policy (kmod-system/policy-long, rule allow)',
+  );
+  assert.equal(execsOf('demo_net'), 0);
 });
 
 test('an unknown module fails ResolveFailed before exec', async () => {
@@ -381,7 +404,7 @@ test('a policy tightened while a run waited for a helper slot stops that run', a
   assert.equal(w.status?.nodes?.[0]?.reason, 'Denied');
   assert.match(
     w.status?.nodes?.[0]?.message ?? '',
-    /module demo_net is denied by the module policy \(kmod-system\/policy-tight deny: \^demo_net\$\)/,
+    /module demo_net is denied by the module policy \(kmod-system\/policy-tight, rule deny\)/,
   );
   assert.equal(execsOf('demo_net'), 0, 'the waiter ran under the old policy');
 });

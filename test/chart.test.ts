@@ -30,6 +30,7 @@ import {
 } from '@kubernetes/client-node';
 import { GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import { applyManifests } from '../src/kube/apply.ts';
+import { denyPattern, readDenyList } from '../src/policy/denylist.ts';
 import { admissionPolicyData } from '../src/policy/manifest.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { admissionRefusal, createRequest } from './support/objects.ts';
@@ -201,6 +202,29 @@ test('the default render is what deploy/ installs: same objects, names, args, RB
   }
 });
 
+test('docs/policy/allow-list.yaml is what the chart renders from docs/policy/allow-list-values.yaml', (t) => {
+  const helm = needHelm(t);
+  if (!helm) return;
+  const { objects } = render(helm, 'kmod-system', [
+    '-f',
+    join(root, 'docs/policy/allow-list-values.yaml'),
+    '--show-only',
+    'templates/module-policy.yaml',
+  ]);
+  const example = parse(readFileSync(join(root, 'docs/policy/allow-list.yaml'), 'utf8'));
+  assert.deepEqual(objects.map(keyOf), example.map(keyOf));
+  for (const want of example) {
+    const got = objects.find((o) => keyOf(o) === keyOf(want));
+    assert.ok(got);
+    alignLabels(keyOf(want), got.metadata, want.metadata?.labels);
+    assert.deepEqual(got, want, `${keyOf(want)} differs from docs/policy/allow-list.yaml`);
+  }
+  // Deny by default: the allow pattern is a list, not everything; the default deny list stays.
+  const cm = example.find((o) => o.kind === 'ConfigMap') as V1ConfigMap;
+  assert.notEqual(cm.data?.allow, '^.+$');
+  assert.equal(cm.data?.deny, denyPattern(readDenyList()));
+});
+
 test('values reach the objects: a custom namespace, names, image, agent flags and policy', (t) => {
   const helm = needHelm(t);
   if (!helm) return;
@@ -232,6 +256,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       '  resources: { limits: { memory: 1Gi } }',
       'modulePolicy:',
       "  allow: '^(nvidia|nvidia_uvm|loop)$'",
+      '  defaultDenyList: false',
       "  deny: '^loop$'",
       "  allowRemove: '^loop$'",
       '  parameters: { nvidia_uvm: [uvm_perf_prefetch_enable, uvm-debug] }',
@@ -362,7 +387,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
   for (const v of policy.spec?.validations ?? [])
     assert.match(
       v.messageExpression ?? '',
-      /\(?ops-kmod\/ops-module-policy(\)| (allow|deny|denyParameters): | parameters\.)/,
+      /\(?ops-kmod\/ops-module-policy(\)|, rule (allow|deny|denyParameters)\)|, rule parameters\.)/,
     );
 });
 
@@ -512,7 +537,10 @@ test('the apiserver accepts every object of the default render, and the module p
       await createRequest(env.kc, 'chart-dccp', { module: 'dccp', nodeName: 'n1' });
     } catch (err) {
       const body = String((err as { body?: unknown }).body ?? err);
-      assert.match(body, /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy deny/);
+      assert.match(
+        body,
+        /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy, rule deny\)/,
+      );
       return true;
     }
     await env.kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({
@@ -568,10 +596,10 @@ test('helm install into another namespace works against the apiserver (CRDs alre
   // Installed again, with a policy of its own; then the policy changed the way the chart's README
   // says, with `helm upgrade`: admission follows each time (one values source renders both copies).
   const refusal = (module: string) => admissionRefusal(env.kc, module, 'n1');
-  const deniedBy = (module: string, deny: string) =>
+  const deniedBy = (module: string) =>
     eventually(`the chart's policy to refuse ${module}`, async () =>
       (await refusal(module))?.includes(
-        `module ${module} is denied by the module policy (${ns}/e2e-module-policy deny: ${deny})`,
+        `module ${module} is denied by the module policy (${ns}/e2e-module-policy, rule deny)`,
       ),
     );
   helmOk(helm, [
@@ -584,7 +612,7 @@ test('helm install into another namespace works against the apiserver (CRDs alre
     '--set',
     'modulePolicy.deny=^snd_pcsp$',
   ]);
-  await deniedBy('snd-pcsp', '^snd_pcsp$');
+  await deniedBy('snd-pcsp');
   helmOk(helm, [
     'upgrade',
     'e2e',
@@ -594,11 +622,33 @@ test('helm install into another namespace works against the apiserver (CRDs alre
     '--set',
     'modulePolicy.deny=^snd_dummy$',
   ]);
-  await deniedBy('snd-dummy', '^snd_dummy$');
+  await deniedBy('snd-dummy');
   assert.equal(await refusal('snd-pcsp'), undefined, 'the module the old policy denied is admitted');
   const cm = await env.kc
     .makeApiClient(CoreV1Api)
     .readNamespacedConfigMap({ namespace: ns, name: 'e2e-module-policy' });
-  assert.equal(cm.data?.deny, '^snd_dummy$', 'the agent reads the upgraded policy too');
+  // modulePolicy.deny adds to the default deny list (files/module-deny-list.yaml), which stays.
+  assert.equal(
+    cm.data?.deny,
+    `${denyPattern(readDenyList())}|^snd_dummy$`,
+    'the agent reads the upgraded policy too',
+  );
+  assert.ok(await refusal('dccp'), 'the default deny list is still in force');
+  // The allow-list example, as its values file says to apply it: deny by default.
+  helmOk(helm, [
+    'upgrade',
+    'e2e',
+    chart,
+    ...kube,
+    '--reuse-values',
+    '-f',
+    join(root, 'docs/policy/allow-list-values.yaml'),
+  ]);
+  await eventually('the allow-list to refuse e1000e', async () =>
+    (await refusal('e1000e'))?.includes(
+      `module e1000e is not allowed by the module policy (${ns}/e2e-module-policy, rule allow)`,
+    ),
+  );
+  assert.equal(await refusal('nvidia_uvm'), undefined, 'a module on the allow-list is admitted');
   helmOk(helm, ['uninstall', 'e2e', ...kube]);
 });

@@ -12,13 +12,21 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ApiextensionsV1Api } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
-import type { ModuleRequest } from '../src/api/types.ts';
+import { hasControl } from '../src/api/text.ts';
+import { GROUP, RUN_PLURAL, VERSION, type ModuleRequest } from '../src/api/types.ts';
 import { ensureBinaries } from '../src/cluster/controlplane.ts';
 import type { Controller } from '../src/controller/controller.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
-import { ensureNode, fakeHelper, getRequest, listRequests, type FakeHelper } from './support/objects.ts';
+import {
+  ensureNode,
+  fakeHelper,
+  getRequest,
+  listRequests,
+  listRuns,
+  type FakeHelper,
+} from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -160,6 +168,60 @@ test('-o json and -o yaml print the final request on stdout', async () => {
   const y = await sh('kubectl modprobe --node node-c -o yaml ok-yaml');
   assert.match(y.stdout, /^kind: ModuleRequest$/m);
   assert.match(y.stdout, /phase: Succeeded/);
+});
+
+test('a node’s hostile stderr (OSC 52, title, hidden text, C1) reaches neither the status nor the terminal', async () => {
+  const r = await sh('kubectl modprobe --node node-a term-hostile');
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(hasControl(r.stderr), false, JSON.stringify(r.stderr));
+  // What the helper said is still there, inert: the agent stripped the control characters.
+  assert.equal(r.stderr, 'modprobe: FATAL: ]52;c;cm0gLXJmIH4K]0;owned[8mhidden[0mover 1m term-hostile\n');
+  const [req] = await requestsFor('term-hostile');
+  const node = req?.status?.nodes?.[0];
+  assert.equal(hasControl(`${node?.stderrTail}${node?.message}`), false, JSON.stringify(node));
+});
+
+test('text the agent did not clean (a rogue writer of a run’s status) is printed escaped, -o json too', async () => {
+  const p = sh('kubectl modprobe --node node-idle -o json ok-rogue');
+  const run = await eventually('the ok-rogue run on node-idle', async () =>
+    (await listRuns(env.kc)).find((x) => x.spec.module === 'ok-rogue'),
+  );
+  const hostile = 'modprobe: FATAL: \u001b]52;c;cm0gLXJmIH4K\u0007\u001b]0;owned\u0007\u009b8m hidden\rover';
+  // As an agent's credentials could write it: the status subresource, raw bytes in the texts.
+  await env.kc.makeApiClient(CustomObjectsApi).replaceClusterCustomObjectStatus({
+    group: GROUP,
+    version: VERSION,
+    plural: RUN_PLURAL,
+    name: run.metadata.name ?? '',
+    body: {
+      ...run,
+      status: {
+        observedGeneration: run.metadata.generation,
+        phase: 'Failed',
+        reason: 'ExitCode',
+        exitCode: 1,
+        attempt: 1,
+        message: `modprobe exited 1: ${hostile}`,
+        stderrTail: `${hostile}\n`,
+        finishTime: new Date().toISOString(),
+      },
+    },
+  });
+  const r = await p;
+  assert.equal(r.code, 1, r.stderr);
+  for (const [what, text] of [
+    ['stderr', r.stderr],
+    ['stdout (-o json)', r.stdout],
+  ] as const) {
+    assert.equal(hasControl(text), false, `${what}: ${JSON.stringify(text)}`);
+  }
+  assert.match(
+    r.stderr,
+    /^modprobe: FATAL: \\x1b\]52;c;cm0gLXJmIH4K\\x07\\x1b\]0;owned\\x07\\u009b8m hidden\\x0dover$/m,
+  );
+  // The JSON is still the request, the texts escaped the JSON way.
+  const json = JSON.parse(r.stdout) as ModuleRequest;
+  assert.equal(json.status?.nodes?.[0]?.stderrTail, `${hostile}\n`);
 });
 
 test('invalid input exits 64 naming the field or flag, and creates nothing', async () => {

@@ -414,7 +414,7 @@ test('the agent re-checks the module policy before exec (admission can be bypass
   assert.equal(r.status?.nodes?.[0]?.reason, 'Denied');
   assert.match(
     r.status?.nodes?.[0]?.message ?? '',
-    /module evil-mod is denied by the module policy \(kmod-system\/policy-test deny: /,
+    /module evil-mod is denied by the module policy \(kmod-system\/policy-test, rule deny\)/,
   );
   assert.equal(helper.starts('evil-mod'), 0);
   await createRequest(env.kc, 'policy-ok', { module: 'ok-policy', nodeName: 'node-policy' });

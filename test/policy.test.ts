@@ -6,6 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -25,10 +26,12 @@ import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
 import { errorMessage } from '../src/observability/logger.ts';
-import { createRequest, ensureNode, waitForCondition } from './support/objects.ts';
+import { admissionRefusal, createRequest, ensureNode, waitForCondition } from './support/objects.ts';
 import { badInputs } from './support/corpus.ts';
 import { startController } from './support/operator.ts';
 import { withPolicyData } from '../src/policy/manifest.ts';
+import { readDenyList } from '../src/policy/denylist.ts';
+import { ensureBinaries } from '../src/cluster/controlplane.ts';
 
 const deploy = resolve(import.meta.dirname, '../deploy');
 const ns = 'kmod-system';
@@ -168,7 +171,7 @@ test('parameter policy at admission: dyndbg, allow_unsafe_interrupts, and a per-
       nodeName: 'n1',
       parameters: ['dyndbg=+p'],
     }),
-    /spec\.parameters: parameter dyndbg of snd-hda-intel is denied by the module policy \(kmod-system\/kmod-module-policy denyParameters: /,
+    /spec\.parameters: parameter dyndbg of snd-hda-intel is denied by the module policy \(kmod-system\/kmod-module-policy, rule denyParameters\)/,
   );
   await assert.rejects(
     createRequest(env.kc, 'param-vfio', {
@@ -191,7 +194,7 @@ test('parameter policy at admission: dyndbg, allow_unsafe_interrupts, and a per-
       } catch (err) {
         assert.match(
           errorMessage(err),
-          /spec\.parameters: nvidia-uvm may be given only the parameters uvm_perf_prefetch_enable, uvm-debug/,
+          /spec\.parameters: parameter evil is not in the allow-list for nvidia-uvm \(kmod-system\/kmod-module-policy, rule parameters\.nvidia_uvm\)/,
         );
         return true;
       }
@@ -234,7 +237,7 @@ test('removal at admission: off by default; allowRemove names what may go, load 
     });
     await assert.rejects(
       createRequest(env.kc, 'rm-loop', { module: 'loop', nodeName: 'n1', action: 'Remove' }),
-      /spec\.module: module loop may not be removed: it does not match the module policy allowRemove \(kmod-system\/kmod-module-policy\)/,
+      /spec\.module: module loop may not be removed by the module policy \(kmod-system\/kmod-module-policy, rule allowRemove\)/,
     );
     // dccp may not be loaded (deny), but may be removed: a removal is judged by allowRemove alone.
     await createRequest(env.kc, 'rm-dccp', { module: 'dccp', nodeName: 'n1', action: 'Remove' });
@@ -304,6 +307,85 @@ async function whileDenied(module: string, body: () => Promise<void>): Promise<v
     await setPolicy(shippedPolicy);
   }
 }
+
+test('the default deny list: every name it shows is refused at admission, naming the rule', async () => {
+  const names = readDenyList().flatMap((e) => e.names);
+  assert.ok(names.includes('n_gsm') && names.includes('tty-ldisc-21') && names.includes('cls_route'));
+  await eventually('the shipped policy to refuse n_gsm', async () =>
+    Boolean(await admissionRefusal(env.kc, 'n_gsm', 'n1')),
+  );
+  for (const name of names) {
+    const refusal = await admissionRefusal(env.kc, name, 'n1');
+    const says = `module ${name} is denied by the module policy (kmod-system/kmod-module-policy, rule deny)`;
+    assert.ok(refusal?.includes(says), `${name}: ${refusal ?? 'admitted'}`);
+  }
+});
+
+/** The words of a `# LABEL: a b c` line of docs/policy/allow-list-values.yaml. */
+function allowListSays(label: string): string[] {
+  const text = readFileSync(resolve(import.meta.dirname, '../docs/policy/allow-list-values.yaml'), 'utf8');
+  const line = new RegExp(`^# ${label}: (.+)$`, 'm').exec(text)?.[1];
+  assert.ok(line, `docs/policy/allow-list-values.yaml says what it ${label.toLowerCase()}`);
+  return line.trim().split(/\s+/);
+}
+
+test('docs/policy/allow-list.yaml, applied as the README says, admits what it says and refuses the rest', async () => {
+  const kubectl = (line: string) =>
+    spawnSync('sh', ['-c', line], {
+      cwd: resolve(import.meta.dirname, '..'),
+      encoding: 'utf8',
+      env: {
+        ...process.env,
+        PATH: `${ensureBinaries()}:${process.env.PATH}`,
+        KUBECONFIG: env.cp.kubeconfigPath,
+      },
+    });
+  const applied = kubectl('kubectl apply -f docs/policy/allow-list.yaml');
+  assert.equal(applied.status, 0, applied.stderr);
+  try {
+    const admits = allowListSays('Admits');
+    const refuses = allowListSays('Refuses');
+    assert.ok(admits.length >= 10 && refuses.length >= 10);
+    await eventually('the allow-list to refuse e1000e', async () =>
+      /rule allow/.test((await admissionRefusal(env.kc, 'e1000e', 'n1')) ?? ''),
+    );
+    for (const m of admits)
+      assert.equal(await admissionRefusal(env.kc, m, 'n1'), undefined, `${m} is admitted`);
+    for (const m of refuses)
+      assert.match(
+        (await admissionRefusal(env.kc, m, 'n1')) ?? `${m} admitted`,
+        /is (not allowed|denied) by the module policy \(kmod-system\/kmod-module-policy, rule (allow|deny)\)/,
+        m,
+      );
+    // Parameters: the per-module allow-list.
+    const [okModule, ...okParams] = allowListSays('Admits with parameters');
+    const [badModule, ...badParams] = allowListSays('Refuses with parameters');
+    const withParams = (module: string, parameters: string[]) =>
+      env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: 'modulerequests',
+        body: {
+          apiVersion: API_VERSION,
+          kind: 'ModuleRequest',
+          metadata: { name: 'allow-list-params' },
+          spec: { module, parameters, nodeName: 'n1' },
+        },
+        dryRun: 'All',
+      });
+    await withParams(okModule!, okParams);
+    await assert.rejects(
+      withParams(badModule!, badParams),
+      /is not in the allow-list for nvidia_uvm \(kmod-system\/kmod-module-policy, rule parameters\.nvidia_uvm\)/,
+    );
+  } finally {
+    await setPolicy(shippedPolicy);
+  }
+  await eventually(
+    'the shipped policy to admit e1000e again',
+    async () => (await admissionRefusal(env.kc, 'e1000e', 'n1')) === undefined,
+  );
+});
 
 test('module policy: tightening it does not block updates of existing requests that keep their module', async () => {
   await createRequest(env.kc, 'soon-denied', { module: 'nvidia_uvm', nodeName: 'n1' });

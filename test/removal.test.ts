@@ -144,7 +144,7 @@ test('a removal is judged on everything modprobe -r may remove: a dependency all
   assert.equal(n?.reason, 'Denied');
   assert.match(
     n?.message ?? '',
-    /^spec\.module: demo_net would remove demo_core \(demo_net → demo_core\): module demo_core may not be removed: it does not match the module policy allowRemove \(kmod-system\/policy-net-only\)/,
+    /^spec\.module: demo_net would remove demo_core \(demo_net → demo_core\): module demo_core may not be removed by the module policy \(kmod-system\/policy-net-only, rule allowRemove\)/,
   );
   assert.deepEqual(calls().slice(before), [], 'nothing ran');
 });

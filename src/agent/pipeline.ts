@@ -32,7 +32,7 @@ import {
 } from '../api/types.ts';
 import { validateRunSpec } from '../api/validation.ts';
 import { startHelper } from '../helper/runner.ts';
-import { isNotFound, isConflict } from '../kube/errors.ts';
+import { isNotFound, isConflict, statusCode } from '../kube/errors.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
 import { retryOnConflict, type Resources } from '../kube/resources.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
@@ -42,6 +42,7 @@ import { checkOnNode, type NodeCheck } from '../policy/check.ts';
 import type { NodeResolver } from '../policy/noderesolver.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { NodeHelpers } from './nodehelpers.ts';
+import { afterInvalid, cleanReport } from './reporttext.ts';
 import {
   earlyStatus,
   exitedCleanly,
@@ -374,8 +375,7 @@ export class RunPipeline {
         });
         return false;
       }
-      await this.#o.resources.updateRunStatus({ ...latest, status: verdict.write });
-      return true;
+      return this.#writeResult(latest, verdict.write, log);
     };
     // First over the run as we last had it (usually our own claim as the API server returned it),
     // without reading it again: the write carries that resourceVersion, so it is taken only if
@@ -407,6 +407,35 @@ export class RunPipeline {
   }
 
   /**
+   * Writes a result over `run`. A 422 (the API server found the body invalid: a text over its
+   * CRD's maxLength, a field an older CRD lacks) is final for that body, so it is not retried as
+   * it is: the result is written shortened, then minimal, then given up with an error log
+   * (reporttext.ts). Other errors reject. Resolves true when a form of the result was written.
+   */
+  async #writeResult(run: ModuleRun, status: ModuleRunStatus, log: Logger): Promise<boolean> {
+    const clean = cleanReport(status);
+    let body = clean;
+    for (let refusals = 1; ; refusals++) {
+      try {
+        await this.#o.resources.updateRunStatus({ ...run, status: body });
+        return true;
+      } catch (err) {
+        if (statusCode(err) !== 422) throw err;
+        const next = afterInvalid(clean, refusals, identityOf, errorMessage(err));
+        if ('drop' in next) {
+          log.error('result dropped: the API server refuses it as invalid', { detail: next.drop });
+          return false;
+        }
+        log.warn('the API server refused the result as invalid; writing it shortened', {
+          refusals,
+          error: errorMessage(err),
+        });
+        body = next.write;
+      }
+    }
+  }
+
+  /**
    * The rate-limited throttle warning on the node (pr_warn_ratelimited): one log line and Event per
    * interval, with a count of the rest.
    */
@@ -431,6 +460,12 @@ export class RunPipeline {
     const target = { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } };
     this.#o.events.event(target, type, reason, `node ${this.#o.nodeName}: ${message}`);
   }
+}
+
+/** What identifies a result when it must be written minimal: everything but its texts and lists. */
+function identityOf(s: ModuleRunStatus): ModuleRunStatus {
+  const { message: _m, stderrTail: _t, resolved: _r, ...rest } = s;
+  return rest;
 }
 
 /** The final status of a run the policy check refused (Denied / ResolveFailed), with what it resolved to. */

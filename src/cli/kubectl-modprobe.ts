@@ -10,6 +10,7 @@
  * decision is a pure function in src/cli/modprobe/.
  */
 import { CoreV1Api, CustomObjectsApi, dumpYaml, type KubeConfig } from '@kubernetes/client-node';
+import { escapeControl, escapeJsonControl } from '../api/text.ts';
 import { GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../api/types.ts';
 import { validateRequestSpec } from '../api/validation.ts';
 import { loadKubeConfig } from '../kube/config.ts';
@@ -24,7 +25,12 @@ const POLL_MS = 250;
 /** Beyond the helper's own timeout: dispatch, a busy-slot wait (5 s), a freeze wait (30 s), reporting. */
 const FOLLOW_GRACE_S = 60;
 
-const err = (line: string) => process.stderr.write(`${line}\n`);
+/**
+ * A line on stderr. Everything the plugin prints can carry cluster text (a node's stderr tail, a
+ * message, an API error), so every line is printed with its control characters escaped: a node or
+ * a module's install command must not drive the admin's terminal (OSC 52, title, hidden text).
+ */
+const err = (line: string) => process.stderr.write(`${escapeControl(line)}\n`);
 
 function kubeConfig(kubeconfig?: string, context?: string): KubeConfig {
   const kc = loadKubeConfig(kubeconfig);
@@ -98,7 +104,7 @@ async function run(o: Options): Promise<number> {
   const draw = (r: ModuleRequest) => {
     const fanOut = r.spec.nodeName === undefined && (r.status?.counts?.total ?? 0) > 1;
     if (!tty || !fanOut) return;
-    process.stderr.write(`\r\x1b[K${progressLine(r)}`);
+    process.stderr.write(`\r\x1b[K${escapeControl(progressLine(r))}`);
     drawn = true;
   };
   const clearLine = () => {
@@ -154,7 +160,8 @@ async function run(o: Options): Promise<number> {
     });
   }
   clearLine();
-  if (o.output === 'json') process.stdout.write(`${JSON.stringify(last, null, 2)}\n`);
+  // JSON.stringify escapes C0 but not DEL and C1; dumpYaml escapes them all.
+  if (o.output === 'json') process.stdout.write(`${escapeJsonControl(JSON.stringify(last, null, 2))}\n`);
   if (o.output === 'yaml') process.stdout.write(dumpYaml(last));
   const report = finalReport(last, o.verbose);
   for (const l of report.lines) err(l);

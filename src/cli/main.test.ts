@@ -1,9 +1,10 @@
 /**
- * `kmod-operator agent`'s modprobe flags, run as a user types them: one set
- * for the helper and the resolver (`--modprobe-args`, issue 18: the policy
- * must judge the configuration the helper runs with), the old
- * `--resolver-args` refused with a pointer, and the tool flags checked before
- * anything connects. No cluster: each command stops at its kubeconfig.
+ * `kmod-operator agent`'s modprobe flags, run as a user types them: the old
+ * `--resolver-args` refused with a pointer to `--modprobe-args` (one set for
+ * the helper and the resolver, issue 18: the policy must judge the
+ * configuration the helper runs with; src/cli/argv.test.ts runs the usage's
+ * example), and the tool flags checked before anything connects. No cluster:
+ * each command stops at its kubeconfig.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,16 +21,6 @@ function sh(line: string) {
     env: { ...process.env, NODE_NAME: 'n1', KUBECONFIG: '/nonexistent/kubeconfig' },
   });
 }
-
-test('--modprobe-args as the usage prints it parses; the agent then stops at its kubeconfig, not at its flags', () => {
-  const usage = sh('kmod_operator --help').stdout;
-  const example = /e\.g\. (--modprobe-args='[^']*')/.exec(usage)?.[1];
-  assert.equal(example, "--modprobe-args='-d ROOT -S VERSION -C CONFDIR'", 'the usage shows the form');
-  const r = sh(`kmod_operator agent ${example} --kubeconfig=/nonexistent/kubeconfig`);
-  assert.equal(r.status, 1, r.stderr);
-  assert.doesNotMatch(r.stderr, /usage:/);
-  assert.match(r.stderr, /nonexistent/);
-});
 
 test('--resolver-args is refused, pointing at --modprobe-args, which the helper gets too', () => {
   const r = sh("kmod_operator agent --resolver-args='-d /x' --kubeconfig=/nonexistent/kubeconfig");

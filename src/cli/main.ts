@@ -10,7 +10,6 @@
  * each part is a chunk of its own that only its command reads.
  */
 import { accessSync, constants } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import {
   DEFAULT_BUSY_TIMEOUT_MS,
@@ -24,12 +23,13 @@ import {
   DEFAULT_TRACER,
 } from '../agent/defaults.ts';
 import { parseCapList } from '../helper/capabilities.ts';
+import { parseFlags } from './argv.ts';
 import { labelKeyError } from '../api/validation.ts';
 import { loadKubeConfig } from '../kube/config.ts';
 import { startHealthServer } from '../observability/health.ts';
 import { createLogger, errorMessage, type Logger } from '../observability/logger.ts';
 
-const USAGE = `usage: kmod-operator <command> [flags]
+const USAGE = `usage: kmod-operator <command> [flags]   (-h, --help on any command: this text)
 
 commands:
   controller   reconcile ModuleRequests into per-node ModuleRuns and report status
@@ -58,9 +58,9 @@ agent flags:
                            dependencies, softdeps, install commands); the policy and the node's
                            blacklists judge every module of that set, and a load is verified against
                            it (default /sbin/modprobe; empty = the requested name only, no verification)
-  --modprobe-args=ARGS     modprobe flags for the helper and the resolver alike, placed before -q,
-                           e.g. --modprobe-args='-d ROOT -S VERSION -C CONFDIR' (default none: the
-                           helper's argv is the kernel's, -q -- MODULE)
+  --modprobe-args ARGS     modprobe flags for the helper and the resolver alike, placed before -q
+                           (default none: the helper's argv is the kernel's, -q -- MODULE), e.g.
+                           --modprobe-args '-d ROOT -S VERSION -C CONFDIR'
   --resolve-concurrency N  resolutions at once; dry runs wait behind loads (default ${DEFAULT_RESOLVE_CONCURRENCY})
   --tracer PATH            strace, run around the helper of wait: Process runs for the kernel's errno
                            of a refused module call (default ${DEFAULT_TRACER}; empty = none, the reason
@@ -91,6 +91,11 @@ local flags:
 `;
 
 class UsageError extends Error {}
+
+/** `-h`, `--help` (on any command) and `help`: the usage on stdout, exit 0. */
+function help(): void {
+  process.stdout.write(USAGE);
+}
 
 function fail(message: string): never {
   throw new UsageError(message);
@@ -196,18 +201,15 @@ async function serveUntilSignal(
 }
 
 async function controllerCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      kubeconfig: { type: 'string' },
-      'metrics-address': { type: 'string', default: ':8080' },
-      'leader-elect': { type: 'boolean', default: false },
-      'leader-election-namespace': { type: 'string' },
-      concurrency: { type: 'string' },
-      'exclude-nodes-with-label': { type: 'string', multiple: true, default: [] },
-    },
+  const values = parseFlags(args, {
+    kubeconfig: { type: 'string' },
+    'metrics-address': { type: 'string', default: ':8080' },
+    'leader-elect': { type: 'boolean', default: false },
+    'leader-election-namespace': { type: 'string' },
+    concurrency: { type: 'string' },
+    'exclude-nodes-with-label': { type: 'string', multiple: true, default: [] },
   });
+  if (values === 'help') return help();
   const excludeNodesWithLabels = values['exclude-nodes-with-label'];
   for (const key of excludeNodesWithLabels) {
     const error = labelKeyError(key, '--exclude-nodes-with-label');
@@ -243,34 +245,31 @@ async function controllerCommand(args: string[]): Promise<void> {
 }
 
 async function agentCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      kubeconfig: { type: 'string' },
-      'metrics-address': { type: 'string', default: ':8081' },
-      'node-name': { type: 'string' },
-      helper: { type: 'string', default: '/sbin/modprobe' },
-      resolver: { type: 'string', default: '/sbin/modprobe' },
-      'modprobe-args': { type: 'string', default: '' },
-      // Replaced by --modprobe-args (the helper never got these: issue 18); refused with a pointer.
-      'resolver-args': { type: 'string' },
-      'resolve-concurrency': { type: 'string' },
-      tracer: { type: 'string', default: DEFAULT_TRACER },
-      dmesg: { type: 'string', default: DEFAULT_DMESG },
-      'max-concurrent': { type: 'string' },
-      'busy-timeout': { type: 'string' },
-      'capability-bounding': { type: 'string' },
-      'capability-inheritable': { type: 'string' },
-      'boot-id-file': { type: 'string' },
-      'boot-id-source': { type: 'string', default: 'kernel' },
-      'policy-configmap': { type: 'string' },
-      'config-configmap': { type: 'string' },
-      'drain-timeout': { type: 'string' },
-      'freeze-wait': { type: 'string' },
-      'shutdown-grace': { type: 'string' },
-    },
+  const values = parseFlags(args, {
+    kubeconfig: { type: 'string' },
+    'metrics-address': { type: 'string', default: ':8081' },
+    'node-name': { type: 'string' },
+    helper: { type: 'string', default: '/sbin/modprobe' },
+    resolver: { type: 'string', default: '/sbin/modprobe' },
+    'modprobe-args': { type: 'string', default: '' },
+    // Replaced by --modprobe-args (the helper never got these: issue 18); refused with a pointer.
+    'resolver-args': { type: 'string' },
+    'resolve-concurrency': { type: 'string' },
+    tracer: { type: 'string', default: DEFAULT_TRACER },
+    dmesg: { type: 'string', default: DEFAULT_DMESG },
+    'max-concurrent': { type: 'string' },
+    'busy-timeout': { type: 'string' },
+    'capability-bounding': { type: 'string' },
+    'capability-inheritable': { type: 'string' },
+    'boot-id-file': { type: 'string' },
+    'boot-id-source': { type: 'string', default: 'kernel' },
+    'policy-configmap': { type: 'string' },
+    'config-configmap': { type: 'string' },
+    'drain-timeout': { type: 'string' },
+    'freeze-wait': { type: 'string' },
+    'shutdown-grace': { type: 'string' },
   });
+  if (values === 'help') return help();
   const nodeName = values['node-name'] ?? process.env.NODE_NAME;
   if (!nodeName) fail('agent needs --node-name (or NODE_NAME from the downward API)');
   const helper = values.helper;
@@ -341,15 +340,12 @@ async function agentCommand(args: string[]): Promise<void> {
 }
 
 async function localCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      kubeconfig: { type: 'string' },
-      examples: { type: 'string' },
-      'exit-after': { type: 'string' },
-    },
+  const values = parseFlags(args, {
+    kubeconfig: { type: 'string' },
+    examples: { type: 'string' },
+    'exit-after': { type: 'string' },
   });
+  if (values === 'help') return help();
   const { runLocal } = await import('../local/local.ts');
   await runLocal({
     kubeconfig: values.kubeconfig,
@@ -362,6 +358,7 @@ async function localCommand(args: string[]): Promise<void> {
 }
 
 async function clusterCommand(args: string[]): Promise<void> {
+  if (args.includes('--help') || args.includes('-h')) return help();
   const [sub] = args;
   const { clusterDown, clusterServe, clusterUp } = await import('../cluster/background.ts');
   if (sub === 'up') await clusterUp();
@@ -385,8 +382,7 @@ async function main(argv: string[]): Promise<void> {
     case '-h':
     case '--help':
     case 'help':
-      process.stdout.write(USAGE);
-      return;
+      return help();
     default:
       fail(`unknown command "${command}"`);
   }

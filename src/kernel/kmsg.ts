@@ -25,6 +25,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { stripControl } from '../api/text.ts';
 import { MAX_KERNEL_LOG_BYTES, MAX_KERNEL_LOG_LINES } from '../api/types.ts';
 import { HELPER_ENV } from '../helper/runner.ts';
 import { normalizeModuleName } from '../policy/modulepolicy.ts';
@@ -38,13 +39,11 @@ export interface KernelRecord {
 /** The most records kept from one read (the newest); a node's buffer holds a few thousand. */
 const MAX_RECORDS = 20_000;
 
-/** C0 and C1 control characters and DEL: nothing a terminal or a status reader should act on. */
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
-
-/** A line as the status may show it: control characters removed, whitespace collapsed at the ends. */
+/** A line as the status may show it: control characters removed (src/api/text.ts), tabs as spaces, trimmed. */
 export function sanitizeLine(text: string): string {
-  return text.replace(CONTROL, '').trim();
+  return stripControl(text)
+    .replace(/[\t\n]/g, ' ')
+    .trim();
 }
 
 /** One line of `dmesg` output (`[  123.456789] text`), or undefined for a line without a timestamp. */

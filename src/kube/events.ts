@@ -17,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type winston from 'winston';
+import { boundText, stripControl } from '../api/text.ts';
 import { errorMessage } from '../observability/logger.ts';
 import { mergePatch, withTimeout } from './callopts.ts';
 import { isNotFound } from './errors.ts';
@@ -74,7 +75,8 @@ export class EventRecorder {
   event(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
     try {
       const at = Date.now();
-      const msg = message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE - 3)}...` : message;
+      // Inert on a terminal (`kubectl describe`), and bounded: a message may quote a helper's output.
+      const msg = boundText(stripControl(message), MAX_MESSAGE);
       const m = target.metadata;
       if (!m?.name) throw new Error('target has no metadata.name');
       const key = JSON.stringify([

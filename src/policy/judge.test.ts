@@ -28,7 +28,7 @@ test('a dependency the policy denies is Denied, naming the module and the chain'
   assert.equal(v.ok ? '' : v.reason, 'Denied');
   assert.match(
     v.ok ? '' : v.message,
-    /^spec\.module: net-pf-16-proto-4-type-2-132 would load sctp \(net-pf-16-proto-4-type-2-132 → sctp_diag → sctp\): module sctp is denied by the module policy \(ns\/p deny: /,
+    /^spec\.module: net-pf-16-proto-4-type-2-132 would load sctp \(net-pf-16-proto-4-type-2-132 → sctp_diag → sctp\): module sctp is denied by the module policy \(ns\/p, rule deny\)$/,
   );
   assert.deepEqual(
     v.modules.map((m) => m.name),

@@ -99,13 +99,25 @@ export function compilePolicy(data: Record<string, string> | undefined, source: 
   };
 }
 
+/**
+ * Which rule of the policy refused, for messages: the policy and the key
+ * (`kmod-system/kmod-module-policy, rule deny`), never the pattern itself. A
+ * pattern can be thousands of characters (an allow-list of 400 names is
+ * 4 KiB), and a run's status message has a maximum length: a message that
+ * quoted it was refused by the API server as a whole, so the refusal never
+ * reached the user.
+ */
+export function ruleOf(policy: Pick<ModulePolicy, 'source'>, key: string): string {
+  return `${policy.source}, rule ${key}`;
+}
+
 /** Returns why `module` may not be removed, or undefined when the policy allows its removal. */
 export function removalRefusal(policy: ModulePolicy, module: string): string | undefined {
   if (!policy.allowRemove) {
     return `removal is off: the module policy (${policy.source}) has no allowRemove pattern, so no module may be removed`;
   }
   if (!policy.allowRemove.matcher(normalizeModuleName(module)).find()) {
-    return `module ${module} may not be removed: it does not match the module policy allowRemove (${policy.source})`;
+    return `module ${module} may not be removed by the module policy (${ruleOf(policy, 'allowRemove')})`;
   }
   return undefined;
 }
@@ -114,10 +126,10 @@ export function removalRefusal(policy: ModulePolicy, module: string): string | u
 export function policyRefusal(policy: ModulePolicy, module: string): string | undefined {
   const name = normalizeModuleName(module);
   if (!policy.allow.matcher(name).find()) {
-    return `module ${module} is not allowed by the module policy (${policy.source} allow: ${policy.allow.pattern()})`;
+    return `module ${module} is not allowed by the module policy (${ruleOf(policy, 'allow')})`;
   }
   if (policy.deny?.matcher(name).find()) {
-    return `module ${module} is denied by the module policy (${policy.source} deny: ${policy.deny.pattern()})`;
+    return `module ${module} is denied by the module policy (${ruleOf(policy, 'deny')})`;
   }
   return undefined;
 }
@@ -135,13 +147,13 @@ export function parameterRefusal(
     if (policy.denyParameters?.matcher(`${name}.${key}`).find()) {
       return (
         `spec.parameters[${i}]: parameter ${key} of ${module} is denied by the module policy ` +
-        `(${policy.source} denyParameters: ${policy.denyParameters.pattern()})`
+        `(${ruleOf(policy, 'denyParameters')})`
       );
     }
     if (allowList && !allowList.has(key)) {
       return (
         `spec.parameters[${i}]: parameter ${key} is not in the allow-list for ${module} ` +
-        `(${policy.source} parameters.${name}: ${[...allowList].join(',')})`
+        `(${ruleOf(policy, `parameters.${name}`)})`
       );
     }
   }

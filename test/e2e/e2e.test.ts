@@ -695,7 +695,7 @@ test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and 
   // above). While the policy read its ConfigMap through a paramRef, kubernetes/kubernetes#133827
   // refused every request here with "no params found"; it now carries its data itself.
   await waitFor('the module policy from deploy/ to refuse dccp', async () =>
-    /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy deny: /.test(
+    /module dccp is denied by the module policy \(kmod-system\/kmod-module-policy, rule deny\)/.test(
       (await admissionRefusal(kc, 'dccp', NODE)) ?? '',
     ),
   );
@@ -711,7 +711,7 @@ test('helm install again after helm uninstall and kubectl delete -f deploy/: the
   helm('install', RELEASE, 'charts/kmod-operator', '-n', NS, '--create-namespace', '-f', e2eValues());
   await waitFor(`the chart's module policy to refuse dccp again`, async () =>
     new RegExp(
-      `module dccp is denied by the module policy \\(${NS}/${HELM_PREFIX}-module-policy deny: `,
+      `module dccp is denied by the module policy \\(${NS}/${HELM_PREFIX}-module-policy, rule deny\\)`,
     ).test((await admissionRefusal(kc, 'dccp', NODE)) ?? ''),
   );
   assert.equal(await admissionRefusal(kc, 'demo_core', NODE), undefined, 'an allowed module is admitted');

@@ -3,6 +3,7 @@ import { before, describe, it } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, type CoreV1Event } from '@kubernetes/client-node';
 import { useControlPlane } from '../support/cluster.ts';
 import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
+import { CUT_MARK } from '../../src/api/text.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { EventRecorder, type EventTarget } from '../../src/kube/events.ts';
 import { memoryLogger } from '../support/logs.ts';
@@ -191,6 +192,24 @@ void describe('EventRecorder', () => {
     await rec.flush();
     const [ev] = await eventsFor('long-uid');
     assert.equal(ev?.message?.length, 1024);
-    assert.ok(ev?.message?.endsWith('...'));
+    assert.ok(ev?.message?.endsWith(CUT_MARK));
+  });
+
+  void it('strips terminal control sequences (OSC 52 clipboard, window title, CSI) from the message', async () => {
+    const target: EventTarget = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: 'escapes', uid: 'escapes-uid' },
+    };
+    const rec = new EventRecorder({ kc: env.kc, component: 'kmod-agent', logger: silentLogger() });
+    rec.event(
+      target,
+      'Warning',
+      'ExitCode',
+      'modprobe: FATAL\x1b]52;c;cm0gLXJmIH4K\x07\x1b]0;owned\x07\u009b8m hidden\r\nnext\tline',
+    );
+    await rec.flush();
+    const [ev] = await eventsFor('escapes-uid');
+    assert.equal(ev?.message, 'modprobe: FATAL]52;c;cm0gLXJmIH4K]0;owned8m hidden\nnext\tline');
   });
 });

@@ -88,6 +88,13 @@ export function badInputs(pwned: string): BadInput[] {
       spec: badSpec({ parameters: [`a=${'x'.repeat(1023)}`] }),
       field: /spec\.parameters\[0\]/,
     },
+    {
+      // Each entry within its 1 KiB, five of them over the 4 KiB all parameters may hold together.
+      name: 'parameters over 4096 bytes in all',
+      spec: badSpec({ parameters: Array.from({ length: 5 }, (_, i) => `p${i}=${'x'.repeat(1000)}`) }),
+      field:
+        /spec\.parameters may hold at most 4096 bytes in all|spec\.parameters holds \d+ bytes; at most 4096/,
+    },
     { name: 'module missing', spec: badSpec({ module: undefined }), field: /spec\.module/ },
     { name: 'module empty', spec: badSpec({ module: '' }), field: /spec\.module/ },
     { name: 'module 56 bytes', spec: badSpec({ module: 'm'.repeat(56) }), field: /spec\.module/ },
