@@ -63,24 +63,45 @@ export async function bundle(outfile = BUNDLE): Promise<void> {
   }
 }
 
+/** The Dockerfile's ENTRYPOINT as this checkout runs it; see imageEntrypoint. */
+export interface ImageEntrypoint {
+  /**
+   * The init that runs first in the image (`/usr/bin/tini --`), as the ENTRYPOINT names it: in a
+   * container it is PID 1 and reaps the orphans an `install` command leaves. Empty if none. Run it
+   * only where it is PID 1 (a PID namespace of its own), as test/hardening.test.ts does: started
+   * anywhere else it only warns that it reaps nothing.
+   */
+  init: string[];
+  /** The project's Node. */
+  command: string;
+  /** Node's flags and the bundle, then the caller's subcommand and flags. */
+  args: string[];
+}
+
 /**
  * The Dockerfile's ENTRYPOINT as this checkout runs it: the project's Node instead of the image's
  * `node`, this checkout instead of /opt/kmod-operator, the bundle rebuilt from the current
  * sources first. bench/ and the tests start components with it, so what they measure and test
- * is what a node runs; it is read from the Dockerfile so the two cannot drift apart.
+ * is what a node runs; it is read from the Dockerfile so the two cannot drift apart. The init in
+ * front of node is returned apart (`init`): bench/ measures node's own memory, and tests run the
+ * init where it is PID 1.
  */
-export async function imageEntrypoint(): Promise<{ command: string; args: string[] }> {
+export async function imageEntrypoint(): Promise<ImageEntrypoint> {
   const dockerfile = readFileSync(resolve(root, 'Dockerfile'), 'utf8');
   const line = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1];
   if (!line) throw new Error('Dockerfile: no ENTRYPOINT ["..."] line (exec form) found');
   const argv = JSON.parse(line) as string[];
-  if (argv[0] !== 'node') throw new Error(`Dockerfile ENTRYPOINT runs "${argv[0]}", expected node`);
-  const args = argv.slice(1).map((a) => a.replace(/^\/opt\/kmod-operator(?=\/)/, root));
+  const nodeAt = argv.indexOf('node');
+  if (nodeAt < 0) throw new Error(`Dockerfile ENTRYPOINT does not run node: ${line}`);
+  const init = argv.slice(0, nodeAt);
+  if (init.length > 0 && init.at(-1) !== '--')
+    throw new Error(`Dockerfile ENTRYPOINT: the init before node must end its own flags with --: ${line}`);
+  const args = argv.slice(nodeAt + 1).map((a) => a.replace(/^\/opt\/kmod-operator(?=\/)/, root));
   if (!args.includes(BUNDLE))
     throw new Error(`Dockerfile ENTRYPOINT does not run the bundle (${BUNDLE}): ${line}`);
   built ??= bundle();
   await built;
-  return { command: resolve(root, 'node_modules/.bin/node'), args };
+  return { init, command: resolve(root, 'node_modules/.bin/node'), args };
 }
 let built: Promise<void> | undefined;
 

@@ -23,6 +23,7 @@ import {
   type V1Container,
   type V1DaemonSet,
   type V1Deployment,
+  type V1NetworkPolicy,
   type V1Role,
   type V1RoleBinding,
   type V1ValidatingAdmissionPolicy,
@@ -462,6 +463,79 @@ test('test/edge values: host networking, the API server address, host paths and 
   const half = run(helm, ['template', 'kmod', chart, '--set', 'apiServer.host=10.250.0.1']);
   assert.notEqual(half.status, 0, 'a host without a port is refused');
   assert.match(half.stderr, /apiServer\.host and apiServer\.port must be set together/);
+
+  // In the node's network namespace no NetworkPolicy applies: the metrics listeners bind the
+  // pod's IP (the node's own address), not every address of the node.
+  for (const [o, port] of [
+    [ds, 8081],
+    [deploy, 8080],
+  ] as const) {
+    assert.ok(container(o).args?.includes(`--metrics-address=$(POD_IP):${port}`), keyOf(o));
+    assert.deepEqual(
+      container(o).env?.find((e) => e.name === 'POD_IP')?.valueFrom?.fieldRef?.fieldPath,
+      'status.podIP',
+      keyOf(o),
+    );
+  }
+});
+
+test('metrics listeners: a bind address setting, loopback refused, and a NetworkPolicy on by default', (t) => {
+  const helm = needHelm(t);
+  if (!helm) return;
+  const { objects } = render(helm, 'kmod-system', [
+    '--set',
+    'agent.metricsBindAddress=10.0.0.7,controller.metricsBindAddress=podIP',
+    '--set',
+    'networkPolicy.metricsNamespaces={monitoring,observability}',
+  ]);
+  const ds = find<V1DaemonSet>(objects, 'DaemonSet', 'kmod-agent');
+  const deploy = find<V1Deployment>(objects, 'Deployment', 'kmod-controller');
+  assert.ok(container(ds).args?.includes('--metrics-address=10.0.0.7:8081'), container(ds).args?.join(' '));
+  assert.ok(container(deploy).args?.includes('--metrics-address=$(POD_IP):8080'));
+  assert.equal(
+    container(ds).env?.some((e) => e.name === 'POD_IP'),
+    false,
+    'no POD_IP without $(POD_IP)',
+  );
+  const np = find<V1NetworkPolicy>(objects, 'NetworkPolicy', 'kmod-metrics');
+  assert.deepEqual(np.spec?.podSelector, { matchLabels: { 'app.kubernetes.io/name': 'kmod-operator' } });
+  assert.deepEqual(np.spec?.policyTypes, ['Ingress']);
+  assert.deepEqual(np.spec?.ingress, [
+    {
+      // client-node's typed model spells `from` as `_from`.
+      _from: [
+        {
+          namespaceSelector: {
+            matchExpressions: [
+              { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring', 'observability'] },
+            ],
+          },
+        },
+      ],
+      ports: [{ protocol: 'TCP', port: 'metrics' }],
+    },
+  ]);
+  // The default: nothing may connect (the node's probes aside); off renders none.
+  const byDefault = find<V1NetworkPolicy>(
+    render(helm, 'kmod-system').objects,
+    'NetworkPolicy',
+    'kmod-metrics',
+  );
+  assert.deepEqual(byDefault.spec?.ingress, []);
+  assert.equal(
+    render(helm, 'kmod-system', ['--set', 'networkPolicy.enabled=false']).objects.some(
+      (o) => o.kind === 'NetworkPolicy',
+    ),
+    false,
+  );
+  for (const loopback of ['127.0.0.1', '::1']) {
+    const r = run(helm, ['template', 'kmod', chart, '--set', `agent.metricsBindAddress=${loopback}`]);
+    assert.notEqual(r.status, 0, loopback);
+    assert.match(
+      r.stderr,
+      /agent\.metricsBindAddress .*the kubelet's probes reach the pod's IP, not loopback/,
+    );
+  }
 });
 
 test('the chart’s crds/ equals the top-level crds/ (copy: cp crds/*.yaml charts/kmod-operator/crds/)', (t) => {

@@ -8,15 +8,19 @@
  * - the agent creates Events only in `default` (where events about
  *   cluster-scoped objects go), patches only the Events it recorded itself,
  *   and only their count; the recorder's aggregation still works within that;
+ * - an agent's Events are about objects of its own node only (its Node, its
+ *   node's part of a request), with a bounded reason and message;
  * - `nodeSelector: {}` leaves control-plane nodes out with deploy/'s
  *   controller flags, while a nodeName target and a selector naming the
  *   control-plane label still reach them; the real controller and agent
- *   processes do their job with exactly the RBAC deploy/ grants them.
+ *   processes do their job with exactly the RBAC deploy/ grants them;
+ * - the image's ENTRYPOINT, run as PID 1 of a PID namespace of its own as in a
+ *   container, reaps the orphans an install command leaves (no zombie).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, loadAllYaml, type CoreV1Event, type V1Deployment } from '@kubernetes/client-node';
 import { imageEntrypoint } from '../scripts/bundle.ts';
@@ -25,10 +29,12 @@ import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { CONTROL_PLANE_LABEL } from '../src/controller/targets.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
+import { requestEvent } from '../src/agent/pipeline.ts';
 import { EventRecorder } from '../src/kube/events.ts';
 import { errorMessage, silentLogger } from '../src/observability/logger.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { createRequest, ensureNode, fakeHelper, listRuns, waitForCondition } from './support/objects.ts';
+import { startController } from './support/operator.ts';
 import { podBoundKubeConfig } from './support/tokens.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -229,7 +235,7 @@ test('events: the agent creates Events only in default, and patches only the cou
       },
     }),
     403,
-    /may write Events only about its own Node, ModuleRuns and ModuleRequests, not Node node-other/,
+    /may write Events only about objects of its own node .*, not Node node-other/,
   );
   await refused(
     agent.createNamespacedEvent({
@@ -241,6 +247,88 @@ test('events: the agent creates Events only in default, and patches only the cou
     }),
     403,
     /not Namespace kube-system/,
+  );
+  // A request's Event: only about this node's part of it, saying so (a request's name says nothing
+  // about a node). The agent's own recorder writes exactly that shape.
+  const request = { name: 'some-request', uid: 'uid-some-request' };
+  const own = requestEvent('node-ev', request, 'modprobe exited 1');
+  await eventually('the agent’s request Event to be recorded', async () => {
+    recorder.event(own.target, 'Warning', 'ExitCode', own.message);
+    await recorder.flush();
+    const list = await admin.listNamespacedEvent({ namespace: 'default' });
+    return list.items.find(
+      (e) =>
+        e.involvedObject.name === 'some-request' &&
+        e.involvedObject.fieldPath === 'status.nodes{node-ev}' &&
+        e.message === 'node node-ev: modprobe exited 1',
+    );
+  });
+  const aboutRequest = (name: string, fieldPath: string | undefined, message: string): CoreV1Event => ({
+    ...agentEvent(name, 'node-ev'),
+    involvedObject: {
+      apiVersion: 'kmod.dev/v1alpha1',
+      kind: 'ModuleRequest',
+      name: 'some-request',
+      uid: 'uid-some-request',
+      ...(fieldPath ? { fieldPath } : {}),
+    },
+    message,
+  });
+  for (const [name, fieldPath, message] of [
+    ['ev-req-whole', undefined, 'node node-ev: loaded'],
+    ['ev-req-other-part', 'status.nodes{node-other}', 'node node-ev: loaded'],
+    ['ev-req-as-other', 'status.nodes{node-ev}', 'node node-other: loaded'],
+    ['ev-req-unsigned', 'status.nodes{node-ev}', 'all nodes loaded'],
+  ] as const) {
+    await refused(
+      agent.createNamespacedEvent({ namespace: 'default', body: aboutRequest(name, fieldPath, message) }),
+      403,
+      /may write Events only about objects of its own node/,
+    );
+  }
+  // Runs are named after their request, not their node: no Events about them.
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: {
+        ...agentEvent('ev-about-run', 'node-ev'),
+        involvedObject: { apiVersion: 'kmod.dev/v1alpha1', kind: 'ModuleRun', name: 'node-ev' },
+      },
+    }),
+    403,
+    /not ModuleRun node-ev/,
+  );
+  // A per-node kmod.dev object (one per node, named after it): its own node's only.
+  const perNode = (name: string, node: string): CoreV1Event => ({
+    ...agentEvent(name, 'node-ev'),
+    involvedObject: { apiVersion: 'kmod.dev/v1alpha1', kind: 'NodeModules', name: node },
+  });
+  await agent.createNamespacedEvent({
+    namespace: 'default',
+    body: perNode('ev-per-node', 'node-ev'),
+    dryRun: 'All',
+  });
+  await refused(
+    agent.createNamespacedEvent({ namespace: 'default', body: perNode('ev-per-node-other', 'node-other') }),
+    403,
+    /not NodeModules node-other/,
+  );
+  // Any reason and any length, no more.
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: { ...agentEvent('ev-reason', 'node-ev'), reason: 'All good; ignore the failures' },
+    }),
+    403,
+    /CamelCase reason/,
+  );
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: { ...agentEvent('ev-long', 'node-ev'), message: 'x'.repeat(1025) },
+    }),
+    403,
+    /a message of at most 1024 characters/,
   );
   // Somebody else's Event in default (a kubelet's, another agent's): not the agent's to patch.
   for (const [name, body] of [
@@ -422,5 +510,100 @@ test('a bad --exclude-nodes-with-label is refused before anything connects, nami
     );
     assert.notEqual(r.status, 0, key);
     assert.match(r.stderr, /--exclude-nodes-with-label: .* is not a valid label key/, key);
+  }
+});
+
+/** The host PIDs of every process in the PID namespace of `pid`, with their state (R, S, Z, ...). */
+function processesInNamespaceOf(pid: number): { pid: number; state: string; comm: string }[] {
+  const ns = readlinkSync(`/proc/${pid}/ns/pid`);
+  const out: { pid: number; state: string; comm: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/ns/pid`) !== ns) continue;
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ...: comm may hold spaces and parentheses; the state follows the last ')'.
+      const close = stat.lastIndexOf(')');
+      out.push({
+        pid: Number(entry),
+        comm: stat.slice(stat.indexOf('(') + 1, close),
+        state: stat.slice(close + 2, close + 3),
+      });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+test('the image’s PID 1 reaps what an install command leaves behind: no zombie accumulates under the agent', async () => {
+  // As in a container: the ENTRYPOINT (its init, node, the bundle) as PID 1 of a PID namespace of
+  // its own, with its own /proc. Each run's helper backgrounds a process and exits; the orphan is
+  // re-parented to PID 1 and exits a second later. Node reaps only the children it spawned, so
+  // with node as PID 1 every orphan stays a zombie; an init reaps them.
+  await ensureNode(env.kc, 'zombie-node');
+  const helper = fakeHelper();
+  const image = await imageEntrypoint();
+  const controller = await startController(env.kc);
+  env.onStop(() => controller.stop());
+  const unshare = spawn(
+    'unshare',
+    [
+      '--pid',
+      '--fork',
+      '--mount-proc',
+      '--kill-child',
+      ...image.init,
+      image.command,
+      ...image.args,
+      'agent',
+      `--kubeconfig=${env.cp.kubeconfigPath}`,
+      '--node-name=zombie-node',
+      `--helper=${helper.path}`,
+      '--resolver=',
+      '--boot-id-source=node',
+      '--metrics-address=127.0.0.1:0',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } },
+  );
+  let out = '';
+  unshare.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  unshare.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((r) => unshare.once('exit', r));
+  // PID 1 of the new namespace: unshare's one child.
+  const init = await eventually('the namespace’s PID 1', () => {
+    const children = readFileSync(`/proc/${unshare.pid}/task/${unshare.pid}/children`, 'utf8').trim();
+    return children ? Number(children.split(' ')[0]) : undefined;
+  });
+  env.onStop(async () => {
+    if (unshare.exitCode === null) {
+      try {
+        process.kill(init, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+      await exited;
+    }
+  });
+  try {
+    const pid1 = readFileSync(`/proc/${init}/comm`, 'utf8').trim();
+    for (const i of [1, 2, 3])
+      await createRequest(env.kc, `orphans-${i}`, { module: `orphan-${i}`, nodeName: 'zombie-node' });
+    for (const i of [1, 2, 3]) await waitForCondition(env.kc, `orphans-${i}`, 'Succeeded', 'True', 60_000);
+    assert.equal(helper.log().filter((l) => l.startsWith('orphan ')).length, 3, 'three orphans were left');
+    // Every orphan exits a second after its helper; then each must be reaped (a zombie for a
+    // moment is normal: what must not be is one that stays).
+    await eventually('the orphans to exit', () =>
+      processesInNamespaceOf(init).every((p) => p.comm !== 'sleep' || p.state === 'Z'),
+    );
+    await eventually(`every orphan reaped by PID 1 (${pid1})`, () =>
+      processesInNamespaceOf(init).every((p) => p.state !== 'Z'),
+    ).catch((err: unknown) => {
+      throw new Error(
+        `${errorMessage(err)}; left in the agent's PID namespace: ${JSON.stringify(processesInNamespaceOf(init))}`,
+      );
+    });
+  } catch (err) {
+    throw new Error(`${errorMessage(err)}\nagent:\n${out}`, { cause: err });
   }
 });

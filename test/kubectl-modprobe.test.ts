@@ -49,7 +49,7 @@ const env = useControlPlane({
     await ensureNode(e.kc, 'node-t');
     agents.push(await startAgent(e.kc, 'node-t', helper.path, { maxConcurrent: 1, busyTimeoutMs: 300 }));
     // A node without an agent: its runs stay pending.
-    await ensureNode(e.kc, 'node-idle');
+    await ensureNode(e.kc, 'node-idle', { idle: 'yes' });
     controller = await startController(e.kc);
     e.onStop(async () => {
       await controller.stop();
@@ -82,6 +82,31 @@ function sh(line: string, extraEnv: Record<string, string> = {}): Promise<Result
     p.on('close', (code) => done({ code, stdout, stderr }));
   });
 }
+/**
+ * Runs a `kubectl modprobe` line in the background, waits until its request (for `module`) has a
+ * status, sends Ctrl-C (SIGINT to its process group, as a terminal does) and returns the exit
+ * status, stderr and the request as it was before the interruption.
+ */
+async function interrupted(
+  line: string,
+  module: string,
+): Promise<{ code: number | null; stderr: string; name: string }> {
+  const p = spawn('sh', ['-c', `export PATH="$PWD/bin:$PATH"\nexec ${line}`], {
+    cwd: root,
+    env: { ...process.env, PATH: `${kubectlDir}:${process.env.PATH}`, KUBECONFIG: env.cp.kubeconfigPath },
+    detached: true,
+  });
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const closed = new Promise<number | null>((done) => p.on('close', done));
+  const [req] = await eventually(`the ${module} request`, async () => {
+    const rs = await requestsFor(module);
+    return rs.length > 0 && rs[0]?.status ? rs : undefined;
+  });
+  process.kill(-p.pid!, 'SIGINT');
+  return { code: await closed, stderr, name: req!.metadata.name! };
+}
+
 /** What the progress line is redrawn with: carriage return, erase to end of line. */
 const CLEAR = '\r\u001b[K';
 const requestsFor = async (module: string) =>
@@ -267,32 +292,45 @@ test('throttled (75) and timed out (124) have their own exit codes', async () =>
 test('Ctrl-C while following exits 130; --rm deletes the request (cancelling runs still waiting)', async () => {
   for (const rm of [false, true]) {
     const module = rm ? 'ok-int-rm' : 'ok-int';
-    const p = spawn(
-      'sh',
-      [
-        '-c',
-        `export PATH="$PWD/bin:$PATH"\nexec kubectl modprobe --node node-idle ${rm ? '--rm ' : ''}${module}`,
-      ],
-      {
-        cwd: root,
-        env: { ...process.env, PATH: `${kubectlDir}:${process.env.PATH}`, KUBECONFIG: env.cp.kubeconfigPath },
-        detached: true,
-      },
+    const { code, stderr, name } = await interrupted(
+      `kubectl modprobe --node node-idle ${rm ? '--rm ' : ''}${module}`,
+      module,
     );
-    let stderr = '';
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const closed = new Promise<number | null>((done) => p.on('close', done));
-    const [req] = await eventually(`the ${module} request`, async () => {
-      const rs = await requestsFor(module);
-      return rs.length > 0 && rs[0]?.status ? rs : undefined;
-    });
-    process.kill(-p.pid!, 'SIGINT');
-    assert.equal(await closed, 130, stderr);
+    assert.equal(code, 130, stderr);
     assert.match(stderr, /interrupted/);
-    const after = await getRequest(env.kc, req!.metadata.name!);
+    const after = await getRequest(env.kc, name);
     if (rm) assert.ok(!after || after.metadata.deletionTimestamp, 'deleted');
     else assert.equal(after?.status?.phase, 'Pending', 'left in place, still pending');
   }
+});
+
+test('a selector request is a one-off: deleted once reported and on Ctrl-C; --keep keeps it, saying so', async () => {
+  const one = await sh('kubectl modprobe -l fleet=plug -v sel-oneoff');
+  assert.equal(one.code, 0, one.stderr);
+  assert.match(
+    one.stderr,
+    /^modulerequest\.kmod\.dev\/modprobe-sel-oneoff-\w+ deleted \(a one-off: -l\/--all-nodes without --keep\)$/m,
+  );
+  await eventually(
+    'the one-off request to be gone',
+    async () => (await requestsFor('sel-oneoff')).length === 0,
+  );
+  assert.equal(helper.starts('sel-oneoff'), 3, 'it ran on the three nodes first');
+
+  const kept = await sh('kubectl modprobe -l fleet=plug --keep sel-keep');
+  assert.equal(kept.code, 0, kept.stderr);
+  assert.match(
+    kept.stderr,
+    /^kubectl-modprobe: modulerequest modprobe-sel-keep-\w+ stands \(--keep\): it loads sel-keep on matching nodes that join later/m,
+  );
+  assert.equal((await requestsFor('sel-keep')).length, 1);
+
+  // Ctrl-C while the runs wait on a node without an agent: the one-off is deleted all the same.
+  const { code, stderr } = await interrupted('kubectl modprobe -l idle=yes sel-int', 'sel-int');
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /interrupted; modulerequest modprobe-sel-int-\w+ is deleted \(a one-off/);
+  const left = (await requestsFor('sel-int')).filter((r) => !r.metadata.deletionTimestamp);
+  assert.deepEqual(left, [], 'deleted');
 });
 
 test('--dry-run sets spec.dryRun, or is refused where the CRD does not have the field (never dropped)', async (t) => {
@@ -323,8 +361,8 @@ test('--help, and completion through kubectl __complete (flags, node names, wait
   assert.equal(nodes.stdout, 'node-a\nnode-b\nnode-c\nnode-idle\nnode-t\n:4\n');
   const flags = await sh('kubectl __complete modprobe --wa');
   assert.equal(flags.stdout, '--wait\n:4\n');
-  const mods = await sh('kubectl __complete modprobe --node node-a ok-fa');
-  assert.equal(mods.stdout, 'ok-fan\n:4\n', 'modules asked before');
+  const mods = await sh('kubectl __complete modprobe --node node-a ok-on');
+  assert.equal(mods.stdout, 'ok-one\n:4\n', 'modules asked before');
 });
 
 test('make install-plugin links both executables; kubectl finds them on that PATH', () => {

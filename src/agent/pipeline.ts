@@ -453,12 +453,12 @@ export class RunPipeline {
     this.#o.events.event(nodeTarget(this.#o.nodeName), 'Warning', 'Throttling', text);
   }
 
-  /** An Event on the ModuleRequest that owns the run, naming this node. */
+  /** An Event on the ModuleRequest that owns the run, about this node's part of it. */
   ownerEvent(run: ModuleRun, type: 'Normal' | 'Warning', reason: string, message: string): void {
     const o = controllingRequest(run);
     if (!o) return;
-    const target = { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name: o.name, uid: o.uid } };
-    this.#o.events.event(target, type, reason, `node ${this.#o.nodeName}: ${message}`);
+    const { target, message: text } = requestEvent(this.#o.nodeName, o, message);
+    this.#o.events.event(target, type, reason, text);
   }
 }
 
@@ -475,6 +475,29 @@ function refusedStatus(check: NodeCheck): ModuleRunStatus {
     reason: check.reason ?? Reason.Denied,
     message: check.message ?? 'refused by the module policy',
     ...(check.resolved ? { resolved: check.resolved } : {}),
+  };
+}
+
+/**
+ * An agent's Event on a request: about its node's part of it (`involvedObject.fieldPath:
+ * status.nodes{NODE}`), its message starting `node NODE: `. The events policy
+ * (deploy/50-node-restriction.yaml) admits an agent's request Events only in this shape: the
+ * request's name says nothing about a node, so this is what ties the Event to the agent's own
+ * node. Independent of how runs are stored.
+ */
+export function requestEvent(
+  nodeName: string,
+  request: { name: string; uid?: string },
+  message: string,
+): { target: EventTarget; message: string } {
+  return {
+    target: {
+      apiVersion: API_VERSION,
+      kind: 'ModuleRequest',
+      metadata: { name: request.name, uid: request.uid },
+      fieldPath: `status.nodes{${nodeName}}`,
+    },
+    message: `node ${nodeName}: ${message}`,
   };
 }
 

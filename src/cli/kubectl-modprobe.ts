@@ -92,13 +92,44 @@ async function run(o: Options): Promise<number> {
   }
   const name = created.metadata.name!;
   if (o.verbose) err(`modulerequest.kmod.dev/${name} created`);
+  let removed = false;
   const remove = async () => {
-    if (!o.rm) return;
+    if (!o.rm || removed) return;
+    removed = true;
     await api
       .deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: REQUEST_PLURAL, name })
       .catch(() => {});
   };
+  try {
+    const code = await follow(api, o, name, created);
+    if (o.rm) {
+      await remove();
+      if (o.verbose) err(`modulerequest.kmod.dev/${name} deleted (${oneOffWhy(o)})`);
+    } else if (o.nodeSelector !== undefined) {
+      err(
+        `kubectl-modprobe: modulerequest ${name} stands (--keep): it loads ${o.module} on matching nodes that join later ` +
+          `and again after a node reboots; kubectl delete mr ${name} ends that`,
+      );
+    }
+    return code;
+  } finally {
+    // Ctrl-C, a timeout, an unexpected error: a one-off never outlives the command.
+    await remove();
+  }
+}
 
+/** Why the request is deleted, for messages. */
+function oneOffWhy(o: Options): string {
+  return o.nodeSelector !== undefined ? 'a one-off: -l/--all-nodes without --keep' : '--rm';
+}
+
+/** Follows the request until every node reported, Ctrl-C or the deadline; prints and returns the exit status. */
+async function follow(
+  api: CustomObjectsApi,
+  o: Options,
+  name: string,
+  created: ModuleRequest,
+): Promise<number> {
   const tty = process.stderr.isTTY === true;
   let drawn = false;
   const draw = (r: ModuleRequest) => {
@@ -111,6 +142,10 @@ async function run(o: Options): Promise<number> {
     if (drawn) process.stderr.write('\r\x1b[K');
     drawn = false;
   };
+  /** What happens to the request when the command ends before the result: said in every such message. */
+  const fate = o.rm
+    ? `modulerequest ${name} is deleted (${oneOffWhy(o)}; runs still waiting for a slot are cancelled, a helper already running finishes)`
+    : `modulerequest ${name} goes on (kubectl get mr ${name}; kubectl delete mr ${name})`;
 
   const interrupted = new AbortController();
   const onSignal = () => interrupted.abort();
@@ -122,12 +157,7 @@ async function run(o: Options): Promise<number> {
   for (;;) {
     if (interrupted.signal.aborted) {
       clearLine();
-      await remove();
-      err(
-        o.rm
-          ? `kubectl-modprobe: interrupted; deleted modulerequest ${name} (runs still waiting for a slot are cancelled; a helper already running finishes)`
-          : `kubectl-modprobe: interrupted; modulerequest ${name} goes on (kubectl get mr ${name}; kubectl delete mr ${name})`,
-      );
+      err(`kubectl-modprobe: interrupted; ${fate}`);
       return Exit.Interrupted;
     }
     try {
@@ -150,7 +180,7 @@ async function run(o: Options): Promise<number> {
     if (Date.now() > deadline) {
       clearLine();
       err(
-        `kubectl-modprobe: ${o.module}: no result within ${o.timeoutSeconds + FOLLOW_GRACE_S}s (${progressLine(last)}); modulerequest ${name} goes on (kubectl get mr ${name})`,
+        `kubectl-modprobe: ${o.module}: no result within ${o.timeoutSeconds + FOLLOW_GRACE_S}s (${progressLine(last)}); ${fate}`,
       );
       return Exit.TimedOut;
     }
@@ -165,7 +195,6 @@ async function run(o: Options): Promise<number> {
   if (o.output === 'yaml') process.stdout.write(dumpYaml(last));
   const report = finalReport(last, o.verbose);
   for (const l of report.lines) err(l);
-  await remove();
   return report.exitCode;
 }
 

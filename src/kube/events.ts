@@ -39,6 +39,11 @@ export interface EventTarget {
   apiVersion: string;
   kind: string;
   metadata: { name?: string; namespace?: string; uid?: string; resourceVersion?: string };
+  /**
+   * The part of the object the event is about (involvedObject.fieldPath), as the kubelet writes
+   * `spec.containers{NAME}`: an agent's Events on a request are about `status.nodes{NODE}`.
+   */
+  fieldPath?: string;
 }
 
 /** Identical events closer together than this are aggregated into one Event (client-go: 10 min). */
@@ -168,6 +173,7 @@ export class EventRecorder {
         namespace: m.namespace || undefined,
         uid: m.uid,
         resourceVersion: m.resourceVersion,
+        fieldPath: target.fieldPath,
       },
       type,
       reason,

@@ -31,6 +31,24 @@ test('listen addresses: host:port or :port; anything else is refused by name', (
   assert.deepEqual(parseAddress('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
   assert.throws(() => parseAddress('8080'), /invalid listen address "8080": expected host:port or :port/);
   assert.throws(() => parseAddress(':99999'), /invalid listen address/);
+  // A pod's $(POD_IP):PORT, either family.
+  assert.deepEqual(parseAddress('fd00::5:8081'), { host: 'fd00::5', port: 8081 });
+  assert.deepEqual(parseAddress('[fd00::5]:8081'), { host: 'fd00::5', port: 8081 });
+});
+
+test('bound to one address, the listener answers there only (the defence where no NetworkPolicy applies)', async () => {
+  const registry = new Registry();
+  const server = await startHealthServer({ address: '127.0.0.2:0', registry, readiness: () => undefined });
+  try {
+    const there = await fetch(`http://127.0.0.2:${server.port}/healthz`);
+    assert.equal(there.status, 200);
+    await assert.rejects(fetch(`http://127.0.0.1:${server.port}/healthz`), (err: Error) => {
+      assert.match(String((err.cause as { code?: string })?.code), /ECONNREFUSED/);
+      return true;
+    });
+  } finally {
+    await server.close();
+  }
 });
 
 test('a port in use is an error naming the address', async () => {

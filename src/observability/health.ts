@@ -20,10 +20,14 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
-/** Parses "host:port" (or ":port"), refusing anything else with a clear message. */
+/**
+ * Parses "host:port" (or ":port": every address), refusing anything else with a clear message.
+ * An IPv6 host may be bracketed (`[fd00::1]:8081`) or not (`fd00::1:8081`: the port follows the
+ * last colon), as a pod's `$(POD_IP):PORT` gives either family.
+ */
 export function parseAddress(address: string): { host: string; port: number } {
   const i = address.lastIndexOf(':');
-  const host = i > 0 ? address.slice(0, i) : '0.0.0.0';
+  const host = i > 0 ? address.slice(0, i).replace(/^\[(.*)\]$/, '$1') : '0.0.0.0';
   const port = Number(address.slice(i + 1));
   if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
     throw new Error(`invalid listen address "${address}": expected host:port or :port`);

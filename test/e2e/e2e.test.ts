@@ -23,6 +23,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   unlinkSync,
   writeFileSync,
@@ -405,6 +406,109 @@ test('the helper the agent started in the pod runs with the kernel’s restricti
   assert.equal(rec.selfStatus.get('TracerPid'), '0', 'strace traces the helper, not what it starts (no -f)');
 });
 
+/** Host processes of the operator's containers: pid, the subcommand (agent or controller), PID namespace. */
+function operatorProcesses(): { pid: number; command: string; ns: string }[] {
+  const out: { pid: number; command: string; ns: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      const at = argv.indexOf('/opt/kmod-operator/dist/bin/kmod-operator.mjs');
+      if (at < 0 || argv[0] !== 'node') continue;
+      out.push({
+        pid: Number(entry),
+        command: argv[at + 1] ?? '',
+        ns: readlinkSync(`/proc/${entry}/ns/pid`),
+      });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Every process in PID namespace `ns`: host pid, pid inside, comm, state. */
+function namespaceProcesses(ns: string): { pid: number; inner: number; comm: string; state: string }[] {
+  const out: { pid: number; inner: number; comm: string; state: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/ns/pid`) !== ns) continue;
+      const status = readFileSync(`/proc/${entry}/status`, 'utf8');
+      const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
+      out.push({
+        pid: Number(entry),
+        inner: Number(field('NSpid').split(/\s+/).at(-1)),
+        comm: field('Name'),
+        state: field('State').charAt(0),
+      });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** The image's own config (docker-archive: manifest.json names the config file). */
+function imageConfig(): { User?: string; Entrypoint?: string[] } {
+  const manifest = JSON.parse(
+    execFileSync('tar', ['-xOf', image.archive, 'manifest.json'], { encoding: 'utf8' }),
+  ) as {
+    Config: string;
+  }[];
+  const config = JSON.parse(
+    execFileSync('tar', ['-xOf', image.archive, manifest[0]!.Config], { encoding: 'utf8' }),
+  ) as { config: { User?: string; Entrypoint?: string[] } };
+  return config.config;
+}
+
+test('the image: tini is PID 1 and reaps what an install command leaves behind; no package manager; not root by default', async () => {
+  const config = imageConfig();
+  assert.equal(config.User, '65532:65532', 'the image does not run as root unless the pod says so');
+  assert.deepEqual(config.Entrypoint?.slice(0, 3), ['/usr/bin/tini', '--', 'node']);
+  const agent = operatorProcesses().find((p) => p.command === 'agent');
+  assert.ok(agent, `the agent's node process: ${JSON.stringify(operatorProcesses())}`);
+  const init = namespaceProcesses(agent.ns).find((p) => p.inner === 1);
+  assert.equal(init?.comm, 'tini', 'PID 1 of the agent container');
+  // The controller runs as 65532 (the pod's runAsUser, as the image's USER), the agent as root.
+  const uid = (pid: number) => /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  assert.equal(uid(agent.pid), '0');
+  for (const c of operatorProcesses().filter((p) => p.command === 'controller'))
+    assert.equal(uid(c.pid), '65532');
+  // No npm, npx, corepack or yarn in the runtime image: only node.
+  const root = `/proc/${agent.pid}/root`;
+  assert.ok(existsSync(`${root}/usr/local/bin/node`), 'node is there');
+  for (const gone of [
+    'usr/local/bin/npm',
+    'usr/local/bin/npx',
+    'usr/local/bin/corepack',
+    'usr/local/lib/node_modules',
+  ])
+    assert.equal(existsSync(`${root}/${gone}`), false, `/${gone} in the runtime image`);
+
+  // Three runs whose install command backgrounds a process that outlives modprobe by a second.
+  const flag = join(tree.recordsDir, 'orphan-demo_fs');
+  writeFileSync(flag, '');
+  try {
+    for (const i of [1, 2, 3]) {
+      await createRequest(`e2e-orphan-${i}`, { module: 'demo_fs', nodeName: NODE });
+      await waitPhase(`e2e-orphan-${i}`, 'Succeeded');
+    }
+  } finally {
+    unlinkSync(flag);
+  }
+  await waitFor('the orphans to exit', () =>
+    namespaceProcesses(agent.ns).every((p) => p.comm !== 'sleep' || p.state === 'Z') ? true : undefined,
+  );
+  await waitFor(
+    'every orphan reaped: no zombie in the agent container',
+    () => (namespaceProcesses(agent.ns).every((p) => p.state !== 'Z') ? true : undefined),
+    30_000,
+  ).catch((err: unknown) => {
+    throw new Error(`${String(err)}; in the container: ${JSON.stringify(namespaceProcesses(agent.ns))}`);
+  });
+});
+
 /** The service-account token the kubelet projected into the agent pod, read from the node's disk. */
 function projectedToken(pod: V1Pod): string {
   const vols = join(node!.dir, 'kubelet/pods', pod.metadata!.uid!, 'volumes/kubernetes.io~projected');
@@ -625,7 +729,7 @@ test('helm uninstall removes everything it installed; the CRDs stay (Helm’s cr
   helm('uninstall', RELEASE, '-n', NS, '--wait');
   const selector = `app.kubernetes.io/instance=${RELEASE}`;
   const types =
-    'deploy,ds,rs,pods,sa,cm,roles,rolebindings,clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings';
+    'deploy,ds,rs,pods,sa,cm,roles,rolebindings,clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings,networkpolicies';
   await waitFor('nothing of the release left', () =>
     kubectl('get', types, '-A', '-l', selector, '-o', 'name').trim() === '' ? true : undefined,
   );

@@ -102,6 +102,9 @@ case "$mod" in
   slow*) case "$param" in secs=*) sleep "\${param#secs=}" ;; *) echo "slow* needs secs=N" >&2; exit 9 ;; esac ;;
   hold*) while [ ! -e ${dir}/release."$mod" ] && [ -d ${dir} ]; do sleep 0.05; done ;;
   hang*) sleep 1000 & echo "grandchild $! $mod" >> ${logPath}; sleep 1000 ;;
+  # Leaves an orphan behind, as an install command that backgrounds a process does: it outlives
+  # the helper, then exits, and someone must reap it.
+  orphan*) sleep 1 </dev/null >/dev/null 2>&1 & echo "orphan $! $mod" >> ${logPath} ;;
   # A hostile stderr: OSC 52 (write the clipboard), OSC 0 (window title), CSI 8m (hidden text),
   # a carriage return over the line, and a C1 CSI (U+009B in UTF-8).
   term*) printf 'modprobe: FATAL: \\033]52;c;cm0gLXJmIH4K\\007\\033]0;owned\\007\\033[8mhidden\\033[0m\\rover \\302\\2331m %s\\n' "$mod" >&2; exit 1 ;;

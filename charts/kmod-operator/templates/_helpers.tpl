@@ -47,3 +47,27 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
   value: {{ $api.port | toString | quote }}
 {{- end }}
 {{- end -}}
+
+{{/*
+--metrics-address for a component: (dict "root" . "bind" VALUE "port" PORT "what" NAME). VALUE ''
+means every address of the pod's network; with hostNetwork that would be every address of the
+NODE, where no NetworkPolicy applies, so there '' means the pod's IP (status.podIP: the node's own
+address, the one kubelet probes and Prometheus use). `podIP` means that in any case; an IP literal
+binds that address only. Loopback is refused: kubelet probes reach the pod's IP.
+*/}}
+{{- define "kmod.metricsAddress" -}}
+{{- $bind := .bind | default "" | toString -}}
+{{- if and (not $bind) .root.Values.hostNetwork }}{{ $bind = "podIP" }}{{ end -}}
+{{- if or (hasPrefix "127." $bind) (eq $bind "::1") (eq $bind "localhost") (eq $bind "[::1]") -}}
+{{- fail (printf "%s.metricsBindAddress %q: the kubelet's probes reach the pod's IP, not loopback; use podIP (the node's address with hostNetwork) or leave it empty" .what $bind) -}}
+{{- end -}}
+--metrics-address={{ if eq $bind "podIP" }}$(POD_IP){{ else }}{{ $bind }}{{ end }}:{{ .port }}
+{{- end -}}
+
+{{/* The POD_IP env a `$(POD_IP)` metrics address needs (same arguments as kmod.metricsAddress). */}}
+{{- define "kmod.podIpEnv" -}}
+{{- if contains "$(POD_IP)" (include "kmod.metricsAddress" .) }}
+- name: POD_IP
+  valueFrom: { fieldRef: { fieldPath: status.podIP } }
+{{- end }}
+{{- end -}}

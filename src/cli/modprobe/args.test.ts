@@ -1,6 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseCommandLine, parseDuration, parseSelector, UsageError, type Options } from './args.ts';
+import {
+  isOneOff,
+  parseCommandLine,
+  parseDuration,
+  parseSelector,
+  UsageError,
+  type Options,
+} from './args.ts';
 
 const parse = (...a: string[]) => parseCommandLine(a) as Options;
 const refuses = (args: string[], re: RegExp) =>
@@ -52,6 +59,23 @@ test('kubectl-style flags: -l, --wait=, --timeout, -o, --context, --kubeconfig, 
   assert.equal(o.rm, true);
   assert.deepEqual(parse('--all-nodes', 'x').nodeSelector, {});
   assert.equal(parseCommandLine(['--help']), 'help');
+});
+
+test('a selector target is a one-off unless --keep; a --node request is deleted only with --rm', () => {
+  assert.equal(parse('-l', 'role=gpu', 'x').rm, true);
+  assert.equal(parse('--all-nodes', 'x').rm, true);
+  assert.equal(parse('--all-nodes', '--keep', 'x').rm, false);
+  assert.equal(parse('-l', 'role=gpu', '--keep', 'x').rm, false);
+  assert.equal(parse('--node', 'a', 'x').rm, false);
+  assert.equal(parse('--node', 'a', '--rm', 'x').rm, true);
+  refuses(['--all-nodes', '--keep', '--rm', 'x'], /--rm and --keep contradict/);
+  refuses(['--node', 'a', '--keep', 'x'], /--keep is for -l\/--all-nodes/);
+  assert.deepEqual(
+    [true, false].flatMap((rm) =>
+      [true, false].flatMap((keep) => [true, false].map((selector) => isOneOff({ rm, keep, selector }))),
+    ),
+    [true, true, true, true, false, false, true, false],
+  );
 });
 
 test('bad command lines are refused with the flag named', () => {

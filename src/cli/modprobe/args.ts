@@ -13,6 +13,10 @@ Usage:
   kubectl modprobe (--node NODE | -l SELECTOR | --all-nodes) [flags] MODULE [PARAM=VALUE...]
   kubectl modprobe (--node NODE | -l SELECTOR | --all-nodes) [flags] -r MODULE
 
+With -l or --all-nodes the request is a one-off: it is deleted once every node
+reported, on Ctrl-C and when the wait times out, so it never stands to load the
+module on nodes that join later or again after a node reboots (--keep keeps it).
+
 Examples:
   kubectl modprobe --node worker-1 nvidia_uvm
   kubectl modprobe -l nvidia.com/gpu.present=true nvidia_uvm uvm_perf_prefetch_enable=0
@@ -31,7 +35,10 @@ Flags:
       --timeout DURATION     kill the helper after this long (30s, 2m, 90; default 60s, max 1h);
                              the result is awaited for this long plus 60s
       --rm                   delete the request once its result is reported (or on Ctrl-C,
-                             which cancels runs still waiting for a slot)
+                             which cancels runs still waiting for a slot); the default for
+                             -l and --all-nodes
+      --keep                 keep a -l/--all-nodes request standing: it then loads the module
+                             on matching nodes that join later, and again after a reboot
   -o, --output FORMAT        print the final ModuleRequest as yaml or json
   -v, --verbose              say which request was created and each node's result
       --kubeconfig PATH      kubeconfig file (default: $KUBECONFIG, ~/.kube/config)
@@ -63,6 +70,7 @@ export interface Options {
   dryRun: boolean;
   wait: WaitMode;
   timeoutSeconds: number;
+  /** Delete the request at the end, on Ctrl-C and on timeout: --rm, or a selector target without --keep. */
   rm: boolean;
   output?: 'yaml' | 'json';
   verbose: boolean;
@@ -85,6 +93,7 @@ export const FLAGS = {
   wait: { type: 'string' },
   timeout: { type: 'string' },
   rm: { type: 'boolean' },
+  keep: { type: 'boolean' },
   output: { type: 'string', short: 'o' },
   verbose: { type: 'boolean', short: 'v' },
   kubeconfig: { type: 'string' },
@@ -121,6 +130,16 @@ export function parseSelector(text: string): Record<string, string> {
   return sel;
 }
 
+/**
+ * Whether the request is deleted once reported, on Ctrl-C and on timeout. A selector target
+ * (`-l`, `--all-nodes`) is a one-off unless `--keep`: a standing selector request would load the
+ * module on every matching node that joins later, and again after each reboot, long after the
+ * command that made it returned. A `--node` request is deleted with `--rm` only.
+ */
+export function isOneOff(o: { rm: boolean; keep: boolean; selector: boolean }): boolean {
+  return o.rm || (o.selector && !o.keep);
+}
+
 /** Parses the plugin's argv (without the program name). Returns 'help' for -h/--help. */
 export function parseCommandLine(argv: readonly string[]): Options | 'help' {
   let parsed;
@@ -151,6 +170,10 @@ export function parseCommandLine(argv: readonly string[]): Options | 'help' {
   if (v.output !== undefined && v.output !== 'yaml' && v.output !== 'json') {
     throw new UsageError(`-o/--output must be yaml or json, got "${v.output}"`);
   }
+  if (v.rm && v.keep) throw new UsageError('--rm and --keep contradict each other: choose one');
+  if (v.keep && v.node !== undefined) {
+    throw new UsageError('--keep is for -l/--all-nodes (a --node request is kept unless --rm)');
+  }
   const opts: Options = {
     module,
     parameters,
@@ -158,7 +181,7 @@ export function parseCommandLine(argv: readonly string[]): Options | 'help' {
     dryRun: v['dry-run'] === true,
     wait,
     timeoutSeconds,
-    rm: v.rm === true,
+    rm: isOneOff({ rm: v.rm === true, keep: v.keep === true, selector: v.node === undefined }),
     verbose: v.verbose === true,
   };
   if (v.node !== undefined) opts.nodeName = v.node;

@@ -44,6 +44,9 @@ const RECORDER = `#!/bin/sh
 set -u
 # The suite holds a module's helper running while a file hold-<module> exists.
 while [ -e ${RECORD_MOUNT}/hold-$1 ]; do sleep 0.1; done
+# While orphan-<module> exists, leave a process behind that outlives modprobe by a second, as an
+# install command that backgrounds something does: PID 1 of the agent's container must reap it.
+if [ -e ${RECORD_MOUNT}/orphan-$1 ]; then sleep 1 </dev/null >/dev/null 2>&1 & fi
 out=${RECORD_MOUNT}/$(date +%s%N)-$$-$1
 mkdir -p "$out.part"
 ppid_of() { sed -n 's/^PPid:[[:space:]]*//p' "/proc/$1/status"; }
