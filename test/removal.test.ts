@@ -65,7 +65,11 @@ const env = useControlPlane({
       namespace: ns,
       body: {
         metadata: { name: 'policy' },
-        data: { allow: '.', allowRemove: '^(demo_core|demo_net|demo_fs|demo_pci)$' },
+        data: {
+          allow: '.',
+          allowRemove: '^(demo_core|demo_net|demo_fs|demo_pci)$',
+          denyParameters: '^demo_fs\\.evil$',
+        },
       },
     });
     await core.createNamespacedConfigMap({
@@ -160,8 +164,16 @@ test('one module, one lane: requests for the same module run one at a time in cr
     // Another module and a dry run of this one go ahead while the lane is held.
     await createRequest(env.kc, 'order-other', { module: 'demo_pci', nodeName: 'sim' });
     await createRequest(env.kc, 'order-dry', { module: 'demo_fs', nodeName: 'sim', dryRun: true });
+    // A request the policy refuses is refused at once: it never waits in the lane.
+    await createRequest(env.kc, 'order-denied', {
+      module: 'demo_fs',
+      nodeName: 'sim',
+      parameters: ['evil=1'],
+    });
     await waitForCondition(env.kc, 'order-other', 'Succeeded');
     await waitForCondition(env.kc, 'order-dry', 'Succeeded');
+    await waitForCondition(env.kc, 'order-denied', 'Failed');
+    assert.equal((await nodeOf('order-denied'))?.reason, 'Denied');
     // wait: None reports at once, yet its helper still runs: the lane stays taken.
     await waitForCondition(env.kc, 'order-1-load', 'Succeeded');
     await eventually('the first load to be running', () =>

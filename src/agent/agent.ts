@@ -145,8 +145,11 @@ export class Agent {
   readonly #executions = new Map<string, Execution>();
   readonly #inFlight = new Set<Promise<void>>();
   readonly #outcomes: Outcomes;
-  /** Runs held back by an earlier request for the same module (run name → the blocker's name). */
-  readonly #blocked = new Map<string, string>();
+  /**
+   * Executions waiting for their turn in their module's lane (run name → how to let it go): an
+   * earlier request's run of the same module is still open or running on this node.
+   */
+  readonly #laneWaiting = new Map<string, { module: string; go: () => void }>();
   #started = false;
   #stopping = false;
 
@@ -162,7 +165,7 @@ export class Agent {
       opts.registry,
       () => ({ running: this.#slots.running, waiting: this.#slots.waiting }),
       () => this.#helpers.waiting,
-      () => this.#blocked.size,
+      () => this.#laneWaiting.size,
     );
     this.#queue = new WorkQueue({
       name: 'moduleruns',
@@ -213,6 +216,7 @@ export class Agent {
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
       onHelperStart: (exec) => this.#outcomes.markStarted(exec),
+      laneTurn: (run, exec, log) => this.#laneTurn(run, exec, log),
       ...(opts.resolver
         ? {
             resolver: new NodeResolver(
@@ -384,8 +388,6 @@ export class Agent {
     );
     // The killable wait: only a run still waiting for a slot stops; a running helper is left alone.
     if (decision.cancel) current?.cancel.abort(decision.cancel);
-    // Held back in its module's lane only while it is waiting to start (see below).
-    if (decision.action !== 'start') this.#blocked.delete(name);
     if (!run || run.metadata.deletionTimestamp) {
       this.#outcomes.forgetRun(name, new Set(this.#runs.list().map((r) => r.metadata.uid ?? '')));
       return;
@@ -401,18 +403,6 @@ export class Agent {
       return;
     }
     if (decision.action !== 'start') return;
-    // One module, one lane: an earlier request for the same module on this node goes first.
-    const blocker = blockerOf(this.#laneEntry(run), this.#laneEntries(run.spec.module));
-    if (blocker) {
-      if (this.#blocked.get(name) !== blocker.id)
-        this.#runLog(run, { attempt: decision.attempt }).info(
-          'waiting for an earlier request for the same module on this node',
-          { blocker: blocker.id },
-        );
-      this.#blocked.set(name, blocker.id);
-      return;
-    }
-    this.#blocked.delete(name);
     const exec: Execution = {
       uid,
       generation,
@@ -478,14 +468,48 @@ export class Agent {
       .map((r) => this.#laneEntry(r));
   }
 
-  /** Decides again every run held back in `module`'s lane. */
+  /** The earlier run `run` must wait for in its module's lane (ordering.ts), if any. */
+  #blockerOf(run: ModuleRun): LaneEntry | undefined {
+    return blockerOf(this.#laneEntry(run), this.#laneEntries(run.spec.module));
+  }
+
+  /**
+   * Resolves true once no run created for an earlier request of the same module is open or
+   * running on this node (at once when none is), false when the execution is cancelled
+   * meanwhile (deleted, superseded, agent stopping). Waiting holds no helper slot.
+   */
+  #laneTurn(run: ModuleRun, exec: Execution, log: Logger): Promise<boolean> {
+    const name = run.metadata.name ?? '';
+    const blocker = this.#blockerOf(this.#runs.get(name) ?? run);
+    if (!blocker) return Promise.resolve(true);
+    log.info('waiting for an earlier request for the same module on this node', { blocker: blocker.id });
+    return new Promise((resolve) => {
+      const cancelled = () => {
+        this.#laneWaiting.delete(name);
+        resolve(false);
+      };
+      if (exec.cancel.signal.aborted) return cancelled();
+      exec.cancel.signal.addEventListener('abort', cancelled, { once: true });
+      this.#laneWaiting.set(name, {
+        module: run.spec.module,
+        go: () => {
+          exec.cancel.signal.removeEventListener('abort', cancelled);
+          resolve(true);
+        },
+      });
+    });
+  }
+
+  /** Lets go every execution waiting in `module`'s lane that no earlier run holds back any more. */
   #wakeLane(module: string): void {
-    if (this.#blocked.size === 0) return;
+    if (this.#laneWaiting.size === 0) return;
     const lane = laneOf(module);
-    for (const name of this.#blocked.keys()) {
+    for (const [name, waiting] of [...this.#laneWaiting]) {
+      if (laneOf(waiting.module) !== lane) continue;
       const run = this.#runs.get(name);
-      if (!run) this.#blocked.delete(name);
-      else if (laneOf(run.spec.module) === lane) this.#queue.add(name);
+      if (run && this.#blockerOf(run)) continue;
+      this.#laneWaiting.delete(name);
+      waiting.go();
     }
   }
 

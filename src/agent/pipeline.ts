@@ -4,6 +4,7 @@
  *
  *   check   spec valid, for this node; helper path set; module policy on the name
  *           and parameters asked (a dry run: on everything modprobe would load, then stop)
+ *   lane    an earlier request's run of the same module on this node goes first (ordering.ts)
  *   gate    helpers Enabled (else wait, then park: the run stays pending)
  *   slot    a helper slot within the busy timeout (else Throttled)
  *   policy  inside the slot, right before exec: the policy in force now, on every
@@ -15,8 +16,6 @@
  *           AlreadyLoaded, Removed, InUse, ..., and the errno and the kernel's lines
  *   report  the result, unless the run went away or moved on
  *
- * Which run of a module may start on this node at all (one at a time, in creation order) is
- * the agent's decision before execute() (ordering.ts).
  *
  * `execute()` never retries by itself: it says what happened (an Outcome),
  * and the agent's work queue does every retry (rate-limited, per run).
@@ -92,6 +91,12 @@ export interface PipelineOptions {
   bootId: () => Promise<string>;
   /** Called right before a helper is started for an execution (attempts.ts: what started here). */
   onHelperStart?: (exec: Execution) => void;
+  /**
+   * Resolves true when the run's turn in its module's lane has come (ordering.ts: an earlier
+   * request's run of the same module goes first), false when the execution was cancelled while
+   * it waited. Unset: no lanes.
+   */
+  laneTurn?: (run: ModuleRun, exec: Execution, log: Logger) => Promise<boolean>;
   /** How to ask modprobe what a request really loads; unset = the policy sees the name asked only. */
   resolver?: NodeResolver;
   /** modprobe flags before `-q`, the same the resolver uses (--modprobe-args); [] on a real node. */
@@ -121,6 +126,10 @@ export class RunPipeline {
     const name = run.metadata.name ?? '';
     const refusal = await this.#check(run, log);
     if (refusal) return this.finish(run, exec, refusal, log);
+
+    // One module, one lane: a load and a removal of one module never race. A run refused above
+    // never waits here; one that waits holds no slot.
+    if (this.#o.laneTurn && !(await this.#o.laneTurn(run, exec, log))) return { kind: 'cancelled' };
 
     // Freezing or Disabled: wait a while, then park; the run stays pending and nothing is lost.
     if (!(await this.#o.helpers.whenEnabled(this.#o.freezeWaitMs, exec.cancel.signal))) {
