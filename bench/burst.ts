@@ -4,12 +4,13 @@
  * sleeping 1 s, with the default cap of 50 and a busy timeout long enough for
  * all to run. Prints the wall time from release to the last Succeeded, the
  * peak number of helpers alive (from the helpers' own records), and request
- * latency percentiles. Runs on the real local control plane.
+ * latency percentiles, and writes them to bench/results-burst.json (or
+ * BENCH_RESULTS=path). Runs on the real local control plane.
  *
  * Run: node_modules/.bin/node bench/burst.ts [N=200]
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
@@ -22,10 +23,13 @@ import { installCrds } from '../src/kube/crds.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { createRequest } from '../test/support/objects.ts';
 import { metricValue } from '../test/support/operator.ts';
+import { resultsPath, writeResults } from '../test/support/results.ts';
 
 const n = Number(process.argv[2] ?? 200);
 if (!Number.isInteger(n) || n < 1)
   throw new Error(`N (the first argument) must be a positive whole number, got '${process.argv[2]}'`);
+const out = resultsPath('bench/results-burst.json');
+const loadAtStart = loadavg().map((x) => +x.toFixed(2));
 const cp = await startControlPlane();
 try {
   const kc = new KubeConfig();
@@ -105,6 +109,22 @@ try {
   const pct = (p: number) =>
     ((lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] ?? 0) / 1000).toFixed(2);
   const ideal = Math.ceil(n / 50);
+  const seconds = (ms: number) => +(ms / 1000).toFixed(2);
+  const at = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] ?? 0;
+  writeResults(
+    out,
+    {
+      command: `node_modules/.bin/node bench/burst.ts ${n}`,
+      sizes: { runs: n, cap: 50, helperSeconds: 1 },
+      wallSeconds: seconds(wall),
+      idealSeconds: ideal,
+      ratio: +(wall / 1000 / ideal).toFixed(2),
+      peakHelpersAlive: peak,
+      latencySeconds: { p50: seconds(at(50)), p90: seconds(at(90)), p99: seconds(at(99)) },
+      runsPerSecond: +(n / (wall / 1000)).toFixed(1),
+    },
+    { loadAverageAtStart: loadAtStart },
+  );
   console.log(
     `burst of ${n} runs (1 s helpers, cap 50): all Succeeded in ${(wall / 1000).toFixed(2)} s ` +
       `(ideal ${ideal} s, overhead x${(wall / 1000 / ideal).toFixed(2)}); peak helpers alive ${peak}; ` +

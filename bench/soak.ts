@@ -120,7 +120,7 @@ try {
   }
   log(`stream over: ${names.length} requests; faults ${JSON.stringify(done)}; checking`);
   try {
-    await assertRecovered(kc, helper, 'soak', names, interrupted, 600_000);
+    await assertRecovered(kc, helper, 'soak', names, { mayBeInterrupted: interrupted, timeoutMs: 600_000 });
     const twice = [...interrupted].length;
     log(
       `OK: all ${names.length} requests Succeeded; ${twice} run(s) interrupted by an agent kill (attempt ≤ 2); no helper ran without a claim; no orphans`,

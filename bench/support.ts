@@ -65,6 +65,7 @@ async function startCli(
   subcommand: string,
   cp: ControlPlane,
   args: string[],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<Component> {
   const port = await freePort();
   // What the image runs (the bundle, with the Dockerfile's node flags), so RSS is a node's RSS.
@@ -79,16 +80,23 @@ async function startCli(
       ...args,
     ],
     port,
-    { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
+    { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', ...env },
     image.command,
   );
   await waitReady(c);
   return c;
 }
 
-/** Starts `kmod-operator controller` against the control plane; resolves once it is ready. */
-export function startControllerProcess(cp: ControlPlane, extra: string[] = []): Promise<Component> {
-  return startCli('controller', 'controller', cp, extra);
+/**
+ * Starts `kmod-operator controller` against the control plane; resolves once it is ready. `env` is
+ * added to its environment (e.g. LOG_LEVEL=info to read its log).
+ */
+export function startControllerProcess(
+  cp: ControlPlane,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<Component> {
+  return startCli('controller', 'controller', cp, extra, env);
 }
 
 /** Starts `kmod-operator agent` for one node, as the DaemonSet runs it; resolves once it is ready. */
@@ -249,20 +257,41 @@ export async function apiserverCpuSeconds(cp: ControlPlane): Promise<number> {
   return Number(m[1]);
 }
 
-/** Scrapes kube-apiserver's /metrics and sums apiserver_request_total over the write verbs, by resource. */
-export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
-  const text = await scrapeApiserver(cp);
-  const counts: WriteCounts = {};
-  for (const line of text.split('\n')) {
+/** The labels and value of each apiserver_request_total series in kube-apiserver's /metrics. */
+async function apiserverRequestSeries(
+  cp: ControlPlane,
+): Promise<Array<{ labels: Record<string, string>; value: number }>> {
+  const series = [];
+  for (const line of (await scrapeApiserver(cp)).split('\n')) {
     if (!line.startsWith('apiserver_request_total{')) continue;
     const labels = Object.fromEntries(
       [...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1] ?? '', m[2] ?? '']),
     );
+    series.push({ labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) });
+  }
+  return series;
+}
+
+/** Scrapes kube-apiserver's /metrics and sums apiserver_request_total over the write verbs, by resource. */
+export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
+  const counts: WriteCounts = {};
+  for (const { labels, value } of await apiserverRequestSeries(cp)) {
     if (!WRITE_VERBS.has(labels.verb ?? '')) continue;
     const key = labels.subresource ? `${labels.resource}/${labels.subresource}` : (labels.resource ?? '');
-    counts[key] = (counts[key] ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1));
+    counts[key] = (counts[key] ?? 0) + value;
   }
   return counts;
+}
+
+/**
+ * How many requests kube-apiserver has answered whose labels match `match` (e.g. `{ verb: 'POST',
+ * resource: 'moduleruns', code: '403' }`: creates of runs that admission refused), from its own
+ * apiserver_request_total.
+ */
+export async function apiserverRequests(cp: ControlPlane, match: Record<string, string>): Promise<number> {
+  return (await apiserverRequestSeries(cp))
+    .filter(({ labels }) => Object.entries(match).every(([k, v]) => labels[k] === v))
+    .reduce((sum, { value }) => sum + value, 0);
 }
 
 /** after − before, leaving out resources with no writes in between. */

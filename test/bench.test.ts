@@ -305,25 +305,95 @@ test('make soak: the stream ends with its checks passing', async (t) => {
   t.diagnostic(out.trim());
 });
 
-test('node_modules/.bin/node bench/controlplane.ts 5: a line per round and the summary', async () => {
-  // Two rounds, not five: each is a control-plane start and stop.
-  const out = await run('node_modules/.bin/node', ['bench/controlplane.ts', '2']);
+test('node_modules/.bin/node bench/controlplane.ts 5: a line per round, the summary, and its results file', async () => {
+  // Two rounds, not five: each is a control-plane start and stop. Results to a temporary file.
+  const path = join(dir, 'controlplane.json');
+  const out = await run('node_modules/.bin/node', ['bench/controlplane.ts', '2'], { BENCH_RESULTS: path });
   assert.equal(out.match(/^round \d+: ready in [\d.]+ s, stopped in [\d.]+ s$/gm)?.length, 2, out);
-  assert.match(
-    out,
-    /^warm start to ready: median [\d.]+ s, min [\d.]+ s, max [\d.]+ s over 2 rounds; stop: median [\d.]+ s$/m,
-  );
+  const m =
+    /^warm start to ready: median ([\d.]+) s, min [\d.]+ s, max [\d.]+ s over 2 rounds; stop: median ([\d.]+) s$/m.exec(
+      out,
+    );
+  assert.ok(m, out);
+  assert.match(out, new RegExp(`^wrote ${path}$`, 'm'));
+  const results = JSON.parse(readFileSync(path, 'utf8')) as {
+    machine: { loadAverage: number[]; loadAverageAtStart: number[] };
+    command: string;
+    rounds: number;
+    startSeconds: { median: number; min: number; max: number; each: number[] };
+    stopSeconds: { median: number; each: number[] };
+  };
+  assert.equal(results.command, 'node_modules/.bin/node bench/controlplane.ts 2');
+  assert.equal(results.rounds, 2);
+  assert.equal(results.startSeconds.each.length, 2);
+  assert.equal(results.startSeconds.median, Number(m[1]), 'the file holds what it printed');
+  assert.equal(results.stopSeconds.median, Number(m[2]));
+  assert.equal(results.machine.loadAverageAtStart.length, 3, 'how busy the machine was');
 });
 
-test('node_modules/.bin/node bench/burst.ts 200: all Succeeded, and the figures', async () => {
+test('node_modules/.bin/node bench/burst.ts 200: all Succeeded, the figures, and its results file', async () => {
   // 20 runs, not 200 (the 200 runs' writes take the machine a while): under the cap of 50.
-  const out = await run('node_modules/.bin/node', ['bench/burst.ts', '20']);
+  const path = join(dir, 'burst.json');
+  const out = await run('node_modules/.bin/node', ['bench/burst.ts', '20'], { BENCH_RESULTS: path });
   const m =
-    /burst of 20 runs \(1 s helpers, cap 50\): all Succeeded in ([\d.]+) s \(ideal 1 s, overhead x[\d.]+\); peak helpers alive (\d+); request latency p50 [\d.]+ s, p90 [\d.]+ s, p99 [\d.]+ s; [\d.]+ runs\/s/.exec(
+    /burst of 20 runs \(1 s helpers, cap 50\): all Succeeded in ([\d.]+) s \(ideal 1 s, overhead x([\d.]+)\); peak helpers alive (\d+); request latency p50 ([\d.]+) s, p90 [\d.]+ s, p99 [\d.]+ s; ([\d.]+) runs\/s/.exec(
       out,
     );
   assert.ok(m, out);
   assert.ok(Number(m[1]) >= 1, 'a 1 s helper takes at least 1 s');
-  const peak = Number(m[2]);
+  const peak = Number(m[3]);
   assert.ok(peak >= 1 && peak <= 20, `peak helpers alive ${peak}: at most the 20 runs (cap 50)`);
+  assert.match(out, new RegExp(`^wrote ${path}$`, 'm'));
+  const results = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  assert.deepEqual(
+    {
+      command: results.command,
+      sizes: results.sizes,
+      wallSeconds: results.wallSeconds,
+      ratio: results.ratio,
+      peak: results.peakHelpersAlive,
+      p50: (results.latencySeconds as { p50: number }).p50,
+      runsPerSecond: results.runsPerSecond,
+    },
+    {
+      command: 'node_modules/.bin/node bench/burst.ts 20',
+      sizes: { runs: 20, cap: 50, helperSeconds: 1 },
+      wallSeconds: Number(m[1]),
+      ratio: Number(m[2]),
+      peak,
+      p50: Number(m[4]),
+      runsPerSecond: Number(m[5]),
+    },
+    'the file holds what it printed',
+  );
+});
+
+test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node bench/repeat.ts 6 BENCH_ONLY=fanout BENCH_FANOUT=1000: each run and the median', async () => {
+  // Two runs of a fan-out over 2 nodes, not six over 1,000 (minutes).
+  const path = join(dir, 'repeat.json');
+  const out = await run(
+    'node_modules/.bin/node',
+    ['bench/repeat.ts', '2', 'BENCH_ONLY=fanout', 'BENCH_FANOUT=2'],
+    { BENCH_RESULTS: path },
+  );
+  assert.equal(out.match(/^run [12]: fanout-2 [\d.]+ s \(floor [\d.]+ s\)$/gm)?.length, 2, out);
+  const m =
+    /^fanout-2: median ([\d.]+) s \(min [\d.]+, max [\d.]+\) over 2 runs; floor median [\d.]+ s$/m.exec(out);
+  assert.ok(m, out);
+  const results = JSON.parse(readFileSync(path, 'utf8')) as {
+    command: string;
+    scenarios: Record<
+      string,
+      { wallSeconds: { median: number; each: number[] }; floorSeconds: { each: number[] } }
+    >;
+  };
+  assert.equal(results.command, 'node_modules/.bin/node bench/repeat.ts 2 BENCH_ONLY=fanout BENCH_FANOUT=2');
+  const fan = results.scenarios['fanout-2'];
+  assert.equal(fan?.wallSeconds.each.length, 2);
+  assert.equal(fan.floorSeconds.each.length, 2);
+  assert.equal(fan.wallSeconds.median, Number(m[1]), 'the file holds what it printed');
+  await assert.rejects(
+    run('node_modules/.bin/node', ['bench/repeat.ts', 'six']),
+    /RUNS \(the first argument\) must be a positive whole number, got 'six'/,
+  );
 });

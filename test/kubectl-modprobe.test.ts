@@ -12,10 +12,22 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import {
+  ApiextensionsV1Api,
+  CustomObjectsApi,
+  type V1CustomResourceDefinition,
+} from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
 import { hasControl } from '../src/api/text.ts';
-import { GROUP, RUN_PLURAL, VERSION, type ModuleRequest } from '../src/api/types.ts';
+import {
+  API_VERSION,
+  GROUP,
+  REQUEST_PLURAL,
+  RUN_PLURAL,
+  VERSION,
+  type ModuleRequest,
+} from '../src/api/types.ts';
+import { errorMessage } from '../src/observability/logger.ts';
 import { ensureBinaries } from '../src/cluster/controlplane.ts';
 import type { Controller } from '../src/controller/controller.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
@@ -63,24 +75,35 @@ interface Result {
   stdout: string;
   stderr: string;
 }
-/** Runs a shell line in the repository, as a user who followed the README would type it. */
-function sh(line: string, extraEnv: Record<string, string> = {}): Promise<Result> {
-  return new Promise((done) => {
-    const p = spawn('sh', ['-c', `export PATH="$PWD/bin:$PATH"\n${line}`], {
-      cwd: root,
-      env: {
-        ...process.env,
-        PATH: `${kubectlDir}:${process.env.PATH}`,
-        KUBECONFIG: env.cp.kubeconfigPath,
-        ...extraEnv,
-      },
-    });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('close', (code) => done({ code, stdout, stderr }));
+/** A shell line started in the repository, as a user who followed the README would type it. */
+interface Started {
+  /** Settles once the line has exited. */
+  done: Promise<Result>;
+  /** Its stdout so far. */
+  stdout(): string;
+}
+function start(line: string, extraEnv: Record<string, string> = {}): Started {
+  const p = spawn('sh', ['-c', `export PATH="$PWD/bin:$PATH"\n${line}`], {
+    cwd: root,
+    env: {
+      ...process.env,
+      PATH: `${kubectlDir}:${process.env.PATH}`,
+      KUBECONFIG: env.cp.kubeconfigPath,
+      ...extraEnv,
+    },
   });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return {
+    done: new Promise((done) => p.on('close', (code) => done({ code, stdout, stderr }))),
+    stdout: () => stdout,
+  };
+}
+/** Runs a shell line in the repository to its end (see start). */
+function sh(line: string, extraEnv: Record<string, string> = {}): Promise<Result> {
+  return start(line, extraEnv).done;
 }
 /**
  * Runs a `kubectl modprobe` line in the background, waits until its request (for `module`) has a
@@ -172,16 +195,21 @@ test('fan-out: one line per node, a summary; the first failed node decides the s
 });
 
 test('on a terminal a fan-out shows a live progress line, cleared before the result', async () => {
-  // script(1) runs the command on a pseudo-terminal, as an interactive shell would. 5 s helpers: the
-  // line is drawn between the "running" status (held back ~1 s) and the result, on a loaded machine too.
-  const r = await sh(`script -qec 'kubectl modprobe -l fleet=plug -v slow-prog secs=5' /dev/null`);
+  // script(1) runs the command on a pseudo-terminal, as an interactive shell would. The helpers hold
+  // until the progress line has been drawn, then are released: the result follows it.
+  const progress = /^hold-prog: \d\/3 done \(\d succeeded, 0 failed, \d running, \d pending\)$/;
+  const drawn = (out: string) => out.split(CLEAR).some((l) => progress.test(l));
+  const running = start(`script -qec 'kubectl modprobe -l fleet=plug -v hold-prog' /dev/null`);
+  try {
+    await eventually('the progress line on the terminal', () => drawn(running.stdout()), 60_000);
+  } finally {
+    helper.release('hold-prog');
+  }
+  const r = await running.done;
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const lines = r.stdout.split(CLEAR);
-  assert.ok(
-    lines.some((l) => /^slow-prog: \d\/3 done \(\d succeeded, 0 failed, \d running, \d pending\)$/.test(l)),
-    JSON.stringify(r.stdout),
-  );
-  assert.match(lines.at(-1) ?? '', /^node-a: slow-prog: Completed/, 'the line is cleared, then the results');
+  assert.ok(drawn(r.stdout), JSON.stringify(r.stdout));
+  assert.match(lines.at(-1) ?? '', /^node-a: hold-prog: Completed/, 'the line is cleared, then the results');
 });
 
 test('-o json and -o yaml print the final request on stdout', async () => {
@@ -275,18 +303,23 @@ test('--kubeconfig and --context choose the cluster as in kubectl; an unknown co
 });
 
 test('throttled (75) and timed out (124) have their own exit codes', async () => {
-  const slow = sh('kubectl modprobe --node node-t slow-hold secs=20');
-  await eventually('slow-hold to run on node-t', () => helper.starts('slow-hold') > 0);
-  // A throttled run is retried until its timeout since the first try has passed (then it fails
-  // Throttled): with 1 s, the 0.3 s busy wait plus a 1 s backoff is already past it.
-  const thr = await sh('kubectl modprobe --node node-t --timeout 1s ok-throttled');
-  assert.equal(thr.code, 75, thr.stderr);
-  assert.match(thr.stderr, /^kubectl-modprobe: ok-throttled: Throttled: /m);
-  const to = await sh('kubectl modprobe --node node-a --timeout 1s slow-timeout secs=30');
+  // The one slot of node-t is held until the throttled run has been refused.
+  const holder = sh('kubectl modprobe --node node-t hold-slot');
+  try {
+    await eventually('hold-slot to run on node-t', () => helper.starts('hold-slot') > 0);
+    // A throttled run is retried until its timeout since the first try has passed (then it fails
+    // Throttled): with 1 s, the 0.3 s busy wait plus a 1 s backoff is already past it.
+    const thr = await sh('kubectl modprobe --node node-t --timeout 1s ok-throttled');
+    assert.equal(thr.code, 75, thr.stderr);
+    assert.match(thr.stderr, /^kubectl-modprobe: ok-throttled: Throttled: /m);
+  } finally {
+    helper.release('hold-slot');
+  }
+  assert.equal((await holder).code, 0, 'the slot holder ends well once released');
+  // A helper that runs until killed (never released): the agent kills it at the 1 s timeout.
+  const to = await sh('kubectl modprobe --node node-a --timeout 1s hold-timeout');
   assert.equal(to.code, 124, to.stderr);
   assert.match(to.stderr, /Timeout/);
-  // The slot holder (20 s, longer than a loaded machine takes to start the second plugin) ends well.
-  assert.equal((await slow).code, 0);
 });
 
 test('Ctrl-C while following exits 130; --rm deletes the request (cancelling runs still waiting)', async () => {
@@ -333,23 +366,65 @@ test('a selector request is a one-off: deleted once reported and on Ctrl-C; --ke
   assert.deepEqual(left, [], 'deleted');
 });
 
-test('--dry-run sets spec.dryRun, or is refused where the CRD does not have the field (never dropped)', async (t) => {
-  const crd = await env.kc
-    .makeApiClient(ApiextensionsV1Api)
-    .readCustomResourceDefinition({ name: 'modulerequests.kmod.dev' });
-  const hasDryRun = Boolean(
-    crd.spec.versions[0]?.schema?.openAPIV3Schema?.properties?.spec?.properties?.dryRun,
-  );
+test('--dry-run sets spec.dryRun', async () => {
   const r = await sh('kubectl modprobe --node node-a --dry-run -o json ok-dry');
-  if (!hasDryRun) {
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { spec: { dryRun?: boolean } }).spec.dryRun, true);
+});
+
+test('--dry-run on a cluster whose CRD has no spec.dryRun (an older install) is refused, never dropped', async () => {
+  // This control plane's CRD as an older release installed it: the same, without spec.dryRun.
+  const crds = env.kc.makeApiClient(ApiextensionsV1Api);
+  const name = 'modulerequests.kmod.dev';
+  const specOf = (crd: V1CustomResourceDefinition, i: number) =>
+    crd.spec.versions[i]?.schema?.openAPIV3Schema?.properties?.spec;
+  const current = await crds.readCustomResourceDefinition({ name });
+  const saved = current.spec.versions.map((_, i) => specOf(current, i)?.properties?.dryRun);
+  assert.ok(saved[0], 'the CRD in crds/ has spec.dryRun');
+  current.spec.versions.forEach((_, i) => delete specOf(current, i)?.properties?.dryRun);
+  await crds.replaceCustomResourceDefinition({ name, body: current });
+  /** Whether the API server, with strict field validation as the plugin asks, knows spec.dryRun now. */
+  const knowsDryRun = async () => {
+    try {
+      await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: REQUEST_PLURAL,
+        body: {
+          apiVersion: API_VERSION,
+          kind: 'ModuleRequest',
+          metadata: { name: 'dry-run-probe' },
+          spec: { module: 'ok-probe', nodeName: 'node-a', dryRun: true },
+        },
+        dryRun: 'All',
+        fieldValidation: 'Strict',
+      });
+      return true;
+    } catch (err) {
+      if (/unknown field "spec\.dryRun"/.test(errorMessage(err))) return false;
+      throw err;
+    }
+  };
+  try {
+    await eventually(
+      'the API server to serve the CRD without spec.dryRun',
+      async () => !(await knowsDryRun()),
+    );
+    const r = await sh('kubectl modprobe --node node-a --dry-run -o json ok-dry-old');
     // Strict field validation: without it the API server would drop dryRun and the module would load.
     assert.equal(r.code, 64, r.stderr);
     assert.match(r.stderr, /unknown field "spec\.dryRun"/);
-    assert.deepEqual(await requestsFor('ok-dry'), []);
-    t.diagnostic('this CRD has no spec.dryRun yet (helper i7a adds it): checked that the plugin refuses');
-    return;
+    assert.deepEqual(await requestsFor('ok-dry-old'), [], 'nothing was created');
+    assert.equal(helper.starts('ok-dry-old'), 0);
+  } finally {
+    const back = await crds.readCustomResourceDefinition({ name });
+    back.spec.versions.forEach((_, i) => {
+      const spec = specOf(back, i);
+      if (spec?.properties && saved[i]) spec.properties.dryRun = saved[i];
+    });
+    await crds.replaceCustomResourceDefinition({ name, body: back });
+    await eventually('the API server to serve spec.dryRun again', knowsDryRun);
   }
-  assert.equal((JSON.parse(r.stdout) as { spec: { dryRun?: boolean } }).spec.dryRun, true);
 });
 
 test('--help, and completion through kubectl __complete (flags, node names, wait modes)', async () => {

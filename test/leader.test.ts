@@ -10,7 +10,7 @@ import { Controller } from '../src/controller/controller.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { createRequest, ensureNode, fakeHelper, waitForCondition } from './support/objects.ts';
-import { startAgent } from './support/operator.ts';
+import { metricSum, startAgent } from './support/operator.ts';
 
 const env = useControlPlane();
 
@@ -46,7 +46,12 @@ test('two replicas: one leads and reconciles; the other takes over when it stops
 
   const [leader] = leaders;
   const standby = leader === a ? b : a;
-  assert.equal(standby.leading, false, 'the standby does not reconcile');
+  const registryOf = (c: Controller) => registries.get(c === a ? 'replica-a' : 'replica-b')!;
+  const reconciles = (c: Controller) => metricSum(registryOf(c), 'kmod_controller_reconciles_total');
+  // Its own counter: the leader reconciled le-1; the standby, which saw the same events, did not.
+  assert.ok((await reconciles(leader!)) > 0, 'the leader reconciled le-1');
+  assert.equal(await reconciles(standby), 0, 'the standby does not reconcile');
+  assert.equal(standby.leading, false);
   await leader!.stop(); // releases the lease: the standby takes over at once
   await eventually('the standby to lead', () => standby.leading, 10_000);
   await createRequest(env.kc, 'le-2', { module: 'ok-le2', nodeName: 'node-le' });
@@ -55,7 +60,7 @@ test('two replicas: one leads and reconciles; the other takes over when it stops
   assert.equal(lost, 1, 'the stopped leader reported the end of its term');
   // The requests-by-phase gauge is read from the cache: right on the replica that took over, once
   // its cache has seen what the API already shows.
-  const registry = registries.get(standby === a ? 'replica-a' : 'replica-b')!;
+  const registry = registryOf(standby);
   const metrics = await eventually('the new leader to count 2 Succeeded requests', async () => {
     const text = await registry.metrics();
     return /^kmod_controller_requests\{phase="Succeeded"\} 2$/m.test(text) ? text : undefined;

@@ -8,7 +8,7 @@
  * the ServiceMonitors, Services and dashboard ConfigMap render as documented
  * and not at all by default.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,6 +35,9 @@ function build(script: string): { bin?: string; skip?: string } {
 }
 const helm = build('charts/build-helm.sh');
 const promtool = build('test/monitoring/build-promtool.sh');
+/** Test options: skipped before they start where a tool cannot be built (a failure under CI=true). */
+const needsHelm = { skip: helm.skip ?? false };
+const needsHelmAndPromtool = { skip: helm.skip ?? promtool.skip ?? false };
 
 const helmEnv = {
   ...process.env,
@@ -48,11 +51,11 @@ const ALL_ON = [
   'monitoring.dashboard.enabled=true',
 ];
 
-function render(t: TestContext, set: string[]): KubernetesObject[] {
-  if (!helm.bin) t.skip(helm.skip);
+function render(set: string[]): KubernetesObject[] {
+  assert.ok(helm.bin, 'Helm is built (tests that render run with needsHelm)');
   const args = ['template', 'kmod', join(root, 'charts/kmod-operator'), '-n', 'kmod-system'];
   for (const s of set) args.push('--set', s);
-  const r = spawnSync(helm.bin!, args, { encoding: 'utf8', env: helmEnv });
+  const r = spawnSync(helm.bin, args, { encoding: 'utf8', env: helmEnv });
   assert.equal(r.status, 0, r.stderr);
   return (loadAllYaml(r.stdout) as KubernetesObject[]).filter(Boolean);
 }
@@ -75,28 +78,30 @@ function dashboard(): { panels: Array<{ title: string; targets: Array<{ expr: st
   };
 }
 
-test('promtool check rules and promtool test rules pass on the rendered PrometheusRule', (t) => {
-  const spec = rulesOf(render(t, ALL_ON));
-  if (!promtool.bin) t.skip(promtool.skip);
-  writeFileSync(join(work, 'rules.yaml'), dumpYaml(spec));
-  copyFileSync(join(root, 'test/monitoring/alerts.test.yaml'), join(work, 'alerts.test.yaml'));
-  const check = spawnSync(promtool.bin!, ['check', 'rules', 'rules.yaml'], { cwd: work, encoding: 'utf8' });
-  assert.equal(check.status, 0, check.stdout + check.stderr);
-  assert.match(check.stdout, /SUCCESS: 7 rules found/);
-  const unit = spawnSync(promtool.bin!, ['test', 'rules', 'alerts.test.yaml'], {
-    cwd: work,
-    encoding: 'utf8',
-  });
-  assert.equal(unit.status, 0, unit.stdout + unit.stderr);
-  // Every alert has a test of its own in alerts.test.yaml.
-  const tests = readFileSync(join(work, 'alerts.test.yaml'), 'utf8');
-  for (const r of spec.groups.flatMap((g) => g.rules)) {
-    assert.match(tests, new RegExp(`alertname: ${r.alert}\\b`), `${r.alert} has a promtool test`);
-  }
-});
+test(
+  'promtool check rules and promtool test rules pass on the rendered PrometheusRule',
+  needsHelmAndPromtool,
+  () => {
+    const spec = rulesOf(render(ALL_ON));
+    writeFileSync(join(work, 'rules.yaml'), dumpYaml(spec));
+    copyFileSync(join(root, 'test/monitoring/alerts.test.yaml'), join(work, 'alerts.test.yaml'));
+    const check = spawnSync(promtool.bin!, ['check', 'rules', 'rules.yaml'], { cwd: work, encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+    assert.match(check.stdout, /SUCCESS: 7 rules found/);
+    const unit = spawnSync(promtool.bin!, ['test', 'rules', 'alerts.test.yaml'], {
+      cwd: work,
+      encoding: 'utf8',
+    });
+    assert.equal(unit.status, 0, unit.stdout + unit.stderr);
+    // Every alert has a test of its own in alerts.test.yaml.
+    const tests = readFileSync(join(work, 'alerts.test.yaml'), 'utf8');
+    for (const r of spec.groups.flatMap((g) => g.rules)) {
+      assert.match(tests, new RegExp(`alertname: ${r.alert}\\b`), `${r.alert} has a promtool test`);
+    }
+  },
+);
 
-test('a broken rule fails promtool: the check can fail', (t) => {
-  if (!promtool.bin) t.skip(promtool.skip);
+test('a broken rule fails promtool: the check can fail', { skip: promtool.skip ?? false }, () => {
   writeFileSync(
     join(work, 'broken.yaml'),
     dumpYaml({
@@ -107,8 +112,7 @@ test('a broken rule fails promtool: the check can fail', (t) => {
   assert.notEqual(r.status, 0);
 });
 
-test('helm lint --strict passes with monitoring and the Argo CD health check on', (t) => {
-  if (!helm.bin) t.skip(helm.skip);
+test('helm lint --strict passes with monitoring and the Argo CD health check on', needsHelm, () => {
   const args = [
     'lint',
     '--strict',
@@ -131,47 +135,51 @@ test('helm lint --strict passes with monitoring and the Argo CD health check on'
   assert.match(bad.stdout + bad.stderr, /agentDown/);
 });
 
-test('monitoring renders nothing by default; enabled: two Services, two ServiceMonitors, the dashboard ConfigMap', (t) => {
-  const kinds = (objs: KubernetesObject[]) =>
-    objs.filter(
-      (o) =>
-        /^(Service|PrometheusRule|ServiceMonitor)$/.test(o.kind ?? '') ||
-        o.metadata?.name === 'kmod-dashboard',
+test(
+  'monitoring renders nothing by default; enabled: two Services, two ServiceMonitors, the dashboard ConfigMap',
+  needsHelm,
+  () => {
+    const kinds = (objs: KubernetesObject[]) =>
+      objs.filter(
+        (o) =>
+          /^(Service|PrometheusRule|ServiceMonitor)$/.test(o.kind ?? '') ||
+          o.metadata?.name === 'kmod-dashboard',
+      );
+    assert.deepEqual(
+      kinds(render([])).map((o) => o.kind),
+      [],
     );
-  assert.deepEqual(
-    kinds(render(t, [])).map((o) => o.kind),
-    [],
-  );
-  const on = render(t, [
-    ...ALL_ON,
-    'monitoring.serviceMonitor.labels.release=prometheus',
-    'monitoring.dashboard.namespace=grafana',
-  ]);
-  assert.deepEqual(
-    kinds(on)
-      .map((o) => `${o.kind}/${o.metadata?.name}`)
-      .sort(),
-    [
-      'ConfigMap/kmod-dashboard',
-      'PrometheusRule/kmod-alerts',
-      'Service/kmod-agent-metrics',
-      'Service/kmod-controller-metrics',
-      'ServiceMonitor/kmod-agent-metrics',
-      'ServiceMonitor/kmod-controller-metrics',
-    ],
-  );
-  const sm = on.find(
-    (o) => o.kind === 'ServiceMonitor' && o.metadata?.name === 'kmod-agent-metrics',
-  ) as KubernetesObject & {
-    spec: { endpoints: Array<{ relabelings: Array<{ targetLabel: string }> }> };
-  };
-  assert.equal(sm.metadata?.labels?.release, 'prometheus');
-  assert.equal(sm.spec.endpoints[0]?.relabelings[0]?.targetLabel, 'node', 'agent series carry their node');
-  const cm = on.find((o) => o.metadata?.name === 'kmod-dashboard') as V1ConfigMap;
-  assert.equal(cm.metadata?.namespace, 'grafana');
-  assert.equal(cm.metadata?.labels?.grafana_dashboard, '1', 'the Grafana sidecar label');
-  assert.deepEqual(JSON.parse(cm.data?.['kmod-operator.json'] ?? ''), dashboard());
-});
+    const on = render([
+      ...ALL_ON,
+      'monitoring.serviceMonitor.labels.release=prometheus',
+      'monitoring.dashboard.namespace=grafana',
+    ]);
+    assert.deepEqual(
+      kinds(on)
+        .map((o) => `${o.kind}/${o.metadata?.name}`)
+        .sort(),
+      [
+        'ConfigMap/kmod-dashboard',
+        'PrometheusRule/kmod-alerts',
+        'Service/kmod-agent-metrics',
+        'Service/kmod-controller-metrics',
+        'ServiceMonitor/kmod-agent-metrics',
+        'ServiceMonitor/kmod-controller-metrics',
+      ],
+    );
+    const sm = on.find(
+      (o) => o.kind === 'ServiceMonitor' && o.metadata?.name === 'kmod-agent-metrics',
+    ) as KubernetesObject & {
+      spec: { endpoints: Array<{ relabelings: Array<{ targetLabel: string }> }> };
+    };
+    assert.equal(sm.metadata?.labels?.release, 'prometheus');
+    assert.equal(sm.spec.endpoints[0]?.relabelings[0]?.targetLabel, 'node', 'agent series carry their node');
+    const cm = on.find((o) => o.metadata?.name === 'kmod-dashboard') as V1ConfigMap;
+    assert.equal(cm.metadata?.namespace, 'grafana');
+    assert.equal(cm.metadata?.labels?.grafana_dashboard, '1', 'the Grafana sidecar label');
+    assert.deepEqual(JSON.parse(cm.data?.['kmod-operator.json'] ?? ''), dashboard());
+  },
+);
 
 /** kmod_* metric names a PromQL expression reads, histogram series folded into their metric. */
 function metricsIn(expr: string): Array<{ name: string; histogram: boolean }> {
@@ -221,42 +229,50 @@ async function scrape(args: string[]): Promise<Map<string, string>> {
   return types;
 }
 
-test('every kmod_* metric the alerts and the dashboard name is exported by a running controller or agent, with its type', async (t) => {
-  const helper = fakeHelper();
-  await ensureNode(env.kc, 'node-m');
-  const exported = new Map([
-    ...(await scrape(['controller'])),
-    ...(await scrape([
-      'agent',
-      '--node-name',
-      'node-m',
-      '--helper',
-      helper.path,
-      '--boot-id-source',
-      'node',
-    ])),
-  ]);
-  assert.ok(exported.has('kmod_agent_helper_runs_total') && exported.has('kmod_controller_requests'));
-  const exprs = [
-    ...rulesOf(render(t, ALL_ON)).groups.flatMap((g) =>
-      g.rules.map((r) => [`alert ${r.alert}`, r.expr] as const),
-    ),
-    ...dashboard().panels.flatMap((p) => p.targets.map((q) => [`panel "${p.title}"`, q.expr] as const)),
-  ];
-  let named = 0;
-  for (const [where, expr] of exprs) {
-    for (const m of metricsIn(expr)) {
-      named++;
-      const type = exported.get(m.name);
-      assert.ok(type, `${where} reads ${m.name}, which neither component exports`);
-      if (m.histogram) assert.equal(type, 'histogram', `${where} reads ${m.name} as a histogram`);
-      else
-        assert.notEqual(type, 'histogram', `${where} reads histogram ${m.name} without _bucket/_sum/_count`);
+test(
+  'every kmod_* metric the alerts and the dashboard name is exported by a running controller or agent, with its type',
+  needsHelm,
+  async () => {
+    const helper = fakeHelper();
+    await ensureNode(env.kc, 'node-m');
+    const exported = new Map([
+      ...(await scrape(['controller'])),
+      ...(await scrape([
+        'agent',
+        '--node-name',
+        'node-m',
+        '--helper',
+        helper.path,
+        '--boot-id-source',
+        'node',
+      ])),
+    ]);
+    assert.ok(exported.has('kmod_agent_helper_runs_total') && exported.has('kmod_controller_requests'));
+    const exprs = [
+      ...rulesOf(render(ALL_ON)).groups.flatMap((g) =>
+        g.rules.map((r) => [`alert ${r.alert}`, r.expr] as const),
+      ),
+      ...dashboard().panels.flatMap((p) => p.targets.map((q) => [`panel "${p.title}"`, q.expr] as const)),
+    ];
+    let named = 0;
+    for (const [where, expr] of exprs) {
+      for (const m of metricsIn(expr)) {
+        named++;
+        const type = exported.get(m.name);
+        assert.ok(type, `${where} reads ${m.name}, which neither component exports`);
+        if (m.histogram) assert.equal(type, 'histogram', `${where} reads ${m.name} as a histogram`);
+        else
+          assert.notEqual(
+            type,
+            'histogram',
+            `${where} reads histogram ${m.name} without _bucket/_sum/_count`,
+          );
+      }
+      for (const other of expr.matchAll(/\b([a-z_]+)\{/g)) {
+        if (!other[1]!.startsWith('kmod_')) assert.match(other[1]!, EXTERNAL, `${where} reads ${other[1]}`);
+      }
     }
-    for (const other of expr.matchAll(/\b([a-z_]+)\{/g)) {
-      if (!other[1]!.startsWith('kmod_')) assert.match(other[1]!, EXTERNAL, `${where} reads ${other[1]}`);
-    }
-  }
-  assert.ok(named > 20, `${named} metric references checked`);
-  for (const p of procs) p.kill('SIGTERM');
-});
+    assert.ok(named > 20, `${named} metric references checked`);
+    for (const p of procs) p.kill('SIGTERM');
+  },
+);

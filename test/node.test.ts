@@ -30,6 +30,7 @@ import {
   waitForPhase,
   type FakeHelper,
 } from './support/objects.ts';
+import { memoryLogger } from './support/logs.ts';
 import { metricValue, startAgent, startController } from './support/operator.ts';
 
 let helper: FakeHelper;
@@ -74,6 +75,14 @@ async function annotateNode(kc: KubeConfig, node: string, value: string): Promis
 
 async function nodeAnnotations(node: string): Promise<Record<string, string>> {
   return (await env.kc.makeApiClient(CoreV1Api).readNode({ name: node })).metadata?.annotations ?? {};
+}
+
+/** Waits until the agent reports `state` on the node (kmod.dev/helpers-state). */
+async function stateReported(node: string, state: string): Promise<void> {
+  await eventually(
+    `${state} reported on ${node}`,
+    async () => (await nodeAnnotations(node))[HELPERS_STATE_ANNOTATION] === state,
+  );
 }
 
 async function eventsFor(name: string): Promise<string[]> {
@@ -331,34 +340,50 @@ test('capability masks narrow at runtime; a widening change is refused loudly an
 test('node states: Disabled drains then holds runs pending; Enabled runs them; Freezing makes runs wait', async () => {
   const registry = new Registry();
   const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
-  await agentFor('node-states', helper.path, { drainTimeoutMs: 5000, freezeWaitMs: 60_000, registry });
+  // Drain and freeze waits far longer than any step here: the test says when the helper ends.
+  await agentFor('node-states', helper.path, { drainTimeoutMs: 600_000, freezeWaitMs: 600_000, registry });
   // Held until released, so it is surely still running when Running is written (after the status
   // fold's delay) and when Disabled is asked for: a 1 s helper raced both.
   await createRequest(env.kc, 'st-running', { module: 'hold-st', nodeName: 'node-states' });
   await waitForPhase(env.kc, 'st-running', 'Running');
+  await stateReported('node-states', 'Enabled');
   await annotateNode(env.kc, 'node-states', 'Disabled');
-  helper.release('hold-st');
-  // The running helper drains (it finishes), then the node reports Disabled.
-  await eventually(
-    'Disabled reported',
-    async () => (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION] === 'Disabled',
-  );
-  await waitForCondition(env.kc, 'st-running', 'Succeeded');
+  // Disabling closes the gate at once but reports only once the running helper is done: a run
+  // arriving now is held, while the node still says Enabled and the helper still runs.
   await createRequest(env.kc, 'st-pending', { module: 'ok-st-pending', nodeName: 'node-states' });
   // The agent has taken the run up and holds it at the gate: had Disabled not held it, it would have started.
   await eventually('st-pending held at the gate', async () => (await held()) === 1);
+  assert.equal(
+    (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION],
+    'Enabled',
+    'Disabled is not reported while a helper still runs (it drains first)',
+  );
+  assert.deepEqual(
+    helper
+      .log()
+      .filter((l) => / hold-st( |$)/.test(l))
+      .map((l) => l.split(' ')[0]),
+    ['start'],
+    'the helper is still running (its own record: started, not ended)',
+  );
+  helper.release('hold-st');
+  // The running helper drains (it finishes), then the node reports Disabled, saying it waited.
+  const message = await eventually('Disabled reported', async () => {
+    const a = await nodeAnnotations('node-states');
+    return a[HELPERS_STATE_ANNOTATION] === 'Disabled' ? a[HELPERS_MESSAGE_ANNOTATION] : undefined;
+  });
+  assert.equal(message, 'helpers disabled after 1 running helper(s) finished');
+  await waitForCondition(env.kc, 'st-running', 'Succeeded');
   // A held run's request is written Pending once that status has stood for the fold delay
   // (controller/fold.ts): waited for, as a person watching it would see it.
   await waitForPhase(env.kc, 'st-pending', 'Pending');
+  assert.equal(await held(), 1, 'still held after the drain');
   assert.equal(helper.starts('ok-st-pending'), 0, 'nothing starts while Disabled');
   await annotateNode(env.kc, 'node-states', 'Enabled');
   await waitForCondition(env.kc, 'st-pending', 'Succeeded');
 
   await annotateNode(env.kc, 'node-states', 'Freezing');
-  await eventually(
-    'Freezing reported',
-    async () => (await nodeAnnotations('node-states'))[HELPERS_STATE_ANNOTATION] === 'Freezing',
-  );
+  await stateReported('node-states', 'Freezing');
   await createRequest(env.kc, 'st-frozen', { module: 'ok-st-frozen', nodeName: 'node-states' });
   await eventually('st-frozen held at the gate', async () => (await held()) === 1);
   assert.equal(helper.starts('ok-st-frozen'), 0, 'runs wait while Freezing');
@@ -372,6 +397,84 @@ test('node states: Disabled drains then holds runs pending; Enabled runs them; F
       `${reason} in ${events.join('; ')}`,
     );
   }
+});
+
+test('an annotation value that is none of the three keeps the current state, Enabled or Disabled (fail safe)', async () => {
+  const registry = new Registry();
+  const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
+  const node = 'node-badvalue';
+  await agentFor(node, helper.path, { freezeWaitMs: 600_000, registry });
+  const refusal = (value: string, state: string) =>
+    new RegExp(
+      `^kmod\\.dev/helpers="${value}" is not one of Enabled, Freezing, Disabled; helpers stay ${state}$`,
+    );
+  /** Waits for the agent's report of `value` on the node; returns the state it reports with it. */
+  const reported = (value: string, state: string) =>
+    eventually(`the agent to refuse ${value} on ${node}`, async () => {
+      const a = await nodeAnnotations(node);
+      return refusal(value, state).test(a[HELPERS_MESSAGE_ANNOTATION] ?? '')
+        ? a[HELPERS_STATE_ANNOTATION]
+        : undefined;
+    });
+
+  // Enabled, then a typo of Disabled: helpers stay Enabled, and a run goes through.
+  await stateReported(node, 'Enabled');
+  await annotateNode(env.kc, node, 'Disabeld');
+  assert.equal(await reported('Disabeld', 'Enabled'), 'Enabled');
+  await createRequest(env.kc, 'bad-value-enabled', { module: 'ok-bad-value-enabled', nodeName: node });
+  await waitForCondition(env.kc, 'bad-value-enabled', 'Succeeded');
+
+  // Disabled, then a typo of Enabled: helpers stay Disabled, and a new run is held at the gate.
+  await annotateNode(env.kc, node, 'Disabled');
+  await stateReported(node, 'Disabled');
+  await annotateNode(env.kc, node, 'enabeld');
+  assert.equal(await reported('enabeld', 'Disabled'), 'Disabled');
+  await createRequest(env.kc, 'bad-value-disabled', { module: 'ok-bad-value-disabled', nodeName: node });
+  // The agent has taken the run up and holds it: had the bad value enabled helpers, it would have started.
+  await eventually('bad-value-disabled held at the gate', async () => (await held()) === 1);
+  assert.equal(helper.starts('ok-bad-value-disabled'), 0, 'nothing starts: the node is still Disabled');
+  const warnings = (await eventsFor(node)).filter((e) => e.startsWith('Warning/InvalidHelperState'));
+  assert.equal(warnings.length, 2, warnings.join('; '));
+  // A value that is one of the three (any case, as documented) is followed again.
+  await annotateNode(env.kc, node, 'Enabled');
+  await waitForCondition(env.kc, 'bad-value-disabled', 'Succeeded');
+  assert.equal(helper.starts('ok-bad-value-disabled'), 1);
+});
+
+test('runs parked while Disabled or Freezing (past the freeze wait) stay pending, and start exactly once when enabled', async () => {
+  const registry = new Registry();
+  const held = () => metricValue(registry, 'kmod_agent_helper_state_waiters');
+  const { logger, entries } = memoryLogger();
+  const node = 'node-park';
+  // A short freeze wait: the runs give up waiting at the gate and are parked for real.
+  await agentFor(node, helper.path, { freezeWaitMs: 300, registry, logger });
+  const parked = (module: string) =>
+    entries.some(
+      (e) => e.message === 'helpers are not enabled on this node; run stays pending' && e.module === module,
+    );
+  for (const [state, name] of [
+    ['Disabled', 'parked-disabled'],
+    ['Freezing', 'parked-freezing'],
+  ] as const) {
+    await annotateNode(env.kc, node, state);
+    await stateReported(node, state);
+    await createRequest(env.kc, name, { module: `ok-${name}`, nodeName: node });
+    await eventually(`${name} parked (the agent says so)`, () => parked(`ok-${name}`));
+  }
+  // Parked, not waiting: nothing is held at the gate any more, nothing started, both still pending.
+  assert.equal(await held(), 0, 'the parked runs have left the gate');
+  for (const name of ['parked-disabled', 'parked-freezing']) {
+    await waitForPhase(env.kc, name, 'Pending');
+    assert.equal(helper.starts(`ok-${name}`), 0, `${name} did not start while the node was not enabled`);
+  }
+  await annotateNode(env.kc, node, 'Enabled');
+  for (const name of ['parked-disabled', 'parked-freezing']) {
+    const r = await waitForCondition(env.kc, name, 'Succeeded');
+    assert.equal(r.status?.nodes?.[0]?.attempt, 1, `${name} ran as its first attempt`);
+  }
+  // From the helper's own record: each parked run started exactly once.
+  assert.equal(helper.starts('ok-parked-disabled'), 1);
+  assert.equal(helper.starts('ok-parked-freezing'), 1);
 });
 
 test('a disable whose helpers do not finish in time fails and re-enables (EAGAIN)', async () => {

@@ -21,6 +21,7 @@ import {
   listRuns,
   setBootId,
   waitForCondition,
+  waitForPhase,
   type FakeHelper,
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
@@ -200,13 +201,15 @@ test('a spec change (new generation) runs again with the new spec', async () => 
   assert.equal(helper.starts('ok-respec'), 2);
 });
 
-test('a selected node deleted mid-run is reported in an Event and no longer counted', async () => {
+test('a selected node deleted before its run started is reported in an Event and no longer counted', async () => {
   await ensureNode(env.kc, 'node-doomed', { doomed: 'yes' });
   // No agent for this node: its run stays pending until the node goes away.
   await createRequest(env.kc, 'doomed', { module: 'ok-doomed', nodeSelector: { doomed: 'yes' } });
   await eventually('a run for node-doomed', async () =>
     (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-doomed'),
   );
+  const pending = await waitForPhase(env.kc, 'doomed', 'Pending');
+  assert.equal(pending.status?.counts?.total, 1, 'its one node counted, pending, when it is deleted');
   await deleteNode(env.kc, 'node-doomed');
   await eventually('the NodeDeleted event', async () => {
     const events = await env.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'default' });
@@ -224,12 +227,14 @@ test('a selected node deleted mid-run is reported in an Event and no longer coun
   assert.equal(r.status?.conditions?.find((c) => c.type === 'Succeeded')?.reason, 'NoMatchingNodes');
 });
 
-test('the one named node deleted mid-run fails the request NodeDeleted; a spec change keeps it so', async () => {
+test('the one named node deleted before its run started fails the request NodeDeleted; a spec change keeps it so', async () => {
   await ensureNode(env.kc, 'node-named-doomed');
+  // No agent for this node either: the run is pending when the node goes away.
   await createRequest(env.kc, 'named-doomed', { module: 'ok-named', nodeName: 'node-named-doomed' });
   await eventually('a run for node-named-doomed', async () =>
     (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-named-doomed'),
   );
+  await waitForPhase(env.kc, 'named-doomed', 'Pending');
   await deleteNode(env.kc, 'node-named-doomed');
   const r = await waitForCondition(env.kc, 'named-doomed', 'Failed');
   assert.deepEqual(

@@ -28,7 +28,10 @@ import { mergePatch } from '../src/kube/callopts.ts';
 import { errorMessage } from '../src/observability/logger.ts';
 import { admissionRefusal, createRequest, ensureNode, waitForCondition } from './support/objects.ts';
 import { badInputs } from './support/corpus.ts';
-import { startController } from './support/operator.ts';
+import { metricSum, startController } from './support/operator.ts';
+import { memoryLogger } from './support/logs.ts';
+import { apiserverRequests } from '../bench/support.ts';
+import { Registry } from 'prom-client';
 import { withPolicyData } from '../src/policy/manifest.ts';
 import { readDenyList } from '../src/policy/denylist.ts';
 import { ensureBinaries } from '../src/cluster/controlplane.ts';
@@ -543,13 +546,45 @@ test('a run the module policy refuses at dispatch is reported Denied, not retrie
   // Admitted while the module was allowed; no controller has dispatched it yet.
   await createRequest(env.kc, 'denied-at-dispatch', { module: 'snd-pcsp', nodeName: 'node-dispatch' });
   await whileDenied('snd-pcsp', async () => {
-    const controller = await startController(env.kc);
+    // The API server's own count of run creates that admission refused (403), before and after.
+    const refusedCreates = () =>
+      apiserverRequests(env.cp, { verb: 'POST', resource: 'moduleruns', code: '403' });
+    const refusedBefore = await refusedCreates();
+    const registry = new Registry();
+    const { logger, entries } = memoryLogger();
+    const controller = await startController(env.kc, { registry, logger });
     env.onStop(() => controller.stop());
     const r = await waitForCondition(env.kc, 'denied-at-dispatch', 'Failed');
     assert.equal(r.status?.nodes?.[0]?.reason, 'Denied');
     assert.match(
       r.status?.nodes?.[0]?.message ?? '',
       /dispatch refused by the API server: .*module snd-pcsp is denied by the module policy/,
+    );
+    // Not retried: each reconcile of the request (the first pass, and the one its own status write
+    // brings) asked the API server to create its run once; no retry was counted or logged; the
+    // next look is the slow one for a policy that may change since (60 s), not a backoff.
+    const mine = () =>
+      entries.filter((e) => e.request === 'denied-at-dispatch' || e.key === 'denied-at-dispatch');
+    const passes = () => mine().filter((e) => e.message === 'reconciled');
+    // Waited for, not sampled: the run create of a reconcile still in flight is counted by the API
+    // server before the reconcile is logged.
+    await eventually('one refused create per reconcile of the request, the queue idle', async () => {
+      await controller.idle();
+      return (await refusedCreates()) - refusedBefore === passes().length;
+    });
+    assert.deepEqual(
+      mine().filter((e) => e.message === 'reconcile failed; retrying with backoff'),
+      [],
+      'the refused dispatch was not retried',
+    );
+    assert.equal(
+      await metricSum(registry, 'kmod_controller_reconcile_retries_total'),
+      0,
+      'no reconcile retried',
+    );
+    assert.ok(
+      passes().length > 0 && passes().every((e) => e.requeueAfterMs === 60_000),
+      JSON.stringify(passes()),
     );
   });
 });

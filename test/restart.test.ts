@@ -152,19 +152,15 @@ test('a controller restarted mid-way loses nothing', async () => {
   await ensureNode(env.kc, 'node-ctl', { ctl: 'yes' });
   const agent = await startAgent(env.kc, 'node-ctl', helper.path);
   try {
-    await createRequest(env.kc, 'ctl-1', {
-      module: 'slow-ctl1',
-      parameters: ['secs=1'],
-      nodeName: 'node-ctl',
-    });
-    await eventually('ctl-1 dispatched', async () =>
-      (await listRuns(env.kc)).some((r) => r.spec.module === 'slow-ctl1'),
-    );
+    // Held until the controller is down: its run finishes while no controller runs.
+    await createRequest(env.kc, 'ctl-1', { module: 'hold-ctl1', nodeName: 'node-ctl' });
+    await eventually('ctl-1 running', () => helper.starts('hold-ctl1') === 1);
     await controller.stop();
     // While no controller runs: a new request, and the first run finishes.
     await createRequest(env.kc, 'ctl-2', { module: 'ok-ctl2', nodeSelector: { ctl: 'yes' } });
+    helper.release('hold-ctl1');
     await eventually('ctl-1 run to finish', async () =>
-      (await listRuns(env.kc)).some((r) => r.spec.module === 'slow-ctl1' && r.status?.phase === 'Succeeded'),
+      (await listRuns(env.kc)).some((r) => r.spec.module === 'hold-ctl1' && r.status?.phase === 'Succeeded'),
     );
     assert.equal(
       (await getRequest(env.kc, 'ctl-2'))?.status,
@@ -174,7 +170,7 @@ test('a controller restarted mid-way loses nothing', async () => {
     controller = await startController(env.kc);
     await waitForCondition(env.kc, 'ctl-1', 'Succeeded');
     await waitForCondition(env.kc, 'ctl-2', 'Succeeded');
-    assert.equal(helper.starts('slow-ctl1'), 1, 'the restart did not run it twice');
+    assert.equal(helper.starts('hold-ctl1'), 1, 'the restart did not run it twice');
   } finally {
     await agent.stop(2000);
   }

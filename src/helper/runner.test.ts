@@ -22,7 +22,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { capMaskFromNames, formatCapMask, readOwnCaps } from './capabilities.ts';
 import {
@@ -163,9 +163,10 @@ function groupMembers(pgid: number): number[] {
  * that survives for good) into a failure naming `what`; it is no timing assertion.
  */
 async function waitUntil(what: string, condition: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  // performance.now(), not Date: the timeout tests drive the runner's Date with mock timers.
+  const deadline = performance.now() + timeoutMs;
   while (!condition()) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (performance.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(20);
   }
 }
@@ -466,11 +467,28 @@ void describe('startHelper: results', suite, () => {
 });
 
 void describe('startHelper: timeout', suite, () => {
-  void it('kills the whole process group, background children included', async () => {
+  /**
+   * The runner's clock (its timers and Date) is the test's from here: the timeout fires when the
+   * test moves the clock, once the helper has set up what the test is about, however long a loaded
+   * machine takes to get there. Waits stay on the real clock (waitUntil, and proctree's sweeps,
+   * which sleep through node:timers/promises). Exec detection polls on the mocked clock, so
+   * `started` settles once the clock has moved.
+   */
+  function driveRunnerClock(t: TestContext): void {
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() });
+  }
+
+  void it('kills the whole process group, background children included', async (t) => {
     const pidFile = join(tmp, `grandchild-${++counter}`);
-    const path = helper(`sleep 300 &\necho $! > '${pidFile}'\necho started\nsleep 300`);
-    // Time (on a loaded machine) for the exec chain, the fork and the pid file before the kill.
+    // The pid file appears (atomically) once the background child runs and 'started' is written.
+    const path = helper(
+      `sleep 300 &\necho started\necho $! > '${pidFile}.tmp'\nmv '${pidFile}.tmp' '${pidFile}'\nsleep 300`,
+    );
+    driveRunnerClock(t);
     const handle = startHelper(invocation(path, { timeoutMs: 2000 }));
+    await waitUntil('the helper to start its background child', () => existsSync(pidFile));
+    assert.ok(alive(handle.pid ?? 0), 'nothing killed the helper before its timeout');
+    t.mock.timers.tick(2000);
     assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
     const result = await handle.finished;
     assert.equal(result.timedOut, true);
@@ -478,7 +496,7 @@ void describe('startHelper: timeout', suite, () => {
     assert.equal(result.exitCode, null);
     assert.equal(result.execError, undefined);
     assert.equal(result.stdoutTail, 'started\n');
-    // A lower bound only: the helper sleeps 300 s, so it ended because of the timeout.
+    // On the runner's clock: it was killed when the timeout ran out, not before.
     assert.ok(result.finishTime.getTime() - result.startTime.getTime() >= 2000, 'not before the timeout');
     const grandchild = Number(readFileSync(pidFile, 'utf8'));
     assert.ok(grandchild > 0);
@@ -486,7 +504,7 @@ void describe('startHelper: timeout', suite, () => {
     assert.deepEqual(groupMembers(handle.pid ?? 0), []);
   });
 
-  void it('kills what left the group and the session: setsid, double forks, orphans re-parented', async () => {
+  void it('kills what left the group and the session: setsid, double forks, orphans re-parented', async (t) => {
     // An install-line-like helper: every escape a shell command can make, each ending in a
     // `sleep MARKER` (MARKER unique to this test) that would live for 1000 s.
     const marker = String(100_000 + process.pid * 10 + ++counter);
@@ -509,10 +527,9 @@ void describe('startHelper: timeout', suite, () => {
         `exec sleep ${marker}`,
       ].join('\n'),
     );
-    // The timeout leaves the helper time to set everything up (it says 'started' when done), and
-    // the checks below time to see it, on a loaded machine too.
+    // The timeout fires only once the escapees are all out and seen (the test moves the clock).
+    driveRunnerClock(t);
     const handle = startHelper(invocation(path, { timeoutMs: 8000 }));
-    assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
     // Before the timeout: the escapees are out of the helper's group, and the orphans are
     // children of the helper (the child subreaper), not of init.
     await waitUntil('the helper to start all its escapees', () => processesWith(marker).length === 7);
@@ -527,6 +544,8 @@ void describe('startHelper: timeout', suite, () => {
       });
     }
 
+    t.mock.timers.tick(8000);
+    assert.deepEqual(await handle.started, { ok: true, pid: handle.pid });
     const result = await handle.finished;
     assert.equal(result.timedOut, true);
     assert.equal(result.signal, 'SIGKILL');

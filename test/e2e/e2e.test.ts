@@ -43,6 +43,7 @@ import { ensureBinaries, startControlPlane, type ControlPlane } from '../../src/
 import { GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../../src/api/types.ts';
 import { eventually } from '../support/cluster.ts';
 import { admissionRefusal } from '../support/objects.ts';
+import { recordResults } from '../support/results.ts';
 import { startNode, type RealNode } from './support/node.ts';
 import {
   assertNothingLoads,
@@ -77,6 +78,8 @@ let helmBin: string;
 let image: { name: string; archive: string; size: number };
 
 const LONG = 180_000;
+/** Where `make e2e` records its figures (test/support/results.ts; E2E_RESULTS=path elsewhere). */
+const E2E_RESULTS = process.env.E2E_RESULTS || join(root, 'test/e2e/results.json');
 
 function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
   const r = spawnSync(cmd, args, {
@@ -276,6 +279,7 @@ before(async () => {
   });
   kc = new KubeConfig();
   kc.loadFromFile(cp.kubeconfigPath);
+  const nodeStart = performance.now();
   node = await startNode({
     cp,
     binDir,
@@ -284,6 +288,11 @@ before(async () => {
     podSubnet,
     imageArchives: [pauseArchive, imageArchive],
     pauseImage: pauseName,
+  });
+  // The README's e2e figures come from this file (test/support/results.ts).
+  recordResults(E2E_RESULTS, 'node', {
+    readySeconds: +((performance.now() - nodeStart) / 1000).toFixed(1),
+    includes: 'the kubelet, containerd and the image import, until the Node is Ready',
   });
 });
 
@@ -307,6 +316,7 @@ test('the node is Ready, with its InternalIP, and runs the image built from the 
 });
 
 test('helm install, as the README says: controller (2 replicas, one leader) and agent become Ready', async () => {
+  const installStart = performance.now();
   helm('install', RELEASE, 'charts/kmod-operator', '-n', NS, '--create-namespace', '-f', e2eValues());
   const controllers = await waitFor('two Ready controller pods', async () => {
     const ps = (await pods('app.kubernetes.io/component=controller')).filter(ready);
@@ -315,6 +325,10 @@ test('helm install, as the README says: controller (2 replicas, one leader) and 
   const agent = await waitFor('a Ready agent pod on the node', async () =>
     (await pods('app.kubernetes.io/component=agent')).find((p) => ready(p) && p.spec?.nodeName === NODE),
   );
+  recordResults(E2E_RESULTS, 'helmInstall', {
+    podsReadySeconds: +((performance.now() - installStart) / 1000).toFixed(1),
+    includes: 'helm install until both controller pods and the agent pod are Ready (first use of the image)',
+  });
   // One leader: the Lease names one of the two controller pods.
   const leases = await kc.makeApiClient(CoordinationV1Api).listNamespacedLease({ namespace: NS });
   const names = controllers.map((p) => p.metadata!.name!);

@@ -21,4 +21,6 @@ ip link set lo up
 ip addr add 10.250.0.1/32 dev lo
 export KMOD_E2E_NODE_IP=10.250.0.1 KMOD_E2E_POD_SUBNET=10.251.0.0/24
 [ $# -gt 0 ] || set -- test/e2e/*.test.ts
-exec node_modules/.bin/node --test --test-concurrency=1 --test-reporter=spec --test-timeout=900000 "$@"
+# The suite's counts and time go into the results file too (scripts/test-reporter.ts).
+export TEST_RESULTS="${E2E_RESULTS:-test/e2e/results.json}"
+exec node_modules/.bin/node --test --test-concurrency=1 --test-reporter=./scripts/test-reporter.ts --test-timeout=900000 "$@"

@@ -54,6 +54,13 @@ export async function metricValue(registry: Registry, name: string): Promise<num
   return value;
 }
 
+/** The sum of a metric's values over all its labels in `registry` (e.g. reconciles of every result). */
+export async function metricSum(registry: Registry, name: string): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name} in the registry`);
+  return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
 /** The value of an unlabelled metric scraped from a /metrics endpoint on 127.0.0.1:`port`. */
 export async function scrapeMetric(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
