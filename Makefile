@@ -80,9 +80,11 @@ stress-test: setup
 
 # The end-to-end suite: the image built from the Dockerfile (on a base made
 # here with debootstrap, by buildah), a real node (Debian's containerd + runc,
-# the kubelet), the chart installed with Helm. Installs Debian's containerd,
-# runc, containernetworking-plugins, debootstrap and buildah when missing; runs
-# in a network namespace of its own and removes everything it started.
+# the kubelet), the chart installed with Helm; then the real-kernel tier: a
+# QEMU VM running Debian's kernel joins a cluster as a node and modules are
+# loaded into it for real (test/e2e/vm.test.ts). Installs what it lacks
+# (test/e2e/deps.sh); runs in a network namespace of its own and removes
+# everything it started.
 e2e-deps:
 	@bash test/e2e/deps.sh
 

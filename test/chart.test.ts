@@ -538,6 +538,32 @@ test('metrics listeners: a bind address setting, loopback refused, and a Network
   }
 });
 
+test('probe timing for a slow node: the timeouts reach both probes, startupSeconds adds a startupProbe; the defaults add nothing', (t) => {
+  const helm = needHelm(t);
+  if (!helm) return;
+  const slow = container(
+    find<V1DaemonSet>(
+      render(helm, 'kmod-system', ['--set', 'agent.probeTimeoutSeconds=10,agent.startupSeconds=600']).objects,
+      'DaemonSet',
+      'kmod-agent',
+    ),
+  );
+  assert.equal(slow.livenessProbe?.timeoutSeconds, 10);
+  assert.equal(slow.readinessProbe?.timeoutSeconds, 10);
+  assert.deepEqual(slow.startupProbe, {
+    httpGet: { path: '/healthz', port: 'metrics' },
+    periodSeconds: 5,
+    failureThreshold: 120,
+    timeoutSeconds: 10,
+  });
+  const plain = container(
+    find<V1DaemonSet>(render(helm, 'kmod-system', []).objects, 'DaemonSet', 'kmod-agent'),
+  );
+  assert.deepEqual(plain.livenessProbe, { httpGet: { path: '/healthz', port: 'metrics' } });
+  assert.deepEqual(plain.readinessProbe, { httpGet: { path: '/readyz', port: 'metrics' } });
+  assert.equal(plain.startupProbe, undefined);
+});
+
 test('the chart’s crds/ equals the top-level crds/ (copy: cp crds/*.yaml charts/kmod-operator/crds/)', (t) => {
   const top = join(root, 'crds');
   const inChart = join(chart, 'crds');

@@ -17,7 +17,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdtempSync,
@@ -39,13 +39,16 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import { mergePatch } from '../../src/kube/callopts.ts';
-import { ensureBinaries, startControlPlane, type ControlPlane } from '../../src/cluster/controlplane.ts';
+import { ensureBinaries, type ControlPlane } from '../../src/cluster/controlplane.ts';
 import { GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../../src/api/types.ts';
 import { eventually } from '../support/cluster.ts';
 import { admissionRefusal } from '../support/objects.ts';
 import { recordResults } from '../support/results.ts';
-import { startNode, type RealNode } from './support/node.ts';
+import { e2eImages, helmBinary, toolRunner } from './support/artefacts.ts';
+import { startControlPlaneForNodes, startNode, type RealNode } from './support/node.ts';
+import { isReady, kubectlReport, listPods, waitWithDiagnosis } from './support/waiting.ts';
 import {
+  agentTreeValues,
   assertNothingLoads,
   prepareE2eModules,
   readRecords,
@@ -81,21 +84,7 @@ const LONG = 180_000;
 /** Where `make e2e` records its figures (test/support/results.ts; E2E_RESULTS=path elsewhere). */
 const E2E_RESULTS = process.env.E2E_RESULTS || join(root, 'test/e2e/results.json');
 
-function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
-  const r = spawnSync(cmd, args, {
-    cwd: opts.cwd ?? root,
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      KUBECONFIG: cp.kubeconfigPath,
-      HELM_CACHE_HOME: join(work, 'helm/cache'),
-      HELM_CONFIG_HOME: join(work, 'helm/config'),
-      HELM_DATA_HOME: join(work, 'helm/data'),
-    },
-  });
-  assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed (exit ${r.status}):\n${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
+const sh = toolRunner({ cwd: root, kubeconfig: () => cp.kubeconfigPath, helmHome: join(work, 'helm') });
 const kubectl = (...args: string[]) => sh(join(binDir, 'kubectl'), args);
 const helm = (...args: string[]) => sh(helmBin, args);
 
@@ -111,10 +100,7 @@ function e2eValues(extra: Record<string, unknown> = {}): string {
     image: { repository, tag, pullPolicy: 'Never' },
     apiServer: { host: nodeIp, port },
     agent: {
-      modulesHostPath: tree.modulesDir,
-      modprobeConfHostPath: tree.modprobeDir,
-      extraVolumes: [{ name: 'e2e-records', hostPath: { path: tree.recordsDir, type: 'Directory' } }],
-      extraVolumeMounts: [{ name: 'e2e-records', mountPath: RECORD_MOUNT }],
+      ...agentTreeValues(tree),
       // One helper at a time, and a long wait for a slot: scenario 5 keeps a run waiting behind a running one.
       maxConcurrent: 1,
       busyTimeoutSeconds: 300,
@@ -128,12 +114,7 @@ function e2eValues(extra: Record<string, unknown> = {}): string {
 
 /** What the cluster and the node say, for a failure message: objects, events, the kubelet's last errors. */
 function diagnose(): string {
-  const run = (args: string[]) => {
-    const r = spawnSync(join(binDir, 'kubectl'), ['--kubeconfig', cp.kubeconfigPath, ...args], {
-      encoding: 'utf8',
-    });
-    return `$ kubectl ${args.join(' ')}\n${r.stdout}${r.stderr}`;
-  };
+  const run = (args: string[]) => kubectlReport(join(binDir, 'kubectl'), cp.kubeconfigPath, args);
   const kubeletErrors = node
     ? readFileSync(join(node.dir, 'kubelet.log'), 'utf8')
         .split('\n')
@@ -149,25 +130,10 @@ function diagnose(): string {
 }
 
 /** eventually(), with the cluster's state in the failure message. */
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = LONG,
-): Promise<T> {
-  try {
-    return await eventually(what, fn, timeoutMs, 500);
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${diagnose()}`, { cause: err });
-  }
-}
+const waitFor = waitWithDiagnosis(diagnose, LONG, 500);
 
-async function pods(selector: string): Promise<V1Pod[]> {
-  const core = kc.makeApiClient(CoreV1Api);
-  return (await core.listNamespacedPod({ namespace: NS, labelSelector: selector })).items;
-}
-const ready = (p: V1Pod) =>
-  !p.metadata?.deletionTimestamp &&
-  p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+const pods = (selector: string) => listPods(kc, NS, selector);
+const ready = isReady;
 
 async function getRequest(name: string): Promise<ModuleRequest> {
   const api = kc.makeApiClient(CustomObjectsApi);
@@ -250,33 +216,17 @@ before(async () => {
     'run the e2e suite with `make e2e` (test/e2e/run.sh gives it a network namespace of its own)',
   );
   binDir = ensureBinaries();
-  helmBin = execFileSync('bash', [join(root, 'charts/build-helm.sh')], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  }).trim();
+  helmBin = helmBinary(root);
   // Cached by run.sh already: this only reads the archive names (and rebuilds if the sources changed).
-  const out = execFileSync('bash', [join(root, 'test/e2e/image.sh')], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-    .trim()
-    .split('\n');
-  const [imageArchive, imageName] = out[0]!.split(' ') as [string, string];
-  const [pauseArchive, pauseName] = out[1]!.split(' ') as [string, string];
-  image = { name: imageName, archive: imageArchive, size: Number(out[2]) };
+  const images = e2eImages(root);
+  image = images.operator;
+  const [pauseArchive, pauseName] = [images.pause.archive, images.pause.name];
+  const imageArchive = image.archive;
 
   tree = prepareE2eModules(join(work, 'node-modules'));
   assertNothingLoads(tree);
 
-  cp = await startControlPlane({
-    address: nodeIp,
-    scheduler: true,
-    authorizationModes: ['Node', 'RBAC'],
-    extraControllers: ['daemonset', 'deployment', 'replicaset', 'root-ca-cert-publisher', 'nodelifecycle'],
-    extraUsers: [{ user: `system:node:${NODE}`, groups: ['system:nodes'] }],
-    apiServerFlags: ['--kubelet-preferred-address-types=InternalIP'],
-    readyTimeoutMs: 120_000,
-  });
+  cp = await startControlPlaneForNodes(nodeIp, [NODE]);
   kc = new KubeConfig();
   kc.loadFromFile(cp.kubeconfigPath);
   const nodeStart = performance.now();

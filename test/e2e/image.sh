@@ -8,8 +8,10 @@
 #   3. a pause (pod sandbox) image: one static binary (test/e2e/pause.c).
 # Each is written as a docker-archive under .cache/e2e/ and rebuilt only when
 # its inputs change (the key hashes them), so a second run is instant.
-# Prints three lines: <operator archive> <operator image name>,
-# <pause archive> <pause image name>, and the operator image's size in bytes.
+# Prints four lines: <operator archive> <operator image name>,
+# <pause archive> <pause image name>, the operator image's size in bytes, and
+# <base archive> <base image name> (test/e2e/vm-image.sh builds the VM's root
+# file system on it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -118,3 +120,4 @@ record images operatorMB=$((size / 1000000)) baseMB=$((base_size / 1000000)) nod
 echo "$image_tar $image_name"
 echo "$pause_tar $pause_name"
 echo "$size"
+echo "$base_tar $base_name"

@@ -94,6 +94,21 @@ export function prepareE2eModules(root: string): E2eModules {
   return { modulesDir: join(modulesRoot, 'lib/modules'), modprobeDir, recordsDir, kernel };
 }
 
+/** The chart's agent values that give its pods this tree, modprobe.d and the recorder's directory. */
+export function agentTreeValues(tree: E2eModules): {
+  modulesHostPath: string;
+  modprobeConfHostPath: string;
+  extraVolumes: object[];
+  extraVolumeMounts: object[];
+} {
+  return {
+    modulesHostPath: tree.modulesDir,
+    modprobeConfHostPath: tree.modprobeDir,
+    extraVolumes: [{ name: 'e2e-records', hostPath: { path: tree.recordsDir, type: 'Directory' } }],
+    extraVolumeMounts: [{ name: 'e2e-records', mountPath: RECORD_MOUNT }],
+  };
+}
+
 /**
  * Proves with the real modprobe that no name the suite requests could reach
  * init_module(): for each module and alias of the tree, `modprobe

@@ -38,10 +38,32 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, kubeconfigYaml, type ControlPlane } from '../../../src/cluster/controlplane.ts';
+import {
+  freePort,
+  kubeconfigYaml,
+  startControlPlane,
+  type ControlPlane,
+} from '../../../src/cluster/controlplane.ts';
+import { cniConfig, containerdConfig, kubeletArgs, kubeletConfig } from './nodeconfig.ts';
 
-const CNI_BIN_DIR = '/usr/lib/cni';
 const tempPrefix = 'kmod-e2e-node-';
+
+/**
+ * A control plane for real kubelets: on `address` (the suite's node address), with the
+ * scheduler, the controllers that run DaemonSets and Deployments, the Node authorizer, and a
+ * token for `system:node:<name>` of each node.
+ */
+export function startControlPlaneForNodes(address: string, nodeNames: string[]): Promise<ControlPlane> {
+  return startControlPlane({
+    address,
+    scheduler: true,
+    authorizationModes: ['Node', 'RBAC'],
+    extraControllers: ['daemonset', 'deployment', 'replicaset', 'root-ca-cert-publisher', 'nodelifecycle'],
+    extraUsers: nodeNames.map((n) => ({ user: `system:node:${n}`, groups: ['system:nodes'] })),
+    apiServerFlags: ['--kubelet-preferred-address-types=InternalIP'],
+    readyTimeoutMs: 120_000,
+  });
+}
 
 /** How a node is started. */
 export interface NodeOptions {
@@ -211,42 +233,6 @@ function removeCgroups(dirs: string[]): void {
   }
 }
 
-function containerdConfig(dir: string, pauseImage: string): string {
-  return `version = 2
-root = "${join(dir, 'containerd/root')}"
-state = "${join(dir, 'containerd/state')}"
-# Plugins this machine has no use for; they only log errors at start.
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-[grpc]
-  address = "${join(dir, 'containerd.sock')}"
-
-[ttrpc]
-  address = "${join(dir, 'containerd.sock.ttrpc')}"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "${join(dir, 'containerd/opt')}"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "${pauseImage}"
-  # Root here lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj below the current value.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "${join(dir, 'runc')}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "${CNI_BIN_DIR}"
-    conf_dir = "${join(dir, 'cni')}"
-`;
-}
-
 /**
  * Starts containerd and a kubelet for node `opts.name`, imports the images,
  * and waits until the Node is Ready. On failure everything started is torn
@@ -320,33 +306,16 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
 
   try {
     // --- containerd ---------------------------------------------------------
-    writeFileSync(join(dir, 'containerd.toml'), containerdConfig(dir, opts.pauseImage));
-    writeFileSync(
-      join(dir, 'cni', '10-kmod-e2e.conflist'),
-      JSON.stringify(
-        {
-          cniVersion: '1.0.0',
-          name: 'kmod-e2e',
-          plugins: [
-            {
-              type: 'bridge',
-              bridge: 'kmod-cni0',
-              isGateway: true,
-              // No NAT: pods only talk to addresses of this network namespace (no iptables rules).
-              ipMasq: false,
-              ipam: {
-                type: 'host-local',
-                ranges: [[{ subnet: opts.podSubnet }]],
-                routes: [{ dst: '0.0.0.0/0' }],
-                dataDir: join(dir, 'cni-ipam'),
-              },
-            },
-          ],
-        },
-        null,
-        2,
-      ),
-    );
+    const paths = {
+      root: join(dir, 'containerd/root'),
+      state: join(dir, 'containerd/state'),
+      socket: sock,
+      opt: join(dir, 'containerd/opt'),
+      runcRoot: join(dir, 'runc'),
+      cniConfDir: join(dir, 'cni'),
+    };
+    writeFileSync(join(dir, 'containerd.toml'), containerdConfig(paths, opts.pauseImage));
+    writeFileSync(join(dir, 'cni', '10-kmod-e2e.conflist'), cniConfig(opts.podSubnet, join(dir, 'cni-ipam')));
     const containerd = start(dir, 'containerd', 'containerd', ['--config', join(dir, 'containerd.toml')]);
     procs.push(containerd);
     for (let i = 0; ; i++) {
@@ -378,56 +347,23 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
       mode: 0o600,
     });
     const [port, healthzPort] = [await freePort(), await freePort()];
-    const config = {
-      apiVersion: 'kubelet.config.k8s.io/v1beta1',
-      kind: 'KubeletConfiguration',
-      address: nodeIp,
-      port,
-      readOnlyPort: 0,
-      healthzBindAddress: '127.0.0.1',
-      healthzPort,
-      // This machine: cgroup v1 (hybrid), swap may be on.
-      cgroupDriver: 'cgroupfs',
-      failCgroupV1: false,
-      failSwapOn: false,
-      // No QoS cgroup tree and no node-allocatable enforcement: nothing of the
-      // machine's cgroup hierarchy is changed beyond the containers' own cgroups.
-      cgroupsPerQOS: false,
-      enforceNodeAllocatable: [],
-      containerRuntimeEndpoint: `unix://${sock}`,
-      podLogsDir,
-      authentication: {
-        anonymous: { enabled: false },
-        webhook: { enabled: true },
-        x509: {},
-      },
-      authorization: { mode: 'Webhook' },
-      // A test machine's disk and memory: never evict the suite's pods.
-      evictionHard: { 'memory.available': '1Mi', 'nodefs.available': '1%', 'imagefs.available': '1%' },
-      imageGCHighThresholdPercent: 100,
-      imageGCLowThresholdPercent: 99,
-      localStorageCapacityIsolation: false,
-      serializeImagePulls: false,
-      registerNode: true,
-      staticPodPath: '',
-      syncFrequency: '10s',
-      fileCheckFrequency: '10s',
-      nodeStatusUpdateFrequency: '5s',
-    };
-    writeFileSync(join(dir, 'kubelet.yaml'), JSON.stringify(config, null, 2));
-    const labels = Object.entries(opts.labels ?? {})
-      .map(([k, v]) => `${k}=${v}`)
-      .join(',');
-    const kubelet = start(dir, 'kubelet', join(opts.binDir, 'kubelet'), [
-      `--config=${join(dir, 'kubelet.yaml')}`,
-      `--kubeconfig=${kubeconfig}`,
-      `--root-dir=${join(dir, 'kubelet')}`,
-      `--cert-dir=${join(dir, 'kubelet/pki')}`,
-      `--hostname-override=${opts.name}`,
-      `--node-ip=${nodeIp}`,
-      ...(labels ? [`--node-labels=${labels}`] : []),
-      '--v=1',
-    ]);
+    writeFileSync(
+      join(dir, 'kubelet.yaml'),
+      kubeletConfig({ address: nodeIp, port, healthzPort, containerdSocket: sock, podLogsDir }),
+    );
+    const kubelet = start(
+      dir,
+      'kubelet',
+      join(opts.binDir, 'kubelet'),
+      kubeletArgs({
+        config: join(dir, 'kubelet.yaml'),
+        kubeconfig,
+        rootDir: join(dir, 'kubelet'),
+        name: opts.name,
+        nodeIp,
+        labels: opts.labels,
+      }),
+    );
     procs.push(kubelet);
 
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 120_000);
