@@ -4,6 +4,7 @@
  * request_module(). This class only wires the parts, each doing one thing:
  *
  *   decision.ts    run + current execution → nothing / start attempt n / take over / report
+ *   ordering.ts    one module, one lane: a run waits for an earlier request's run of it
  *   pipeline.ts    check → gate → slot → policy on what modprobe loads → claim → run → report
  *   result.ts      helper result → run status; whether a result may be written
  *   nodehelpers.ts the node's helper state (Enabled / Freezing / Disabled) and its reporting
@@ -23,14 +24,25 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
-import { GROUP, RUN_PLURAL, VERSION, controllingRequest, type ModuleRun } from '../api/types.ts';
+import {
+  ANNOTATION_REQUEST_CREATED,
+  GROUP,
+  RUN_PLURAL,
+  VERSION,
+  controllingRequest,
+  isTerminal,
+  type ModuleRun,
+} from '../api/types.ts';
+import { KernelLog } from '../kernel/kmsg.ts';
+import type { KernelRoots } from '../kernel/sysfs.ts';
+import { KernelWitness } from '../kernel/witness.ts';
 import { isNotFound, retryAfterMs } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
-import type { Resolver } from '../policy/resolve.ts';
+import { NodeResolver } from '../policy/noderesolver.ts';
 import { decide } from './decision.ts';
 import {
   DEFAULT_CAPABILITIES,
@@ -41,6 +53,7 @@ import {
 } from './defaults.ts';
 import { AgentMetrics } from './metrics.ts';
 import { NodeHelpers } from './nodehelpers.ts';
+import { blockerOf, laneOf, type LaneEntry } from './ordering.ts';
 import { Outcomes } from './outcomes.ts';
 import type { HelperState } from './nodestate.ts';
 import { RunPipeline, nodeTarget, type Execution, type Outcome } from './pipeline.ts';
@@ -80,12 +93,31 @@ export interface AgentOptions {
   /** How long disabling waits for running helpers before it fails and re-enables (kernel: 5 s). */
   drainTimeoutMs?: number;
   /**
-   * How to ask modprobe what a request will really load on this node (the same module
-   * directory and config flags the helper uses); the policy is then checked on every module
-   * of that set and parameters are refused for modules loaded by an install command. Unset =
-   * the policy sees the requested name only.
+   * The modprobe asked what a request will really load on this node (absolute path); the policy
+   * is then checked on every module of that set, with the node's blacklists, parameters are
+   * refused for modules loaded by an install command, and a load is verified against the set.
+   * Unset = the policy sees the requested name only, and nothing is verified.
    */
-  resolver?: Resolver;
+  resolver?: string;
+  /**
+   * modprobe flags for the helper and the resolver alike, before `-q` (e.g. `-d ROOT -S VERSION
+   * -C CONFDIR`): one set, so the policy judges the configuration that runs. Default none.
+   */
+  modprobeArgs?: readonly string[];
+  /** Resolutions at once (default DEFAULT_RESOLVE_CONCURRENCY); dry runs queue behind loads. */
+  resolveConcurrency?: number;
+  /**
+   * strace, traced around the helper of `wait: Process` runs for the kernel's answer to its
+   * module calls (the errno); unset = none (the reason then comes from the kernel log alone).
+   */
+  tracer?: string;
+  /** util-linux dmesg, for the kernel's lines about a run (needs CAP_SYSLOG); unset = none. */
+  dmesg?: string;
+  /**
+   * Where the kernel's module state is read (/sys/module, /proc/modules): the real ones by
+   * default; a simulated node (local mode, tests) points them at a tree its helper writes.
+   */
+  kernelRoots?: KernelRoots;
   /**
    * The watchdog on the agent's watches (its runs, its Node, its ConfigMaps): one that received
    * nothing, not even a bookmark, for this long is reconnected (src/kube/watch.ts). Default
@@ -113,6 +145,11 @@ export class Agent {
   readonly #executions = new Map<string, Execution>();
   readonly #inFlight = new Set<Promise<void>>();
   readonly #outcomes: Outcomes;
+  /**
+   * Executions waiting for their turn in their module's lane (run name → how to let it go): an
+   * earlier request's run of the same module is still open or running on this node.
+   */
+  readonly #laneWaiting = new Map<string, { module: string; go: () => void }>();
   #started = false;
   #stopping = false;
 
@@ -128,6 +165,7 @@ export class Agent {
       opts.registry,
       () => ({ running: this.#slots.running, waiting: this.#slots.waiting }),
       () => this.#helpers.waiting,
+      () => this.#laneWaiting.size,
     );
     this.#queue = new WorkQueue({
       name: 'moduleruns',
@@ -178,7 +216,29 @@ export class Agent {
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
       onHelperStart: (exec) => this.#outcomes.markStarted(exec),
-      ...(opts.resolver ? { resolver: opts.resolver } : {}),
+      laneTurn: (run, exec, log) => this.#laneTurn(run, exec, log),
+      ...(opts.resolver
+        ? {
+            resolver: new NodeResolver(
+              { modprobe: opts.resolver, args: opts.modprobeArgs ?? [] },
+              opts.resolveConcurrency !== undefined ? { concurrency: opts.resolveConcurrency } : {},
+            ),
+          }
+        : {}),
+      modprobeArgs: opts.modprobeArgs ?? [],
+      ...(opts.tracer !== undefined ? { tracer: opts.tracer } : {}),
+      witness: new KernelWitness({
+        ...(opts.kernelRoots ? { roots: opts.kernelRoots } : {}),
+        ...(opts.dmesg !== undefined
+          ? {
+              kernelLog: new KernelLog(opts.dmesg, (message) =>
+                this.#log.warn('cannot read the kernel log; statuses will carry no kernel lines', {
+                  detail: message,
+                }),
+              ),
+            }
+          : {}),
+      }),
     });
     this.#outcomes = new Outcomes({
       queue: this.#queue,
@@ -201,7 +261,12 @@ export class Agent {
       logger: opts.logger,
       watchTimeoutMs: opts.watchTimeoutMs,
     });
-    const enqueue = (run: ModuleRun) => run.metadata.name && this.#queue.add(run.metadata.name);
+    const enqueue = (run: ModuleRun) => {
+      if (!run.metadata.name) return;
+      this.#queue.add(run.metadata.name);
+      // A run that finished or went away may be what another one waits for.
+      if (!run.spec.dryRun) this.#wakeLane(run.spec.module);
+    };
     for (const ev of ['add', 'update', 'delete'] as const) this.#runs.on(ev, enqueue);
     // Not before start (it takes the node's state itself) nor while stopping (shutdown keeps it Disabled).
     const following = () => this.#started && !this.#stopping;
@@ -366,11 +431,89 @@ export class Agent {
           if (exec.cancel.signal.aborted && !this.#stopping) this.#queue.add(name);
         }
         this.#inFlight.delete(p);
+        // Its helper is gone (a `wait: None` run reported long before): the next in its lane may go.
+        if (!run.spec.dryRun) this.#wakeLane(run.spec.module);
       });
     this.#inFlight.add(p);
   }
 
-  #runLog(run: ModuleRun, exec: Execution): Logger {
+  /** A run as ordering.ts sees it: its request's creation, and whether its current generation is open here. */
+  #laneEntry(run: ModuleRun): LaneEntry {
+    const name = run.metadata.name ?? '';
+    const st = run.status;
+    const open =
+      !run.metadata.deletionTimestamp &&
+      !(st?.observedGeneration === (run.metadata.generation ?? 1) && isTerminal(st.phase));
+    // Typed Date by client-node, a string on the wire (custom objects are not converted).
+    const own = run.metadata.creationTimestamp as unknown as string | Date | undefined;
+    return {
+      id: name,
+      module: run.spec.module,
+      // The controller copies the request's creationTimestamp; a run created before it did has its own.
+      created:
+        run.metadata.annotations?.[ANNOTATION_REQUEST_CREATED] ??
+        (own instanceof Date ? own.toISOString() : (own ?? '')),
+      requestName: controllingRequest(run)?.name ?? name,
+      busy: this.#executions.has(name) || open,
+      dryRun: run.spec.dryRun === true,
+    };
+  }
+
+  /** The lane entries of every run of `module` on this node. */
+  #laneEntries(module: string): LaneEntry[] {
+    const lane = laneOf(module);
+    return this.#runs
+      .list()
+      .filter((r) => laneOf(r.spec.module) === lane)
+      .map((r) => this.#laneEntry(r));
+  }
+
+  /** The earlier run `run` must wait for in its module's lane (ordering.ts), if any. */
+  #blockerOf(run: ModuleRun): LaneEntry | undefined {
+    return blockerOf(this.#laneEntry(run), this.#laneEntries(run.spec.module));
+  }
+
+  /**
+   * Resolves true once no run created for an earlier request of the same module is open or
+   * running on this node (at once when none is), false when the execution is cancelled
+   * meanwhile (deleted, superseded, agent stopping). Waiting holds no helper slot.
+   */
+  #laneTurn(run: ModuleRun, exec: Execution, log: Logger): Promise<boolean> {
+    const name = run.metadata.name ?? '';
+    const blocker = this.#blockerOf(this.#runs.get(name) ?? run);
+    if (!blocker) return Promise.resolve(true);
+    log.info('waiting for an earlier request for the same module on this node', { blocker: blocker.id });
+    return new Promise((resolve) => {
+      const cancelled = () => {
+        this.#laneWaiting.delete(name);
+        resolve(false);
+      };
+      if (exec.cancel.signal.aborted) return cancelled();
+      exec.cancel.signal.addEventListener('abort', cancelled, { once: true });
+      this.#laneWaiting.set(name, {
+        module: run.spec.module,
+        go: () => {
+          exec.cancel.signal.removeEventListener('abort', cancelled);
+          resolve(true);
+        },
+      });
+    });
+  }
+
+  /** Lets go every execution waiting in `module`'s lane that no earlier run holds back any more. */
+  #wakeLane(module: string): void {
+    if (this.#laneWaiting.size === 0) return;
+    const lane = laneOf(module);
+    for (const [name, waiting] of [...this.#laneWaiting]) {
+      if (laneOf(waiting.module) !== lane) continue;
+      const run = this.#runs.get(name);
+      if (run && this.#blockerOf(run)) continue;
+      this.#laneWaiting.delete(name);
+      waiting.go();
+    }
+  }
+
+  #runLog(run: ModuleRun, exec: Pick<Execution, 'attempt'>): Logger {
     return this.#log.child({
       run: run.metadata.name,
       module: run.spec.module,

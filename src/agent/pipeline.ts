@@ -4,20 +4,27 @@
  *
  *   check   spec valid, for this node; helper path set; module policy on the name
  *           and parameters asked (a dry run: on everything modprobe would load, then stop)
+ *   lane    an earlier request's run of the same module on this node goes first (ordering.ts)
  *   gate    helpers Enabled (else wait, then park: the run stays pending)
  *   slot    a helper slot within the busy timeout (else Throttled)
  *   policy  inside the slot, right before exec: the policy in force now, on every
  *           module modprobe would load now (security_kernel_module_request())
  *   claim   a durable status write before exec (a crash after it is an interruption)
- *   run     the helper, reported at the wait mode's point (None / Exec / Process)
+ *   run     the helper (`-r` for a removal), reported at the wait mode's point (None / Exec
+ *           / Process); for Process, traced, with the kernel's state read before and after
+ *   verify  what the kernel shows decides the reason (src/kernel/outcome.ts): NotLoaded,
+ *           AlreadyLoaded, Removed, InUse, ..., and the errno and the kernel's lines
  *   report  the result, unless the run went away or moved on
+ *
  *
  * `execute()` never retries by itself: it says what happened (an Outcome),
  * and the agent's work queue does every retry (rate-limited, per run).
  */
 import {
   API_VERSION,
+  MAX_RESOLVED,
   Reason,
+  actionOf,
   controllingRequest,
   type ModuleRun,
   type ModuleRunStatus,
@@ -28,12 +35,21 @@ import { isNotFound, isConflict, statusCode } from '../kube/errors.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
 import { retryOnConflict, type Resources } from '../kube/resources.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
+import { decideOutcome } from '../kernel/outcome.ts';
+import type { KernelWitness } from '../kernel/witness.ts';
 import { checkOnNode, type NodeCheck } from '../policy/check.ts';
-import type { Resolver } from '../policy/resolve.ts';
+import type { NodeResolver } from '../policy/noderesolver.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { NodeHelpers } from './nodehelpers.ts';
 import { afterInvalid, cleanReport } from './reporttext.ts';
-import { earlyStatus, resultStatus, statusToWrite, type ResultOwner } from './result.ts';
+import {
+  earlyStatus,
+  exitedCleanly,
+  helperCommand,
+  resultStatus,
+  statusToWrite,
+  type ResultOwner,
+} from './result.ts';
 import type { AgentSettings } from './settings.ts';
 import { CancelledError, ThrottledError, type HelperSlots } from './slots.ts';
 
@@ -75,8 +91,20 @@ export interface PipelineOptions {
   bootId: () => Promise<string>;
   /** Called right before a helper is started for an execution (attempts.ts: what started here). */
   onHelperStart?: (exec: Execution) => void;
+  /**
+   * Resolves true when the run's turn in its module's lane has come (ordering.ts: an earlier
+   * request's run of the same module goes first), false when the execution was cancelled while
+   * it waited. Unset: no lanes.
+   */
+  laneTurn?: (run: ModuleRun, exec: Execution, log: Logger) => Promise<boolean>;
   /** How to ask modprobe what a request really loads; unset = the policy sees the name asked only. */
-  resolver?: Resolver;
+  resolver?: NodeResolver;
+  /** modprobe flags before `-q`, the same the resolver uses (--modprobe-args); [] on a real node. */
+  modprobeArgs: readonly string[];
+  /** strace, for the kernel's answer to the module calls of `wait: Process` runs; unset = none. */
+  tracer?: string;
+  /** Reads the kernel's state around a helper run (verification, kernel lines). */
+  witness: KernelWitness;
 }
 
 const STDERR_TAIL_BYTES = 2048;
@@ -98,6 +126,10 @@ export class RunPipeline {
     const name = run.metadata.name ?? '';
     const refusal = await this.#check(run, log);
     if (refusal) return this.finish(run, exec, refusal, log);
+
+    // One module, one lane: a load and a removal of one module never race. A run refused above
+    // never waits here; one that waits holds no slot.
+    if (this.#o.laneTurn && !(await this.#o.laneTurn(run, exec, log))) return { kind: 'cancelled' };
 
     // Freezing or Disabled: wait a while, then park; the run stays pending and nothing is lost.
     if (!(await this.#o.helpers.whenEnabled(this.#o.freezeWaitMs, exec.cancel.signal))) {
@@ -122,7 +154,7 @@ export class RunPipeline {
         // Right before exec: the policy in force now, on what modprobe would load now.
         const check = await this.#policy(run, log, true);
         if (!check.ok) return { claimed: run, status: refusedStatus(check) };
-        return this.#claimAndRun(run, exec, log, check.resolved);
+        return this.#claimAndRun(run, exec, log, check);
       }, exec.cancel.signal);
     } catch (err) {
       if (err instanceof CancelledError) {
@@ -166,10 +198,11 @@ export class RunPipeline {
     if (!check.ok) return refusedStatus(check);
     if (!spec.dryRun) return undefined;
     const loads = check.resolved ? ` (${check.resolved.join(', ')})` : '';
+    const verb = actionOf(spec) === 'Remove' ? 'removed' : 'loaded';
     return {
       phase: 'Succeeded',
       reason: Reason.DryRun,
-      message: `dry run: ${spec.module} would be loaded${loads}; the helper was not run`,
+      message: `dry run: ${spec.module} would be ${verb}${loads}; the helper was not run`,
       ...(check.resolved ? { resolved: check.resolved } : {}),
     };
   }
@@ -181,7 +214,13 @@ export class RunPipeline {
   async #policy(run: ModuleRun, log: Logger, resolve: boolean): Promise<NodeCheck> {
     const { spec } = run;
     const resolver = resolve ? this.#o.resolver : undefined;
-    const check = await checkOnNode(this.#o.settings.policy, resolver, spec.module, spec.parameters ?? []);
+    const check = await checkOnNode(
+      this.#o.settings.policy,
+      resolver,
+      { module: spec.module, parameters: spec.parameters ?? [], action: actionOf(spec) },
+      // Dry runs wait behind the runs about to change a kernel.
+      spec.dryRun ? 'low' : 'high',
+    );
     if (!check.ok) {
       if (check.reason === Reason.Denied) this.#o.metrics.denied.inc();
       log.warn('module refused before exec', { reason: check.reason, detail: check.message });
@@ -198,10 +237,13 @@ export class RunPipeline {
     run: ModuleRun,
     exec: Execution,
     log: Logger,
-    resolved: string[] | undefined,
+    check: NodeCheck,
   ): Promise<Outcome | { claimed: ModuleRun; status: ModuleRunStatus }> {
     const { spec } = run;
-    const { helperPath, instanceId } = this.#o;
+    const { helperPath, instanceId, modprobeArgs } = this.#o;
+    const { resolved } = check;
+    const action = actionOf(spec);
+    const command = helperCommand(helperPath, action, spec.module, modprobeArgs);
     const bootID = await this.#o.bootId();
     const startTime = new Date().toISOString();
     const base = {
@@ -221,7 +263,7 @@ export class RunPipeline {
           observedGeneration: exec.generation,
           phase: 'Running',
           reason: Reason.Running,
-          message: `running ${helperPath} -q -- ${spec.module}`,
+          message: `running ${command}`,
         },
       });
     } catch (err) {
@@ -246,7 +288,15 @@ export class RunPipeline {
       log.info('run cancelled after claim, before exec', { reason: String(exec.cancel.signal.reason) });
       return { kind: 'cancelled' };
     }
-    log.info('starting helper', { helper: helperPath, wait: spec.wait });
+    // The kernel's state before: the resolved set for a load (the name asked without a resolver),
+    // the alias targets for a removal. Only a run whose exit status is reported is judged on it.
+    const reported = spec.wait === 'Process';
+    const watched =
+      action === 'Remove'
+        ? [...(check.targets ?? [spec.module])]
+        : [...(check.modules?.map((m) => m.name) ?? [spec.module])];
+    const before = reported ? await this.#o.witness.before(watched) : undefined;
+    log.info('starting helper', { helper: helperPath, wait: spec.wait, action });
     this.#o.onHelperStart?.(exec);
     const handle = startHelper({
       helperPath,
@@ -255,6 +305,10 @@ export class RunPipeline {
       timeoutMs: spec.timeoutSeconds * 1000,
       capabilities: this.#o.settings.capabilities,
       outputLimitBytes: STDERR_TAIL_BYTES,
+      action,
+      modprobeArgs,
+      // The tracer only where the exit status is reported: under it, `started` settles at the end.
+      ...(reported && this.#o.tracer !== undefined ? { tracer: this.#o.tracer } : {}),
     });
     this.#o.metrics.started.inc();
     let early: Outcome | undefined;
@@ -268,7 +322,25 @@ export class RunPipeline {
       );
     }
     const result = await handle.finished;
-    const status = { ...base, ...resultStatus(result, helperPath, spec) };
+    let status: ModuleRunStatus = { ...base, ...resultStatus(result, command, spec) };
+    if (before && exitedCleanly(result)) {
+      // What the kernel says: verified modules, the refused call's errno, the kernel's own lines.
+      const outcome = decideOutcome({
+        action,
+        module: spec.module,
+        command,
+        exitCode: result.exitCode ?? -1,
+        stderrLine: result.stderrTail.trim().split('\n').pop() ?? '',
+        ...(check.modules ? { modules: check.modules } : {}),
+        ...(check.targets ? { targets: check.targets } : {}),
+        ...(await this.#o.witness.after(before, result.trace)),
+      });
+      status = {
+        ...status,
+        ...outcome,
+        ...(outcome.verified ? { verified: outcome.verified.slice(0, MAX_RESOLVED) } : {}),
+      };
+    }
     this.#o.metrics.finished(
       status.reason ?? 'Unknown',
       (result.finishTime.getTime() - result.startTime.getTime()) / 1000,

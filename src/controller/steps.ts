@@ -111,6 +111,7 @@ export class ReconcileSteps {
         ...desired,
         parameters: desired.parameters ?? null,
         dryRun: desired.dryRun ?? null,
+        action: desired.action ?? null,
       } as unknown as ModuleRunSpec;
       return this.#resources.patchRunSpec(run.metadata.name ?? '', patch);
     }

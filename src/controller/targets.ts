@@ -6,8 +6,10 @@
 import { createHash } from 'node:crypto';
 import type { V1Node } from '@kubernetes/client-node';
 import {
+  ANNOTATION_REQUEST_CREATED,
   API_VERSION,
   DEFAULT_TIMEOUT_SECONDS,
+  actionOf,
   DEFAULT_WAIT,
   LABEL_REQUEST_NAME,
   LABEL_REQUEST_UID,
@@ -117,6 +119,7 @@ export function desiredRunSpec(req: ModuleRequest, node: V1Node): ModuleRunSpec 
   };
   if (req.spec.parameters?.length) spec.parameters = [...req.spec.parameters];
   if (req.spec.dryRun) spec.dryRun = true;
+  if (actionOf(req.spec) === 'Remove') spec.action = 'Remove';
   return spec;
 }
 
@@ -124,6 +127,7 @@ export function desiredRunSpec(req: ModuleRequest, node: V1Node): ModuleRunSpec 
 export function runSpecDiffers(current: ModuleRunSpec, desired: ModuleRunSpec): boolean {
   return (
     current.module !== desired.module ||
+    actionOf(current) !== actionOf(desired) ||
     (current.parameters ?? []).join('\0') !== (desired.parameters ?? []).join('\0') ||
     current.wait !== desired.wait ||
     current.timeoutSeconds !== desired.timeoutSeconds ||
@@ -154,6 +158,11 @@ export function rebooted(run: ModuleRun, node: V1Node | undefined): boolean {
 /** A new ModuleRun object for (request, node), owned by the request so deleting the request deletes it. */
 export function newRun(req: ModuleRequest, node: V1Node): ModuleRun {
   const labels: Record<string, string> = { [LABEL_REQUEST_UID]: req.metadata.uid ?? '' };
+  // The agent orders a node's runs for one module by their requests' creation (src/agent/ordering.ts).
+  const created = req.metadata.creationTimestamp as unknown as string | Date | undefined;
+  const annotations: Record<string, string> = created
+    ? { [ANNOTATION_REQUEST_CREATED]: created instanceof Date ? created.toISOString() : created }
+    : {};
   const name = req.metadata.name ?? '';
   if (name.length <= 63) labels[LABEL_REQUEST_NAME] = name;
   return {
@@ -162,6 +171,7 @@ export function newRun(req: ModuleRequest, node: V1Node): ModuleRun {
     metadata: {
       name: runName(req, node.metadata?.name ?? ''),
       labels,
+      ...(Object.keys(annotations).length ? { annotations } : {}),
       ownerReferences: [
         {
           apiVersion: API_VERSION,
