@@ -25,12 +25,14 @@ COPY scripts/bundle.ts ./scripts/
 RUN node scripts/bundle.ts
 
 FROM ${BASE}
-# kmod (modprobe) and util-linux (setpriv) for the helper; tini as PID 1 (see
+# kmod (modprobe) and util-linux (setpriv; dmesg, the kernel's reason for a refused
+# load) for the helper; strace for the errno of the module system call the kernel
+# refused (modprobe -q prints nothing; the agent's --tracer); tini as PID 1 (see
 # ENTRYPOINT). Then no package manager is left for anyone who gets a shell in
 # the privileged agent's container: npm, npx, corepack and yarn go (the
 # runtime needs only node and the bundle).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends kmod util-linux tini \
+ && apt-get install -y --no-install-recommends kmod util-linux strace tini \
  && rm -rf /var/lib/apt/lists/* \
  && rm -rf /usr/local/lib/node_modules /opt/yarn-* \
       /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn /usr/local/bin/yarnpkg

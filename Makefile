@@ -25,11 +25,12 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 # modprobe/depmod (kmod) run in local mode's dry-run, against demo modules built with
-# the C compiler (gcc); setpriv (util-linux) restricts the helper; tini is the image's
-# PID 1, which test/hardening.test.ts runs as PID 1 of a namespace of its own.
+# the C compiler (gcc); setpriv (util-linux) restricts the helper; strace is the agent's
+# tracer (the kernel's errno for a refused module call); tini is the image's PID 1,
+# which test/hardening.test.ts runs as PID 1 of a namespace of its own.
 debs:
 	@missing=""; \
-	for tool in modprobe:kmod depmod:kmod setpriv:util-linux cc:gcc tini:tini; do \
+	for tool in modprobe:kmod depmod:kmod setpriv:util-linux cc:gcc strace:strace tini:tini; do \
 		cmd=$${tool%%:*}; pkg=$${tool#*:}; \
 		PATH="$$PATH:/sbin:/usr/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \

@@ -18,14 +18,25 @@
  *   many              BENCH_REQUESTS requests over BENCH_NODES nodes, submitted at once (1000/100; small 100/10)
  *   fanout            one request over BENCH_FANOUT nodes (comma list; full 200,1000; small 50)
  *   burst             BENCH_BURST runs on one node, 1 s helpers, cap 50 (full 200, small 100)
+ *   dryrun-burst      BENCH_DRYRUNS dry-run requests at once on one node whose agent (a standalone
+ *                     `kmod-operator agent`) resolves against a realistic module tree (BENCH_TREE_MODULES
+ *                     modules with 100 aliases each; real modprobe), while BENCH_LOADS real loads run
+ *                     one after another on that node: all complete? the agent's process tree's peak
+ *                     RSS against the chart's 384 MiB limit; the loads' latency against the same loads
+ *                     without the burst (500/300/20 at both scales)
  *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
  *   controller-memory the controller with BENCH_STORED requests stored, 100 per node (full 10000, small 1000)
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
  * BENCH_RESULTS=path writes the results there instead of bench/results.json
+ * BENCH_MERGE=1 replaces only this run's rows in the results file (each with this run's machine),
+ * keeping the others: a row measured alone joins the committed full run.
+ * BENCH_BEFORE=path: the dryrun-burst row carries, as `before`, that file's dryrun-burst figures
+ * (measured on an earlier tree with this bench file; BENCH_MODPROBE_ARGS_FLAG=--resolver-args
+ * gives such a tree's agent its modprobe flags under the old flag's name).
  * (test/bench.test.ts, so that a test run leaves the committed figures alone).
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
@@ -44,6 +55,7 @@ import { mergePatch } from '../src/kube/callopts.ts';
 import { installCrds } from '../src/kube/crds.ts';
 import { Informer } from '../src/kube/informer.ts';
 import { reuseConnections } from '../src/kube/connections.ts';
+import { buildModuleTree, demoResolver } from '../src/local/demo.ts';
 import { silentLogger } from '../src/observability/logger.ts';
 import { Floor } from './floor.ts';
 import { ensureNode } from '../test/support/objects.ts';
@@ -59,6 +71,7 @@ import {
   startAgentProcess,
   startControllerProcess,
   stopComponent,
+  treeRss,
   writesBetween,
   type Component,
   type WriteCounts,
@@ -85,6 +98,9 @@ const sizes = {
     .split(',')
     .map((v) => count('BENCH_FANOUT', v)),
   burst: num('BENCH_BURST', 100, 200),
+  dryRuns: num('BENCH_DRYRUNS', 500, 500),
+  treeModules: num('BENCH_TREE_MODULES', 300, 300),
+  loads: num('BENCH_LOADS', 20, 20),
   stored: num('BENCH_STORED', 1000, 10_000),
 };
 /** Writes the API server makes on its own (its lease, the kubernetes Service's endpoints), not the operator's. */
@@ -114,6 +130,30 @@ export interface Result {
   agents?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number; processes: string };
   /** CPU seconds kube-apiserver used during the scenario (it shares the machine's cores). */
   apiserverCpuSeconds?: number;
+  /** A row measured alone and merged in (BENCH_MERGE): the machine it ran on. */
+  machine?: Record<string, unknown>;
+  /** dryrun-burst with BENCH_BEFORE: the same row measured on an earlier tree. */
+  before?: Pick<Result, 'wallSeconds' | 'agents' | 'dryRuns' | 'notes'>;
+  /** dryrun-burst: how the dry runs ended, the agent's memory, the real loads' latency. */
+  dryRuns?: {
+    completed: number;
+    byReason: Record<string, number>;
+    /** The first message of each reason (cut to 300 characters). */
+    examples: Record<string, string>;
+    /** Peak RSS of the agent process and every process below it (what its container's limit counts). */
+    peakTreeRssMiB: number;
+    /** Most processes below the agent at once (modprobe questions in flight). */
+    peakChildren: number;
+    limitMiB: number;
+    /** The real loads' latency alone, and while the dry runs resolve. */
+    loadsAloneP50Ms: number;
+    loadsAloneP95Ms: number;
+    loadsDuringP50Ms: number;
+    loadsDuringP95Ms: number;
+    /** The agent's part of the loads during the burst: from the run's creation to its result. */
+    loadsDuringAgentP50Ms: number;
+    loadsDuringAgentP95Ms: number;
+  };
   goal: string;
   notes?: string;
 }
@@ -487,6 +527,141 @@ try {
     r.notes = 'floor = ideal: ceil(runs / cap) × 1 s helpers';
   }
 
+  if (wanted('dryrun-burst')) {
+    // A module tree of a real node's size: modprobe -c dumps every alias (~30,000 on Debian).
+    const treeRoot = join(dir, 'tree');
+    const kernel = '6.1.0-kmod-bench';
+    const mods = Array.from({ length: sizes.treeModules }, (_, i) => ({
+      name: `bench_${i}`,
+      aliases: Array.from(
+        { length: 100 },
+        (_, j) =>
+          `pci:v0000${(i % 0xffff).toString(16).padStart(4, '0')}d0000${j.toString(16).padStart(4, '0')}sv*sd*bc*sc*i*`,
+      ),
+      depends: i % 3 === 0 || i === 0 ? [] : [`bench_${i - (i % 3)}`],
+      description: `bench module ${i}`,
+    }));
+    buildModuleTree(treeRoot, kernel, mods);
+    const modprobe = demoResolver(treeRoot).modprobe;
+    await makeNodes(['dry-node']);
+    const agent = await startAgentProcess(cp, 'dry-node', '/bin/true', [
+      `--resolver=${modprobe}`,
+      // One set of modprobe flags for the helper and the resolver (--resolver-args before issue 18).
+      `${process.env.BENCH_MODPROBE_ARGS_FLAG ?? '--modprobe-args'}=-d ${treeRoot} -S ${kernel}`,
+      // The kernel log of this machine is not the simulated node's.
+      ...(process.env.BENCH_MODPROBE_ARGS_FLAG ? [] : ['--dmesg=']),
+    ]);
+    const LIMIT_MIB = 384;
+    // The agent's part of a load: from its run's creation (the controller's dispatch) to its result.
+    const runSeen = new Map<string, number>();
+    const runDone = new Map<string, number>();
+    const runs = new Informer<NodeModules>({
+      kc,
+      path: `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      fieldSelector: 'metadata.name=dry-node',
+      logger: silentLogger(),
+      resyncMs: 0,
+    });
+    const onRun = (nm: NodeModules) => {
+      const results = new Map((nm.status?.results ?? []).map((r) => [r.uid, r]));
+      for (const e of nm.spec.requests ?? []) {
+        if (!e.name.startsWith('load-')) continue;
+        if (!runSeen.has(e.name)) runSeen.set(e.name, performance.now());
+        const r = results.get(e.uid);
+        if (r?.observedGeneration === e.generation && isTerminal(r.phase) && !runDone.has(e.name))
+          runDone.set(e.name, performance.now());
+      }
+    };
+    runs.on('add', onRun);
+    runs.on('update', onRun);
+    await runs.start();
+    let peakTree = 0;
+    let peakChildren = 0;
+    const sampler = setInterval(() => {
+      const t = treeRss(agent.child.pid ?? 0);
+      peakTree = Math.max(peakTree, t.rssMiB);
+      peakChildren = Math.max(peakChildren, t.processes - 1);
+    }, 50);
+    try {
+      const loadOnce = async (name: string, i: number) => {
+        const t0 = performance.now();
+        await createRequest(name, { module: `bench_${(i * 7) % sizes.treeModules}`, nodeName: 'dry-node' });
+        await waitTerminal([name], `real load ${name}`);
+        return (terminalAt.get(name) ?? 0) - t0;
+      };
+      const loadsAlone: number[] = [];
+      for (let i = 0; i < sizes.loads; i++) loadsAlone.push(await loadOnce(`load-alone-${i}`, i));
+      const names = Array.from({ length: sizes.dryRuns }, (_, i) => `dry-${i}`);
+      const t0 = performance.now();
+      const submitted = inParallel(names, SUBMIT_CONCURRENCY, (name, i) =>
+        createRequest(name, {
+          module:
+            i % 2
+              ? `bench_${i % sizes.treeModules}`
+              : `pci:v0000${(i % sizes.treeModules).toString(16).padStart(4, '0')}d00000001sv0sd0bc0sc0i0`,
+          nodeName: 'dry-node',
+          dryRun: true,
+        }).then(() => undefined),
+      );
+      const loadsDuring: number[] = [];
+      for (let i = 0; i < sizes.loads; i++) loadsDuring.push(await loadOnce(`load-during-${i}`, i + 1));
+      await submitted;
+      await waitTerminal(names, `${sizes.dryRuns} dry runs`);
+      const wall = (Math.max(...names.map((x) => terminalAt.get(x) ?? 0)) - t0) / 1000;
+      const byReason: Record<string, number> = {};
+      const examples: Record<string, string> = {};
+      for (const n of names) {
+        const node = watcher.get(n)?.status?.nodes?.[0];
+        const reason = node?.reason ?? 'unknown';
+        byReason[reason] = (byReason[reason] ?? 0) + 1;
+        examples[reason] ??= (node?.message ?? '').slice(0, 300);
+      }
+      const s = procStats(agent.child.pid ?? 0);
+      const agentPart = Array.from({ length: sizes.loads }, (_, i) => {
+        const n = `load-during-${i}`;
+        return (runDone.get(n) ?? 0) - (runSeen.get(n) ?? 0);
+      });
+      results.push({
+        name: 'dryrun-burst',
+        sizes: {
+          dryRuns: sizes.dryRuns,
+          treeModules: sizes.treeModules,
+          treeAliases: sizes.treeModules * 100,
+          loads: sizes.loads,
+          nodes: 1,
+        },
+        wallSeconds: +wall.toFixed(2),
+        agents: {
+          rssMiB: +s.rssMiB.toFixed(1),
+          peakRssMiB: +s.peakRssMiB.toFixed(1),
+          cpuSeconds: s.cpuSeconds,
+          processes: 'one standalone `kmod-operator agent` process and the modprobe processes it starts',
+        },
+        dryRuns: {
+          completed: names.filter((x) => terminalAt.has(x)).length,
+          byReason,
+          examples,
+          peakTreeRssMiB: +peakTree.toFixed(1),
+          peakChildren,
+          limitMiB: LIMIT_MIB,
+          loadsAloneP50Ms: Math.round(percentile(loadsAlone, 50)),
+          loadsAloneP95Ms: Math.round(percentile(loadsAlone, 95)),
+          loadsDuringP50Ms: Math.round(percentile(loadsDuring, 50)),
+          loadsDuringP95Ms: Math.round(percentile(loadsDuring, 95)),
+          loadsDuringAgentP50Ms: Math.round(percentile(agentPart, 50)),
+          loadsDuringAgentP95Ms: Math.round(percentile(agentPart, 95)),
+        },
+        goal: `all ${sizes.dryRuns} complete; peak agent tree RSS ≤ ${LIMIT_MIB} MiB (the chart's limit); real loads keep their latency`,
+        ...(process.env.BENCH_NOTES ? { notes: process.env.BENCH_NOTES } : {}),
+        ...(process.env.BENCH_BEFORE ? { before: beforeRow(process.env.BENCH_BEFORE) } : {}),
+      });
+    } finally {
+      clearInterval(sampler);
+      await runs.stop();
+      await stopComponent(agent);
+    }
+  }
+
   if (wanted('agent-idle')) {
     await makeNodes(['rss-node']);
     const agent = await startAgentProcess(cp, 'rss-node', '/bin/true');
@@ -559,6 +734,15 @@ try {
   await cp.stop();
 }
 
+/** The dryrun-burst figures of an earlier run's results file (BENCH_BEFORE). */
+function beforeRow(path: string): NonNullable<Result['before']> {
+  const row = (JSON.parse(readFileSync(path, 'utf8')) as { results: Result[] }).results.find(
+    (r) => r.name === 'dryrun-burst',
+  );
+  if (!row?.dryRuns) throw new Error(`BENCH_BEFORE=${path} has no dryrun-burst row`);
+  return { wallSeconds: row.wallSeconds, agents: row.agents, dryRuns: row.dryRuns, notes: row.notes };
+}
+
 // ---- Report. ----
 const version = (cmd: string, args: string[]) => {
   try {
@@ -577,7 +761,14 @@ const machine = {
   scale: full ? 'full' : 'small',
   date: new Date().toISOString(),
 };
-writeFileSync(resultsPath, `${JSON.stringify({ machine, results }, null, 2)}\n`);
+if (process.env.BENCH_MERGE) {
+  // Only this run's rows change; each carries the machine it was measured on.
+  const old = JSON.parse(readFileSync(resultsPath, 'utf8')) as { machine: unknown; results: Result[] };
+  const mine = new Map(results.map((r) => [r.name, { ...r, machine }]));
+  const merged = old.results.map((r) => mine.get(r.name) ?? r);
+  for (const r of mine.values()) if (!old.results.some((o) => o.name === r.name)) merged.push(r);
+  writeFileSync(resultsPath, `${JSON.stringify({ machine: old.machine, results: merged }, null, 2)}\n`);
+} else writeFileSync(resultsPath, `${JSON.stringify({ machine, results }, null, 2)}\n`);
 const cell = (v: string | number | undefined) => (v === undefined ? '-' : String(v));
 const rows = results.map((r) => [
   r.name,
@@ -618,6 +809,17 @@ const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).
 console.log(line(header));
 for (const r of rows) console.log(line(r));
 for (const r of results) {
+  if (r.dryRuns) {
+    const d = r.dryRuns;
+    console.log(
+      `${r.name}: ${d.completed}/${r.sizes.dryRuns} completed (${Object.entries(d.byReason)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}); ` +
+        `agent tree peak RSS ${d.peakTreeRssMiB} MiB (limit ${d.limitMiB}), ${d.peakChildren} processes below it at most; ` +
+        `real loads p50/p95 ${d.loadsAloneP50Ms}/${d.loadsAloneP95Ms} ms alone, ${d.loadsDuringP50Ms}/${d.loadsDuringP95Ms} ms during the burst ` +
+        `(the agent's part: ${d.loadsDuringAgentP50Ms}/${d.loadsDuringAgentP95Ms} ms from the run's creation to its result)`,
+    );
+  }
   const dispatch =
     r.dispatchSeconds === undefined ? '' : `; all runs dispatched after ${r.dispatchSeconds} s`;
   console.log(`${r.name}: goal ${r.goal}${dispatch}${r.notes ? `; ${r.notes}` : ''}`);

@@ -9,7 +9,7 @@
  * says about itself.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { join, resolve } from 'node:path';
@@ -190,6 +190,38 @@ export function procStats(pid: number): ProcStats {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11]) + Number(fields[12]);
   return { rssMiB: kib('VmRSS') / 1024, peakRssMiB: kib('VmHWM') / 1024, cpuSeconds: ticks / 100 };
+}
+
+/**
+ * RSS of `pid` and every process below it, summed (what a container's memory limit counts), and
+ * how many processes that is. Reads /proc; processes that exit meanwhile are skipped.
+ */
+export function treeRss(pid: number): { rssMiB: number; processes: number } {
+  const parent = new Map<number, number>();
+  const rss = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const status = readFileSync(`/proc/${entry}/status`, 'utf8');
+      parent.set(Number(entry), Number(/^PPid:\s+(\d+)/m.exec(status)?.[1] ?? 0));
+      rss.set(Number(entry), Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0));
+    } catch {
+      /* gone */
+    }
+  }
+  const inTree = (p: number): boolean => {
+    for (let cur = p, hops = 0; cur > 1 && hops < 64; cur = parent.get(cur) ?? 0, hops++)
+      if (cur === pid) return true;
+    return false;
+  };
+  let kib = 0;
+  let processes = 0;
+  for (const [p, r] of rss) {
+    if (!inTree(p)) continue;
+    kib += r;
+    processes++;
+  }
+  return { rssMiB: kib / 1024, processes };
 }
 
 /** Writes the API server served, by "resource[/subresource]", from its apiserver_request_total. */

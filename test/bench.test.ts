@@ -19,7 +19,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -51,7 +51,23 @@ const SMALL = {
   BENCH_NODES: '2',
   BENCH_BURST: '6',
   BENCH_STORED: '20',
+  BENCH_DRYRUNS: '8',
+  BENCH_TREE_MODULES: '6',
+  BENCH_LOADS: '2',
 };
+
+/** The dry-run burst row: every dry run completed as DryRun; memory and the loads' latency measured. */
+function assertDryRunBurst(r: Row | undefined, dryRuns: number): void {
+  assert.ok(r?.dryRuns, 'dryrun-burst: its figures');
+  const d = r.dryRuns;
+  assert.equal(d.completed, dryRuns);
+  assert.deepEqual(d.byReason, { DryRun: dryRuns }, JSON.stringify(d.examples));
+  assert.match(d.examples.DryRun ?? '', /^dry run: \S+ would be loaded \(bench_\d+/);
+  assert.ok(d.peakTreeRssMiB > 0 && d.peakChildren >= 0 && d.limitMiB === 384, JSON.stringify(d));
+  for (const k of ['loadsAloneP50Ms', 'loadsDuringP95Ms', 'loadsDuringAgentP50Ms'] as const)
+    assert.ok(isNum(d[k]) && d[k] > 0, `${k}: ${d[k]}`);
+  assertUsage(r.agents, 'dryrun-burst agent');
+}
 
 type Row = Result;
 type Usage = NonNullable<Result['controller']>;
@@ -123,7 +139,7 @@ test('make bench: every scenario in the table and in results.json, with its docu
   assert.equal(machine.scale, 'small');
   assert.deepEqual(
     results.map((r) => r.name),
-    ['sequential', 'many', 'fanout-3', 'burst', 'agent-idle', 'controller-memory'],
+    ['sequential', 'many', 'fanout-3', 'burst', 'dryrun-burst', 'agent-idle', 'controller-memory'],
   );
   const by = new Map(results.map((r) => [r.name, r]));
   const seq = by.get('sequential')!;
@@ -142,6 +158,14 @@ test('make bench: every scenario in the table and in results.json, with its docu
   assert.ok(burst.ratio && burst.ratio.wall >= 1, `a 1 s helper takes at least 1 s: ×${burst.ratio?.wall}`);
   assert.ok(isNum(burst.p50Ms) && isNum(burst.p99Ms), 'burst latencies');
   assertUsage(burst.agents, 'burst agents');
+  assertDryRunBurst(by.get('dryrun-burst'), 8);
+  assert.deepEqual(by.get('dryrun-burst')?.sizes, {
+    dryRuns: 8,
+    treeModules: 6,
+    treeAliases: 600,
+    loads: 2,
+    nodes: 1,
+  });
   assertUsage(by.get('agent-idle')?.agents, 'idle agent');
   const mem = by.get('controller-memory')!;
   const { storedNodes, ...stored } = mem.sizes;
@@ -191,6 +215,59 @@ test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts:
   );
   assertAgainstFloor(results[0] as Row, false);
   assert.ok((results[0]?.dispatchSeconds ?? 0) > 0, 'says when every run was dispatched');
+});
+
+test('BENCH_ONLY=dryrun-burst node_modules/.bin/node bench/bench.ts: the dry-run burst alone, shrunk', async () => {
+  // The README's row: 500 dry runs over a 300-module tree; here 10 over 9 modules, 2 loads.
+  const path = join(dir, 'dryrun.json');
+  const out = await run('node_modules/.bin/node', ['bench/bench.ts'], {
+    BENCH_ONLY: 'dryrun-burst',
+    BENCH_DRYRUNS: '10',
+    BENCH_TREE_MODULES: '9',
+    BENCH_LOADS: '2',
+    BENCH_RESULTS: path,
+  });
+  const { results } = readResults(path, out);
+  assert.deepEqual(
+    results.map((r) => r.name),
+    ['dryrun-burst'],
+  );
+  assertDryRunBurst(results[0], 10);
+  assert.match(out, /^dryrun-burst: 10\/10 completed \(DryRun 10\); agent tree peak RSS /m);
+
+  // bench/RESULTS.md's second command: the row, carrying an earlier run's figures as `before`,
+  // replaces only itself in a results file (here a copy of the committed one).
+  const merged = join(dir, 'merged.json');
+  const committed = readFileSync(join(projectRoot, 'bench/results.json'), 'utf8');
+  writeFileSync(merged, committed);
+  const out2 = await run('node_modules/.bin/node', ['bench/bench.ts'], {
+    BENCH_ONLY: 'dryrun-burst',
+    BENCH_MERGE: '1',
+    BENCH_BEFORE: path,
+    BENCH_DRYRUNS: '4',
+    BENCH_TREE_MODULES: '4',
+    BENCH_LOADS: '1',
+    BENCH_RESULTS: merged,
+  });
+  const old = JSON.parse(committed) as Results;
+  assert.match(out2, /^dryrun-burst\s/m, 'its row in the table');
+  assert.ok(out2.includes(`wrote ${merged}`), 'says where it wrote');
+  const now = JSON.parse(readFileSync(merged, 'utf8')) as Results;
+  assert.deepEqual(now.machine, old.machine, 'the file keeps its machine');
+  assert.deepEqual(
+    now.results.map((r) => r.name),
+    [...new Set([...old.results.map((r) => r.name), 'dryrun-burst'])],
+  );
+  for (const r of now.results.filter((x) => x.name !== 'dryrun-burst'))
+    assert.deepEqual(
+      r,
+      old.results.find((o) => o.name === r.name),
+      `${r.name} left alone`,
+    );
+  const row = now.results.find((r) => r.name === 'dryrun-burst');
+  assertDryRunBurst(row, 4);
+  assert.equal(row?.machine?.scale, 'small', 'the row says where it ran');
+  assert.deepEqual(row?.before?.dryRuns, results[0]?.dryRuns, 'the earlier figures, as they were');
 });
 
 test('a bad size is refused naming the variable, before anything starts', async () => {

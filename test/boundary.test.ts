@@ -7,12 +7,15 @@
  * before exec.
  *
  * The helper is a recorder: it writes one file per exec (its argv), then runs
- * the real modprobe against the demo module tree and a demo modprobe.d — in
- * --dry-run for every module except demo_fs, which the demo modprobe.d loads
- * through an rdma-core style `install ... $CMDLINE_OPTS` line: for demo_fs the
- * real modprobe really runs that line through the shell (it loads nothing; it
- * echoes), so a parameter that reached it would be executed. No module is ever
- * loaded into this machine's kernel.
+ * the real modprobe against the demo module tree and a demo modprobe.d, with
+ * the flags the agent gives the helper and its resolver alike (--modprobe-args)
+ * — through the simulated node's helper (--dry-run, and a simulated
+ * /sys/module the agent verifies loads in) for every module except demo_fs,
+ * which the demo modprobe.d loads through an rdma-core style `install ...
+ * $CMDLINE_OPTS` line: for demo_fs the real modprobe really runs that line
+ * through the shell (it loads nothing; it echoes), so a parameter that reached
+ * it would be executed, and the agent finds demo_fs missing from the kernel
+ * (NotLoaded). No module is ever loaded into this machine's kernel.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,7 +42,7 @@ import {
 import { Registry } from 'prom-client';
 import { API_VERSION, GROUP, REQUEST_PLURAL, VERSION } from '../src/api/types.ts';
 import { installCrds, readCrds } from '../src/kube/crds.ts';
-import { demoResolver, prepareDemoHelper } from '../src/local/demo.ts';
+import { prepareDemoNode } from '../src/local/demo.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { HOSTILE_VALUES, badInputs } from './support/corpus.ts';
 import { createRequest, ensureNode, getRequest, waitForCondition } from './support/objects.ts';
@@ -48,14 +51,20 @@ import { startAgent, startController } from './support/operator.ts';
 const dir = mkdtempSync(join(tmpdir(), 'kmod-boundary-'));
 process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
 const demo = join(dir, 'demo');
-prepareDemoHelper(demo);
+const node = prepareDemoNode(demo);
 const conf = join(dir, 'modprobe.d');
 mkdirSync(conf);
 const installConf = join(conf, 'rdma.conf');
 writeFileSync(installConf, 'install demo_fs /bin/echo demo_fs-installed $CMDLINE_OPTS\n');
-const base = demoResolver(demo);
-const flags = [...base.args, '-C', conf];
-const resolver = { modprobe: base.modprobe, args: flags };
+const flags = [...node.modprobeArgs, '-C', conf];
+/** A second node's modprobe.d: a chained alias (a config alias wins over a module's own name) and a blacklist. */
+const conf2 = join(dir, 'modprobe2.d');
+mkdirSync(conf2);
+writeFileSync(join(conf2, 'chain.conf'), 'alias foo demo_net\nalias demo_net demo_fs\n');
+const blacklistConf = join(conf2, 'blacklist-pci.conf');
+writeFileSync(blacklistConf, 'blacklist demo_pci\n');
+/** The agents' resolver and flags: the real modprobe, the demo tree, the demo modprobe.d. */
+const simulated = { resolver: node.resolver, modprobeArgs: flags, kernelRoots: node.kernelRoots };
 
 /** The recorder helper: one file per exec in `record/`; waits while `hold` exists. */
 const record = join(dir, 'record');
@@ -65,17 +74,18 @@ const helper = join(dir, 'recorder');
 writeFileSync(
   helper,
   `#!/bin/sh
-# argv: -q -- MODULE [key=value...]
+# argv: FLAGS -q -- MODULE [key=value...]
 printf '%s\\n' "$@" > ${record}/exec-$$
-while [ -e ${hold} ] && [ "$3" = demo_fs ]; do sleep 0.05; done
-if [ "$3" = demo_fs ]; then exec ${base.modprobe} ${flags.join(' ')} "$@"; fi
-exec ${base.modprobe} --dry-run ${flags.join(' ')} "$@"
+m=; seen=; for a in "$@"; do if [ -n "$seen" ]; then m=$a; break; fi; [ "$a" = -- ] && seen=1; done
+while [ -e ${hold} ] && [ "$m" = demo_fs ]; do sleep 0.05; done
+if [ "$m" = demo_fs ]; then exec ${node.resolver} "$@"; fi
+exec ${node.helper} "$@"
 `,
 );
 chmodSync(helper, 0o755);
 /** The argv of every exec the recorder saw. */
 const execs = () => readdirSync(record).map((f) => readFileSync(join(record, f), 'utf8').trim().split('\n'));
-const execsOf = (module: string) => execs().filter((argv) => argv[2] === module).length;
+const execsOf = (module: string) => execs().filter((argv) => argv[argv.indexOf('--') + 1] === module).length;
 
 /** The CRDs with every rule removed: any spec is stored as sent (selectable nodeName kept). */
 function strippedCrdDir(): string {
@@ -130,28 +140,33 @@ const env = useControlPlane({
       namespace: ns,
       body: { metadata: { name: 'policy-long' }, data: { allow: LONG_ALLOW } },
     });
-    for (const node of ['n1', 'n2', 'n3', 'n4']) await ensureNode(e.kc, node);
+    for (const node of ['n1', 'n2', 'n3', 'n4', 'n5']) await ensureNode(e.kc, node);
     const controller = await startController(e.kc);
     e.onStop(() => controller.stop());
     const agents = [
       await startAgent(e.kc, 'n1', helper, {
-        resolver,
+        ...simulated,
         policyConfigMap: { namespace: ns, name: 'kmod-module-policy' },
       }),
       await startAgent(e.kc, 'n2', helper, {
-        resolver,
+        ...simulated,
         policyConfigMap: { namespace: ns, name: 'policy-demo' },
       }),
       await startAgent(e.kc, 'n3', helper, {
-        resolver,
+        ...simulated,
         policyConfigMap: { namespace: ns, name: 'policy-tight' },
         maxConcurrent: 1,
         busyTimeoutMs: 300_000,
         registry: registries.tight,
       }),
       await startAgent(e.kc, 'n4', helper, {
-        resolver,
+        ...simulated,
         policyConfigMap: { namespace: ns, name: 'policy-long' },
+      }),
+      await startAgent(e.kc, 'n5', helper, {
+        ...simulated,
+        modprobeArgs: [...node.modprobeArgs, '-C', conf2],
+        policyConfigMap: { namespace: ns, name: 'policy-demo' },
       }),
     ];
     for (const a of agents) e.onStop(() => a.stop());
@@ -171,7 +186,7 @@ async function createRaw(name: string, spec: Record<string, unknown>): Promise<v
 test('positive control: the demo install line really runs parameters through a shell', () => {
   // Outside the operator, straight to the helper: this is what a request could do on today's main.
   const control = join(dir, 'control-pwned');
-  const r = spawnSync(helper, ['-q', '--', 'demo_fs', `opt=0;touch\${IFS}${control};#`], {
+  const r = spawnSync(helper, [...flags, '-q', '--', 'demo_fs', `opt=0;touch\${IFS}${control};#`], {
     encoding: 'utf8',
   });
   assert.equal(r.status, 0, r.stderr);
@@ -219,10 +234,22 @@ test('parameters for a module the node loads through an install command are Deni
   );
   assert.deepEqual(r.status?.nodes?.[0]?.resolved, ['demo_fs']);
   assert.equal(execsOf('fs-demofs'), 0);
-  // Without parameters nothing is pasted: the admin's install line runs as configured.
+  // Without parameters nothing is pasted: the admin's install line runs as configured. It only
+  // echoes: modprobe exits 0, and the agent, checking the kernel, finds demo_fs missing.
   await createRequest(env.kc, 'install-plain', { module: 'demo_fs', nodeName: 'n1' });
-  await waitForCondition(env.kc, 'install-plain', 'Succeeded');
+  const plain = await waitForCondition(env.kc, 'install-plain', 'Failed');
+  assert.equal(plain.status?.nodes?.[0]?.reason, 'NotLoaded');
+  assert.match(
+    plain.status?.nodes?.[0]?.message ?? '',
+    /exited 0, but demo_fs is not in the kernel \(the node loads it through an install command, which ran and did not load it: \/bin\/echo demo_fs-installed \$CMDLINE_OPTS\)/,
+  );
+  assert.deepEqual(plain.status?.nodes?.[0]?.verified, []);
   assert.equal(execsOf('demo_fs'), 1);
+  // One set of modprobe flags: the helper got exactly those the resolver judged with.
+  assert.deepEqual(
+    execs().find((argv) => argv.at(-1) === 'demo_fs'),
+    [...flags, '-q', '--', 'demo_fs'],
+  );
 });
 
 test('the agent judges what modprobe would load: a denied dependency or alias target is Denied with the chain', async () => {
@@ -241,11 +268,37 @@ test('the agent judges what modprobe would load: a denied dependency or alias ta
     );
     assert.equal(execsOf(module), 0, name);
   }
-  // An allowed request records its resolved set on the run and the request.
+  // An allowed request records its resolved set on the run and the request, and what the kernel
+  // shows after the load (demo_fs's install line loads nothing: NotLoaded).
   await createRequest(env.kc, 'chain-ok', { module: 'fs-demofs', nodeName: 'n2' });
-  const ok = await waitForCondition(env.kc, 'chain-ok', 'Succeeded');
+  const ok = await waitForCondition(env.kc, 'chain-ok', 'Failed');
   assert.deepEqual(ok.status?.nodes?.[0]?.resolved, ['demo_fs']);
+  assert.equal(ok.status?.nodes?.[0]?.reason, 'NotLoaded');
   assert.equal(execsOf('fs-demofs'), 1);
+});
+
+test('a chained alias is judged on what the helper will load, and a node blacklist stops a module asked by name', async () => {
+  // `foo` → demo_net (which loads demo_core); a second lookup of demo_net would land on demo_fs.
+  await createRequest(env.kc, 'alias-chain', { module: 'foo', nodeName: 'n5' });
+  const chain = await waitForCondition(env.kc, 'alias-chain', 'Failed');
+  assert.equal(chain.status?.nodes?.[0]?.reason, 'Denied');
+  assert.match(
+    chain.status?.nodes?.[0]?.message ?? '',
+    /^spec\.module: foo would load demo_core \(foo → demo_net → demo_core\)/,
+  );
+  assert.deepEqual(chain.status?.nodes?.[0]?.resolved, ['demo_core', 'demo_net']);
+  assert.equal(execsOf('foo'), 0);
+  await createRequest(env.kc, 'blacklisted', { module: 'demo-pci', nodeName: 'n5' });
+  const bl = await waitForCondition(env.kc, 'blacklisted', 'Failed');
+  assert.equal(bl.status?.nodes?.[0]?.reason, 'Denied');
+  assert.equal(
+    bl.status?.nodes?.[0]?.message?.startsWith(
+      `spec.module: demo_pci is blacklisted on this node (blacklist demo_pci in ${blacklistConf})`,
+    ),
+    true,
+    bl.status?.nodes?.[0]?.message,
+  );
+  assert.equal(execsOf('demo-pci'), 0);
 });
 
 test('a refusal under a 4 KiB allow-list names the rule, not the pattern, and reaches the status', async () => {
@@ -300,6 +353,11 @@ test('dryRun: resolved and checked as for a real load, recorded, never executed;
     return now?.status?.nodes?.[0]?.reason === 'Completed' && now.status.observedGeneration === 2;
   });
   assert.equal(execsOf('net-pf-99'), 1);
+  // Verified: both modules are in the (simulated) kernel now.
+  assert.deepEqual((await getRequest(env.kc, 'dry'))?.status?.nodes?.[0]?.verified, [
+    'demo_core',
+    'demo_net',
+  ]);
 });
 
 test('a policy tightened while a run waited for a helper slot stops that run', async () => {
@@ -339,7 +397,9 @@ test('a policy tightened while a run waited for a helper slot stops that run', a
   } finally {
     rmSync(hold, { force: true });
   }
-  await waitForCondition(env.kc, 'tight-blocker', 'Succeeded');
+  // demo_fs's install line loads nothing: the blocker ends NotLoaded (it ran: that is what counts).
+  const blocker = await waitForCondition(env.kc, 'tight-blocker', 'Failed');
+  assert.equal(blocker.status?.nodes?.[0]?.reason, 'NotLoaded');
   const w = await waitForCondition(env.kc, 'tight-waiter', 'Failed');
   assert.equal(w.status?.nodes?.[0]?.reason, 'Denied');
   assert.match(

@@ -249,6 +249,8 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       '  freezeWaitSeconds: 60',
       "  capabilityBounding: 'cap_sys_module,cap_net_admin'",
       '  capabilityInheritable: cap_sys_module',
+      "  tracer: ''",
+      '  dmesg: /opt/util-linux/dmesg',
       '  metricsPort: 9091',
       '  terminationGracePeriodSeconds: 45',
       '  tolerations: [{ key: dedicated, operator: Equal, value: gpu, effect: NoSchedule }]',
@@ -257,6 +259,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
       "  allow: '^(nvidia|nvidia_uvm|loop)$'",
       '  defaultDenyList: false',
       "  deny: '^loop$'",
+      "  allowRemove: '^loop$'",
       '  parameters: { nvidia_uvm: [uvm_perf_prefetch_enable, uvm-debug] }',
     ].join('\n'),
   );
@@ -303,6 +306,8 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
     '--freeze-wait=60',
     '--capability-bounding=cap_sys_module,cap_net_admin',
     '--capability-inheritable=cap_sys_module',
+    '--tracer=',
+    '--dmesg=/opt/util-linux/dmesg',
   ]);
   assert.deepEqual(agent.ports, [{ name: 'metrics', containerPort: 9091 }]);
   // Helm merges maps with the defaults.
@@ -341,6 +346,7 @@ test('values reach the objects: a custom namespace, names, image, agent flags an
     deny: '^loop$',
     denyParameters: '^([^.]+\\.dyndbg|vfio_iommu_type1\\.allow_unsafe_interrupts)$',
     'parameters.nvidia_uvm': 'uvm_perf_prefetch_enable,uvm-debug',
+    allowRemove: '^loop$',
   });
   assert.deepEqual(find<V1Role>(objects, 'Role', 'ops-agent-config').rules?.[0]?.resourceNames, [
     'ops-module-policy',

@@ -54,6 +54,7 @@ test('a valid object is stored and read back, with defaults applied', async () =
   assert.deepEqual(got.spec, {
     module: 'snd-hda-intel',
     nodeName: 'n1',
+    action: 'Load',
     wait: 'Process',
     timeoutSeconds: 60,
   });

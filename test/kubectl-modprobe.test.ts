@@ -144,6 +144,27 @@ test('one node, success: silent like modprobe -q, exit 0, a labelled request wit
   assert.match(listed.stdout, new RegExp(`modulerequest.kmod.dev/${req?.metadata.name}`));
 });
 
+test('-r removes: a Remove request, `modprobe -r -q -- MODULE` on the node, silent on success', async () => {
+  const r = await sh('kubectl modprobe --node node-a -r ok-gone');
+  assert.deepEqual(r, { code: 0, stdout: '', stderr: '' });
+  const [req] = await requestsFor('ok-gone');
+  assert.equal(req?.spec.action, 'Remove');
+  assert.ok(
+    helper.log().some((l) => / ok-gone -r -q -- ok-gone$/.test(l)),
+    helper.log().join('\n'),
+  );
+  // Not in the kernel before, not after: the node says so with -v.
+  const v = await sh('kubectl modprobe --node node-a -v -r ok-gone-v');
+  assert.equal(v.code, 0, v.stderr);
+  assert.match(
+    v.stderr,
+    /^ok-gone-v: AlreadyRemoved: .* -r -q -- ok-gone-v exited 0: ok_gone_v was not loaded; nothing was removed$/m,
+  );
+  const bad = await sh('kubectl modprobe --node node-a -r ok-gone numdummies=1');
+  assert.equal(bad.code, 64);
+  assert.match(bad.stderr, /-r\/--remove takes no module parameters/);
+});
+
 test('one node, failure: the helper stderr as modprobe printed it and its exit status', async () => {
   const r = await sh('kubectl modprobe --node node-b fail-two');
   assert.equal(r.code, 3, r.stderr);

@@ -294,7 +294,7 @@ test('kubectl wait --for=condition=Succeeded works against a request', async () 
   assert.match(out, /modulerequest.kmod.dev\/kubectl-wait condition met/);
 });
 
-test('kubectl get mr shows module, target, progress, status and exit code', async () => {
+test('kubectl get mr shows module, action, target, progress, status and exit code', async () => {
   await createRequest(env.kc, 'get-ok', { module: 'ok-get', nodeName: 'node-a' });
   await createRequest(env.kc, 'get-fail', { module: 'fail-get', nodeName: 'node-b' });
   await waitForCondition(env.kc, 'get-ok', 'Succeeded');
@@ -307,13 +307,13 @@ test('kubectl get mr shows module, target, progress, status and exit code', asyn
     ),
   );
   const lines = out.trim().split('\n');
-  assert.match(lines[0] ?? '', /^NAME\s+MODULE\s+TARGET\s+SUCCEEDED\s+STATUS\s+EXIT\s+AGE/);
+  assert.match(lines[0] ?? '', /^NAME\s+MODULE\s+ACTION\s+TARGET\s+SUCCEEDED\s+STATUS\s+EXIT\s+AGE/);
   assert.match(
     lines.find((l) => l.startsWith('get-ok')) ?? '',
-    /^get-ok\s+ok-get\s+node\/node-a\s+1\/1\s+Succeeded\s+0\s+/,
+    /^get-ok\s+ok-get\s+Load\s+node\/node-a\s+1\/1\s+Succeeded\s+0\s+/,
   );
   assert.match(
     lines.find((l) => l.startsWith('get-fail')) ?? '',
-    /^get-fail\s+fail-get\s+node\/node-b\s+0\/1\s+Failed\s+3\s+/,
+    /^get-fail\s+fail-get\s+Load\s+node\/node-b\s+0\/1\s+Failed\s+3\s+/,
   );
 });

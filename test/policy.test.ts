@@ -219,6 +219,47 @@ test('parameter policy at admission: dyndbg, allow_unsafe_interrupts, and a per-
   }
 });
 
+test('removal at admission: off by default; allowRemove names what may go, load rules do not apply; no parameters', async () => {
+  await assert.rejects(
+    createRequest(env.kc, 'rm-off', { module: 'dummy', nodeName: 'n1', action: 'Remove' }),
+    /spec\.action: removal is off: the module policy \(kmod-system\/kmod-module-policy\) has no allowRemove pattern/,
+  );
+  // The CRD refuses parameters for a removal, whatever the policy says.
+  await assert.rejects(
+    createRequest(env.kc, 'rm-params', {
+      module: 'dummy',
+      nodeName: 'n1',
+      action: 'Remove',
+      parameters: ['a=1'],
+    }),
+    /spec\.parameters must be empty when spec\.action is Remove/,
+  );
+  await setPolicy({ ...shippedPolicy, allowRemove: '^(dummy|dccp)$' });
+  try {
+    await eventually('allowRemove to admit a removal of dummy', async () => {
+      try {
+        await createRequest(env.kc, 'rm-dummy', { module: 'dummy', nodeName: 'n1', action: 'Remove' });
+        return true;
+      } catch (err) {
+        assert.match(errorMessage(err), /removal is off/);
+        return false;
+      }
+    });
+    await assert.rejects(
+      createRequest(env.kc, 'rm-loop', { module: 'loop', nodeName: 'n1', action: 'Remove' }),
+      /spec\.module: module loop may not be removed by the module policy \(kmod-system\/kmod-module-policy, rule allowRemove\)/,
+    );
+    // dccp may not be loaded (deny), but may be removed: a removal is judged by allowRemove alone.
+    await createRequest(env.kc, 'rm-dccp', { module: 'dccp', nodeName: 'n1', action: 'Remove' });
+    await assert.rejects(
+      createRequest(env.kc, 'load-dccp', { module: 'dccp', nodeName: 'n1' }),
+      /module dccp is denied by the module policy/,
+    );
+  } finally {
+    await setPolicy(shippedPolicy);
+  }
+});
+
 test('module policy: no data, no allow pattern, or a pattern that does not compile denies everything at admission', async () => {
   try {
     for (const data of [{}, { deny: '^dccp$' }] as Array<Record<string, string>>) {

@@ -7,6 +7,7 @@
  *
  *   runs.ts        what the agent knows about each request on the node, keyed by its UID
  *   decision.ts    entry + result + current execution → nothing / start attempt n / take over
+ *   ordering.ts    one module, one lane: a request waits for an earlier request's run of it
  *   pipeline.ts    check → gate → slot → policy on what modprobe loads → claim → run → report
  *   result.ts      helper result → the node's result for the request; whether it may be written
  *   reporter.ts    writes the node's status (every result), coalescing writes
@@ -33,16 +34,20 @@ import {
   GROUP,
   NODE_MODULES_PLURAL,
   VERSION,
+  isTerminal,
   type NodeModules,
   type NodeModulesRequest,
 } from '../api/types.ts';
+import { KernelLog } from '../kernel/kmsg.ts';
+import type { KernelRoots } from '../kernel/sysfs.ts';
+import { KernelWitness } from '../kernel/witness.ts';
 import { isNotFound, retryAfterMs } from '../kube/errors.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
-import type { Resolver } from '../policy/resolve.ts';
+import { NodeResolver } from '../policy/noderesolver.ts';
 import { sameEntry } from '../api/nodemodules.ts';
 import { decide } from './decision.ts';
 import type { Execution } from './execution.ts';
@@ -55,6 +60,7 @@ import {
 } from './defaults.ts';
 import { AgentMetrics } from './metrics.ts';
 import { NodeHelpers } from './nodehelpers.ts';
+import { blockerOf, laneOf, type LaneEntry } from './ordering.ts';
 import { Outcomes } from './outcomes.ts';
 import type { HelperState } from './nodestate.ts';
 import { RunPipeline, nodeTarget, type Outcome } from './pipeline.ts';
@@ -96,12 +102,31 @@ export interface AgentOptions {
   /** How long disabling waits for running helpers before it fails and re-enables (kernel: 5 s). */
   drainTimeoutMs?: number;
   /**
-   * How to ask modprobe what a request will really load on this node (the same module
-   * directory and config flags the helper uses); the policy is then checked on every module
-   * of that set and parameters are refused for modules loaded by an install command. Unset =
-   * the policy sees the requested name only.
+   * The modprobe asked what a request will really load on this node (absolute path); the policy
+   * is then checked on every module of that set, with the node's blacklists, parameters are
+   * refused for modules loaded by an install command, and a load is verified against the set.
+   * Unset = the policy sees the requested name only, and nothing is verified.
    */
-  resolver?: Resolver;
+  resolver?: string;
+  /**
+   * modprobe flags for the helper and the resolver alike, before `-q` (e.g. `-d ROOT -S VERSION
+   * -C CONFDIR`): one set, so the policy judges the configuration that runs. Default none.
+   */
+  modprobeArgs?: readonly string[];
+  /** Resolutions at once (default DEFAULT_RESOLVE_CONCURRENCY); dry runs queue behind loads. */
+  resolveConcurrency?: number;
+  /**
+   * strace, traced around the helper of `wait: Process` runs for the kernel's answer to its
+   * module calls (the errno); unset = none (the reason then comes from the kernel log alone).
+   */
+  tracer?: string;
+  /** util-linux dmesg, for the kernel's lines about a run (needs CAP_SYSLOG); unset = none. */
+  dmesg?: string;
+  /**
+   * Where the kernel's module state is read (/sys/module, /proc/modules): the real ones by
+   * default; a simulated node (local mode, tests) points them at a tree its helper writes.
+   */
+  kernelRoots?: KernelRoots;
   /**
    * The watchdog on the agent's watches (its NodeModules, its Node, its ConfigMaps): one that received
    * nothing, not even a bookmark, for this long is reconnected (src/kube/watch.ts). Default
@@ -147,6 +172,7 @@ export class Agent {
       opts.registry,
       () => ({ running: this.#slots.running, waiting: this.#slots.waiting }),
       () => this.#helpers.waiting,
+      () => this.#runs.laneWaiters,
     );
     this.#queue = new WorkQueue({
       name: 'nodemodules',
@@ -211,7 +237,29 @@ export class Agent {
       settings: this.#settings,
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
-      ...(opts.resolver ? { resolver: opts.resolver } : {}),
+      laneTurn: (entry, exec, log) => this.#laneTurn(entry, exec, log),
+      ...(opts.resolver
+        ? {
+            resolver: new NodeResolver(
+              { modprobe: opts.resolver, args: opts.modprobeArgs ?? [] },
+              opts.resolveConcurrency !== undefined ? { concurrency: opts.resolveConcurrency } : {},
+            ),
+          }
+        : {}),
+      modprobeArgs: opts.modprobeArgs ?? [],
+      ...(opts.tracer !== undefined ? { tracer: opts.tracer } : {}),
+      witness: new KernelWitness({
+        ...(opts.kernelRoots ? { roots: opts.kernelRoots } : {}),
+        ...(opts.dmesg !== undefined
+          ? {
+              kernelLog: new KernelLog(opts.dmesg, (message) =>
+                this.#log.warn('cannot read the kernel log; statuses will carry no kernel lines', {
+                  detail: message,
+                }),
+              ),
+            }
+          : {}),
+      }),
     });
     this.#outcomes = new Outcomes({
       queue: this.#queue,
@@ -377,6 +425,9 @@ export class Agent {
     );
     // The killable wait: only a run still waiting for a slot stops; a running helper is left alone.
     if (decision.cancel) current?.cancel.abort(decision.cancel);
+    // Whatever changed for this request (taken off, finished elsewhere, a new generation) may be
+    // what a later request for the same module waits for.
+    this.#wakeLanes();
     if (!entry) {
       // Taken off the node: forgotten once nothing runs for it (its result leaves the status).
       this.#queue.forget(uid);
@@ -414,8 +465,82 @@ export class Agent {
           if (exec.cancel.signal.aborted && !this.#stopping) this.#queue.add(uid);
         }
         this.#inFlight.delete(p);
+        // Its helper is gone (a `wait: None` run reported long before): the next in its lane may go.
+        this.#wakeLanes();
       });
     this.#inFlight.add(p);
+  }
+
+  /** A request as ordering.ts sees it: its creation, and whether its current generation is open here. */
+  #laneEntry(entry: NodeModulesRequest, bootID: string | undefined): LaneEntry {
+    const run = this.#runs.get(entry.uid);
+    const r = run?.result;
+    const finished =
+      !!r &&
+      r.observedGeneration === entry.generation &&
+      isTerminal(r.phase) &&
+      !(bootID && r.bootID && r.bootID !== bootID);
+    return {
+      id: entry.uid,
+      module: entry.module,
+      created: entry.created ?? '',
+      requestName: entry.name,
+      busy: !!run?.exec || !finished,
+      dryRun: entry.dryRun === true,
+    };
+  }
+
+  /** The earlier request `entry` must wait for in its module's lane (ordering.ts), if any. */
+  #blockerOf(entry: NodeModulesRequest): LaneEntry | undefined {
+    const nm = this.#object.get(this.#opts.nodeName);
+    const bootID = nm?.spec.bootID;
+    const lane = laneOf(entry.module);
+    const others = [...entriesOf(nm).values()]
+      .filter((e) => laneOf(e.module) === lane)
+      .map((e) => this.#laneEntry(e, bootID));
+    return blockerOf(this.#laneEntry(entry, bootID), others);
+  }
+
+  /**
+   * Resolves true once no earlier request for the same module is open or running on this node
+   * (at once when none is), false when the execution is cancelled meanwhile (taken off the node,
+   * superseded, agent stopping). Waiting holds no helper slot.
+   */
+  #laneTurn(entry: NodeModulesRequest, exec: Execution, log: Logger): Promise<boolean> {
+    const blocker = this.#blockerOf(this.#entries().get(entry.uid) ?? entry);
+    if (!blocker) return Promise.resolve(true);
+    log.info('waiting for an earlier request for the same module on this node', {
+      blocker: blocker.requestName,
+    });
+    const run = this.#runs.run(entry.uid);
+    return new Promise((resolve) => {
+      const cancelled = () => {
+        if (run.laneTurn === go) delete run.laneTurn;
+        resolve(false);
+      };
+      const go = () => {
+        exec.cancel.signal.removeEventListener('abort', cancelled);
+        resolve(true);
+      };
+      if (exec.cancel.signal.aborted) return cancelled();
+      exec.cancel.signal.addEventListener('abort', cancelled, { once: true });
+      run.laneTurn = go;
+    });
+  }
+
+  /** Lets go every request waiting in its module's lane that no earlier request holds back any more. */
+  #wakeLanes(): void {
+    if (this.#runs.laneWaiters === 0) return;
+    const entries = this.#entries();
+    for (const run of this.#runs.all()) {
+      if (!run.laneTurn) continue;
+      const entry = entries.get(run.uid);
+      // Taken off the node: its cancellation lets it go (false).
+      if (!entry || this.#blockerOf(entry)) continue;
+      const go = run.laneTurn;
+      delete run.laneTurn;
+      go();
+    }
   }
 
   #runLog(entry: NodeModulesRequest, exec: Pick<Execution, 'attempt'>): Logger {

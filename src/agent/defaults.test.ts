@@ -5,9 +5,11 @@ import { test } from 'node:test';
 import {
   DEFAULT_BUSY_TIMEOUT_MS,
   DEFAULT_CAPABILITIES,
+  DEFAULT_DMESG,
   DEFAULT_DRAIN_TIMEOUT_MS,
   DEFAULT_FREEZE_WAIT_MS,
   DEFAULT_MAX_CONCURRENT,
+  DEFAULT_TRACER,
 } from './defaults.ts';
 
 const root = new URL('../../', import.meta.url);
@@ -30,6 +32,8 @@ test("the chart's values and its README carry the agent's defaults", () => {
     freezeWaitSeconds: String(DEFAULT_FREEZE_WAIT_MS / 1000),
     capabilityBounding: DEFAULT_CAPABILITIES.bounding.join(','),
     capabilityInheritable: DEFAULT_CAPABILITIES.inheritable.join(','),
+    tracer: DEFAULT_TRACER,
+    dmesg: DEFAULT_DMESG,
   };
   for (const [key, want] of Object.entries(expected)) {
     assert.equal(agentValue(key), want, `values.yaml agent.${key}`);

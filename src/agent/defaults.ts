@@ -21,6 +21,11 @@ export const DEFAULT_CAPABILITIES: {
   readonly bounding: readonly string[];
   readonly inheritable: readonly string[];
 } = Object.freeze({ bounding: DEFAULT_BOUNDING_CAPS, inheritable: DEFAULT_INHERITABLE_CAPS });
+/** Resolutions (modprobe's read-only questions) at once on a node: each is two short modprobe processes. */
+export const DEFAULT_RESOLVE_CONCURRENCY = 4;
+/** The tracer (strace) and the kernel log reader the agent runs by default; '' turns either off. */
+export const DEFAULT_TRACER = '/usr/bin/strace';
+export const DEFAULT_DMESG = '/usr/bin/dmesg';
 /** Retries of a run (an unexpected error, a result not yet written, a throttled try) back off from here... */
 export const RETRY_BASE_DELAY_MS = 1000;
 /** ...doubling up to this. */

@@ -16,6 +16,7 @@ export class AgentMetrics {
     registry: Registry,
     slots: () => { running: number; waiting: number },
     held: () => number = () => 0,
+    laneWaiters: () => number = () => 0,
   ) {
     this.started = new Counter({
       name: 'kmod_agent_helpers_started_total',
@@ -24,7 +25,7 @@ export class AgentMetrics {
     });
     this.runs = new Counter({
       name: 'kmod_agent_helper_runs_total',
-      help: 'Helper runs finished on this node, by reason (Completed, ExitCode, Timeout, ExecFailed, Signaled).',
+      help: 'Helper runs finished on this node, by reason (Completed, AlreadyLoaded, NotLoaded, ExitCode, Removed, InUse, Timeout, ...).',
       labelNames: ['reason'],
       registers: [registry],
     });
@@ -88,6 +89,14 @@ export class AgentMetrics {
       registers: [registry],
       collect() {
         this.set(held());
+      },
+    });
+    new Gauge({
+      name: 'kmod_agent_module_lane_waiters',
+      help: 'Runs waiting right now for an earlier request for the same module on this node (one at a time, in creation order).',
+      registers: [registry],
+      collect() {
+        this.set(laneWaiters());
       },
     });
   }

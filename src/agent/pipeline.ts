@@ -5,12 +5,16 @@
  *
  *   check   entry valid; helper path set; module policy on the name and
  *           parameters asked (a dry run: on everything modprobe would load, then stop)
+ *   lane    an earlier request's run of the same module on this node goes first (ordering.ts)
  *   gate    helpers Enabled (else wait, then park: the run stays pending)
  *   slot    a helper slot within the busy timeout (else Throttled)
  *   policy  inside the slot, right before exec: the policy in force now, on every
  *           module modprobe would load now (security_kernel_module_request())
  *   claim   a durable status write before exec (a crash after it is an interruption)
- *   run     the helper, reported at the wait mode's point (None / Exec / Process)
+ *   run     the helper (`-r` for a removal), reported at the wait mode's point (None / Exec
+ *           / Process); for Process, traced, with the kernel's state read before and after
+ *   verify  what the kernel shows decides the reason (src/kernel/outcome.ts): NotLoaded,
+ *           AlreadyLoaded, Removed, InUse, ..., and the errno and the kernel's lines
  *   report  the result, unless the request left the node or moved on
  *
  * Claims and results go through the run store (runs.ts) and the node's status
@@ -18,18 +22,27 @@
  * `execute()` never retries by itself: it says what happened (an Outcome),
  * and the agent's work queue does every retry (rate-limited, per run).
  */
-import { API_VERSION, Reason, type NodeModulesRequest } from '../api/types.ts';
+import { API_VERSION, MAX_RESOLVED, Reason, actionOf, type NodeModulesRequest } from '../api/types.ts';
 import { validateEntry } from '../api/validation.ts';
 import { startHelper } from '../helper/runner.ts';
+import { decideOutcome } from '../kernel/outcome.ts';
+import type { KernelWitness } from '../kernel/witness.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { checkOnNode, type NodeCheck } from '../policy/check.ts';
-import type { Resolver } from '../policy/resolve.ts';
+import type { NodeResolver } from '../policy/noderesolver.ts';
 import type { Execution } from './execution.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { NodeHelpers } from './nodehelpers.ts';
 import type { StatusReporter } from './reporter.ts';
-import { earlyStatus, resultStatus, statusToWrite, type ResultFields } from './result.ts';
+import {
+  earlyStatus,
+  exitedCleanly,
+  helperCommand,
+  resultStatus,
+  statusToWrite,
+  type ResultFields,
+} from './result.ts';
 import { startedKey, type AgentRuns } from './runs.ts';
 import type { AgentSettings } from './settings.ts';
 import { CancelledError, ThrottledError, type HelperSlots } from './slots.ts';
@@ -68,8 +81,20 @@ export interface PipelineOptions {
   freezeWaitMs: number;
   /** The node's boot ID at claim time. */
   bootId: () => Promise<string>;
+  /**
+   * Resolves true when the request's turn in its module's lane has come (ordering.ts: an earlier
+   * request's run of the same module goes first), false when the execution was cancelled while
+   * it waited. Unset: no lanes.
+   */
+  laneTurn?: (entry: NodeModulesRequest, exec: Execution, log: Logger) => Promise<boolean>;
   /** How to ask modprobe what a request really loads; unset = the policy sees the name asked only. */
-  resolver?: Resolver;
+  resolver?: NodeResolver;
+  /** modprobe flags before `-q`, the same the resolver uses (--modprobe-args); [] on a real node. */
+  modprobeArgs: readonly string[];
+  /** strace, for the kernel's answer to the module calls of `wait: Process` runs; unset = none. */
+  tracer?: string;
+  /** Reads the kernel's state around a helper run (verification, kernel lines). */
+  witness: KernelWitness;
 }
 
 const STDERR_TAIL_BYTES = 2048;
@@ -90,6 +115,10 @@ export class RunPipeline {
   async execute(entry: NodeModulesRequest, exec: Execution, log: Logger): Promise<Outcome> {
     const refusal = await this.#check(entry, log);
     if (refusal) return this.finish(entry, exec, refusal, log);
+
+    // One module, one lane: a load and a removal of one module never race. A request refused
+    // above never waits here; one that waits holds no slot.
+    if (this.#o.laneTurn && !(await this.#o.laneTurn(entry, exec, log))) return { kind: 'cancelled' };
 
     // Freezing or Disabled: wait a while, then park; the run stays pending and nothing is lost.
     if (!(await this.#o.helpers.whenEnabled(this.#o.freezeWaitMs, exec.cancel.signal))) {
@@ -114,7 +143,7 @@ export class RunPipeline {
         // Right before exec: the policy in force now, on what modprobe would load now.
         const check = await this.#policy(entry, log, true);
         if (!check.ok) return { status: refusedStatus(check) };
-        return this.#claimAndRun(entry, exec, log, check.resolved);
+        return this.#claimAndRun(entry, exec, log, check);
       }, exec.cancel.signal);
     } catch (err) {
       if (err instanceof CancelledError) {
@@ -156,10 +185,11 @@ export class RunPipeline {
     if (!check.ok) return refusedStatus(check);
     if (!entry.dryRun) return undefined;
     const loads = check.resolved ? ` (${check.resolved.join(', ')})` : '';
+    const verb = actionOf(entry) === 'Remove' ? 'removed' : 'loaded';
     return {
       phase: 'Succeeded',
       reason: Reason.DryRun,
-      message: `dry run: ${entry.module} would be loaded${loads}; the helper was not run`,
+      message: `dry run: ${entry.module} would be ${verb}${loads}; the helper was not run`,
       ...(check.resolved ? { resolved: check.resolved } : {}),
     };
   }
@@ -170,7 +200,13 @@ export class RunPipeline {
    */
   async #policy(entry: NodeModulesRequest, log: Logger, resolve: boolean): Promise<NodeCheck> {
     const resolver = resolve ? this.#o.resolver : undefined;
-    const check = await checkOnNode(this.#o.settings.policy, resolver, entry.module, entry.parameters ?? []);
+    const check = await checkOnNode(
+      this.#o.settings.policy,
+      resolver,
+      { module: entry.module, parameters: entry.parameters ?? [], action: actionOf(entry) },
+      // Dry runs wait behind the runs about to change a kernel.
+      entry.dryRun ? 'low' : 'high',
+    );
     if (!check.ok) {
       if (check.reason === Reason.Denied) this.#o.metrics.denied.inc();
       log.warn('module refused before exec', { reason: check.reason, detail: check.message });
@@ -187,9 +223,12 @@ export class RunPipeline {
     entry: NodeModulesRequest,
     exec: Execution,
     log: Logger,
-    resolved: string[] | undefined,
+    check: NodeCheck,
   ): Promise<Outcome | { status: ResultFields }> {
-    const { helperPath } = this.#o;
+    const { helperPath, modprobeArgs } = this.#o;
+    const { resolved } = check;
+    const action = actionOf(entry);
+    const command = helperCommand(helperPath, action, entry.module, modprobeArgs);
     const bootID = await this.#o.bootId();
     const base: ResultFields = {
       startTime: new Date().toISOString(),
@@ -201,7 +240,7 @@ export class RunPipeline {
       ...base,
       phase: 'Running',
       reason: Reason.Running,
-      message: `running ${helperPath} -q -- ${entry.module}`,
+      message: `running ${command}`,
     });
     if ('drop' in claim) {
       log.info('claim dropped', { reason: claim.drop });
@@ -234,7 +273,15 @@ export class RunPipeline {
       log.info('run cancelled after claim, before exec', { reason: String(exec.cancel.signal.reason) });
       return { kind: 'cancelled' };
     }
-    log.info('starting helper', { helper: helperPath, wait: entry.wait });
+    // The kernel's state before: the resolved set for a load (the name asked without a resolver),
+    // the alias targets for a removal. Only a run whose exit status is reported is judged on it.
+    const reported = entry.wait === 'Process';
+    const watched =
+      action === 'Remove'
+        ? [...(check.targets ?? [entry.module])]
+        : [...(check.modules?.map((m) => m.name) ?? [entry.module])];
+    const before = reported ? await this.#o.witness.before(watched) : undefined;
+    log.info('starting helper', { helper: helperPath, wait: entry.wait, action });
     this.#o.runs.run(entry.uid).started.add(startedKey(exec.generation, exec.attempt, bootID));
     const handle = startHelper({
       helperPath,
@@ -243,6 +290,10 @@ export class RunPipeline {
       timeoutMs: entry.timeoutSeconds * 1000,
       capabilities: this.#o.settings.capabilities,
       outputLimitBytes: STDERR_TAIL_BYTES,
+      action,
+      modprobeArgs,
+      // The tracer only where the exit status is reported: under it, `started` settles at the end.
+      ...(reported && this.#o.tracer !== undefined ? { tracer: this.#o.tracer } : {}),
     });
     this.#o.metrics.started.inc();
     let early: Outcome | undefined;
@@ -256,7 +307,25 @@ export class RunPipeline {
       );
     }
     const result = await handle.finished;
-    const status = { ...base, ...resultStatus(result, helperPath, entry) };
+    let status: ResultFields = { ...base, ...resultStatus(result, command, entry) };
+    if (before && exitedCleanly(result)) {
+      // What the kernel says: verified modules, the refused call's errno, the kernel's own lines.
+      const outcome = decideOutcome({
+        action,
+        module: entry.module,
+        command,
+        exitCode: result.exitCode ?? -1,
+        stderrLine: result.stderrTail.trim().split('\n').pop() ?? '',
+        ...(check.modules ? { modules: check.modules } : {}),
+        ...(check.targets ? { targets: check.targets } : {}),
+        ...(await this.#o.witness.after(before, result.trace)),
+      });
+      status = {
+        ...status,
+        ...outcome,
+        ...(outcome.verified ? { verified: outcome.verified.slice(0, MAX_RESOLVED) } : {}),
+      };
+    }
     this.#o.metrics.finished(
       status.reason ?? 'Unknown',
       (result.finishTime.getTime() - result.startTime.getTime()) / 1000,

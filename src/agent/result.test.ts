@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { NodeModulesRequest, NodeModulesResult } from '../api/types.ts';
 import type { HelperResult } from '../helper/runner.ts';
-import { earlyStatus, resultStatus, statusToWrite, supersedes } from './result.ts';
+import { earlyStatus, helperCommand, resultStatus, statusToWrite, supersedes } from './result.ts';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 const t1 = new Date('2026-01-01T00:00:01Z');
@@ -24,7 +24,7 @@ function helper(r: Partial<HelperResult>): HelperResult {
 const spec = { module: 'dummy', timeoutSeconds: 7 };
 
 test('exit 0 is Completed; a non-zero exit carries the last stderr line', () => {
-  assert.deepEqual(resultStatus(helper({}), '/sbin/modprobe', spec), {
+  assert.deepEqual(resultStatus(helper({}), '/sbin/modprobe -q -- dummy', spec), {
     finishTime: t1.toISOString(),
     stderrTail: '',
     stderrBytes: 0,
@@ -35,7 +35,7 @@ test('exit 0 is Completed; a non-zero exit carries the last stderr line', () => 
   });
   const failed = resultStatus(
     helper({ exitCode: 1, stderrTail: 'x\nmodprobe: FATAL: Module dummy not found\n', stderrBytes: 40 }),
-    '/sbin/modprobe',
+    '/sbin/modprobe -q -- dummy',
     spec,
   );
   assert.equal(failed.reason, 'ExitCode');
@@ -161,4 +161,12 @@ test('supersedes: a newer generation, or a live claim of the same or a later att
   );
   assert.equal(supersedes(held({ observedGeneration: 2, claimedBy: 'me', attempt: 5 }), ours, 'me'), false);
   assert.equal(supersedes(held({ observedGeneration: 2 }), { result: undefined }, 'me'), true);
+});
+
+test('the command a message shows: a removal has -r; modprobe flags come before -q', () => {
+  assert.equal(helperCommand('/sbin/modprobe', 'Load', 'loop'), '/sbin/modprobe -q -- loop');
+  assert.equal(
+    helperCommand('/sbin/modprobe', 'Remove', 'loop', ['-C', '/c']),
+    '/sbin/modprobe -C /c -r -q -- loop',
+  );
 });

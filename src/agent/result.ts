@@ -2,20 +2,41 @@
  * From what the helper did to what the node's result for the request says.
  * Pure: no I/O; the clock comes in as an argument.
  */
-import { Reason, type NodeModulesRequest, type NodeModulesResult } from '../api/types.ts';
+import { Reason, type Action, type NodeModulesRequest, type NodeModulesResult } from '../api/types.ts';
 import type { ExecOutcome, HelperResult } from '../helper/runner.ts';
+import { sanitizeLine } from '../kernel/kmsg.ts';
 import type { ResultOwner } from './execution.ts';
 import type { Run } from './runs.ts';
 
 /** A result's fields apart from which request it is for (name, uid). */
 export type ResultFields = Omit<NodeModulesResult, 'name' | 'uid'>;
 
-/** Turns a finished helper into a result (phase, reason, exit code or signal, stderr tail). */
+/** The helper's command line as messages show it (parameters left out): `/sbin/modprobe -r -q -- dummy`. */
+export function helperCommand(
+  helper: string,
+  action: Action,
+  module: string,
+  modprobeArgs: readonly string[] = [],
+): string {
+  return [helper, ...modprobeArgs, ...(action === 'Remove' ? ['-r'] : []), '-q', '--', module].join(' ');
+}
+
+/** True when the helper ran and exited with a status (no exec failure, timeout or signal). */
+export function exitedCleanly(r: HelperResult): boolean {
+  return !r.execError && !r.timedOut && !r.signal && r.exitCode !== null;
+}
+
+/**
+ * Turns a finished helper into a result (phase, reason, exit code or signal, stderr tail).
+ * `command` is helperCommand()'s. A result that exited is refined by the kernel's evidence
+ * (src/kernel/outcome.ts) when the agent has it.
+ */
 export function resultStatus(
   r: HelperResult,
-  helper: string,
-  spec: Pick<NodeModulesRequest, 'module' | 'timeoutSeconds'>,
+  command: string,
+  spec: Pick<NodeModulesRequest, 'timeoutSeconds'>,
 ): ResultFields {
+  const helper = command.split(' ')[0] ?? command;
   const common: ResultFields = {
     finishTime: r.finishTime.toISOString(),
     stderrTail: r.stderrTail,
@@ -49,16 +70,16 @@ export function resultStatus(
       phase: 'Succeeded',
       reason: Reason.Completed,
       exitCode,
-      message: `${helper} -q -- ${spec.module} exited 0`,
+      message: `${command} exited 0`,
     };
   }
-  const lastLine = r.stderrTail.trim().split('\n').pop() ?? '';
+  const lastLine = sanitizeLine(r.stderrTail.trim().split('\n').pop() ?? '');
   return {
     ...common,
     phase: 'Failed',
     reason: Reason.ExitCode,
     exitCode,
-    message: `${helper} -q -- ${spec.module} exited with status ${exitCode}${lastLine ? `: ${lastLine}` : ''}`,
+    message: `${command} exited with status ${exitCode}${lastLine ? `: ${lastLine}` : ''}`,
   };
 }
 

@@ -10,7 +10,9 @@
  *   exec      the execution in hand (waiting for a slot, or its helper running);
  *   throttle  since when, and how often, its current generation was throttled;
  *   started   the attempts this process started a helper for (attempts.ts);
- *   parked    helpers were not enabled when it came to run (nodehelpers.ts).
+ *   parked    helpers were not enabled when it came to run (nodehelpers.ts);
+ *   laneTurn  how to let it go when it waits for an earlier request for the
+ *             same module on this node (ordering.ts).
  *
  * `forget(uid)` drops all of it at once: a request that left the node's spec.
  */
@@ -36,6 +38,8 @@ export interface Run {
   /** Attempts this process started a helper for (startedKey). */
   readonly started: Set<string>;
   parked: boolean;
+  /** Set while its execution waits for its turn in its module's lane: lets it go. */
+  laneTurn?: () => void;
 }
 
 /** The key under which a run remembers that this process started the helper of an attempt. */
@@ -57,6 +61,13 @@ export class AgentRuns {
     let r = this.#runs.get(uid);
     if (!r) this.#runs.set(uid, (r = { uid, dirty: false, started: new Set(), parked: false }));
     return r;
+  }
+
+  /** How many runs wait for their turn in their module's lane now (a metric). */
+  get laneWaiters(): number {
+    let n = 0;
+    for (const r of this.#runs.values()) if (r.laneTurn) n++;
+    return n;
   }
 
   /** Every run known. */

@@ -20,6 +20,11 @@ export const WAIT_MODES: readonly WaitMode[] = ['Process', 'Exec', 'None'];
 
 export type RunPhase = 'Pending' | 'Running' | 'Succeeded' | 'Failed';
 
+/** What a request does to the module: load it (modprobe -q --) or remove it (modprobe -r -q --). */
+export type Action = 'Load' | 'Remove';
+export const ACTIONS: readonly Action[] = ['Load', 'Remove'];
+export const DEFAULT_ACTION: Action = 'Load';
+
 /** Why a run ended the way it did; stable strings for automation. */
 export const Reason = {
   /** The helper exited 0 (wait: Process). */
@@ -28,8 +33,27 @@ export const Reason = {
   Started: 'Started',
   /** The helper was dispatched without waiting (wait: None). */
   Dispatched: 'Dispatched',
-  /** The helper exited non-zero. */
+  /**
+   * The helper exited non-zero. When the kernel refused a module system call, the message
+   * carries its errno (status errno) and the kernel's own line (status kernelLog).
+   */
   ExitCode: 'ExitCode',
+  /** modprobe exited 0, but a module of the resolved set is not in the kernel (e.g. an install line that only pretends). */
+  NotLoaded: 'NotLoaded',
+  /** Every module was already in the kernel and modprobe made no module system call. */
+  AlreadyLoaded: 'AlreadyLoaded',
+  /** spec.action Remove: modprobe -r exited 0 and the module is gone from the kernel. */
+  Removed: 'Removed',
+  /** spec.action Remove: the module was not loaded; nothing was removed. */
+  AlreadyRemoved: 'AlreadyRemoved',
+  /** spec.action Remove: the module is in use (holders or references); the message names them. */
+  InUse: 'InUse',
+  /** spec.action Remove: the module is built into the kernel and cannot be removed. */
+  BuiltIn: 'BuiltIn',
+  /** spec.action Remove: the module has no exit function; the kernel never unloads it. */
+  Permanent: 'Permanent',
+  /** spec.action Remove: modprobe -r exited 0, but the module is still in the kernel. */
+  NotRemoved: 'NotRemoved',
   /** The helper was killed by a signal it did not get from us. */
   Signaled: 'Signaled',
   /** The helper ran longer than timeoutSeconds; it and every process it started were killed. */
@@ -71,6 +95,8 @@ export type ReasonName = (typeof Reason)[keyof typeof Reason];
 
 export interface ModuleRequestSpec {
   module: string;
+  /** Load (default) or Remove; a removal takes no parameters. */
+  action?: Action;
   parameters?: string[];
   nodeName?: string;
   nodeSelector?: Record<string, string>;
@@ -108,11 +134,11 @@ export interface NodeResult {
   attempt?: number;
   /** The modules modprobe resolves the request to on this node (aliases, dependencies, softdeps). */
   resolved?: string[];
-  /** The modules found in /sys/module afterwards. */
+  /** Modules confirmed in the kernel after a load, or confirmed gone after a removal. */
   verified?: string[];
-  /** The kernel's error name for a failed module syscall. */
+  /** Symbolic errno of the module system call the kernel refused (EINVAL, EPERM, EKEYREJECTED, ...). */
   errno?: string;
-  /** The kernel's log lines about the run's modules during the helper's run (bounded). */
+  /** The kernel's log lines about the run's modules during the helper's run (bounded, control characters stripped). */
   kernelLog?: string;
 }
 
@@ -148,7 +174,7 @@ export interface ModuleRequest {
 export const DEFAULT_WAIT: WaitMode = 'Process';
 export const DEFAULT_TIMEOUT_SECONDS = 60;
 export const MAX_TIMEOUT_SECONDS = 3600;
-/** The most entries status.resolved holds (the CRDs' maxItems). */
+/** The most entries status.resolved (and status.verified) holds (the CRDs' maxItems). */
 export const MAX_RESOLVED = 64;
 
 /** True for phases that will not change without a new generation or boot. */
@@ -168,11 +194,12 @@ export interface NodeModulesRequest {
   /** The ModuleRequest generation to carry out; a new one runs again. */
   generation: number;
   module: string;
+  /** Copied from the request: Load (default) or Remove. */
+  action?: Action;
   parameters?: string[];
   wait: WaitMode;
   timeoutSeconds: number;
   dryRun?: boolean;
-  action?: 'Load' | 'Remove';
 }
 
 /** One request's result on one node: an entry of NodeModules.status.results, written by the agent. */
@@ -194,8 +221,14 @@ export interface NodeModulesResult {
   attempt?: number;
   claimedBy?: string;
   resolved?: string[];
+  /** Modules confirmed in the kernel after a load (built-in ones count), or confirmed gone after a removal. */
   verified?: string[];
+  /** Symbolic errno of the module system call the kernel refused (EINVAL, EPERM, EKEYREJECTED, ...). */
   errno?: string;
+  /**
+   * The kernel's log lines about the run's modules during the helper's run: at most
+   * MAX_KERNEL_LOG_BYTES and MAX_KERNEL_LOG_LINES, C0/C1 control characters stripped.
+   */
   kernelLog?: string;
 }
 
@@ -254,3 +287,13 @@ export const RESULT_LIMITS = {
   name: 64,
   errno: 32,
 } as const;
+
+/** The most bytes status.kernelLog holds (the CRDs' maxLength). */
+export const MAX_KERNEL_LOG_BYTES = 1024;
+/** The most lines status.kernelLog holds. */
+export const MAX_KERNEL_LOG_LINES = 8;
+
+/** A spec's action, with the default applied. */
+export function actionOf(spec: { action?: Action }): Action {
+  return spec.action ?? DEFAULT_ACTION;
+}

@@ -4,7 +4,13 @@
  * its rules, an older CRD version, a direct etcd write), and the agent runs as
  * root. Each error names the field, like the apiserver's messages.
  */
-import { MAX_TIMEOUT_SECONDS, WAIT_MODES, type ModuleRequestSpec, type NodeModulesRequest } from './types.ts';
+import {
+  ACTIONS,
+  MAX_TIMEOUT_SECONDS,
+  WAIT_MODES,
+  type ModuleRequestSpec,
+  type NodeModulesRequest,
+} from './types.ts';
 
 /**
  * request_module() formats the name into a MODULE_NAME_LEN buffer (64 - sizeof(unsigned long) = 56 on
@@ -110,6 +116,7 @@ function waitAndTimeoutError(spec: { wait?: unknown; timeoutSeconds?: unknown })
 
 const REQUEST_FIELDS: ReadonlySet<string> = new Set([
   'module',
+  'action',
   'parameters',
   'nodeName',
   'nodeSelector',
@@ -123,6 +130,7 @@ const ENTRY_FIELDS: ReadonlySet<string> = new Set([
   'created',
   'generation',
   'module',
+  'action',
   'parameters',
   'wait',
   'timeoutSeconds',
@@ -168,10 +176,20 @@ export function validateRequestSpec(spec: ModuleRequestSpec | undefined): string
   }
   return (
     moduleNameError(spec.module) ??
+    actionError(spec) ??
     parametersError(spec.parameters) ??
     waitAndTimeoutError(spec) ??
     dryRunError(spec.dryRun)
   );
+}
+
+/** Returns the problem with spec.action (and parameters given to a Remove), or undefined. */
+export function actionError(spec: { action?: unknown; parameters?: unknown }): string | undefined {
+  if (spec.action === undefined) return undefined;
+  if (!ACTIONS.includes(spec.action as never)) return `spec.action must be one of ${ACTIONS.join(', ')}`;
+  if (spec.action === 'Remove' && Array.isArray(spec.parameters) && spec.parameters.length > 0)
+    return 'spec.parameters must be empty when spec.action is Remove (modprobe -r takes no module parameters)';
+  return undefined;
 }
 
 function dryRunError(dryRun: unknown): string | undefined {
@@ -197,6 +215,7 @@ export function validateEntry(entry: NodeModulesRequest | undefined): string | u
   if (entry.timeoutSeconds === undefined) return `${at}.timeoutSeconds is required`;
   const problem =
     moduleNameError(entry.module) ??
+    actionError(entry) ??
     parametersError(entry.parameters) ??
     waitAndTimeoutError(entry) ??
     dryRunError(entry.dryRun);

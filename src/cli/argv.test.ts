@@ -76,11 +76,11 @@ test('-h/--help on every command prints the usage on stdout and exits 0, startin
   assert.equal(short.status, 0, short.stderr);
 });
 
-test('the usage’s --resolver-args example, typed exactly as printed, is accepted', () => {
+test('the usage’s --modprobe-args example, typed exactly as printed, is accepted', () => {
   const usage = kmodOperator('--help').stdout;
   // The example as the usage prints it: the flag, a space, the quoted value.
-  const example = /e\.g\.\s+(--resolver-args '[^']+')/.exec(usage)?.[1];
-  assert.ok(example, `the usage shows a --resolver-args example:\n${usage}`);
+  const example = /e\.g\.\s+(--modprobe-args '[^']+')/.exec(usage)?.[1];
+  assert.ok(example, `the usage shows a --modprobe-args example:\n${usage}`);
   const r = kmodOperator(`agent ${example} --node-name=n1 --kubeconfig=/nonexistent`);
   // Past flag parsing: the agent got as far as reading its kubeconfig (not the usage, exit 2).
   assert.equal(r.status, 1, r.stderr);

@@ -3,7 +3,7 @@
  * top of node:util's parseArgs. Pure.
  *
  * parseArgs refuses `--flag VALUE` when VALUE starts with '-' ("argument is
- * ambiguous"), so `--resolver-args '-d ROOT -S VERSION'` written as the
+ * ambiguous"), so `--modprobe-args '-d ROOT -S VERSION'` written as the
  * usage shows it failed. getopt_long(3), which every Linux user's hands
  * know, gives a flag that takes a value the next word whatever it starts
  * with; `withAttachedValues` does the same before parseArgs sees the words.

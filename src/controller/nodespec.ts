@@ -16,6 +16,7 @@ import {
   MAX_REQUESTS_PER_NODE,
   NODE_SPEC_BUDGET_BYTES,
   Reason,
+  actionOf,
   type ModuleRequest,
   type NodeModules,
   type NodeModulesRequest,
@@ -38,6 +39,7 @@ export function desiredEntry(req: ModuleRequest): NodeModulesRequest {
   };
   if (req.spec.parameters?.length) entry.parameters = [...req.spec.parameters];
   if (req.spec.dryRun) entry.dryRun = true;
+  if (actionOf(req.spec) === 'Remove') entry.action = 'Remove';
   return entry;
 }
 

@@ -12,6 +12,7 @@
  */
 import {
   Reason,
+  actionOf,
   type Condition,
   type ModuleRequest,
   type ModuleRequestStatus,
@@ -86,12 +87,13 @@ export function summarize(
   const prev = req.status?.conditions;
   let succeededReason: string;
   let succeededMessage: string;
+  const removal = actionOf(req.spec) === 'Remove';
   if (phase === 'Succeeded' && req.spec.dryRun) {
     succeededReason = Reason.DryRun;
-    succeededMessage = `dry run: ${req.spec.module} resolved and allowed on ${counts.succeeded} of ${counts.total} node(s); nothing was loaded`;
+    succeededMessage = `dry run: ${req.spec.module} resolved and allowed on ${counts.succeeded} of ${counts.total} node(s); nothing was ${removal ? 'removed' : 'loaded'}`;
   } else if (phase === 'Succeeded') {
     succeededReason = 'AllNodesSucceeded';
-    succeededMessage = `${req.spec.module} loaded on ${counts.succeeded} of ${counts.total} node(s)`;
+    succeededMessage = `${req.spec.module} ${removal ? 'removed from' : 'loaded on'} ${counts.succeeded} of ${counts.total} node(s)`;
   } else if (counts.total === 0) {
     succeededReason = 'NoMatchingNodes';
     succeededMessage = `no node matches ${target}; waiting for one to join`;

@@ -720,3 +720,95 @@ void describe('startHelper: programming errors', () => {
     );
   });
 });
+
+void describe('startHelper: removal, modprobe flags, and the tracer in the chain', suite, () => {
+  const strace = ['/usr/bin/strace', '/bin/strace'].find((p) => existsSync(p));
+
+  void it('a removal is `-r -q -- MODULE`; modprobe flags go before -q and nothing else changes', async () => {
+    const { path, dir } = probeHelper();
+    const r = await startHelper(
+      invocation(path, { action: 'Remove', modprobeArgs: ['-d', '/root dir', '-C', '/c'] }),
+    ).finished;
+    assert.equal(r.exitCode, 0, r.stderrTail);
+    assert.deepEqual(readProbe(dir).argv, [path, '-d', '/root dir', '-C', '/c', '-r', '-q', '--', 'dummy']);
+    assert.throws(
+      () => startHelper(invocation(path, { action: 'Remove', parameters: ['a=1'] })),
+      /no module parameters/,
+    );
+  });
+
+  void it(
+    'under strace: the helper gets what it gets without it; stderr and trace stay apart',
+    { skip: !strace && 'strace not installed' },
+    async () => {
+      const { path, dir } = probeHelper();
+      const handle = startHelper(invocation(path, { tracer: strace, parameters: ['p=1'] }));
+      const r = await handle.finished;
+      assert.equal(r.execError, undefined, r.trace);
+      assert.equal(r.exitCode, 0);
+      assert.equal(r.stdoutTail, 'probed\n');
+      // No module call was made (the host's kernel is never asked to load anything): an empty trace.
+      assert.equal(r.trace, '');
+      const noisy = await startHelper(
+        invocation(helper('echo out; echo "helper says" >&2; exit 3'), { tracer: strace }),
+      ).finished;
+      assert.deepEqual(
+        [noisy.exitCode, noisy.stdoutTail, noisy.stderrTail, noisy.trace],
+        [3, 'out\n', 'helper says\n', ''],
+      );
+      const probe = readProbe(dir);
+      assert.deepEqual(probe.argv.slice(1), ['-q', '--', 'dummy', 'p=1']);
+      // Descriptors 0-2 only: neither strace's trace pipe nor the stderr descriptor leaked.
+      assert.deepEqual(probe.fds, [0, 1, 2]);
+      assert.equal(probe.status.CapBnd, '0000000000010000');
+      assert.equal(probe.status.NoNewPrivs, '1');
+      assert.equal(probe.status.TracerPid !== '0', true, 'the helper ran under the tracer');
+      // The tracer leads the session and group; the helper is in them.
+      assert.equal(probe.field(5), String(handle.pid));
+      assert.equal(probe.field(6), String(handle.pid));
+      // A signal that kills the helper comes back as that signal.
+      const killed = await startHelper(invocation(helper('kill -TERM $$'), { tracer: strace })).finished;
+      assert.equal(killed.signal, 'SIGTERM');
+    },
+  );
+
+  void it(
+    'under strace: a timeout still kills the whole tree, strace included',
+    { skip: !strace && 'strace not installed' },
+    async () => {
+      const marker = String(200_000 + process.pid * 10 + ++counter);
+      const path = helper(
+        `setsid sleep ${marker} &\n( sleep ${marker} & )\necho started\nexec sleep ${marker}`,
+      );
+      const handle = startHelper(invocation(path, { tracer: strace, timeoutMs: 3000 }));
+      await waitUntil('the helper to start its children', () => processesWith(marker).length === 3);
+      const r = await handle.finished;
+      assert.equal(r.timedOut, true);
+      assert.equal(r.stdoutTail, 'started\n');
+      await waitUntil('no process of the tree to survive', () => processesWith(marker).length === 0);
+      assert.equal(alive(handle.pid ?? 0), false, 'strace survived');
+    },
+  );
+
+  void it('the tracer’s output reaches the result; its own failure is a setup error', async () => {
+    // A stand-in tracer (this host's kernel is never asked to load a module): it prints what
+    // strace prints for a refused load on its stderr, then runs the chain after `--`.
+    const line =
+      'finit_module(3</lib/modules/6.1.0-9-amd64/kernel/drivers/block/loop.ko.xz>, "max_loop=abc", 0) = -1 EINVAL (Invalid argument)';
+    const fake = helper(`while [ "$1" != -- ]; do shift; done; shift\necho '${line}' >&2\nexec "$@"`);
+    const r = await startHelper(invocation(helper('echo refused >&2; exit 1'), { tracer: fake })).finished;
+    assert.equal(r.exitCode, 1);
+    assert.equal(r.stderrTail, 'refused\n');
+    assert.equal(r.trace, `${line}\n`);
+    const broken = helper("echo 'strace: ptrace(PTRACE_SEIZE, 42): Operation not permitted' >&2; exit 1");
+    const b = await startHelper(invocation(helper('exit 0'), { tracer: broken })).finished;
+    assert.deepEqual(b.execError, {
+      code: 'EPERM',
+      message: 'strace: ptrace(PTRACE_SEIZE, 42): Operation not permitted',
+    });
+    const missing = await startHelper(invocation(helper('exit 0'), { tracer: join(tmp, 'no-strace') }))
+      .finished;
+    assert.equal(missing.execError?.code, 'ENOENT');
+    assert.match(missing.execError?.message ?? '', /install strace, or run the agent with --tracer=/);
+  });
+});

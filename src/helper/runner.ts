@@ -18,6 +18,8 @@
  * | kernel (exec_async)                      | here                                               |
  * |------------------------------------------|----------------------------------------------------|
  * | argv {path, "-q", "--", name}, no shell   | spawn() with an argv array; nothing parses it       |
+ * |                                          | (`-r` before `-q` for a removal; the agent's        |
+ * |                                          | --modprobe-args before that, none on a real node)   |
  * | envp HOME, TERM, PATH                     | `env -i` + exactly HELPER_ENV (spawn gives the same |
  * |                                           | to the steps before it)                             |
  * | flush_signal_handlers(current, 1)         | libuv resets signals 1-31 and the signal mask;      |
@@ -35,7 +37,12 @@
  * So the process started is a chain that execs in place, one step each, the
  * helper last: `perl → env → [nice →] setpriv → helper`. Every step is
  * an exec, not a fork: the pid we spawn is the helper's pid, its process group
- * and its session.
+ * and its session. With a tracer (`HelperInvocation.tracer`, strace) the
+ * spawned process is the tracer, and the chain is its child: strace's output
+ * (the module system calls the kernel answered) goes to descriptor 2, a pipe
+ * of its own, and the helper's stderr to descriptor 3, which the perl step
+ * moves to 2 first; the tracer stays the group and session leader, so a
+ * timeout kills it with the rest.
  *
  * What a timeout kills: everything the helper started, not only its process
  * group. An `install` line in modprobe.d runs a shell, and anything below it
@@ -59,6 +66,7 @@
  * runner itself always reaps the helper and enforces the timeout.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import {
   accessSync,
   closeSync,
@@ -81,6 +89,7 @@ import {
   readOwnCaps,
   setprivCapList,
 } from './capabilities.ts';
+import { TRACER_ARGS } from '../kernel/trace.ts';
 import { BoundedOutput, DEFAULT_OUTPUT_LIMIT_BYTES } from './output.ts';
 import { killTree } from './proctree.ts';
 
@@ -113,6 +122,21 @@ export interface HelperInvocation {
   readonly capabilities?: HelperCapabilities;
   /** Trailing bytes of stdout and of stderr kept in the result; default 2048. */
   readonly outputLimitBytes?: number;
+  /** `Remove` runs `helper -r -q -- module` (modprobe -r); default `Load`. Parameters must be empty. */
+  readonly action?: 'Load' | 'Remove';
+  /**
+   * modprobe flags before `-q` (the agent's --modprobe-args, e.g. `-d ROOT -S VERSION -C CONFDIR`),
+   * the same flags its resolver uses; empty on a real node, where argv is the kernel's.
+   */
+  readonly modprobeArgs?: readonly string[];
+  /**
+   * Absolute path of strace, to learn the kernel's answer to the helper's module system calls
+   * (src/kernel/trace.ts): the chain is then `strace → perl → env → [nice →] setpriv → helper`,
+   * strace writes to a pipe of its own (HelperResult.trace), and the helper's stderr comes
+   * through a descriptor the perl step moves to 2. The pid is then strace's, so `started`
+   * settles only when the run ends: trace runs whose exit status is reported (wait: Process).
+   */
+  readonly tracer?: string;
 }
 
 /**
@@ -172,6 +196,8 @@ export interface HelperResult {
   readonly stderrTail: string;
   /** Total bytes written to stderr. */
   readonly stderrBytes: number;
+  /** The end of the tracer's output (at most TRACE_LIMIT_BYTES), when a tracer ran. */
+  readonly trace?: string;
   /** When the runner started the chain (or refused to). */
   readonly startTime: Date;
   /** When the helper was reaped and its output collected (or the refusal). */
@@ -254,6 +280,12 @@ const RESET_ALL_SIGNALS =
   `my $dfl = pack("Q4", 0, 0, 0, 0); for my $s (1 .. 64) { next if $s == 9 || $s == 19; ` +
   `syscall(${RT_SIGACTION[process.arch] ?? -1}, $s, $dfl, 0, 8); } ${EXEC_ARGS}`;
 
+/** dup3's system call number, per architecture Node runs on here. */
+const DUP3: Readonly<Record<string, number>> = { x64: 292, arm64: 24 };
+
+/** The end of the tracer's output kept: a module call is one line; a few hundred of them fit. */
+const TRACE_LIMIT_BYTES = 16 * 1024;
+
 /** prctl's system call number, per architecture Node runs on here. */
 const PRCTL: Readonly<Record<string, number>> = { x64: 157, arm64: 167 };
 /** <linux/prctl.h>: PR_SET_CHILD_SUBREAPER. */
@@ -267,9 +299,13 @@ const PR_SET_CHILD_SUBREAPER = 36;
  * sets the umask (FD_CLOSER), optionally resets every signal disposition,
  * then execs its arguments.
  */
-function firstStep(resetAllSignals: boolean): string {
+function firstStep(resetAllSignals: boolean, stderrFromFd3: boolean): string {
   const prctl = PRCTL[process.arch] ?? -1;
   return (
+    // Under a tracer, descriptor 2 is the tracer's output and the helper's stderr waits at 3.
+    (stderrFromFd3
+      ? `syscall(${DUP3[process.arch] ?? -1}, 3, 2, 0) == 2 or die "${FD_CLOSER_NAME}: dup3(3, 2): $!\n"; `
+      : '') +
     `syscall(${prctl}, ${PR_SET_CHILD_SUBREAPER}, 1, 0, 0, 0) == 0 or die "${FD_CLOSER_NAME}: prctl(PR_SET_CHILD_SUBREAPER): $!\n"; ` +
     FD_CLOSER +
     (resetAllSignals ? RESET_ALL_SIGNALS : EXEC_ARGS)
@@ -313,8 +349,8 @@ const ERRNO_TEXT: Readonly<Record<string, string>> = {
 const CAP_SETPCAP = 1n << BigInt(CAPABILITY_NAMES.indexOf('cap_setpcap'));
 
 /**
- * Starts the module helper: argv `[helperPath, "-q", "--", module,
- * ...parameters]`, environment HELPER_ENV, nice 0, default signal
+ * Starts the module helper: argv `[helperPath, ...modprobeArgs, ["-r",] "-q",
+ * "--", module, ...parameters]`, environment HELPER_ENV, nice 0, default signal
  * dispositions, no inherited descriptors, its own session, capability
  * bounding and inheritable sets narrowed to the configured masks, no ambient
  * capabilities, no_new_privs.
@@ -341,6 +377,15 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
 
   const resolved = resolveTools(tools);
   if ('error' in resolved) return refused(resolved.error, startTime);
+  if (inv.tracer !== undefined && !isExecutableFile(inv.tracer)) {
+    return refused(
+      {
+        code: 'ENOENT',
+        message: `tracer ${inv.tracer} not found or not executable: install strace, or run the agent with --tracer= (no trace)`,
+      },
+      startTime,
+    );
+  }
   const helperError = checkHelper(inv.helperPath);
   if (helperError !== undefined) return refused(helperError, startTime);
 
@@ -363,14 +408,19 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
 
   const { env, nice, setpriv, perl } = resolved.tools;
   const agentNice = getPriority();
+  const tracer = inv.tracer;
   const argv = [
+    // The tracer, when there is one: it forks the chain below and follows it through its execs to
+    // the helper (one process: every step execs in place), printing the module calls on its own
+    // stderr (descriptor 2 here, the trace pipe).
+    ...(tracer !== undefined ? [tracer, ...TRACER_ARGS] : []),
     // The perl step: child subreaper, descriptors, umask; it also resets every signal when the
     // agent ignores one above 31 (GNU make, for one, ignores 32 and 33 and its children inherit
     // that): libuv and `env --default-signal` reset dispositions through glibc, which refuses the
     // two signals it reserves for itself, so a raw rt_sigaction does it.
     perl,
     '-e',
-    firstStep(ignoresHighSignals()),
+    firstStep(ignoresHighSignals(), tracer !== undefined),
     '--',
     // `-i` and the assignments make HELPER_ENV the whole environment, whatever a step adds.
     env,
@@ -391,6 +441,8 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
     '-all',
     '--',
     inv.helperPath,
+    ...(inv.modprobeArgs ?? []),
+    ...(inv.action === 'Remove' ? ['-r'] : []),
     '-q',
     '--',
     inv.module,
@@ -406,8 +458,9 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
       // setsid(): own session and process group, like a kernel helper's own
       // task; the timeout reaches further than the group (killTree).
       detached: true,
-      // libuv opens /dev/null for an ignored stdin.
-      stdio: ['ignore', 'pipe', 'pipe'],
+      // libuv opens /dev/null for an ignored stdin. Under a tracer: 2 is the trace, 3 the
+      // helper's stderr (the perl step moves it to 2 and closes 3 before anything else runs).
+      stdio: tracer !== undefined ? ['ignore', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
     });
   } catch (error) {
     // Node throws for some spawn errors and emits 'error' for others (below).
@@ -422,6 +475,7 @@ export function startHelper(inv: HelperInvocation, tools: Partial<HelperTools> =
     chain: chainIdentity(resolved.tools),
     stdout,
     stderr,
+    ...(tracer !== undefined ? { trace: new BoundedOutput(TRACE_LIMIT_BYTES, STDERR_HEAD_BYTES) } : {}),
     startTime,
   });
 }
@@ -438,7 +492,13 @@ function checkInvocation(inv: HelperInvocation): void {
   if (typeof inv.module !== 'string' || inv.module === '') {
     throw new Error('module name is empty');
   }
-  for (const arg of [inv.helperPath, inv.module, ...inv.parameters]) {
+  if (inv.tracer !== undefined && !isAbsolute(inv.tracer)) {
+    throw new Error(`tracer path ${JSON.stringify(inv.tracer)} is not absolute`);
+  }
+  if (inv.action === 'Remove' && inv.parameters.length > 0) {
+    throw new Error('a removal (modprobe -r) takes no module parameters');
+  }
+  for (const arg of [inv.helperPath, inv.module, ...inv.parameters, ...(inv.modprobeArgs ?? [])]) {
     if (typeof arg !== 'string' || arg.includes('\0')) {
       throw new Error(`helper argument ${JSON.stringify(arg)} is not a string without NUL bytes`);
     }
@@ -563,6 +623,8 @@ interface RunSetup {
   readonly chain: ChainIdentity;
   readonly stdout: BoundedOutput;
   readonly stderr: BoundedOutput;
+  /** The tracer's output, when a tracer runs. */
+  readonly trace?: BoundedOutput;
   readonly startTime: Date;
 }
 
@@ -599,18 +661,24 @@ class HelperRun implements HelperHandle {
     this.#settleStarted = started.resolve;
     this.#settleFinished = finished.resolve;
 
+    // Under a tracer, the child's descriptor 2 carries the trace and 3 the helper's stderr.
+    const helperStderr = setup.trace ? (child.stdio[3] as Readable | null) : child.stderr;
     child.stdout?.on('data', (chunk: Buffer) => setup.stdout.write(chunk));
-    child.stderr?.on('data', (chunk: Buffer) => setup.stderr.write(chunk));
+    helperStderr?.on('data', (chunk: Buffer) => setup.stderr.write(chunk));
+    if (setup.trace) child.stderr?.on('data', (chunk: Buffer) => setup.trace?.write(chunk));
     // A read error on a pipe only truncates the output we keep.
     child.stdout?.on('error', () => {});
     child.stderr?.on('error', () => {});
+    helperStderr?.on('error', () => {});
     child.on('error', (error) => this.#onSpawnError(error));
     child.on('exit', (code, signal) => this.#onExit(code, signal));
     child.on('close', () => this.#finish());
 
     if (child.pid !== undefined) {
       this.#killTimer = setTimeout(() => this.#onTimeout(), setup.timeoutMs);
-      this.#poll(1);
+      // Under a tracer the spawned process is the tracer for good: the helper is its child, so
+      // `started` settles when the run ends (the agent traces only runs that wait for the end).
+      if (!setup.trace) this.#poll(1);
     }
   }
 
@@ -632,7 +700,7 @@ class HelperRun implements HelperHandle {
    * child is unreaped, so the pid cannot belong to another process.
    */
   #helperRunning(): boolean {
-    if (!this.#unreaped()) return false;
+    if (!this.#unreaped() || this.#setup.trace) return false;
     const pid = this.#child.pid ?? 0;
     try {
       const exe = readlinkSync(`/proc/${pid}/exe`);
@@ -700,12 +768,13 @@ class HelperRun implements HelperHandle {
     clearTimeout(this.#drainTimer);
     this.#child.stdout?.destroy();
     this.#child.stderr?.destroy();
+    (this.#child.stdio[3] as Readable | null | undefined)?.destroy();
 
     const execError = this.#spawnError ?? (this.#execSeen ? undefined : this.#chainFailure());
     this.#settleStartedOnce(
       execError ? { ok: false, error: execError } : { ok: true, pid: this.#child.pid ?? 0 },
     );
-    const { stdout, stderr, startTime } = this.#setup;
+    const { stdout, stderr, trace, startTime } = this.#setup;
     this.#settleFinished({
       execError,
       exitCode: execError ? null : (this.#exit?.code ?? null),
@@ -715,6 +784,7 @@ class HelperRun implements HelperHandle {
       stdoutBytes: stdout.bytes,
       stderrTail: stderr.tail(),
       stderrBytes: stderr.bytes,
+      ...(trace ? { trace: trace.tail() } : {}),
       startTime,
       finishTime: new Date(),
     });
@@ -736,6 +806,15 @@ class HelperRun implements HelperHandle {
       return { code: 'ETIMEDOUT', message: `helper ${helperPath} was not executed before the timeout` };
     }
     if (this.#exit === undefined || this.#exit.signal !== null || this.#exit.code === 0) return undefined;
+    // The tracer's own failure (it could not start or trace the chain), or the perl step's failure
+    // to move the helper's stderr, is on the trace pipe.
+    const traceFailure = this.#setup.trace
+      ?.head()
+      .split('\n')
+      .find((line) => line.startsWith('strace: ') || line.startsWith(`${FD_CLOSER_NAME}: `));
+    if (traceFailure !== undefined) {
+      return { code: errnoFromText(/: ([^:]+)$/.exec(traceFailure)?.[1] ?? ''), message: traceFailure };
+    }
     const execFailed = `setpriv: failed to execute ${helperPath}: `;
     const chainPrefixes = ['setpriv: ', 'env: ', 'nice: ', `${FD_CLOSER_NAME}: `];
     for (const line of stderr.head().split('\n')) {

@@ -19,7 +19,7 @@ import { isAlreadyExists, isNotFound } from '../kube/errors.ts';
 import { reuseConnections } from '../kube/connections.ts';
 import { startHealthServer } from '../observability/health.ts';
 import { createLogger } from '../observability/logger.ts';
-import { demoResolver, prepareDemoHelper } from './demo.ts';
+import { prepareDemoNode } from './demo.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 const localDir = join(root, '.local');
@@ -167,10 +167,14 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
     const nodeName = localNodeName();
     await registerNode(kc, nodeName);
 
-    const helper = prepareDemoHelper(join(localDir, 'demo'));
+    const demo = prepareDemoNode(join(localDir, 'demo'));
+    const helper = demo.helper;
     out('');
     out(`NOTE: the helper is the real modprobe in --dry-run mode against a generated demo module tree`);
     out(`      (${helper}); it resolves names, aliases and dependencies but cannot change this kernel.`);
+    out(
+      `      What a load would leave in the kernel goes to a simulated /sys/module, which the agent verifies.`,
+    );
     out(`      Demo modules: demo_core, demo_net (alias net-pf-99), demo_fs (alias fs-demofs), demo_pci.`);
 
     const registry = new Registry();
@@ -179,8 +183,11 @@ export async function runLocal(opts: LocalOptions = {}): Promise<void> {
       kc,
       nodeName,
       helperPath: helper,
-      // What a request really loads is resolved against the same demo tree the helper uses.
-      resolver: demoResolver(join(localDir, 'demo')),
+      // What a request really loads is resolved against the same demo tree the helper uses, with
+      // the same flags; a load is verified in the simulated /sys/module the helper writes.
+      resolver: demo.resolver,
+      modprobeArgs: demo.modprobeArgs,
+      kernelRoots: demo.kernelRoots,
       bootIdSource: 'node',
       logger: logger.child({ component: 'agent' }),
       registry,

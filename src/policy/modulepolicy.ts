@@ -16,6 +16,9 @@
  *   the kernel command line), e.g. `^([^.]+\.dyndbg|vfio_iommu_type1\.allow_unsafe_interrupts)$`.
  * - `parameters.MODULE`: a comma-separated allow-list of the parameter names
  *   MODULE may be given; absent = any name not denied.
+ * - `allowRemove`: a module must match it to be removed (`spec.action: Remove`,
+ *   judged on every module `modprobe -r` would remove). Absent or empty: every
+ *   removal is denied; removal is off until an admin names what may go.
  *
  * Names are matched with '-' read as '_' (modprobe and the kernel's parameq()
  * treat them alike). Patterns run on re2js, a linear-time RE2 port: a pattern
@@ -34,10 +37,17 @@ export function normalizeModuleName(module: string): string {
 export type PolicyState =
   { kind: 'none' } | { kind: 'policy'; policy: ModulePolicy } | { kind: 'broken'; reason: string };
 
+/** Module name of a module file's path: the file name without `.ko` and a compression suffix. */
+export function moduleNameOfPath(path: string): string {
+  return normalizeModuleName((path.split('/').pop() ?? '').replace(/\.ko(\.(xz|gz|zst))?$/, ''));
+}
+
 export interface ModulePolicy {
   readonly allow: RE2JS;
   readonly deny?: RE2JS;
   readonly denyParameters?: RE2JS;
+  /** Modules that may be removed; undefined = removal off. */
+  readonly allowRemove?: RE2JS;
   /** Normalised module name → the parameter names (normalised) it may be given. */
   readonly parameterAllowLists: ReadonlyMap<string, ReadonlySet<string>>;
   /** Where the policy came from, for messages. */
@@ -64,7 +74,7 @@ function compile(source: string, key: string, pattern: string): RE2JS {
 export function compilePolicy(data: Record<string, string> | undefined, source: string): ModulePolicy {
   if (!data || Object.keys(data).length === 0) throw new Error(`${source} has no data`);
   if (data.allow === undefined) throw new Error(`${source} has no allow pattern`);
-  const known = new Set(['allow', 'deny', 'denyParameters']);
+  const known = new Set(['allow', 'deny', 'denyParameters', 'allowRemove']);
   const lists = new Map<string, Set<string>>();
   for (const [key, value] of Object.entries(data)) {
     if (key.startsWith(PARAMETERS_PREFIX) && key.length > PARAMETERS_PREFIX.length) {
@@ -75,7 +85,9 @@ export function compilePolicy(data: Record<string, string> | undefined, source: 
       lists.set(normalizeModuleName(key.slice(PARAMETERS_PREFIX.length)), new Set(names));
     } else if (!known.has(key)) {
       // A typo (`denny`) must not silently weaken the policy.
-      throw new Error(`${source}: unknown key ${key} (allow, deny, denyParameters, parameters.MODULE)`);
+      throw new Error(
+        `${source}: unknown key ${key} (allow, deny, denyParameters, allowRemove, parameters.MODULE)`,
+      );
     }
   }
   return {
@@ -84,6 +96,8 @@ export function compilePolicy(data: Record<string, string> | undefined, source: 
     ...(data.denyParameters !== undefined
       ? { denyParameters: compile(source, 'denyParameters', data.denyParameters) }
       : {}),
+    // An empty allowRemove is "off", like an absent one: '' would match every name.
+    ...(data.allowRemove ? { allowRemove: compile(source, 'allowRemove', data.allowRemove) } : {}),
     parameterAllowLists: lists,
     source,
   };
@@ -99,6 +113,17 @@ export function compilePolicy(data: Record<string, string> | undefined, source: 
  */
 export function ruleOf(policy: Pick<ModulePolicy, 'source'>, key: string): string {
   return `${policy.source}, rule ${key}`;
+}
+
+/** Returns why `module` may not be removed, or undefined when the policy allows its removal. */
+export function removalRefusal(policy: ModulePolicy, module: string): string | undefined {
+  if (!policy.allowRemove) {
+    return `removal is off: the module policy (${policy.source}) has no allowRemove pattern, so no module may be removed`;
+  }
+  if (!policy.allowRemove.matcher(normalizeModuleName(module)).find()) {
+    return `module ${module} may not be removed by the module policy (${ruleOf(policy, 'allowRemove')})`;
+  }
+  return undefined;
 }
 
 /** Returns why `module` is refused, or undefined when the policy allows it. */

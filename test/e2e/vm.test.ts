@@ -119,6 +119,9 @@ async function diagnose(): Promise<string> {
   return [
     run(['get', 'nodes,pods,modulerequests', '-A', '-o', 'wide']),
     run(['get', 'events', '-A', '--sort-by=.lastTimestamp']),
+    // Each node's requests and results as its agent reported them, and what the agents logged.
+    run(['get', 'nodemodules', '-o', 'yaml']),
+    run(['logs', '-n', NS, '-l', 'app.kubernetes.io/component=agent', '--prefix', '--tail=40']),
     `guest kubelet log and kernel log:\n${guestLog}`,
   ].join('\n');
 }
@@ -182,6 +185,8 @@ function values(image: string): string {
       apiServer: { host: nodeIp, port: new URL(cp.server).port },
       // One controller, on this machine's node.
       controller: { replicas: 1, nodeSelector: { 'kubernetes.io/hostname': HOST_NODE } },
+      // Removal is off by default: the removal scenarios name the modules they remove.
+      modulePolicy: { allowRemove: '^(dummy|libcrc32c|crc32c_(generic|intel))$' },
       agent: {
         ...agentTreeValues(tree),
         // Node runs ~20x slower under TCG: time to start, and time to answer a probe.
@@ -322,16 +327,17 @@ test('the VM node runs Debian’s kernel, and its agent is the chart’s DaemonS
   const agent = await agentOn(VM_NODE);
   assert.ok(agent);
   const c = agent.spec?.containers.find((x) => x.name === 'agent');
-  assert.deepEqual(c?.securityContext?.capabilities?.add, ['SYS_MODULE', 'SETPCAP']);
+  assert.deepEqual(c?.securityContext?.capabilities?.add, ['SYS_MODULE', 'SETPCAP', 'SYSLOG']);
   assert.equal(c?.securityContext?.seccompProfile?.type, 'RuntimeDefault');
   // The agent process as the guest kernel sees it: containerd's seccomp filter on it (mode 2),
-  // exactly CAP_SYS_MODULE (16) and CAP_SETPCAP (8) effective, no_new_privs, and the guest's
+  // exactly CAP_SYS_MODULE (16), CAP_SETPCAP (8) and CAP_SYSLOG (34, to read the kernel log for a
+  // refused load's reason) effective, no_new_privs, and the guest's
   // own /lib/modules mounted (its release's directory).
   const status = await inGuest(
     'pid=$(pgrep -f "kmod-operator.mjs agent" | head -1); grep -E "^(Seccomp|CapEff|NoNewPrivs):" /proc/$pid/status; ls /proc/$pid/root/lib/modules',
   );
   assert.match(status, /^Seccomp:\s+2$/m);
-  assert.match(status, /^CapEff:\s+0000000000010100$/m);
+  assert.match(status, /^CapEff:\s+0000000400010100$/m);
   assert.match(status, /^NoNewPrivs:\s+1$/m);
   assert.match(status, new RegExp(`^${images.release.replace(/\./g, '\\.')}$`, 'm'));
 });
@@ -396,7 +402,60 @@ test('4. already loaded: a second request for dummy succeeds without a second lo
   assert.equal((await inGuest('ls -d /sys/class/net/dummy*')).trim().split('\n').length, 1);
 });
 
-test('5. the kernel refuses a parameter value: loop max_loop=abc fails and nothing is loaded', async (t) => {
+test('verified load: an install line that only pretends (install macvlan /bin/true) exits 0 and ends NotLoaded, naming macvlan', async () => {
+  // The guest's /etc/modprobe.d is the agent's modprobe configuration (bind-mounted at the
+  // chart's modprobeConfHostPath): an install line there replaces the load of macvlan by
+  // /bin/true, which exits 0 and loads nothing. modprobe says 0; the kernel says otherwise.
+  const conf = '/etc/modprobe.d/kmod-e2e-pretend.conf';
+  assert.equal(await guestHas('/sys/module/macvlan'), false, 'macvlan is not loaded before');
+  await inGuest(`echo 'install macvlan /bin/true' > ${conf}`);
+  try {
+    await request('vm-pretend', { module: 'macvlan', nodeName: VM_NODE });
+    const r = resultOn(await settled('vm-pretend', 'Failed'), VM_NODE);
+    assert.equal(r.exitCode, 0, 'modprobe (through the install command) exited 0');
+    assert.equal(r.reason, 'NotLoaded');
+    assert.match(r.message ?? '', /exited 0, but macvlan is not in the kernel/);
+    assert.match(r.message ?? '', /install command/);
+    assert.equal(await guestHas('/sys/module/macvlan'), false, 'and the guest kernel agrees');
+  } finally {
+    await inGuest(`rm -f ${conf}`);
+  }
+  // Without the line the same module loads, and the per-node result lists what the kernel shows.
+  await request('vm-macvlan', { module: 'macvlan', nodeName: VM_NODE });
+  const ok = resultOn(await settled('vm-macvlan', 'Succeeded'), VM_NODE);
+  assert.ok(ok.verified?.includes('macvlan'), JSON.stringify(ok));
+  assert.ok(await guestHas('/sys/module/macvlan'));
+});
+
+test('removal: dummy loaded, then removed (spec.action Remove); /sys/module/dummy and dummy0 are gone', async () => {
+  assert.ok(await guestHas('/sys/module/dummy'), 'dummy is loaded (scenario 1)');
+  await request('vm-dummy-remove', { module: 'dummy', action: 'Remove', nodeName: VM_NODE });
+  const r = resultOn(await settled('vm-dummy-remove', 'Succeeded'), VM_NODE);
+  assert.equal(r.reason, 'Removed', JSON.stringify(r));
+  assert.equal(r.exitCode, 0);
+  assert.equal(await guestHas('/sys/module/dummy'), false, 'gone from the guest kernel');
+  assert.equal(await guestHas('/sys/class/net/dummy0'), false, 'and its interface with it');
+  assert.ok(!(await guestModules()).some((m) => m.name === 'dummy'));
+});
+
+test('removal refused by the kernel: libcrc32c while xfs uses it ends InUse, and both stay loaded', async () => {
+  const holders = (await guestModules()).find((m) => m.name === 'libcrc32c')?.usedBy ?? [];
+  assert.ok(holders.includes('xfs'), 'xfs holds libcrc32c (scenario 3)');
+  await request('vm-libcrc32c-remove', { module: 'libcrc32c', action: 'Remove', nodeName: VM_NODE });
+  const r = resultOn(await settled('vm-libcrc32c-remove', 'Failed'), VM_NODE);
+  assert.equal(r.reason, 'InUse', JSON.stringify(r));
+  assert.notEqual(r.exitCode, 0);
+  // The guest's own netfilter modules (the CNI's) hold libcrc32c too: the message names every holder.
+  assert.match(
+    r.message ?? '',
+    /libcrc32c is in use \(used by [^;)]*\bxfs\b[^;)]*; refcnt \d+\); nothing was removed/,
+  );
+  assert.ok(await guestHas('/sys/module/libcrc32c'));
+  assert.ok(await guestHas('/sys/module/xfs'));
+  assert.ok((await guestModules()).find((m) => m.name === 'libcrc32c')?.usedBy.includes('xfs'));
+});
+
+test('5. the kernel refuses a parameter value: loop max_loop=abc fails and nothing is loaded', async () => {
   assert.equal(await guestHas('/sys/module/loop'), false, 'loop is not loaded before');
   await request('vm-loop-bad', { module: 'loop', parameters: ['max_loop=abc'], nodeName: VM_NODE });
   const r = resultOn(await settled('vm-loop-bad', 'Failed'), VM_NODE);
@@ -404,12 +463,16 @@ test('5. the kernel refuses a parameter value: loop max_loop=abc fails and nothi
   assert.equal(await guestHas('/sys/module/loop'), false);
   // The kernel's own reason is in the guest's kernel log...
   assert.match(await inGuest('dmesg'), /loop: `abc' invalid for parameter `max_loop'/);
-  t.todo(
-    'the status carries the kernel’s reason (errno EINVAL, the kernel log line naming max_loop): needs the agent’s errno/kernelLog fields (feat branch)',
-  );
+  // ...and in the request's status: the refused call's errno and the kernel's line, in the
+  // fields and in the message a person reads.
+  assert.equal(r.reason, 'ExitCode');
+  assert.equal(r.errno, 'EINVAL');
+  assert.match(r.kernelLog ?? '', /loop: `abc' invalid for parameter `max_loop'/);
+  assert.match(r.message ?? '', /finit_module of loop failed: Invalid argument \(EINVAL\)/);
+  assert.match(r.message ?? '', /kernel: .*invalid for parameter `max_loop'/);
 });
 
-test('6. the capability boundary is real: without CAP_SYS_MODULE in the helper’s mask the load fails and nothing loads; with the default mask it loads', async (t) => {
+test('6. the capability boundary is real: without CAP_SYS_MODULE in the helper’s mask the load fails and nothing loads; with the default mask it loads', async () => {
   // The agent config ConfigMap is one for the whole cluster (every agent reads it): narrowing it
   // narrows the helper on both nodes. Only the VM node is asked to load meanwhile; the masks are
   // restored and the agents restarted afterwards (a narrowed mask cannot widen while an agent runs).
@@ -434,9 +497,9 @@ test('6. the capability boundary is real: without CAP_SYS_MODULE in the helper�
     assert.equal(r.exitCode, 1, 'modprobe’s exit code');
     assert.equal(await guestHas('/sys/module/ifb'), false, 'nothing loaded');
     assert.equal(await guestHas('/sys/class/net/ifb0'), false);
-    t.todo(
-      'the status says "Operation not permitted" (errno EPERM from finit_module): needs the agent’s errno field (feat branch)',
-    );
+    assert.equal(r.reason, 'ExitCode');
+    assert.equal(r.errno, 'EPERM', 'the kernel refused finit_module itself');
+    assert.match(r.message ?? '', /finit_module of ifb failed: Operation not permitted \(EPERM\)/);
   } finally {
     await core.patchNamespacedConfigMap(
       { name: config, namespace: NS, body: { data: { capabilityBounding: 'cap_sys_module' } } },
@@ -540,7 +603,7 @@ test('8. reboot: a standing selector request is loaded again after the VM reboot
   created.push('vm-standing');
 });
 
-test('7b. with module.sig_enforce=1 a Debian-signed module loads and the unsigned one is refused', async (t) => {
+test('7b. with module.sig_enforce=1 a Debian-signed module loads and the unsigned one is refused', async () => {
   const unsigned = images.unsigned;
   assert.equal((await inGuest('cat /sys/module/module/parameters/sig_enforce')).trim(), 'Y');
   await request('vm-signed-enforced', { module: 'nlmon', nodeName: VM_NODE });
@@ -551,9 +614,11 @@ test('7b. with module.sig_enforce=1 a Debian-signed module loads and the unsigne
   assert.equal(r.exitCode, 1, 'modprobe’s exit code');
   assert.equal(await guestHas(`/sys/module/${unsigned}`), false);
   assert.equal((await guestTainted()) & TAINT_UNSIGNED_MODULE, 0, 'the kernel is not tainted');
-  t.todo(
-    'the status says "Key was rejected by service" (errno EKEYREJECTED): needs the agent’s errno/kernelLog fields (feat branch)',
-  );
+  assert.equal(r.reason, 'ExitCode');
+  assert.equal(r.errno, 'EKEYREJECTED');
+  assert.match(r.message ?? '', /Key was rejected by service \(EKEYREJECTED\)/);
+  // The kernel's own line (kernel/module/signing.c) names no module: it is kept by its errno.
+  assert.match(r.kernelLog ?? '', /Loading of unsigned module is rejected/);
 });
 
 test('the VM stops with nothing left behind: no QEMU process, no TAP device, no temp files', async () => {

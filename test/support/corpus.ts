@@ -126,8 +126,20 @@ export function badInputs(pwned: string): BadInput[] {
     { name: 'timeout fractional', spec: badSpec({ timeoutSeconds: 1.5 }), field: /spec\.timeoutSeconds/ },
     { name: 'timeout a string', spec: badSpec({ timeoutSeconds: '60' }), field: /spec\.timeoutSeconds/ },
     { name: 'dryRun a string', spec: badSpec({ dryRun: 'yes' }), field: /spec\.dryRun/ },
+    { name: 'action unknown', spec: badSpec({ action: 'Unload' }), field: /spec\.action/ },
+    {
+      name: 'a removal with parameters',
+      spec: badSpec({ action: 'Remove', parameters: ['a=1'] }),
+      field: /spec\.parameters/,
+    },
     { name: 'unknown field', spec: badSpec({ helper: '/bin/sh' }), field: /spec\.helper|unknown field/ },
     // Denied by the shipped module policy (admission) and by the agent.
+    {
+      name: 'removal off by default',
+      spec: badSpec({ action: 'Remove' }),
+      field: /spec\.action/,
+      denied: true,
+    },
     { name: 'denied dccp', spec: badSpec({ module: 'dccp' }), field: /spec\.module/, denied: true },
     { name: 'denied fs-vxfs', spec: badSpec({ module: 'fs-vxfs' }), field: /spec\.module/, denied: true },
     { name: 'denied net-pf-20', spec: badSpec({ module: 'net-pf-20' }), field: /spec\.module/, denied: true },

@@ -102,13 +102,14 @@ export function fakeHelper(): FakeHelper {
   writeFileSync(
     path,
     `#!/bin/sh
-# argv: -q -- MODULE [key=value...]
-mod="$3"
+# argv: [FLAGS] [-r] -q -- MODULE [key=value...]
+mod=; param=; seen=0
+for a in "$@"; do case $seen in 0) [ "$a" = -- ] && seen=1 ;; 1) mod=$a; seen=2 ;; 2) param=$a; break ;; esac; done
 echo "start $$ $mod $*" >> ${logPath}
 case "$mod" in
   fail*) echo "modprobe: FATAL: Module $mod not found in directory /lib/modules/test" >&2; exit 3 ;;
   # Without secs=N, fail loudly: a "slow" helper that does not sleep makes a test race silently.
-  slow*) case "$4" in secs=*) sleep "\${4#secs=}" ;; *) echo "slow* needs secs=N" >&2; exit 9 ;; esac ;;
+  slow*) case "$param" in secs=*) sleep "\${param#secs=}" ;; *) echo "slow* needs secs=N" >&2; exit 9 ;; esac ;;
   hold*) while [ ! -e ${dir}/release."$mod" ] && [ -d ${dir} ]; do sleep 0.05; done ;;
   hang*) sleep 1000 & echo "grandchild $! $mod" >> ${logPath}; sleep 1000 ;;
   # Leaves an orphan behind, as an install command that backgrounds a process does: it outlives

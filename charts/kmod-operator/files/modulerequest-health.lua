@@ -1,6 +1,7 @@
 -- Argo CD health check for kmod.dev/ModuleRequest (argocd-cm key
 -- resource.customizations.health.kmod.dev_ModuleRequest).
--- Healthy: every targeted node loaded the module. Degraded: a node failed (the
+-- Healthy: every targeted node loaded the module (removed it, for spec.action
+-- Remove). Degraded: a node failed (the
 -- message names it, its reason and the helper's message). Progressing: the
 -- controller has not yet seen this generation, runs are outstanding, no node
 -- matches yet, or the request is being deleted.
@@ -36,7 +37,7 @@ end
 if is("Stalled") or is("Failed") or st.phase == "Failed" then
   hs.status = "Degraded"
   local c = cond["Stalled"] or cond["Failed"]
-  hs.message = (c ~= nil and c.message) or "a node failed to load the module"
+  hs.message = (c ~= nil and c.message) or "a node failed"
   return hs
 end
 if is("Ready") or is("Succeeded") then

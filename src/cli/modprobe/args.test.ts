@@ -20,6 +20,7 @@ test('a node, a module and parameters become the request options, with the defau
   assert.deepEqual(parse('--node', 'w1', 'nvidia_uvm', 'a=1', 'b=x'), {
     module: 'nvidia_uvm',
     parameters: ['a=1', 'b=x'],
+    action: 'Load',
     nodeName: 'w1',
     dryRun: false,
     wait: 'Process',
@@ -101,4 +102,15 @@ test('durations: bare seconds, s, m, h and combinations', () => {
   assert.throws(() => parseDuration('--timeout', '-5'), /duration/);
   assert.deepEqual(parseSelector('a=1'), { a: '1' });
   assert.throws(() => parseSelector('a=1,a=2'), /sets a twice/);
+});
+
+test('-r/--remove asks for a removal and takes no parameters, as modprobe -r', () => {
+  const o = parse('--node', 'w1', '-r', 'dummy');
+  assert.equal(o.action, 'Remove');
+  assert.deepEqual(o.parameters, []);
+  assert.equal((parse('--all-nodes', '--remove', 'dummy') as { action: string }).action, 'Remove');
+  assert.throws(
+    () => parse('--node', 'w1', '-r', 'dummy', 'numdummies=2'),
+    /-r\/--remove takes no module parameters/,
+  );
 });

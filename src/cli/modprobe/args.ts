@@ -4,13 +4,14 @@
  * Options or a usage error naming the flag. Pure.
  */
 import { parseArgs } from 'node:util';
-import type { WaitMode } from '../../api/types.ts';
+import type { Action, WaitMode } from '../../api/types.ts';
 import { MAX_TIMEOUT_SECONDS } from '../../api/types.ts';
 
 export const USAGE = `Load a kernel module on cluster nodes, the way modprobe would (a kmod.dev ModuleRequest).
 
 Usage:
   kubectl modprobe (--node NODE | -l SELECTOR | --all-nodes) [flags] MODULE [PARAM=VALUE...]
+  kubectl modprobe (--node NODE | -l SELECTOR | --all-nodes) [flags] -r MODULE
 
 With -l or --all-nodes the request is a one-off: it is deleted once every node
 reported, on Ctrl-C and when the wait times out, so it never stands to load the
@@ -20,12 +21,15 @@ Examples:
   kubectl modprobe --node worker-1 nvidia_uvm
   kubectl modprobe -l nvidia.com/gpu.present=true nvidia_uvm uvm_perf_prefetch_enable=0
   kubectl modprobe --all-nodes --dry-run fs-ext4 -o yaml
+  kubectl modprobe --node worker-1 -r dummy
 
 Flags:
       --node NODE            load on this node
   -l, --selector SELECTOR    load on every node with these labels (key=value[,key=value...])
       --all-nodes            load on every node (nodes that join later included)
       --dry-run              resolve and check on each node, load nothing (spec.dryRun)
+  -r, --remove               remove the module instead (modprobe -r; spec.action: Remove), where the
+                             module policy's allowRemove allows it; takes no PARAM=VALUE
       --wait MODE            process (default): wait for the exit status; exec: until the helper
                              started; none: until it was dispatched (the kernel's UMH_WAIT_*)
       --timeout DURATION     kill the helper after this long (30s, 2m, 90; default 60s, max 1h);
@@ -59,6 +63,8 @@ With several nodes: the status the first failed node (by name) would give alone.
 export interface Options {
   module: string;
   parameters: string[];
+  /** Load (default) or Remove (`-r`). */
+  action: Action;
   nodeName?: string;
   nodeSelector?: Record<string, string>;
   dryRun: boolean;
@@ -83,6 +89,7 @@ export const FLAGS = {
   selector: { type: 'string', short: 'l' },
   'all-nodes': { type: 'boolean' },
   'dry-run': { type: 'boolean' },
+  remove: { type: 'boolean', short: 'r' },
   wait: { type: 'string' },
   timeout: { type: 'string' },
   rm: { type: 'boolean' },
@@ -149,6 +156,11 @@ export function parseCommandLine(argv: readonly string[]): Options | 'help' {
   if (targets.length !== 1) {
     throw new UsageError('exactly one of --node, -l/--selector or --all-nodes is required');
   }
+  if (v.remove && parameters.length > 0) {
+    throw new UsageError(
+      `-r/--remove takes no module parameters (modprobe -r MODULE), got ${parameters.join(' ')}`,
+    );
+  }
   const wait = WAITS[v.wait ?? 'process'];
   if (!wait) throw new UsageError(`--wait must be process, exec or none, got "${v.wait}"`);
   const timeoutSeconds = v.timeout === undefined ? 60 : parseDuration('--timeout', v.timeout);
@@ -165,6 +177,7 @@ export function parseCommandLine(argv: readonly string[]): Options | 'help' {
   const opts: Options = {
     module,
     parameters,
+    action: v.remove ? 'Remove' : 'Load',
     dryRun: v['dry-run'] === true,
     wait,
     timeoutSeconds,

@@ -135,3 +135,14 @@ test('exit codes: distinct for each kind of failure', () => {
     NodeNotFound: 69,
   });
 });
+
+test('a removal becomes spec.action: Remove', () => {
+  const r = buildRequest(opts('--node', 'w1', '-r', 'dummy'));
+  assert.equal(r.spec.action, 'Remove');
+  assert.equal(r.spec.parameters, undefined);
+  assert.equal(
+    buildRequest(opts('--node', 'w1', 'dummy')).spec.action,
+    undefined,
+    'a load leaves the default',
+  );
+});

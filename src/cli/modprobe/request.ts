@@ -38,6 +38,7 @@ export function buildRequest(o: Options): ModuleRequest {
   if (o.nodeName !== undefined) spec.nodeName = o.nodeName;
   if (o.nodeSelector !== undefined) spec.nodeSelector = o.nodeSelector;
   if (o.dryRun) spec.dryRun = true;
+  if (o.action === 'Remove') spec.action = 'Remove';
   return {
     apiVersion: API_VERSION,
     kind: 'ModuleRequest',
