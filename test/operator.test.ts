@@ -184,6 +184,25 @@ test('a boot ID change runs standing requests again', async () => {
   assert.equal(helper.starts('ok-reboot'), 2);
 });
 
+test('a reboot that restarts the agent (a new process, as on a real node) runs standing requests again', async () => {
+  // On a real node the agent restarts with the node: its result from the old boot was claimed by
+  // an agent process that is gone, and must not hold the new boot's run back.
+  await ensureNode(env.kc, 'node-rb');
+  const first = await startAgent(env.kc, 'node-rb', helper.path);
+  await createRequest(env.kc, 'reboot-restart', { module: 'ok-rbr', nodeName: 'node-rb' });
+  await waitForCondition(env.kc, 'reboot-restart', 'Succeeded');
+  await first.stop();
+  await setBootId(env.kc, 'node-rb', 'node-rb-boot-2');
+  agents.set('node-rb', await startAgent(env.kc, 'node-rb', helper.path));
+  const r = await eventually('a second run under the new boot ID', async () => {
+    const req = await getRequest(env.kc, 'reboot-restart');
+    const n = req?.status?.nodes?.[0];
+    return n?.bootID === 'node-rb-boot-2' && req?.status?.phase === 'Succeeded' ? n : undefined;
+  });
+  assert.equal(r.attempt, 1, 'a new boot starts again at attempt 1');
+  assert.equal(helper.starts('ok-rbr'), 2);
+});
+
 test('a spec change (new generation) runs again with the new spec', async () => {
   await createRequest(env.kc, 'respec', { module: 'ok-respec', nodeName: 'node-a', parameters: ['v=1'] });
   await waitForCondition(env.kc, 'respec', 'Succeeded');

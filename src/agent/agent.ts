@@ -230,6 +230,7 @@ export class Agent {
       runs: this.#runs,
       reporter: this.#reporter,
       entry: (uid) => this.#entries().get(uid),
+      specBootID: () => this.#object.get(nodeName)?.spec.bootID,
       events: this.#events,
       metrics: this.#metrics,
       slots: this.#slots,

@@ -73,6 +73,8 @@ export interface PipelineOptions {
   reporter: Pick<StatusReporter, 'flush'>;
   /** The request's entry in the node's spec now (undefined: taken off the node). */
   entry: (uid: string) => NodeModulesRequest | undefined;
+  /** The boot the node's spec is for now (spec.bootID): a final result of another boot is no claim. */
+  specBootID: () => string | undefined;
   events: EventRecorder;
   metrics: AgentMetrics;
   slots: HelperSlots;
@@ -351,6 +353,7 @@ export class RunPipeline {
       status,
       this.#o.instanceId,
       new Date(),
+      this.#o.specBootID(),
     );
     if ('write' in verdict) this.#o.runs.report(entry.uid, verdict.write, exec);
     return verdict;

@@ -103,6 +103,29 @@ test('statusToWrite drops the result of a request taken off the node, recreated,
   );
 });
 
+test('statusToWrite: a final result of an earlier boot, by an agent process gone with it, is no claim and carries nothing', () => {
+  const old = held({
+    observedGeneration: 2,
+    phase: 'Succeeded',
+    claimedBy: 'n/gone',
+    bootID: 'boot-1',
+    startTime: t0.toISOString(),
+  });
+  const fresh = { uid: 'u1', generation: 2, attempt: 1 };
+  const claim = { phase: 'Running' as const, reason: 'Running', bootID: 'boot-2' };
+  const after = statusToWrite(entry, old, fresh, claim, 'me', t1, 'boot-2');
+  assert.ok('write' in after, JSON.stringify(after));
+  assert.equal(after.write.claimedBy, 'me');
+  assert.equal(after.write.bootID, 'boot-2');
+  assert.equal(after.write.startTime, undefined, 'nothing carried over from the old boot');
+  // A refusal on the new boot (no boot of its own) does not take the old boot's either.
+  const denied = statusToWrite(entry, old, fresh, { phase: 'Failed', reason: 'Denied' }, 'me', t1, 'boot-2');
+  assert.ok('write' in denied);
+  assert.equal(denied.write.bootID, undefined);
+  // The same result on the boot the spec is for is someone else's final word: dropped.
+  assert.ok('drop' in statusToWrite(entry, old, fresh, claim, 'me', t1, 'boot-1'));
+});
+
 test('statusToWrite keeps the claim of this generation (boot, start) and never an older one', () => {
   const s = { phase: 'Failed' as const, reason: 'ExitCode', exitCode: 1 };
   const mine = statusToWrite(

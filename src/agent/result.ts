@@ -2,7 +2,13 @@
  * From what the helper did to what the node's result for the request says.
  * Pure: no I/O; the clock comes in as an argument.
  */
-import { Reason, type Action, type NodeModulesRequest, type NodeModulesResult } from '../api/types.ts';
+import {
+  Reason,
+  isTerminal,
+  type Action,
+  type NodeModulesRequest,
+  type NodeModulesResult,
+} from '../api/types.ts';
 import type { ExecOutcome, HelperResult } from '../helper/runner.ts';
 import { sanitizeLine } from '../kernel/kmsg.ts';
 import type { ResultOwner } from './execution.ts';
@@ -100,9 +106,11 @@ export function earlyStatus(wait: 'None' | 'Exec', helper: string, started?: Exe
 
 /**
  * The result to hold (and write) for an execution's outcome, given the request's entry in the
- * node's spec now and the result held for it now; or why the outcome is dropped: the result of a
- * request taken off the node or superseded, or of a run another agent has claimed, never
- * replaces a newer one. Fields of an older generation are never carried over.
+ * node's spec now, the result held for it now and the boot the spec is for (`bootID`); or why the
+ * outcome is dropped: the result of a request taken off the node or superseded, or of a run
+ * another agent has claimed, never replaces a newer one. Fields of an older generation are never
+ * carried over, nor those of a final result of an earlier boot: that one is why the request runs
+ * again, and whoever wrote it (an agent process gone with the old boot) holds no claim.
  */
 export function statusToWrite(
   entry: NodeModulesRequest | undefined,
@@ -111,11 +119,14 @@ export function statusToWrite(
   status: ResultFields,
   instanceId: string,
   now: Date,
+  bootID?: string,
 ): { write: NodeModulesResult } | { drop: string; claimedBy?: string } {
   if (!entry || entry.uid !== owner.uid) return { drop: 'request taken off the node; result dropped' };
   if (entry.generation !== owner.generation)
     return { drop: 'request superseded by a newer generation; result dropped' };
-  const sameGeneration = held?.uid === owner.uid && held.observedGeneration === owner.generation;
+  const earlierBoot = !!bootID && !!held?.bootID && held.bootID !== bootID && isTerminal(held.phase);
+  const sameGeneration =
+    held?.uid === owner.uid && held.observedGeneration === owner.generation && !earlierBoot;
   const claimedBy = sameGeneration ? held.claimedBy : undefined;
   if (claimedBy && claimedBy !== instanceId && claimedBy !== owner.takesOverFrom)
     return { drop: 'run claimed by another agent; result dropped', claimedBy };
