@@ -260,6 +260,57 @@ test('removal at admission: off by default; allowRemove names what may go, load 
   }
 });
 
+test('removal at dispatch: each new Remove entry of a node’s spec is judged by allowRemove alone', async () => {
+  const api = env.kc.makeApiClient(CustomObjectsApi);
+  const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
+  const entry = (name: string, module: string, action?: 'Remove') => ({
+    name,
+    uid: `uid-${name}`,
+    generation: 1,
+    module,
+    wait: 'Process',
+    timeoutSeconds: 60,
+    ...(action ? { action } : {}),
+  });
+  const create = (name: string, requests: object[]) =>
+    api.createClusterCustomObject({
+      ...nm,
+      body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name }, spec: { requests } },
+    });
+  // The shipped policy has no allowRemove: a Remove entry is refused, naming it.
+  await assert.rejects(
+    create('node-rm-off', [entry('rm-off', 'dummy', 'Remove')]),
+    /spec\.requests\[rm-off\]\.action: removal is off: the module policy \(kmod-system\/kmod-module-policy\) has no allowRemove pattern/,
+  );
+  await setPolicy({ ...shippedPolicy, allowRemove: '^(dummy|dccp)$' });
+  try {
+    await eventually('allowRemove to admit a Remove entry', async () => {
+      try {
+        await create('node-rm', [entry('rm-dummy', 'dummy', 'Remove')]);
+        return true;
+      } catch (err) {
+        assert.match(errorMessage(err), /removal is off/);
+        return false;
+      }
+    });
+    const patch = (requests: object[]) =>
+      api.patchClusterCustomObject({ ...nm, name: 'node-rm', body: { spec: { requests } } }, mergePatch());
+    const placed = [entry('rm-dummy', 'dummy', 'Remove'), entry('rm-dccp', 'dccp', 'Remove')];
+    // dccp may not be loaded (deny), but may be removed: a Remove is judged by allowRemove alone.
+    await patch(placed);
+    await assert.rejects(
+      patch([...placed, entry('rm-loop', 'loop', 'Remove')]),
+      /spec\.requests\[rm-loop\]\.module: module loop may not be removed by the module policy \(kmod-system\/kmod-module-policy, rule allowRemove\)/,
+    );
+    await assert.rejects(
+      patch([...placed, entry('load-dccp', 'dccp')]),
+      /spec\.requests\[load-dccp\]\.module: module dccp is denied by the module policy/,
+    );
+  } finally {
+    await setPolicy(shippedPolicy);
+  }
+});
+
 test('module policy: no data, no allow pattern, or a pattern that does not compile denies everything at admission', async () => {
   try {
     for (const data of [{}, { deny: '^dccp$' }] as Array<Record<string, string>>) {
