@@ -48,7 +48,12 @@ try {
     `#!/bin/sh\necho "start $(date +%s%N)" >> ${dir}/records\nsleep 1\necho "end $(date +%s%N)" >> ${dir}/records\n`,
   );
   chmodSync(helper, 0o755);
-  const controller = new Controller({ kc, logger: silentLogger(), registry: new Registry(), resyncMs: 0 });
+  const controller = new Controller({
+    kc,
+    logger: silentLogger(),
+    registry: new Registry(),
+    tuning: { resyncMs: 0 },
+  });
   const agentRegistry = new Registry();
   const agent = new Agent({
     kc,

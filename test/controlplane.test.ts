@@ -18,7 +18,7 @@ const mr = { group: GROUP, version: VERSION, plural: 'modulerequests' };
 
 test('the CRDs from crds/ are Established', async () => {
   const api = env.kc.makeApiClient(ApiextensionsV1Api);
-  for (const name of ['modulerequests.kmod.dev', 'moduleruns.kmod.dev']) {
+  for (const name of ['modulerequests.kmod.dev', 'nodemodules.kmod.dev']) {
     const crd = await api.readCustomResourceDefinition({ name });
     assert.equal(crd.status?.conditions?.find((c) => c.type === 'Established')?.status, 'True', name);
   }

@@ -1,23 +1,29 @@
 /**
- * A fan-out's progress is reconciled in batches, on the real control plane: the run events of a
- * request over many nodes (a claim, a result, our own creates coming back) wait for the next
- * folded status write instead of each starting a pass over every node (controller/runindex.ts;
- * issue 10: at 5,000 nodes the passes ran back to back, 294 s of controller CPU), while the event
- * that finishes the last outstanding run is reconciled at once. The fold interval is set far
- * beyond the test's length, so any pass a progress event started would show in the count; the
- * test acts as the nodes' agents, writing each run's result itself.
+ * A fan-out's progress is reconciled in batches, on the real control plane: the NodeModules
+ * events of a request over many nodes (a claim, a result, our own spec writes coming back) wait
+ * for the next paced status write instead of each starting a pass over every node
+ * (controller/progress.ts; issue 10: at 5,000 nodes the passes ran back to back, 294 s of
+ * controller CPU), while the event that finishes the last outstanding node is reconciled at once.
+ * The pacing interval is set far beyond the test's length, so any pass a progress event started
+ * would show in the count; the test acts as the nodes' agents, writing each node's result itself.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
-import type { ModuleRun } from '../src/api/types.ts';
-import { PROGRESS_FOLD_MIN_RUNS, type Controller } from '../src/controller/controller.ts';
-import { Resources } from '../src/kube/resources.ts';
+import type { Controller } from '../src/controller/controller.ts';
+import { PROGRESS_BATCH_MIN_NODES } from '../src/controller/progress.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
-import { createRequest, ensureNode, listRuns, waitForPhase } from './support/objects.ts';
+import {
+  createRequest,
+  ensureNode,
+  listRuns,
+  waitForPhase,
+  writeNodeResult,
+  type NodeRun,
+} from './support/objects.ts';
 import { startController } from './support/operator.ts';
 
-const NODES = PROGRESS_FOLD_MIN_RUNS + 10;
+const NODES = PROGRESS_BATCH_MIN_NODES + 10;
 const registry = new Registry();
 let controller: Controller;
 
@@ -25,51 +31,43 @@ const env = useControlPlane({
   setup: async (e) => {
     const names = Array.from({ length: NODES }, (_, i) => `fo-${i}`);
     await Promise.all(names.map((n) => ensureNode(e.kc, n, { 'fanout-test': 'yes' })));
-    // Ten minutes: no folded write (and no progress pass) comes due while the test runs.
+    // Ten minutes: no paced write (and no progress pass) comes due while the test runs.
     controller = await startController(e.kc, {
       registry,
-      statusFold: { delayMs: 600_000, intervalMs: 600_000 },
+      tuning: { statusPacing: { delayMs: 600_000, intervalMs: 600_000 } },
     });
     e.onStop(() => controller.stop());
   },
 });
 
-/** Reconciles so far, whatever their result. */
+/** Request reconciles so far, whatever their result. */
 async function reconciles(): Promise<number> {
   const metric = registry.getSingleMetric('kmod_controller_reconciles_total');
   assert.ok(metric, 'the controller registers kmod_controller_reconciles_total');
-  return (await metric.get()).values.reduce((sum, v) => sum + v.value, 0);
+  return (await metric.get()).values
+    .filter((v) => v.labels.kind === 'request')
+    .reduce((sum, v) => sum + v.value, 0);
 }
 
-/** Writes a run's final result, as its node's agent would. */
-async function finish(res: Resources, run: ModuleRun): Promise<void> {
+/** Writes a node's final result for the request, as its agent would. */
+async function finish(run: NodeRun): Promise<void> {
   const now = new Date().toISOString();
-  await res.updateRunStatus({
-    ...run,
-    status: {
-      observedGeneration: run.metadata.generation,
-      phase: 'Succeeded',
-      exitCode: 0,
-      startTime: now,
-      finishTime: now,
-    },
-  });
+  await writeNodeResult(env.kc, run, { phase: 'Succeeded', exitCode: 0, startTime: now, finishTime: now });
 }
 
-test(`run progress on a request over ${NODES} nodes starts no pass; the last result settles it at once`, async () => {
-  const res = new Resources(env.kc);
+test(`progress on a request over ${NODES} nodes starts no pass; the last result settles it at once`, async () => {
   await createRequest(env.kc, 'fo', { module: 'fanned', nodeSelector: { 'fanout-test': 'yes' } });
-  const runs = await eventually(`${NODES} runs dispatched`, async () => {
+  const runs = await eventually(`${NODES} nodes dispatched to`, async () => {
     const all = await listRuns(env.kc);
     return all.length === NODES ? all : undefined;
   });
   await controller.idle();
   const before = await reconciles();
 
-  // Every node but one reports; each write is a run event the controller's cache delivers.
-  const [last, ...others] = runs as [ModuleRun, ...ModuleRun[]];
-  for (const run of others) await finish(res, run);
-  await finish(res, last);
+  // Every node but one reports; each write is a NodeModules event the controller's cache delivers.
+  const [last, ...others] = runs as [NodeRun, ...NodeRun[]];
+  for (const run of others) await finish(run);
+  await finish(last);
   const done = await waitForPhase(env.kc, 'fo', 'Succeeded', 60_000);
   await controller.idle();
   const passes = (await reconciles()) - before;

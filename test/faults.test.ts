@@ -283,7 +283,7 @@ test('watches forced to 410 Gone (etcd compacted while the operator was cut off)
   const proxy = await FaultProxy.start(env.cp.server);
   const kc = proxy.kubeConfig(env.kc);
   const { logger, entries } = memoryLogger();
-  const controller = new Controller({ kc, logger, registry: new Registry(), resyncMs: 0 });
+  const controller = new Controller({ kc, logger, registry: new Registry(), tuning: { resyncMs: 0 } });
   await controller.start();
   const agent = await startAgent(kc, 'f-gone', helper.path, { logger });
   try {
@@ -332,7 +332,7 @@ test('watches forced to 410 Gone (etcd compacted while the operator was cut off)
   }
 });
 
-const runStatusPath = /^\/apis\/kmod\.dev\/v1alpha1\/moduleruns\/[^/?]+\/status/;
+const nodeStatusPath = /^\/apis\/kmod\.dev\/v1alpha1\/nodemodules\/[^/?]+\/status/;
 const requestStatusPath = /^\/apis\/kmod\.dev\/v1alpha1\/modulerequests\/[^/?]+\/status/;
 
 /** Controller and agent in this process, talking through an HTTP fault proxy. */
@@ -343,8 +343,7 @@ async function operatorBehind(proxy: HttpFaultProxy, node: string, watchTimeoutM
     kc,
     logger: silentLogger(),
     registry: new Registry(),
-    resyncMs: 0,
-    watchTimeoutMs,
+    tuning: { resyncMs: 0, watchTimeoutMs },
   });
   await controller.start();
   const agent = await startAgent(kc, node, helper.path, { watchTimeoutMs });
@@ -360,18 +359,18 @@ test('409, 429 with Retry-After and 5xx answered instead of the API server: retr
   const proxy = await HttpFaultProxy.start(env.cp);
   const op = await operatorBehind(proxy, 'f-http');
   try {
-    proxy.inject({ method: 'PUT', path: runStatusPath, status: 409, times: 4 });
+    proxy.inject({ method: 'PATCH', path: nodeStatusPath, status: 409, times: 4 });
     proxy.inject({ method: 'PATCH', path: requestStatusPath, status: 429, retryAfterSeconds: 1, times: 4 });
     proxy.inject({
       method: 'POST',
-      path: /^\/apis\/kmod\.dev\/v1alpha1\/moduleruns(\?|$)/,
+      path: /^\/apis\/kmod\.dev\/v1alpha1\/nodemodules(\?|$)/,
       status: 503,
       times: 3,
     });
     proxy.inject({ method: 'POST', path: /\/events(\?|$)/, status: 500, times: 3 });
     const names = await burst('kh', 'f-http', 20);
     await assertRecovered('kh', names);
-    assert.equal(proxy.pending, 0, 'every injected fault was met');
+    assert.equal(proxy.pending, 0, `every injected fault was met (left: ${proxy.unspent.join(', ')})`);
     // The operator honours Retry-After (src/kube/workqueue.ts): after a 429 asking for 1 s, the
     // same write (forwarded or hit by the next 429) comes no sooner than 1 s later.
     const retryAfterMs = 1000;
@@ -402,19 +401,19 @@ test('watches gone silent without closing: the watchdog reconnects them and noth
   try {
     const first = await burst('kw', 'f-silent', 10);
     await assertRecovered('kw', first);
-    // Every watch open now (the controller's requests, runs and nodes; the agent's runs and Node)
-    // goes silent while requests arrive: only the watchdog can tell that anything is wrong. The
-    // resync is off (resyncMs 0 for the controller; 10 min for the agent), so nothing else would
-    // bring the new runs to the agent or their results to the controller.
+    // Every watch open now (the controller's requests, NodeModules and nodes; the agent's
+    // NodeModules and Node) goes silent while requests arrive: only the watchdog can tell that
+    // anything is wrong. The resync is off (resyncMs 0 for the controller; 10 min for the agent),
+    // so nothing else would bring the new requests to the agent or their results to the controller.
     const runsWatch = (w: { path: string }) =>
-      w.path.startsWith('/apis/kmod.dev/v1alpha1/moduleruns?') &&
-      w.path.includes(`fieldSelector=${encodeURIComponent('spec.nodeName=f-silent')}`);
+      w.path.startsWith('/apis/kmod.dev/v1alpha1/nodemodules?') &&
+      w.path.includes(`fieldSelector=${encodeURIComponent('metadata.name=f-silent')}`);
     // Without a watch cache there are no bookmarks, so a quiet watch is cut by its own 3 s watchdog
-    // and opened again: the agent's run watch may be between two connections at this instant.
+    // and opened again: the agent's NodeModules watch may be between two connections at this instant.
     // Silence again (only what is not silenced yet) until it is caught.
     const silenced = proxy.silenceWatches();
     await eventually(
-      `the agent's run watch silenced (so far: ${silenced.map((w) => w.path).join(', ')})`,
+      `the agent's NodeModules watch silenced (so far: ${silenced.map((w) => w.path).join(', ')})`,
       () => (silenced.push(...proxy.silenceWatches()), silenced.some(runsWatch)),
     );
     const late = await burst('kwl', 'f-silent', 10);
@@ -443,7 +442,7 @@ test('a claim or result written but answered 500 (the response lost): each helpe
   const proxy = await HttpFaultProxy.start(env.cp);
   const op = await operatorBehind(proxy, 'f-lost');
   try {
-    proxy.inject({ method: 'PUT', path: runStatusPath, status: 500, times: 6, afterForward: true });
+    proxy.inject({ method: 'PATCH', path: nodeStatusPath, status: 500, times: 6, afterForward: true });
     const names = await burst('kl', 'f-lost', 12);
     await assertRecovered('kl', names);
     assert.equal(proxy.pending, 0, 'every injected fault was met');

@@ -24,7 +24,6 @@ import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path';
 import { CoreV1Api, loadAllYaml, type CoreV1Event, type V1Deployment } from '@kubernetes/client-node';
 import { imageEntrypoint } from '../scripts/bundle.ts';
-import { LABEL_REQUEST_NAME } from '../src/api/types.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { CONTROL_PLANE_LABEL } from '../src/controller/targets.ts';
 import { applyManifests } from '../src/kube/apply.ts';
@@ -225,7 +224,7 @@ test('events: the agent creates Events only in default, and patches only the cou
     403,
     /may write only Events with source\.component and reportingComponent kmod-agent/,
   );
-  // About its own Node, runs and requests only.
+  // About its own Node and NodeModules, and requests, only.
   await refused(
     agent.createNamespacedEvent({
       namespace: 'default',
@@ -236,6 +235,17 @@ test('events: the agent creates Events only in default, and patches only the cou
     }),
     403,
     /may write Events only about objects of its own node .*, not Node node-other/,
+  );
+  await refused(
+    agent.createNamespacedEvent({
+      namespace: 'default',
+      body: {
+        ...agentEvent('ev-about-other-nm', 'node-ev'),
+        involvedObject: { apiVersion: 'kmod.dev/v1alpha1', kind: 'NodeModules', name: 'node-other' },
+      },
+    }),
+    403,
+    /may write Events only about objects of its own node .*, not NodeModules node-other/,
   );
   await refused(
     agent.createNamespacedEvent({
@@ -286,7 +296,7 @@ test('events: the agent creates Events only in default, and patches only the cou
       /may write Events only about objects of its own node/,
     );
   }
-  // Runs are named after their request, not their node: no Events about them.
+  // No other kmod.dev kind, even one named after the node (the retired ModuleRun, say).
   await refused(
     agent.createNamespacedEvent({
       namespace: 'default',
@@ -447,8 +457,8 @@ test('deploy/’s controller keeps control-plane nodes out of nodeSelector {}, n
 
   const runNodes = async (request: string) =>
     (await listRuns(env.kc))
-      .filter((r) => r.metadata.labels?.[LABEL_REQUEST_NAME] === request)
-      .map((r) => r.spec.nodeName)
+      .filter((r) => r.entry.name === request)
+      .map((r) => r.nodeName)
       .sort();
   await createRequest(env.kc, 'everywhere', { module: 'ok_all', nodeSelector: {} });
   await createRequest(env.kc, 'on-cp', { module: 'ok_cp', nodeName: 'cp-1' });

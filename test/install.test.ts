@@ -30,10 +30,10 @@ test('kubectl apply -f crds/ installs both CRDs on a fresh cluster, and they bec
   const r = kubectl(['apply', '-f', 'crds/']);
   assert.equal(r.status, 0, `kubectl apply -f crds/ failed:\n${r.stderr}`);
   assert.match(r.stdout, /customresourcedefinition.apiextensions.k8s.io\/modulerequests.kmod.dev created/);
-  assert.match(r.stdout, /customresourcedefinition.apiextensions.k8s.io\/moduleruns.kmod.dev created/);
+  assert.match(r.stdout, /customresourcedefinition.apiextensions.k8s.io\/nodemodules.kmod.dev created/);
   assert.equal(r.stderr, '', 'no warnings (kubectl prints unknown-field warnings on stderr)');
   const api = env.kc.makeApiClient(ApiextensionsV1Api);
-  for (const name of ['modulerequests.kmod.dev', 'moduleruns.kmod.dev']) {
+  for (const name of ['modulerequests.kmod.dev', 'nodemodules.kmod.dev']) {
     await eventually(`${name} Established`, async () => {
       const crd = await api.readCustomResourceDefinition({ name });
       return crd.status?.conditions?.find((c) => c.type === 'Established')?.status === 'True';

@@ -19,14 +19,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Agent } from '../src/agent/agent.ts';
 import { hasControl } from '../src/api/text.ts';
-import {
-  API_VERSION,
-  GROUP,
-  REQUEST_PLURAL,
-  RUN_PLURAL,
-  VERSION,
-  type ModuleRequest,
-} from '../src/api/types.ts';
+import { API_VERSION, GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../src/api/types.ts';
 import { errorMessage } from '../src/observability/logger.ts';
 import { ensureBinaries } from '../src/cluster/controlplane.ts';
 import type { Controller } from '../src/controller/controller.ts';
@@ -37,6 +30,7 @@ import {
   getRequest,
   listRequests,
   listRuns,
+  writeNodeResult,
   type FakeHelper,
 } from './support/objects.ts';
 import { startAgent, startController } from './support/operator.ts';
@@ -234,31 +228,21 @@ test('a node’s hostile stderr (OSC 52, title, hidden text, C1) reaches neither
   assert.equal(hasControl(`${node?.stderrTail}${node?.message}`), false, JSON.stringify(node));
 });
 
-test('text the agent did not clean (a rogue writer of a run’s status) is printed escaped, -o json too', async () => {
+test('text the agent did not clean (a rogue writer of a node’s status) is printed escaped, -o json too', async () => {
   const p = sh('kubectl modprobe --node node-idle -o json ok-rogue');
-  const run = await eventually('the ok-rogue run on node-idle', async () =>
-    (await listRuns(env.kc)).find((x) => x.spec.module === 'ok-rogue'),
+  const run = await eventually('the ok-rogue request on node-idle', async () =>
+    (await listRuns(env.kc)).find((x) => x.entry.module === 'ok-rogue'),
   );
   const hostile = 'modprobe: FATAL: \u001b]52;c;cm0gLXJmIH4K\u0007\u001b]0;owned\u0007\u009b8m hidden\rover';
   // As an agent's credentials could write it: the status subresource, raw bytes in the texts.
-  await env.kc.makeApiClient(CustomObjectsApi).replaceClusterCustomObjectStatus({
-    group: GROUP,
-    version: VERSION,
-    plural: RUN_PLURAL,
-    name: run.metadata.name ?? '',
-    body: {
-      ...run,
-      status: {
-        observedGeneration: run.metadata.generation,
-        phase: 'Failed',
-        reason: 'ExitCode',
-        exitCode: 1,
-        attempt: 1,
-        message: `modprobe exited 1: ${hostile}`,
-        stderrTail: `${hostile}\n`,
-        finishTime: new Date().toISOString(),
-      },
-    },
+  await writeNodeResult(env.kc, run, {
+    phase: 'Failed',
+    reason: 'ExitCode',
+    exitCode: 1,
+    attempt: 1,
+    message: `modprobe exited 1: ${hostile}`,
+    stderrTail: `${hostile}\n`,
+    finishTime: new Date().toISOString(),
   });
   const r = await p;
   assert.equal(r.code, 1, r.stderr);
@@ -458,7 +442,15 @@ test('make install-plugin links both executables; kubectl finds them on that PAT
 });
 
 test('the README’s troubleshooting and clean-up commands, as written', async () => {
-  const runs = await sh('kubectl get mrun --field-selector spec.nodeName=node-b');
+  const table = await sh('kubectl get nodemodules');
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /^NAME\s+REQUESTS\s+SUCCEEDED\s+FAILED\s+PENDING\s+LAST FAILURE\s+AGE$/m);
+  assert.match(
+    table.stdout,
+    /^node-b\s+\d+\s+\d+\s+[1-9]\d*\s+\d+\s+\S+: ExitCode: /m,
+    'node-b: a failure, named',
+  );
+  const runs = await sh('kubectl get nodemodules node-b -o yaml');
   assert.equal(runs.code, 0, runs.stderr);
   assert.match(runs.stdout, /fail-two/, 'node-b ran fail-two');
   assert.doesNotMatch(runs.stdout, /ok-json/, 'node-c only');

@@ -145,7 +145,7 @@ async function burst(
   }
   await eventually(
     'all 200 runs dispatched',
-    async () => (await listRuns(env.kc)).filter((r) => r.spec.nodeName === node).length === 200,
+    async () => (await listRuns(env.kc)).filter((r) => r.nodeName === node).length === 200,
     90_000,
     1000,
   );

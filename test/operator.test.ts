@@ -18,6 +18,7 @@ import {
   ensureNode,
   fakeHelper,
   getRequest,
+  getNodeModules,
   listRuns,
   setBootId,
   waitForCondition,
@@ -146,14 +147,18 @@ test('wait: None reports Dispatched without waiting', async () => {
   assert.equal(r.status?.nodes?.[0]?.exitCode, undefined, 'no exit status comes back');
 });
 
-test('selector fan-out: one run per matching node, each on its own agent', async () => {
+test('selector fan-out: one entry in each matching node’s NodeModules, each run by its own agent', async () => {
   await createRequest(env.kc, 'fanout', { module: 'ok-fanout', nodeSelector: { fleet: 'abc' } });
   const r = await waitForCondition(env.kc, 'fanout', 'Succeeded');
   assert.equal(r.status?.progress, '3/3');
   assert.deepEqual(r.status?.nodes?.map((n) => n.nodeName).sort(), ['node-a', 'node-b', 'node-c']);
   assert.equal(helper.starts('ok-fanout'), 3);
-  const runs = (await listRuns(env.kc)).filter((x) => x.metadata.ownerReferences?.[0]?.name === 'fanout');
-  assert.equal(runs.length, 3);
+  const runs = (await listRuns(env.kc)).filter((x) => x.entry.name === 'fanout');
+  assert.deepEqual(runs.map((x) => [x.nodeName, x.result?.phase, x.result?.reason]).sort(), [
+    ['node-a', 'Succeeded', 'Completed'],
+    ['node-b', 'Succeeded', 'Completed'],
+    ['node-c', 'Succeeded', 'Completed'],
+  ]);
 });
 
 test('a node that joins later and matches the selector gets the module too', async () => {
@@ -177,6 +182,25 @@ test('a boot ID change runs standing requests again', async () => {
     return r?.status?.nodes?.[0]?.bootID === 'node-c-boot-2' && r.status.phase === 'Succeeded';
   });
   assert.equal(helper.starts('ok-reboot'), 2);
+});
+
+test('a reboot that restarts the agent (a new process, as on a real node) runs standing requests again', async () => {
+  // On a real node the agent restarts with the node: its result from the old boot was claimed by
+  // an agent process that is gone, and must not hold the new boot's run back.
+  await ensureNode(env.kc, 'node-rb');
+  const first = await startAgent(env.kc, 'node-rb', helper.path);
+  await createRequest(env.kc, 'reboot-restart', { module: 'ok-rbr', nodeName: 'node-rb' });
+  await waitForCondition(env.kc, 'reboot-restart', 'Succeeded');
+  await first.stop();
+  await setBootId(env.kc, 'node-rb', 'node-rb-boot-2');
+  agents.set('node-rb', await startAgent(env.kc, 'node-rb', helper.path));
+  const r = await eventually('a second run under the new boot ID', async () => {
+    const req = await getRequest(env.kc, 'reboot-restart');
+    const n = req?.status?.nodes?.[0];
+    return n?.bootID === 'node-rb-boot-2' && req?.status?.phase === 'Succeeded' ? n : undefined;
+  });
+  assert.equal(r.attempt, 1, 'a new boot starts again at attempt 1');
+  assert.equal(helper.starts('ok-rbr'), 2);
 });
 
 test('a spec change (new generation) runs again with the new spec', async () => {
@@ -206,7 +230,7 @@ test('a selected node deleted before its run started is reported in an Event and
   // No agent for this node: its run stays pending until the node goes away.
   await createRequest(env.kc, 'doomed', { module: 'ok-doomed', nodeSelector: { doomed: 'yes' } });
   await eventually('a run for node-doomed', async () =>
-    (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-doomed'),
+    (await listRuns(env.kc)).some((r) => r.nodeName === 'node-doomed'),
   );
   const pending = await waitForPhase(env.kc, 'doomed', 'Pending');
   assert.equal(pending.status?.counts?.total, 1, 'its one node counted, pending, when it is deleted');
@@ -232,7 +256,7 @@ test('the one named node deleted before its run started fails the request NodeDe
   // No agent for this node either: the run is pending when the node goes away.
   await createRequest(env.kc, 'named-doomed', { module: 'ok-named', nodeName: 'node-named-doomed' });
   await eventually('a run for node-named-doomed', async () =>
-    (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'node-named-doomed'),
+    (await listRuns(env.kc)).some((r) => r.nodeName === 'node-named-doomed'),
   );
   await waitForPhase(env.kc, 'named-doomed', 'Pending');
   await deleteNode(env.kc, 'node-named-doomed');
@@ -255,15 +279,19 @@ test('the one named node deleted before its run started fails the request NodeDe
   assert.equal(again.status?.nodes?.[0]?.reason, 'NodeDeleted');
 });
 
-test('deleting a request removes its runs', async () => {
+test('deleting a request takes it off its node: out of the spec, then out of the status', async () => {
   await createRequest(env.kc, 'to-delete', { module: 'ok-del', nodeName: 'node-b' });
   await waitForCondition(env.kc, 'to-delete', 'Succeeded');
+  assert.ok((await getNodeModules(env.kc, 'node-b'))?.status?.results?.some((x) => x.name === 'to-delete'));
   await deleteRequest(env.kc, 'to-delete');
-  await eventually(
-    'runs of to-delete garbage-collected',
-    async () => !(await listRuns(env.kc)).some((r) => r.metadata.ownerReferences?.[0]?.name === 'to-delete'),
-    30_000,
-  );
+  await eventually('to-delete out of node-b’s NodeModules, spec and status', async () => {
+    const nm = await getNodeModules(env.kc, 'node-b');
+    return (
+      !!nm &&
+      !nm.spec.requests?.some((x) => x.name === 'to-delete') &&
+      !nm.status?.results?.some((x) => x.name === 'to-delete')
+    );
+  });
 });
 
 test('kubectl wait --for=condition=Succeeded works against a request', async () => {

@@ -20,13 +20,20 @@ import {
   type KubernetesObject,
   type V1ConfigMap,
 } from '@kubernetes/client-node';
-import { API_VERSION, GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../src/api/types.ts';
+import { API_VERSION, GROUP, NODE_MODULES_PLURAL, VERSION } from '../src/api/types.ts';
+import { jsonPatch } from '../src/kube/callopts.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
 import { errorMessage } from '../src/observability/logger.ts';
-import { admissionRefusal, createRequest, ensureNode, waitForCondition } from './support/objects.ts';
+import {
+  admissionRefusal,
+  createRequest,
+  ensureNode,
+  getNodeModules,
+  waitForCondition,
+} from './support/objects.ts';
 import { badInputs } from './support/corpus.ts';
 import { metricSum, startController } from './support/operator.ts';
 import { memoryLogger } from './support/logs.ts';
@@ -253,6 +260,57 @@ test('removal at admission: off by default; allowRemove names what may go, load 
   }
 });
 
+test('removal at dispatch: each new Remove entry of a node’s spec is judged by allowRemove alone', async () => {
+  const api = env.kc.makeApiClient(CustomObjectsApi);
+  const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
+  const entry = (name: string, module: string, action?: 'Remove') => ({
+    name,
+    uid: `uid-${name}`,
+    generation: 1,
+    module,
+    wait: 'Process',
+    timeoutSeconds: 60,
+    ...(action ? { action } : {}),
+  });
+  const create = (name: string, requests: object[]) =>
+    api.createClusterCustomObject({
+      ...nm,
+      body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name }, spec: { requests } },
+    });
+  // The shipped policy has no allowRemove: a Remove entry is refused, naming it.
+  await assert.rejects(
+    create('node-rm-off', [entry('rm-off', 'dummy', 'Remove')]),
+    /spec\.requests\[rm-off\]\.action: removal is off: the module policy \(kmod-system\/kmod-module-policy\) has no allowRemove pattern/,
+  );
+  await setPolicy({ ...shippedPolicy, allowRemove: '^(dummy|dccp)$' });
+  try {
+    await eventually('allowRemove to admit a Remove entry', async () => {
+      try {
+        await create('node-rm', [entry('rm-dummy', 'dummy', 'Remove')]);
+        return true;
+      } catch (err) {
+        assert.match(errorMessage(err), /removal is off/);
+        return false;
+      }
+    });
+    const patch = (requests: object[]) =>
+      api.patchClusterCustomObject({ ...nm, name: 'node-rm', body: { spec: { requests } } }, mergePatch());
+    const placed = [entry('rm-dummy', 'dummy', 'Remove'), entry('rm-dccp', 'dccp', 'Remove')];
+    // dccp may not be loaded (deny), but may be removed: a Remove is judged by allowRemove alone.
+    await patch(placed);
+    await assert.rejects(
+      patch([...placed, entry('rm-loop', 'loop', 'Remove')]),
+      /spec\.requests\[rm-loop\]\.module: module loop may not be removed by the module policy \(kmod-system\/kmod-module-policy, rule allowRemove\)/,
+    );
+    await assert.rejects(
+      patch([...placed, entry('load-dccp', 'dccp')]),
+      /spec\.requests\[load-dccp\]\.module: module dccp is denied by the module policy/,
+    );
+  } finally {
+    await setPolicy(shippedPolicy);
+  }
+});
+
 test('module policy: no data, no allow pattern, or a pattern that does not compile denies everything at admission', async () => {
   try {
     for (const data of [{}, { deny: '^dccp$' }] as Array<Record<string, string>>) {
@@ -407,7 +465,7 @@ test('module policy: tightening it does not block updates of existing requests t
   });
 });
 
-test('node restriction: agent A may write its own node’s run but not node B’s', async () => {
+test('node restriction: agent A may write the status of its own node’s NodeModules, not node B’s, nor any spec', async () => {
   const core = env.kc.makeApiClient(CoreV1Api);
   const tokens: Record<string, string> = {};
   for (const node of ['node-a', 'node-b']) {
@@ -438,44 +496,51 @@ test('node restriction: agent A may write its own node’s run but not node B’
     tokens[node] = tr.status?.token ?? '';
   }
   const admin = env.kc.makeApiClient(CustomObjectsApi);
-  const runs: Record<string, ModuleRun> = {};
+  const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
   for (const node of ['node-a', 'node-b']) {
-    runs[node] = (await admin.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
-      body: {
-        apiVersion: API_VERSION,
-        kind: 'ModuleRun',
-        metadata: { name: `run-${node}` },
-        spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 },
-      },
-    })) as ModuleRun;
+    await admin.createClusterCustomObject({
+      ...nm,
+      body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name: node }, spec: {} },
+    });
   }
   const asAgent = (node: string) => {
     const kc = new KubeConfig();
     kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tokens[node] ?? '', `agent-${node}`));
     return kc.makeApiClient(CustomObjectsApi);
   };
+  // As the agent's status reporter writes (src/agent/reporter.ts): a JSON patch of /status.
   const writeStatus = (api: CustomObjectsApi, node: string) =>
-    api.replaceClusterCustomObjectStatus({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
-      name: `run-${node}`,
-      body: { ...runs[node], status: { phase: 'Running', reason: 'Running', observedGeneration: 1 } },
-    });
+    api.patchClusterCustomObjectStatus(
+      {
+        ...nm,
+        name: node,
+        body: [{ op: 'add', path: '/status', value: { agent: `agent-${node}`, results: [] } }],
+      },
+      jsonPatch(),
+    );
 
   const agentA = asAgent('node-a');
-  await eventually('agent A to write its own run', async () => {
+  await eventually('agent A to write its own node’s status', async () => {
     await writeStatus(agentA, 'node-a');
     return true;
   });
   await assert.rejects(writeStatus(agentA, 'node-b'), (err: unknown) => {
-    assert.match(bodyOf(err), /agent on node node-a may not write ModuleRun run-node-b of node node-b/);
+    assert.match(bodyOf(err), /agent on node node-a may not write NodeModules node-b of another node/);
     assert.equal((err as { code?: number }).code, 403);
     return true;
   });
+  // Not the spec, its own node's either (RBAC: the agent may only read NodeModules and patch their status).
+  await assert.rejects(
+    agentA.patchClusterCustomObject(
+      { ...nm, name: 'node-a', body: [{ op: 'add', path: '/spec/bootID', value: 'x' }] },
+      jsonPatch(),
+    ),
+    (err: unknown) => {
+      assert.equal((err as { code?: number }).code, 403);
+      assert.match(bodyOf(err), /cannot patch resource \W*nodemodules/);
+      return true;
+    },
+  );
   // And B can write B's.
   await writeStatus(asAgent('node-b'), 'node-b');
 
@@ -520,20 +585,23 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
   });
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tr.status?.token ?? '', 'unbound'));
-  const run = (await env.kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({
+  await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
     group: GROUP,
     version: VERSION,
-    plural: RUN_PLURAL,
-    name: 'run-node-a',
-  })) as ModuleRun;
+    plural: NODE_MODULES_PLURAL,
+    body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name: 'node-unbound' }, spec: {} },
+  });
   await assert.rejects(
-    kc.makeApiClient(CustomObjectsApi).replaceClusterCustomObjectStatus({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
-      name: 'run-node-a',
-      body: run,
-    }),
+    kc.makeApiClient(CustomObjectsApi).patchClusterCustomObjectStatus(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: NODE_MODULES_PLURAL,
+        name: 'node-unbound',
+        body: [{ op: 'add', path: '/status', value: { results: [] } }],
+      },
+      jsonPatch(),
+    ),
     (err: unknown) => {
       assert.match(errorMessage(err), /must be a pod-bound service-account token/);
       return true;
@@ -541,15 +609,16 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
   );
 });
 
-test('a run the module policy refuses at dispatch is reported Denied, not retried blindly', async () => {
+test('a request the module policy refuses at dispatch is reported Denied, not retried blindly; the node’s others go on', async () => {
   await ensureNode(env.kc, 'node-dispatch');
-  // Admitted while the module was allowed; no controller has dispatched it yet.
+  // Admitted while the module was allowed; no controller has dispatched it yet. Another request for
+  // the same node goes into the same spec write: the refusal of one must not hold the other back.
   await createRequest(env.kc, 'denied-at-dispatch', { module: 'snd-pcsp', nodeName: 'node-dispatch' });
+  await createRequest(env.kc, 'allowed-at-dispatch', { module: 'snd-dummy', nodeName: 'node-dispatch' });
   await whileDenied('snd-pcsp', async () => {
-    // The API server's own count of run creates that admission refused (403), before and after.
-    const refusedCreates = () =>
-      apiserverRequests(env.cp, { verb: 'POST', resource: 'moduleruns', code: '403' });
-    const refusedBefore = await refusedCreates();
+    // The API server's own count of the node's spec writes that admission refused (403).
+    const refusedWrites = () => apiserverRequests(env.cp, { resource: 'nodemodules', code: '403' });
+    const refusedBefore = await refusedWrites();
     const registry = new Registry();
     const { logger, entries } = memoryLogger();
     const controller = await startController(env.kc, { registry, logger });
@@ -558,22 +627,34 @@ test('a run the module policy refuses at dispatch is reported Denied, not retrie
     assert.equal(r.status?.nodes?.[0]?.reason, 'Denied');
     assert.match(
       r.status?.nodes?.[0]?.message ?? '',
-      /dispatch refused by the API server: .*module snd-pcsp is denied by the module policy/,
+      /dispatch refused by the API server: .*spec\.requests\[denied-at-dispatch\]\.module: module snd-pcsp is denied by the module policy/,
     );
-    // Not retried: each reconcile of the request (the first pass, and the one its own status write
-    // brings) asked the API server to create its run once; no retry was counted or logged; the
-    // next look is the slow one for a policy that may change since (60 s), not a backoff.
-    const mine = () =>
-      entries.filter((e) => e.request === 'denied-at-dispatch' || e.key === 'denied-at-dispatch');
-    const passes = () => mine().filter((e) => e.message === 'reconciled');
-    // Waited for, not sampled: the run create of a reconcile still in flight is counted by the API
-    // server before the reconcile is logged.
-    await eventually('one refused create per reconcile of the request, the queue idle', async () => {
-      await controller.idle();
-      return (await refusedCreates()) - refusedBefore === passes().length;
+    const nm = await eventually('node-dispatch’s spec holding the allowed request', async () => {
+      const o = await getNodeModules(env.kc, 'node-dispatch');
+      return o?.spec.requests?.some((e) => e.name === 'allowed-at-dispatch') ? o : undefined;
     });
     assert.deepEqual(
-      mine().filter((e) => e.message === 'reconcile failed; retrying with backoff'),
+      nm.spec.requests?.map((e) => e.name),
+      ['allowed-at-dispatch'],
+      'the refused one is not on the node',
+    );
+    // Not retried blindly: each pass over the node writes its spec with every request (refused),
+    // then finds the one refused by writing it alone with those already placed (refused): two
+    // refused writes per pass, no retry counted or logged, and the next look is the slow one for a
+    // policy that may change since (60 s), not a backoff.
+    const nodePasses = () => entries.filter((e) => e.key === 'node-dispatch' && e.message === 'reconciled');
+    // Waited for, not sampled: the write of a pass still in flight is counted by the API server
+    // before the pass is logged.
+    await eventually('two refused writes per pass over the node, the queues idle', async () => {
+      await controller.idle();
+      return (await refusedWrites()) - refusedBefore === 2 * nodePasses().length;
+    });
+    assert.deepEqual(
+      entries.filter(
+        (e) =>
+          (e.key === 'node-dispatch' || e.key === 'denied-at-dispatch') &&
+          e.message === 'reconcile failed; retrying with backoff',
+      ),
       [],
       'the refused dispatch was not retried',
     );
@@ -583,8 +664,8 @@ test('a run the module policy refuses at dispatch is reported Denied, not retrie
       'no reconcile retried',
     );
     assert.ok(
-      passes().length > 0 && passes().every((e) => e.requeueAfterMs === 60_000),
-      JSON.stringify(passes()),
+      nodePasses().length > 0 && nodePasses().every((e) => e.requeueAfterMs === 60_000),
+      JSON.stringify(nodePasses()),
     );
   });
 });

@@ -1,11 +1,12 @@
 /**
  * The reconcile as a checklist, on the real control plane: an API error on
- * one node's run does not keep the other nodes from converging nor the
- * request's status from being written; the error still goes back to the
- * queue (a ReconcileError Event) and the request converges once it clears.
- * The error is real: a ValidatingAdmissionPolicy answers the run's create
- * with 413 (reason RequestEntityTooLarge), which is neither a refusal
- * (403/422, reported Denied/InvalidSpec) nor anything the controller handles.
+ * one node's NodeModules does not keep the other nodes from converging nor
+ * the request's status from being written; the error still goes back to the
+ * queue (a ReconcileError Event on the request) and the request converges
+ * once it clears. The error is real: a ValidatingAdmissionPolicy answers the
+ * node's write with 413 (reason RequestEntityTooLarge), which is neither a
+ * refusal (403/422, reported Denied/InvalidSpec) nor anything the controller
+ * handles.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdmissionregistrationV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import { API_VERSION, GROUP, RUN_PLURAL, VERSION } from '../src/api/types.ts';
+import { API_VERSION, GROUP, NODE_MODULES_PLURAL, VERSION } from '../src/api/types.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { errorMessage } from '../src/observability/logger.ts';
 import { eventually, useControlPlane } from './support/cluster.ts';
@@ -34,9 +35,9 @@ spec:
   failurePolicy: Fail
   matchConstraints:
     resourceRules:
-      - { apiGroups: [kmod.dev], apiVersions: ['*'], operations: [CREATE], resources: [moduleruns] }
+      - { apiGroups: [kmod.dev], apiVersions: ['*'], operations: [CREATE, UPDATE], resources: [nodemodules] }
   validations:
-    - expression: "object.spec.nodeName != 'rc-bad'"
+    - expression: "object.metadata.name != 'rc-bad'"
       message: injected failure for node rc-bad
       reason: RequestEntityTooLarge
 ---
@@ -56,23 +57,18 @@ test('an API error on one node does not skip the other nodes or the status write
   const crs = env.kc.makeApiClient(CustomObjectsApi);
   await eventually('the injected failure to be in force', async () => {
     try {
-      const probe = {
-        apiVersion: API_VERSION,
-        kind: 'ModuleRun',
-        metadata: { name: 'rc-probe' },
-        spec: { nodeName: 'rc-bad', module: 'probe', wait: 'Process', timeoutSeconds: 10 },
-      };
+      const probe = { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name: 'rc-bad' }, spec: {} };
       await crs.createClusterCustomObject({
         group: GROUP,
         version: VERSION,
-        plural: RUN_PLURAL,
+        plural: NODE_MODULES_PLURAL,
         body: probe,
       });
       await crs.deleteClusterCustomObject({
         group: GROUP,
         version: VERSION,
-        plural: RUN_PLURAL,
-        name: 'rc-probe',
+        plural: NODE_MODULES_PLURAL,
+        name: 'rc-bad',
       });
       return false;
     } catch (err) {
@@ -84,8 +80,8 @@ test('an API error on one node does not skip the other nodes or the status write
   await ensureNode(env.kc, 'rc-good', { pool: 'rc' });
   await createRequest(env.kc, 'rc-req', { module: 'dummy', nodeSelector: { pool: 'rc' } });
 
-  await eventually('the run on rc-good', async () =>
-    (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'rc-good'),
+  await eventually('rc-good dispatched to', async () =>
+    (await listRuns(env.kc)).some((r) => r.nodeName === 'rc-good'),
   );
   const req = await eventually('a status counting both nodes', async () => {
     const r = await getRequest(env.kc, 'rc-req');
@@ -93,7 +89,7 @@ test('an API error on one node does not skip the other nodes or the status write
   });
   assert.equal(req.status?.counts?.pending, 2, 'both pending: rc-bad is not dispatched yet, not failed');
   assert.equal(req.status?.phase, 'Pending');
-  assert.equal((await listRuns(env.kc)).filter((r) => r.spec.nodeName === 'rc-bad').length, 0);
+  assert.equal((await listRuns(env.kc)).filter((r) => r.nodeName === 'rc-bad').length, 0);
   const core = env.kc.makeApiClient(CoreV1Api);
   const retry = await eventually('a ReconcileError Event naming the injected failure', async () =>
     (await core.listNamespacedEvent({ namespace: 'default' })).items.find(
@@ -107,8 +103,8 @@ test('an API error on one node does not skip the other nodes or the status write
   await adm.deleteValidatingAdmissionPolicyBinding({ name: 'test-fail-runs-on-bad-node' });
   await adm.deleteValidatingAdmissionPolicy({ name: 'test-fail-runs-on-bad-node' });
   await eventually(
-    'the run on rc-bad, once the failure cleared',
-    async () => (await listRuns(env.kc)).some((r) => r.spec.nodeName === 'rc-bad'),
+    'rc-bad dispatched to, once the failure cleared',
+    async () => (await listRuns(env.kc)).some((r) => r.nodeName === 'rc-bad'),
     60_000,
   );
 });

@@ -114,7 +114,7 @@ test('SIGTERM disables and drains: the running helper finishes, runs not started
   }
   await eventually(
     'the waiting runs to be dispatched',
-    async () => (await listRuns(env.kc)).filter((r) => r.spec.nodeName === 'node-term').length === 4,
+    async () => (await listRuns(env.kc)).filter((r) => r.nodeName === 'node-term').length === 4,
   );
   // SIGTERM only once the agent has all three in line behind the busy slot.
   const port = await metricsPort(first);
@@ -160,7 +160,7 @@ test('a controller restarted mid-way loses nothing', async () => {
     await createRequest(env.kc, 'ctl-2', { module: 'ok-ctl2', nodeSelector: { ctl: 'yes' } });
     helper.release('hold-ctl1');
     await eventually('ctl-1 run to finish', async () =>
-      (await listRuns(env.kc)).some((r) => r.spec.module === 'hold-ctl1' && r.status?.phase === 'Succeeded'),
+      (await listRuns(env.kc)).some((r) => r.entry.module === 'hold-ctl1' && r.result?.phase === 'Succeeded'),
     );
     assert.equal(
       (await getRequest(env.kc, 'ctl-2'))?.status,
@@ -192,7 +192,7 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
     await waitForPhase(env.kc, 'del-busy', 'Running');
     await createRequest(env.kc, 'del-waiting', { module: 'ok-del-waiting', nodeName: 'node-del' });
     await eventually('the waiting run to exist', async () =>
-      (await listRuns(env.kc)).some((r) => r.spec.module === 'ok-del-waiting'),
+      (await listRuns(env.kc)).some((r) => r.entry.module === 'ok-del-waiting'),
     );
     await eventually('the run to wait for the busy slot', async () => (await waiters()) === 1);
     await deleteRequest(env.kc, 'del-waiting');
@@ -211,7 +211,7 @@ test('deleting a request while its run waits for a slot cancels it at once; the 
     // API and the agent has nothing queued, waiting or running, it can no longer start.
     await eventually(
       'the deleted run to be garbage-collected',
-      async () => !(await listRuns(env.kc)).some((r) => r.spec.module === 'ok-del-waiting'),
+      async () => !(await listRuns(env.kc)).some((r) => r.entry.module === 'ok-del-waiting'),
       30_000,
     );
     await agent.idle();

@@ -1,10 +1,11 @@
 /**
  * A result the API server refuses as invalid (422) is final for that body:
- * the agent writes it shortened instead of retrying the same write forever
- * (issue 18, item 6). The control plane here has a ModuleRun CRD whose
- * status.message is at most 100 characters (as an older or stricter CRD
- * might), so a helper's ordinary failure message (~150 characters) is
- * refused; the run's result must still reach the run and the request.
+ * the agent writes its node's status shortened, then minimal, instead of
+ * retrying the same write forever (issue 18, item 6). The control plane here
+ * has a NodeModules CRD whose status.results[].message is at most 100
+ * characters (as an older or stricter CRD might), so a helper's ordinary
+ * failure message (~150 characters) is refused; the result must still reach
+ * the node's status and the request.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,16 +23,17 @@ const MESSAGE_MAX = 100;
 const dir = mkdtempSync(join(tmpdir(), 'kmod-status-refused-'));
 process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
 
-/** The shipped CRDs, with ModuleRun status.message at most MESSAGE_MAX characters. */
+/** The shipped CRDs, with NodeModules status.results[].message at most MESSAGE_MAX characters. */
 function strictCrdDir(): string {
   const out = join(dir, 'crds');
   mkdirSync(out);
   for (const crd of readCrds()) {
-    if (crd.spec.names.kind === 'ModuleRun') {
+    if (crd.spec.names.kind === 'NodeModules') {
       for (const v of crd.spec.versions) {
         const status = v.schema?.openAPIV3Schema?.properties?.status as V1JSONSchemaProps;
-        const message = status.properties?.message;
-        assert.ok(message, 'the ModuleRun CRD has status.message');
+        const results = status.properties?.results?.items as V1JSONSchemaProps | undefined;
+        const message = results?.properties?.message;
+        assert.ok(message, 'the NodeModules CRD has status.results[].message');
         message.maxLength = MESSAGE_MAX;
       }
     }
@@ -63,9 +65,9 @@ test('a result refused with 422 is written shortened, not retried forever', asyn
   assert.equal(node?.exitCode, 3);
   assert.equal(node?.message, MINIMAL_MESSAGE);
   assert.ok(MINIMAL_MESSAGE.length <= MESSAGE_MAX);
-  const [run] = (await listRuns(env.kc)).filter((x) => x.spec.module === 'fail-refused');
-  assert.equal(run?.status?.phase, 'Failed');
-  assert.equal(run?.status?.attempt, 1);
+  const [run] = (await listRuns(env.kc)).filter((x) => x.entry.module === 'fail-refused');
+  assert.equal(run?.result?.phase, 'Failed');
+  assert.equal(run?.result?.attempt, 1);
   // The helper ran once: the result was kept, not the run retried.
   assert.equal(helper.starts('fail-refused'), 1);
 });

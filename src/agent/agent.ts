@@ -1,22 +1,28 @@
 /**
  * The per-node agent (one per node, a DaemonSet): watches only its own
- * node's ModuleRuns and carries each out as the kernel carries out
+ * node's NodeModules, by name (an event on another node's object never
+ * reaches it, nor costs the API server anything for it: docs/nodemodules.md),
+ * and carries out each request of its spec as the kernel carries out
  * request_module(). This class only wires the parts, each doing one thing:
  *
- *   decision.ts    run + current execution → nothing / start attempt n / take over / report
- *   ordering.ts    one module, one lane: a run waits for an earlier request's run of it
+ *   runs.ts        what the agent knows about each request on the node, keyed by its UID
+ *   decision.ts    entry + result + current execution → nothing / start attempt n / take over
+ *   ordering.ts    one module, one lane: a request waits for an earlier request's run of it
  *   pipeline.ts    check → gate → slot → policy on what modprobe loads → claim → run → report
- *   result.ts      helper result → run status; whether a result may be written
+ *   result.ts      helper result → the node's result for the request; whether it may be written
+ *   reporter.ts    writes the node's status (every result), coalescing writes
+ *   outcomes.ts    an execution's outcome → the work queue's verbs, throttling
  *   nodehelpers.ts the node's helper state (Enabled / Freezing / Disabled) and its reporting
  *   slots.ts       the per-node cap with its busy timeout
  *   settings.ts    module policy and capability masks, from ConfigMaps
  *
- * Every retry goes through the one work queue (rate-limited per run): an
- * unexpected error, a claim that lost a race, a result the API server did
- * not take, a throttled run while its timeoutSeconds allows (outcomes.ts).
+ * Every retry goes through the one work queue (rate-limited per request): an
+ * unexpected error, a claim that lost a race or was not written, a throttled
+ * run while its timeoutSeconds allows (outcomes.ts); a result the API server
+ * did not take is written again by the reporter.
  *
- * The claim is what makes restarts safe: a run whose status says Running for
- * its current generation, claimed by an agent process that is gone, was
+ * The claim is what makes restarts safe: a result that says Running for the
+ * request's current generation, claimed by an agent process that is gone, was
  * interrupted; it is reported and run again with the next attempt number
  * (loading a module is idempotent). Nothing runs without a claim.
  */
@@ -25,13 +31,12 @@ import { readFileSync } from 'node:fs';
 import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import {
-  ANNOTATION_REQUEST_CREATED,
   GROUP,
-  RUN_PLURAL,
+  NODE_MODULES_PLURAL,
   VERSION,
-  controllingRequest,
   isTerminal,
-  type ModuleRun,
+  type NodeModules,
+  type NodeModulesRequest,
 } from '../api/types.ts';
 import { KernelLog } from '../kernel/kmsg.ts';
 import type { KernelRoots } from '../kernel/sysfs.ts';
@@ -43,7 +48,9 @@ import { Resources } from '../kube/resources.ts';
 import { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { NodeResolver } from '../policy/noderesolver.ts';
+import { sameEntry } from '../api/nodemodules.ts';
 import { decide } from './decision.ts';
+import type { Execution } from './execution.ts';
 import {
   DEFAULT_CAPABILITIES,
   DEFAULT_DRAIN_TIMEOUT_MS,
@@ -56,7 +63,9 @@ import { NodeHelpers } from './nodehelpers.ts';
 import { blockerOf, laneOf, type LaneEntry } from './ordering.ts';
 import { Outcomes } from './outcomes.ts';
 import type { HelperState } from './nodestate.ts';
-import { RunPipeline, nodeTarget, type Execution, type Outcome } from './pipeline.ts';
+import { RunPipeline, nodeTarget, type Outcome } from './pipeline.ts';
+import { StatusReporter } from './reporter.ts';
+import { AgentRuns, startedKey } from './runs.ts';
 import { AgentSettings, type ConfigMapRef } from './settings.ts';
 import { HelperSlots } from './slots.ts';
 
@@ -77,8 +86,8 @@ export interface AgentOptions {
   /**
    * Where the node's boot ID comes from: the kernel (`bootIdFile`, default
    * /proc/sys/kernel/random/boot_id: authoritative on a real node) or the
-   * Node object's status.nodeInfo.bootID, read fresh at claim time (simulated
-   * nodes in tests and local mode).
+   * Node object's status.nodeInfo.bootID, as the agent's watch of its Node
+   * has it at claim time (simulated nodes in tests and local mode).
    */
   bootIdSource?: 'kernel' | 'node';
   bootIdFile?: string;
@@ -119,7 +128,7 @@ export interface AgentOptions {
    */
   kernelRoots?: KernelRoots;
   /**
-   * The watchdog on the agent's watches (its runs, its Node, its ConfigMaps): one that received
+   * The watchdog on the agent's watches (its NodeModules, its Node, its ConfigMaps): one that received
    * nothing, not even a bookmark, for this long is reconnected (src/kube/watch.ts). Default
    * DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
    */
@@ -134,22 +143,20 @@ export class Agent {
   readonly #core: CoreV1Api;
   readonly #events: EventRecorder;
   readonly #metrics: AgentMetrics;
-  readonly #runs: Informer<ModuleRun>;
+  /** This node's NodeModules (one object, watched by name). */
+  readonly #object: Informer<NodeModules>;
   readonly #node: Informer<V1Node>;
   readonly #queue: WorkQueue;
   readonly #slots: HelperSlots;
   readonly #helpers: NodeHelpers;
   readonly #settings: AgentSettings;
   readonly #pipeline: RunPipeline;
-  /** Run name → what is being carried out for it now. */
-  readonly #executions = new Map<string, Execution>();
-  readonly #inFlight = new Set<Promise<void>>();
+  /** What the agent knows about each request on the node, keyed by request UID (runs.ts). */
+  readonly #runs = new AgentRuns();
+  readonly #reporter: StatusReporter;
   readonly #outcomes: Outcomes;
-  /**
-   * Executions waiting for their turn in their module's lane (run name → how to let it go): an
-   * earlier request's run of the same module is still open or running on this node.
-   */
-  readonly #laneWaiting = new Map<string, { module: string; go: () => void }>();
+  /** Executions under way (their promises), for stop() and idle(). */
+  readonly #inFlight = new Set<Promise<void>>();
   #started = false;
   #stopping = false;
 
@@ -165,12 +172,12 @@ export class Agent {
       opts.registry,
       () => ({ running: this.#slots.running, waiting: this.#slots.waiting }),
       () => this.#helpers.waiting,
-      () => this.#laneWaiting.size,
+      () => this.#runs.laneWaiters,
     );
     this.#queue = new WorkQueue({
-      name: 'moduleruns',
+      name: 'nodemodules',
       // The decision never waits for a helper; what it starts reports back through forget/addRateLimited.
-      reconcile: (key) => Promise.resolve(this.#reconcile(key)),
+      reconcile: (uid) => Promise.resolve(this.#reconcile(uid)),
       concurrency: 4,
       baseDelayMs: RETRY_BASE_DELAY_MS,
       maxDelayMs: RETRY_MAX_DELAY_MS,
@@ -186,7 +193,11 @@ export class Agent {
       metrics: this.#metrics,
       logger: this.#log,
       drainTimeoutMs: opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
-      resume: (name) => this.#queue.add(name),
+      parked: (uid, parked) => this.#runs.park(uid, parked),
+      resumeParked: () => {
+        for (const uid of this.#runs.takeParked()) this.#queue.add(uid);
+      },
+      resume: (uid) => this.#queue.add(uid),
     });
     const caps = opts.capabilities ?? DEFAULT_CAPABILITIES;
     this.#settings = new AgentSettings({
@@ -203,11 +214,23 @@ export class Agent {
       onNarrowed: (message) =>
         this.#events.event(nodeTarget(nodeName), 'Normal', 'CapabilityNarrowed', message),
     });
+    this.#reporter = new StatusReporter({
+      resources: new Resources(kc),
+      nodeName,
+      instanceId: this.#instanceId,
+      runs: this.#runs,
+      logger: this.#log,
+      // Their claims won: decide those requests again (their executions, if any, drop their results).
+      onTakenOver: (uids) => uids.forEach((uid) => this.#queue.add(uid)),
+    });
     this.#pipeline = new RunPipeline({
       nodeName,
       helperPath: opts.helperPath,
       instanceId: this.#instanceId,
-      resources: new Resources(kc),
+      runs: this.#runs,
+      reporter: this.#reporter,
+      entry: (uid) => this.#entries().get(uid),
+      specBootID: () => this.#object.get(nodeName)?.spec.bootID,
       events: this.#events,
       metrics: this.#metrics,
       slots: this.#slots,
@@ -215,8 +238,7 @@ export class Agent {
       settings: this.#settings,
       freezeWaitMs: opts.freezeWaitMs ?? DEFAULT_FREEZE_WAIT_MS,
       bootId: () => this.bootId(),
-      onHelperStart: (exec) => this.#outcomes.markStarted(exec),
-      laneTurn: (run, exec, log) => this.#laneTurn(run, exec, log),
+      laneTurn: (entry, exec, log) => this.#laneTurn(entry, exec, log),
       ...(opts.resolver
         ? {
             resolver: new NodeResolver(
@@ -244,13 +266,15 @@ export class Agent {
       queue: this.#queue,
       pipeline: this.#pipeline,
       metrics: this.#metrics,
+      runs: this.#runs,
       busyTimeoutMs: this.#slots.busyTimeoutMs,
     });
-    // The kubelet pattern: a server-side field selector, so this agent sees only its own node's runs.
-    this.#runs = new Informer<ModuleRun>({
+    // The kubelet's node Lease pattern: one object, watched by name, so this agent sees only its
+    // own node's, and the API server hands each event to this one watch (docs/nodemodules.md).
+    this.#object = new Informer<NodeModules>({
       kc,
-      path: `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`,
-      fieldSelector: `spec.nodeName=${nodeName}`,
+      path: `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      fieldSelector: `metadata.name=${nodeName}`,
       logger: opts.logger,
       watchTimeoutMs: opts.watchTimeoutMs,
     });
@@ -261,13 +285,13 @@ export class Agent {
       logger: opts.logger,
       watchTimeoutMs: opts.watchTimeoutMs,
     });
-    const enqueue = (run: ModuleRun) => {
-      if (!run.metadata.name) return;
-      this.#queue.add(run.metadata.name);
-      // A run that finished or went away may be what another one waits for.
-      if (!run.spec.dryRun) this.#wakeLane(run.spec.module);
+    const onObject = (next: NodeModules | undefined, old: NodeModules | undefined) => {
+      this.#reporter.observe(next);
+      for (const uid of changedEntries(old, next)) this.#queue.add(uid);
     };
-    for (const ev of ['add', 'update', 'delete'] as const) this.#runs.on(ev, enqueue);
+    this.#object.on('add', (nm) => onObject(nm, undefined));
+    this.#object.on('update', (nm, old) => onObject(nm, old));
+    this.#object.on('delete', (nm) => onObject(undefined, nm));
     // Not before start (it takes the node's state itself) nor while stopping (shutdown keeps it Disabled).
     const following = () => this.#started && !this.#stopping;
     this.#node.on('add', (node) => following() && this.#helpers.onNode(node));
@@ -292,8 +316,8 @@ export class Agent {
   }
 
   /**
-   * Starts the caches; runs are taken on only once both are synced, so
-   * interrupted runs are recognised from a complete picture.
+   * Starts the caches; requests are taken on only once they are synced, so interrupted runs are
+   * recognised from a complete picture.
    */
   async start(): Promise<void> {
     if (this.#opts.helperPath === '') {
@@ -301,11 +325,13 @@ export class Agent {
         'helper path is empty: module loading is disabled on this node; runs will fail HelperDisabled',
       );
     }
-    await Promise.all([this.#node.start(), this.#runs.start(), this.#settings.start()]);
-    // Recovery, with helpers still Disabled: decide every run from the synced cache, so claims left
-    // by an interrupted agent are recognised (and their retries counted) before anything starts.
+    await Promise.all([this.#node.start(), this.#object.start(), this.#settings.start()]);
+    // The status a previous agent process of this node wrote is where this one starts from.
+    this.#reporter.adopt(this.#object.get(this.#opts.nodeName));
+    // Recovery, with helpers still Disabled: decide every request from the synced cache, so claims
+    // left by an interrupted agent are recognised (and their retries counted) before anything starts.
     this.#queue.start();
-    for (const run of this.#runs.list()) if (run.metadata.name) this.#queue.add(run.metadata.name);
+    for (const uid of this.#entries().keys()) this.#queue.add(uid);
     await this.#queue.idle();
     this.#started = true;
     // Now take the state the node asks for (default Enabled); waiting runs start.
@@ -323,7 +349,8 @@ export class Agent {
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
     // SIGTERM = disable + drain: nothing new starts; runs still waiting are left for the next agent.
-    for (const exec of this.#executions.values()) if (!exec.inSlot) exec.cancel.abort('agent stopping');
+    for (const run of this.#runs.all())
+      if (run.exec && !run.exec.inSlot) run.exec.cancel.abort('agent stopping');
     const drained = await this.#helpers.shutdown(graceMs);
     if (!drained.ok)
       this.#log.warn('helpers still running at shutdown; their runs will be seen as interrupted', {
@@ -337,7 +364,8 @@ export class Agent {
       new Promise((r) => (timer = setTimeout(r, 1000))),
     ]);
     clearTimeout(timer);
-    await Promise.all([this.#runs.stop(), this.#node.stop(), this.#settings.stop()]);
+    this.#reporter.stop();
+    await Promise.all([this.#object.stop(), this.#node.stop(), this.#settings.stop()]);
     await this.#events.flush();
   }
 
@@ -353,6 +381,9 @@ export class Agent {
   /** The node's current boot ID ('' when unknown); see AgentOptions.bootIdSource. */
   async bootId(): Promise<string> {
     if (this.#opts.bootIdSource === 'node') {
+      // The agent's own watch of its Node (by name) has it; a read only while that cache has no Node.
+      const cached = this.#node.get(this.#opts.nodeName);
+      if (cached) return cached.status?.nodeInfo?.bootID ?? '';
       try {
         const node = await this.#core.readNode({ name: this.#opts.nodeName });
         return node.status?.nodeInfo?.bootID ?? '';
@@ -368,157 +399,184 @@ export class Agent {
     }
   }
 
-  /** Decides what a run needs (decision.ts) and starts it. Never waits for a helper. */
-  #reconcile(name: string): void {
+  /** The requests of the node's spec by UID (a request listed twice counts once, the first). */
+  #entries(): Map<string, NodeModulesRequest> {
+    return entriesOf(this.#object.get(this.#opts.nodeName));
+  }
+
+  /** Decides what a request on this node needs (decision.ts) and starts it. Never waits for a helper. */
+  #reconcile(uid: string): void {
     if (this.#stopping) return;
-    const run = this.#runs.get(name);
-    const current = this.#executions.get(name);
-    const uid = run?.metadata.uid ?? '';
-    const generation = run?.metadata.generation ?? 1;
-    const pending = this.#outcomes.unreported(name);
+    const nm = this.#object.get(this.#opts.nodeName);
+    const entry = entriesOf(nm).get(uid);
+    const run = this.#runs.get(uid);
+    const current = run?.exec;
+    const claim = run?.result;
     const decision = decide(
-      run,
-      current && { uid: current.uid, generation: current.generation, aborted: current.cancel.signal.aborted },
+      entry,
+      claim,
+      current && { generation: current.generation, aborted: current.cancel.signal.aborted },
       {
-        reportedGeneration: run && this.#outcomes.reportedGeneration(uid),
-        unreported: pending?.exec,
         instanceId: this.#instanceId,
-        startedClaimedAttempt: this.#outcomes.startedHere(uid, generation, run?.status?.attempt ?? 1),
+        bootID: nm?.spec.bootID,
+        startedClaimedAttempt:
+          !!claim &&
+          !!run?.started.has(startedKey(claim.observedGeneration ?? 0, claim.attempt ?? 1, claim.bootID)),
       },
     );
     // The killable wait: only a run still waiting for a slot stops; a running helper is left alone.
     if (decision.cancel) current?.cancel.abort(decision.cancel);
-    if (!run || run.metadata.deletionTimestamp) {
-      this.#outcomes.forgetRun(name, new Set(this.#runs.list().map((r) => r.metadata.uid ?? '')));
-      return;
-    }
-    if (pending && (pending.exec.uid !== uid || pending.exec.generation !== generation))
-      this.#outcomes.dropUnreported(name);
-    if (decision.action === 'none') return;
-    if (decision.action === 'report' && pending) {
-      // A fresh handle: the earlier execution is over; only its result is left to write.
-      const exec: Execution = { ...pending.exec, cancel: new AbortController(), inSlot: true };
-      const log = this.#runLog(pending.run, exec);
-      this.#track(name, pending.run, exec, this.#pipeline.finish(pending.run, exec, pending.status, log));
+    // Whatever changed for this request (taken off, finished elsewhere, a new generation) may be
+    // what a later request for the same module waits for.
+    this.#wakeLanes();
+    if (!entry) {
+      // Taken off the node: forgotten once nothing runs for it (its result leaves the status).
+      this.#queue.forget(uid);
+      if (!run?.exec) this.#runs.forget(uid);
       return;
     }
     if (decision.action !== 'start') return;
     const exec: Execution = {
       uid,
-      generation,
+      generation: entry.generation,
       attempt: decision.attempt,
       takesOverFrom: decision.takesOverFrom,
       cancel: new AbortController(),
       inSlot: false,
     };
-    this.#track(name, run, exec, this.#pipeline.execute(run, exec, this.#runLog(run, exec)));
+    const log = this.#runLog(entry, exec);
+    this.#track(entry, exec, this.#pipeline.execute(entry, exec, log), log);
   }
 
   /** Keeps an execution in hand until it settles, then turns its outcome into the queue's verbs. */
-  #track(name: string, run: ModuleRun, exec: Execution, work: Promise<Outcome>): void {
-    this.#executions.set(name, exec);
-    const log = this.#runLog(run, exec);
+  #track(entry: NodeModulesRequest, exec: Execution, work: Promise<Outcome>, log: Logger): void {
+    const uid = entry.uid;
+    const run = this.#runs.run(uid);
+    run.exec = exec;
     const p = work
-      .then((outcome) => this.#outcomes.settle(name, run, exec, outcome, log))
+      .then((outcome) => this.#outcomes.settle(entry, exec, outcome, log))
       .catch((err: unknown) => {
-        const retryInMs = this.#queue.addRateLimited(name, retryAfterMs(err));
+        const retryInMs = this.#queue.addRateLimited(uid, retryAfterMs(err));
         log.error('run failed unexpectedly; retrying with backoff', { error: errorMessage(err), retryInMs });
       })
       .finally(() => {
-        if (this.#executions.get(name) === exec) {
-          this.#executions.delete(name);
-          // Cancelled because the run was superseded or recreated: decide again for what is there now.
-          if (exec.cancel.signal.aborted && !this.#stopping) this.#queue.add(name);
+        if (run.exec === exec) {
+          delete run.exec;
+          // Cancelled because the request was superseded or taken off: decide again for what is there now.
+          if (exec.cancel.signal.aborted && !this.#stopping) this.#queue.add(uid);
         }
         this.#inFlight.delete(p);
         // Its helper is gone (a `wait: None` run reported long before): the next in its lane may go.
-        if (!run.spec.dryRun) this.#wakeLane(run.spec.module);
+        this.#wakeLanes();
       });
     this.#inFlight.add(p);
   }
 
-  /** A run as ordering.ts sees it: its request's creation, and whether its current generation is open here. */
-  #laneEntry(run: ModuleRun): LaneEntry {
-    const name = run.metadata.name ?? '';
-    const st = run.status;
-    const open =
-      !run.metadata.deletionTimestamp &&
-      !(st?.observedGeneration === (run.metadata.generation ?? 1) && isTerminal(st.phase));
-    // Typed Date by client-node, a string on the wire (custom objects are not converted).
-    const own = run.metadata.creationTimestamp as unknown as string | Date | undefined;
+  /** A request as ordering.ts sees it: its creation, and whether its current generation is open here. */
+  #laneEntry(entry: NodeModulesRequest, bootID: string | undefined): LaneEntry {
+    const run = this.#runs.get(entry.uid);
+    const r = run?.result;
+    const finished =
+      !!r &&
+      r.observedGeneration === entry.generation &&
+      isTerminal(r.phase) &&
+      !(bootID && r.bootID && r.bootID !== bootID);
     return {
-      id: name,
-      module: run.spec.module,
-      // The controller copies the request's creationTimestamp; a run created before it did has its own.
-      created:
-        run.metadata.annotations?.[ANNOTATION_REQUEST_CREATED] ??
-        (own instanceof Date ? own.toISOString() : (own ?? '')),
-      requestName: controllingRequest(run)?.name ?? name,
-      busy: this.#executions.has(name) || open,
-      dryRun: run.spec.dryRun === true,
+      id: entry.uid,
+      module: entry.module,
+      created: entry.created ?? '',
+      requestName: entry.name,
+      busy: !!run?.exec || !finished,
+      dryRun: entry.dryRun === true,
     };
   }
 
-  /** The lane entries of every run of `module` on this node. */
-  #laneEntries(module: string): LaneEntry[] {
-    const lane = laneOf(module);
-    return this.#runs
-      .list()
-      .filter((r) => laneOf(r.spec.module) === lane)
-      .map((r) => this.#laneEntry(r));
-  }
-
-  /** The earlier run `run` must wait for in its module's lane (ordering.ts), if any. */
-  #blockerOf(run: ModuleRun): LaneEntry | undefined {
-    return blockerOf(this.#laneEntry(run), this.#laneEntries(run.spec.module));
+  /** The earlier request `entry` must wait for in its module's lane (ordering.ts), if any. */
+  #blockerOf(entry: NodeModulesRequest): LaneEntry | undefined {
+    const nm = this.#object.get(this.#opts.nodeName);
+    const bootID = nm?.spec.bootID;
+    const lane = laneOf(entry.module);
+    const others = [...entriesOf(nm).values()]
+      .filter((e) => laneOf(e.module) === lane)
+      .map((e) => this.#laneEntry(e, bootID));
+    return blockerOf(this.#laneEntry(entry, bootID), others);
   }
 
   /**
-   * Resolves true once no run created for an earlier request of the same module is open or
-   * running on this node (at once when none is), false when the execution is cancelled
-   * meanwhile (deleted, superseded, agent stopping). Waiting holds no helper slot.
+   * Resolves true once no earlier request for the same module is open or running on this node
+   * (at once when none is), false when the execution is cancelled meanwhile (taken off the node,
+   * superseded, agent stopping). Waiting holds no helper slot.
    */
-  #laneTurn(run: ModuleRun, exec: Execution, log: Logger): Promise<boolean> {
-    const name = run.metadata.name ?? '';
-    const blocker = this.#blockerOf(this.#runs.get(name) ?? run);
+  #laneTurn(entry: NodeModulesRequest, exec: Execution, log: Logger): Promise<boolean> {
+    const blocker = this.#blockerOf(this.#entries().get(entry.uid) ?? entry);
     if (!blocker) return Promise.resolve(true);
-    log.info('waiting for an earlier request for the same module on this node', { blocker: blocker.id });
+    log.info('waiting for an earlier request for the same module on this node', {
+      blocker: blocker.requestName,
+    });
+    const run = this.#runs.run(entry.uid);
     return new Promise((resolve) => {
       const cancelled = () => {
-        this.#laneWaiting.delete(name);
+        if (run.laneTurn === go) delete run.laneTurn;
         resolve(false);
+      };
+      const go = () => {
+        exec.cancel.signal.removeEventListener('abort', cancelled);
+        resolve(true);
       };
       if (exec.cancel.signal.aborted) return cancelled();
       exec.cancel.signal.addEventListener('abort', cancelled, { once: true });
-      this.#laneWaiting.set(name, {
-        module: run.spec.module,
-        go: () => {
-          exec.cancel.signal.removeEventListener('abort', cancelled);
-          resolve(true);
-        },
-      });
+      run.laneTurn = go;
     });
   }
 
-  /** Lets go every execution waiting in `module`'s lane that no earlier run holds back any more. */
-  #wakeLane(module: string): void {
-    if (this.#laneWaiting.size === 0) return;
-    const lane = laneOf(module);
-    for (const [name, waiting] of [...this.#laneWaiting]) {
-      if (laneOf(waiting.module) !== lane) continue;
-      const run = this.#runs.get(name);
-      if (run && this.#blockerOf(run)) continue;
-      this.#laneWaiting.delete(name);
-      waiting.go();
+  /** Lets go every request waiting in its module's lane that no earlier request holds back any more. */
+  #wakeLanes(): void {
+    if (this.#runs.laneWaiters === 0) return;
+    const entries = this.#entries();
+    for (const run of this.#runs.all()) {
+      if (!run.laneTurn) continue;
+      const entry = entries.get(run.uid);
+      // Taken off the node: its cancellation lets it go (false).
+      if (!entry || this.#blockerOf(entry)) continue;
+      const go = run.laneTurn;
+      delete run.laneTurn;
+      go();
     }
   }
 
-  #runLog(run: ModuleRun, exec: Pick<Execution, 'attempt'>): Logger {
-    return this.#log.child({
-      run: run.metadata.name,
-      module: run.spec.module,
-      attempt: exec.attempt,
-      request: controllingRequest(run)?.name,
-    });
+  #runLog(entry: NodeModulesRequest, exec: Pick<Execution, 'attempt'>): Logger {
+    return this.#log.child({ request: entry.name, module: entry.module, attempt: exec.attempt });
   }
+}
+
+const entriesByObject = new WeakMap<NodeModules, Map<string, NodeModulesRequest>>();
+
+/** The object's spec entries by request UID (computed once per cached object; first of duplicates). */
+function entriesOf(nm: NodeModules | undefined): Map<string, NodeModulesRequest> {
+  if (!nm) return new Map();
+  let m = entriesByObject.get(nm);
+  if (!m) {
+    m = new Map();
+    for (const e of nm.spec?.requests ?? []) if (!m.has(e.uid)) m.set(e.uid, e);
+    entriesByObject.set(nm, m);
+  }
+  return m;
+}
+
+/**
+ * The requests an update of the node's object concerns: entries added, removed or changed, and
+ * every entry when the boot or the object itself changed. The agent's own status writes coming
+ * back change none of them.
+ */
+function changedEntries(old: NodeModules | undefined, next: NodeModules | undefined): string[] {
+  const a = entriesOf(old);
+  const b = entriesOf(next);
+  const all = old?.metadata.uid !== next?.metadata.uid || old?.spec.bootID !== next?.spec.bootID;
+  const out: string[] = [];
+  for (const [uid, e] of b) {
+    const before = a.get(uid);
+    if (all || !before || !sameEntry(before, e)) out.push(uid);
+  }
+  for (const uid of a.keys()) if (!b.has(uid)) out.push(uid);
+  return out;
 }

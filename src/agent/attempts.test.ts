@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nextAttempt, startedKey } from './attempts.ts';
+import { nextAttempt } from './attempts.ts';
+import { startedKey } from './runs.ts';
 
 const claim = { observedGeneration: 3, phase: 'Running' as const, attempt: 1, claimedBy: 'node-a/1' };
 
@@ -27,12 +28,12 @@ test('our own claim whose helper never started (the claim answer was lost): the 
   assert.deepEqual(nextAttempt({ ...claim, attempt: 2 }, 3, 'node-a/1', false), { attempt: 2 });
 });
 
-test('started keys tell runs, generations and attempts apart', () => {
+test('started keys tell generations, attempts and boots apart (a run keeps its own set)', () => {
   const keys = new Set([
-    startedKey('u', 1, 1),
-    startedKey('u', 1, 2),
-    startedKey('u', 2, 1),
-    startedKey('v', 1, 1),
+    startedKey(1, 1, 'b1'),
+    startedKey(1, 2, 'b1'),
+    startedKey(2, 1, 'b1'),
+    startedKey(1, 1, 'b2'),
   ]);
   assert.equal(keys.size, 4);
 });

@@ -14,7 +14,7 @@
  *   execution is still the same attempt; calling it "attempt 2" would report
  *   an interruption that never happened.
  */
-import type { ModuleRunStatus } from '../api/types.ts';
+import type { NodeModulesResult } from '../api/types.ts';
 
 /** The attempt to claim, and whose stale claim the claim replaces (undefined: a fresh claim). */
 export interface NextAttempt {
@@ -23,13 +23,13 @@ export interface NextAttempt {
 }
 
 /**
- * @param status the run's status as cached
- * @param generation the run's metadata.generation
+ * @param status the result held for the request on this node
+ * @param generation the request generation to carry out
  * @param instanceId this agent process's claim identity
  * @param startedHere whether this process started a helper for the claimed attempt
  */
 export function nextAttempt(
-  status: ModuleRunStatus | undefined,
+  status: Pick<NodeModulesResult, 'observedGeneration' | 'phase' | 'attempt' | 'claimedBy'> | undefined,
   generation: number,
   instanceId: string,
   startedHere: boolean,
@@ -38,9 +38,4 @@ export function nextAttempt(
   const claimed = status.attempt ?? 1;
   if (status.claimedBy === instanceId && !startedHere) return { attempt: claimed };
   return { attempt: claimed + 1, takesOverFrom: status.claimedBy };
-}
-
-/** The key under which an agent remembers that it started a helper for (run, generation, attempt). */
-export function startedKey(uid: string, generation: number, attempt: number): string {
-  return `${uid}/${generation}/${attempt}`;
 }

@@ -1,19 +1,27 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ModuleRun, ModuleRunStatus } from '../api/types.ts';
+import type { NodeModulesRequest, NodeModulesResult } from '../api/types.ts';
 import { decide, throttleVerdict } from './decision.ts';
 
-function run(status?: ModuleRunStatus, meta: Partial<ModuleRun['metadata']> = {}): ModuleRun {
-  return {
-    metadata: { name: 'r', uid: 'u1', generation: 2, ...meta },
-    spec: { module: 'm', nodeName: 'n', wait: 'Process', timeoutSeconds: 60 },
-    ...(status ? { status } : {}),
-  };
-}
-const exec = (uid = 'u1', generation = 2, aborted = false) => ({ uid, generation, aborted });
+const entry: NodeModulesRequest = {
+  name: 'r',
+  uid: 'u1',
+  generation: 2,
+  module: 'm',
+  wait: 'Process',
+  timeoutSeconds: 60,
+};
+const result = (over: Partial<NodeModulesResult> = {}): NodeModulesResult => ({
+  name: 'r',
+  uid: 'u1',
+  observedGeneration: 2,
+  ...over,
+});
+const exec = (generation = 2, aborted = false) => ({ generation, aborted });
+const me = { instanceId: 'n/me' };
 
-test('a new run starts attempt 1', () => {
-  assert.deepEqual(decide(run(), undefined), {
+test('a new request on the node starts attempt 1', () => {
+  assert.deepEqual(decide(entry, undefined, undefined, me), {
     action: 'start',
     attempt: 1,
     why: 'not run yet for this generation',
@@ -21,47 +29,61 @@ test('a new run starts attempt 1', () => {
   });
 });
 
-test('the same UID and generation in hand: nothing', () => {
-  assert.deepEqual(decide(run(), exec()), { action: 'none', why: 'already on it' });
+test('the same generation in hand: nothing', () => {
+  assert.deepEqual(decide(entry, undefined, exec(), me), { action: 'none', why: 'already on it' });
 });
 
-test('a deleted run cancels what runs for it, and only that', () => {
-  assert.deepEqual(decide(undefined, exec()), { action: 'none', why: 'run deleted', cancel: 'run deleted' });
-  assert.deepEqual(decide(run(undefined, { deletionTimestamp: new Date() }), exec()), {
+test('a request taken off the node cancels what runs for it, and only that', () => {
+  assert.deepEqual(decide(undefined, undefined, exec(), me), {
     action: 'none',
-    why: 'run deleted',
-    cancel: 'run deleted',
+    why: 'taken off the node',
+    cancel: 'taken off the node',
   });
   assert.deepEqual(
-    decide(undefined, exec('u1', 2, true)),
-    { action: 'none', why: 'run deleted' },
+    decide(undefined, undefined, exec(2, true), me),
+    { action: 'none', why: 'taken off the node' },
     'already aborted',
   );
-  assert.deepEqual(decide(undefined, undefined), { action: 'none', why: 'run deleted' });
+  assert.deepEqual(decide(undefined, undefined, undefined, me), {
+    action: 'none',
+    why: 'taken off the node',
+  });
 });
 
-test('a newer generation or a recreated run supersedes the execution in hand and starts again', () => {
-  const d = decide(run(), exec('u1', 1));
+test('a newer generation supersedes the execution in hand and starts again', () => {
+  const d = decide(entry, undefined, exec(1), me);
   assert.equal(d.action, 'start');
   assert.equal(d.cancel, 'superseded by a newer generation');
-  assert.equal(decide(run(), exec('u0', 2)).cancel, 'run was recreated');
 });
 
-test('a result recorded for this generation: nothing (a terminal status of an older generation does not count)', () => {
-  assert.equal(decide(run({ observedGeneration: 2, phase: 'Succeeded' }), undefined).action, 'none');
-  assert.equal(decide(run({ observedGeneration: 2, phase: 'Failed' }), undefined).action, 'none');
-  assert.equal(decide(run({ observedGeneration: 1, phase: 'Succeeded' }), undefined).action, 'start');
+test('a final result for this generation: nothing (one of an older generation or another request does not count)', () => {
+  assert.equal(decide(entry, result({ phase: 'Succeeded' }), undefined, me).action, 'none');
+  assert.equal(decide(entry, result({ phase: 'Failed' }), undefined, me).action, 'none');
   assert.equal(
-    decide(run(), undefined, { reportedGeneration: 2 }).why,
-    'our result is written; the cache has not caught up',
+    decide(entry, result({ phase: 'Succeeded', observedGeneration: 1 }), undefined, me).action,
+    'start',
+  );
+  assert.equal(decide(entry, result({ phase: 'Succeeded', uid: 'u0' }), undefined, me).action, 'start');
+});
+
+test('a final result of an earlier boot runs again as attempt 1; an unknown boot changes nothing', () => {
+  const done = result({ phase: 'Succeeded', bootID: 'b1', attempt: 2 });
+  assert.equal(decide(entry, done, undefined, { ...me, bootID: 'b1' }).action, 'none');
+  assert.deepEqual(decide(entry, done, undefined, { ...me, bootID: 'b2' }), {
+    action: 'start',
+    attempt: 1,
+    why: 'the node rebooted since its result',
+    cancel: undefined,
+  });
+  assert.equal(decide(entry, done, undefined, { ...me, bootID: '' }).action, 'none');
+  assert.equal(
+    decide(entry, result({ phase: 'Succeeded' }), undefined, { ...me, bootID: 'b2' }).action,
+    'none',
   );
 });
 
 test('a claim without a result, nobody here running it: attempt n+1 takes over the claim', () => {
-  const d = decide(
-    run({ observedGeneration: 2, phase: 'Running', attempt: 3, claimedBy: 'n/old' }),
-    undefined,
-  );
+  const d = decide(entry, result({ phase: 'Running', attempt: 3, claimedBy: 'n/old' }), undefined, me);
   assert.deepEqual(d, {
     action: 'start',
     attempt: 4,
@@ -70,25 +92,8 @@ test('a claim without a result, nobody here running it: attempt n+1 takes over t
     cancel: undefined,
   });
   // A claim of an older generation is no interruption of this one.
-  assert.equal(
-    decide(run({ observedGeneration: 1, phase: 'Running', attempt: 3 }), undefined).action,
-    'start',
-  );
-  assert.equal(
-    (decide(run({ observedGeneration: 1, phase: 'Running', attempt: 3 }), undefined) as { attempt: number })
-      .attempt,
-    1,
-  );
-});
-
-test('a result of ours not written yet is written, not run again', () => {
-  const running = run({ observedGeneration: 2, phase: 'Running', attempt: 1, claimedBy: 'me' });
-  assert.equal(decide(running, undefined, { unreported: { uid: 'u1', generation: 2 } }).action, 'report');
-  assert.equal(
-    decide(running, undefined, { unreported: { uid: 'u1', generation: 1 } }).action,
-    'start',
-    'a stale result is not written',
-  );
+  const older = decide(entry, result({ phase: 'Running', attempt: 3, observedGeneration: 1 }), undefined, me);
+  assert.deepEqual([older.action, (older as { attempt: number }).attempt], ['start', 1]);
 });
 
 test('throttleVerdict: retry while the next try starts within timeoutSeconds of the first', () => {
@@ -110,16 +115,16 @@ test('throttleVerdict: retry while the next try starts within timeoutSeconds of 
 });
 
 test('our own claim whose helper never started is the same attempt; one whose helper started is the next', () => {
-  const claimed = run({ observedGeneration: 2, phase: 'Running', attempt: 1, claimedBy: 'n/me' });
+  const claimed = result({ phase: 'Running', attempt: 1, claimedBy: 'n/me' });
   // The claim's answer was lost after the write took effect: nothing ran, so no interruption.
-  assert.deepEqual(decide(claimed, undefined, { instanceId: 'n/me', startedClaimedAttempt: false }), {
+  assert.deepEqual(decide(entry, claimed, undefined, { instanceId: 'n/me', startedClaimedAttempt: false }), {
     action: 'start',
     attempt: 1,
     why: 'our claim, its helper never started',
     cancel: undefined,
   });
   // Our helper did start and no result was written: it may have run, so the next attempt, visibly.
-  assert.deepEqual(decide(claimed, undefined, { instanceId: 'n/me', startedClaimedAttempt: true }), {
+  assert.deepEqual(decide(entry, claimed, undefined, { instanceId: 'n/me', startedClaimedAttempt: true }), {
     action: 'start',
     attempt: 2,
     takesOverFrom: 'n/me',
@@ -127,12 +132,6 @@ test('our own claim whose helper never started is the same attempt; one whose he
     cancel: undefined,
   });
   // Another process's claim is an interruption whatever we started.
-  assert.equal(
-    (
-      decide(claimed, undefined, { instanceId: 'n/other', startedClaimedAttempt: false }) as {
-        attempt: number;
-      }
-    ).attempt,
-    2,
-  );
+  const other = decide(entry, claimed, undefined, { instanceId: 'n/other', startedClaimedAttempt: false });
+  assert.equal((other as { attempt: number }).attempt, 2);
 });

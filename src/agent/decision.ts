@@ -1,32 +1,31 @@
 /**
- * What the agent does about one run, decided from the run as cached and what
- * this agent is doing with it right now. Pure: no I/O, no clock.
+ * What the agent does about one request on its node, decided from the
+ * request's entry in the node's spec, the result the agent holds for it, and
+ * what the agent is doing with it right now. Pure: no I/O, no clock.
  *
- * This is the level-triggered heart of the agent: any event about a run only
- * makes it look again, and this function says what "again" means.
+ * This is the level-triggered heart of the agent: any event about a request
+ * only makes it look again, and this function says what "again" means. Every
+ * other retry decision (a lost race, an API error, a throttled try) is in
+ * outcomes.ts, next to this one.
  */
-import { isTerminal, type ModuleRun } from '../api/types.ts';
+import { isTerminal, type NodeModulesRequest, type NodeModulesResult } from '../api/types.ts';
 import { nextAttempt } from './attempts.ts';
 
-/** What the agent knows about its own current execution of a run. */
+/** What the agent knows about its own current execution of a request. */
 export interface ExecutionView {
-  /** The run object's UID: a run deleted and recreated under the same name is a new run. */
-  uid: string;
   generation: number;
-  /** Its cancel signal fired (deleted, superseded): it is on its way out. */
+  /** Its cancel signal fired (taken off the node, superseded): it is on its way out. */
   aborted: boolean;
 }
 
-/** The agent's memory of results, which its cache may not reflect yet. */
-export interface ResultsView {
-  /** The generation of this run UID whose result this agent has written (the cache lags the write). */
-  reportedGeneration?: number;
-  /** A result this agent could not write yet, for this UID and generation. */
-  unreported?: { uid: string; generation: number };
+/** What else the decision needs to know. */
+export interface DecisionContext {
   /** This agent process's claim identity (attempts.ts: our own claim whose helper never started). */
-  instanceId?: string;
-  /** Whether this process started a helper for the attempt the run's claim names. */
+  instanceId: string;
+  /** Whether this process started a helper for the attempt the result's claim names. */
   startedClaimedAttempt?: boolean;
+  /** The node's boot ID the spec is for: a final result of another boot runs again. */
+  bootID?: string;
 }
 
 /**
@@ -36,54 +35,48 @@ export interface ResultsView {
  */
 export type Decision =
   | { action: 'none'; why: string; cancel?: string }
-  | { action: 'report'; why: string; cancel?: string }
   | { action: 'start'; attempt: number; takesOverFrom?: string; why: string; cancel?: string };
 
 /**
- * Decides what a run needs.
+ * Decides what a request on this node needs.
  *
- * - gone or being deleted → cancel what runs for it; nothing else;
- * - the same UID and generation already in hand → nothing;
- * - a result for this generation is recorded (in the run, or by us) → nothing;
- * - a result of ours for it still unwritten → write it;
+ * - not in the spec (any more) → cancel what runs for it; nothing else;
+ * - the same generation already in hand → nothing;
+ * - a final result for this generation, on this boot → nothing;
  * - a claim for this generation without a result, and nobody here running
- *   it → the claimer was interrupted: start attempt n+1, taking over its claim;
- * - otherwise → start attempt 1.
+ *   it → the claimer was interrupted: start attempt n+1, taking over its claim
+ *   (our own claim whose helper never started is the same attempt);
+ * - otherwise (never run, an older generation, a result of an earlier boot)
+ *   → start attempt 1.
  */
 export function decide(
-  run: ModuleRun | undefined,
+  entry: NodeModulesRequest | undefined,
+  result: NodeModulesResult | undefined,
   current: ExecutionView | undefined,
-  results: ResultsView = {},
+  ctx: DecisionContext,
 ): Decision {
-  if (!run || run.metadata.deletionTimestamp) {
+  if (!entry) {
     return current && !current.aborted
-      ? { action: 'none', why: 'run deleted', cancel: 'run deleted' }
-      : { action: 'none', why: 'run deleted' };
+      ? { action: 'none', why: 'taken off the node', cancel: 'taken off the node' }
+      : { action: 'none', why: 'taken off the node' };
   }
-  const uid = run.metadata.uid ?? '';
-  const generation = run.metadata.generation ?? 1;
+  const generation = entry.generation;
   let cancel: string | undefined;
   if (current && !current.aborted) {
-    if (current.uid === uid && current.generation === generation)
-      return { action: 'none', why: 'already on it' };
-    cancel = current.uid === uid ? 'superseded by a newer generation' : 'run was recreated';
+    if (current.generation === generation) return { action: 'none', why: 'already on it' };
+    cancel = 'superseded by a newer generation';
   }
-  const st = run.status;
-  const sameGeneration = st?.observedGeneration === generation;
-  if (sameGeneration && isTerminal(st.phase))
-    return { action: 'none', why: 'done for this generation', cancel };
-  if (results.reportedGeneration === generation)
-    return { action: 'none', why: 'our result is written; the cache has not caught up', cancel };
-  if (results.unreported?.uid === uid && results.unreported.generation === generation)
-    return { action: 'report', why: 'a result of ours is not written yet', cancel };
-  if (sameGeneration && st.phase === 'Running') {
+  const r = result?.uid === entry.uid && result.observedGeneration === generation ? result : undefined;
+  const earlierBoot = !!ctx.bootID && !!r?.bootID && r.bootID !== ctx.bootID;
+  if (r && isTerminal(r.phase)) {
+    if (!earlierBoot) return { action: 'none', why: 'done for this generation', cancel };
+    return { action: 'start', attempt: 1, why: 'the node rebooted since its result', cancel };
+  }
+  if (r?.phase === 'Running') {
     // A claim without a result and nobody here running it. Our own claim whose helper never
     // started (the claim's answer was lost after the write took effect) is the same attempt;
     // otherwise an earlier agent, or a helper of ours, was interrupted: run it again, visibly.
-    const next =
-      results.instanceId === undefined
-        ? { attempt: (st.attempt ?? 1) + 1, takesOverFrom: st.claimedBy }
-        : nextAttempt(st, generation, results.instanceId, results.startedClaimedAttempt ?? false);
+    const next = nextAttempt(r, generation, ctx.instanceId, ctx.startedClaimedAttempt ?? false);
     return {
       action: 'start',
       ...next,

@@ -3,8 +3,8 @@
  * `kmod.dev/helpers` annotation (only when that annotation changed: the
  * informer hands over the old Node), moves the NodeHelperState machine one
  * transition at a time, reports each outcome on the Node (annotations, an
- * Event, a metric), and keeps the runs parked while helpers were not
- * enabled, handing them back when they are.
+ * Event, a metric), and hands the runs parked while helpers were not
+ * enabled (runs.ts keeps which) back when they are.
  */
 import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { mergePatch } from '../kube/callopts.ts';
@@ -34,8 +34,12 @@ export interface NodeHelpersOptions {
   metrics: AgentMetrics;
   logger: Logger;
   drainTimeoutMs: number;
-  /** Called with each parked run once helpers are Enabled again. */
-  resume: (runName: string) => void;
+  /** Marks a run parked (true) or takes it out of the parked set (false: it was). */
+  parked: (uid: string, parked: boolean) => boolean;
+  /** Called once helpers are Enabled again: the parked runs are taken up again. */
+  resumeParked: () => void;
+  /** Called with one run to take up again at once. */
+  resume: (uid: string) => void;
 }
 
 /** See the module comment. */
@@ -43,8 +47,6 @@ export class NodeHelpers {
   readonly #opts: NodeHelpersOptions;
   readonly #core: CoreV1Api;
   readonly #state: NodeHelperState;
-  /** Runs that found helpers Freezing/Disabled: taken up again when the node is enabled. */
-  readonly #parked = new Set<string>();
   /** Transitions run one at a time, in annotation order. */
   #transitions: Promise<void> = Promise.resolve();
 
@@ -100,11 +102,7 @@ export class NodeHelpers {
     this.#transitions = this.#transitions.then(async () => {
       const result = await this.#state.set(target, this.#opts.drainTimeoutMs);
       await this.#reportTransition(target, result);
-      if (result.state === 'Enabled') {
-        const parked = [...this.#parked];
-        this.#parked.clear();
-        for (const name of parked) this.#opts.resume(name);
-      }
+      if (result.state === 'Enabled') this.#opts.resumeParked();
     });
     return this.#transitions;
   }
@@ -124,11 +122,11 @@ export class NodeHelpers {
   }
 
   /** Parks a run that found helpers not enabled; it stays pending and is resumed on Enabled. */
-  park(name: string, log: Logger): void {
+  park(uid: string, log: Logger): void {
     log.info('helpers are not enabled on this node; run stays pending', { state: this.state });
-    this.#parked.add(name);
+    this.#opts.parked(uid, true);
     // The state may have flipped back to Enabled while the run decided: then take it up again now.
-    if (this.state === 'Enabled' && this.#parked.delete(name)) this.#opts.resume(name);
+    if (this.state === 'Enabled' && this.#opts.parked(uid, false)) this.#opts.resume(uid);
   }
 
   async #reportTransition(requested: HelperState, result: TransitionResult): Promise<void> {

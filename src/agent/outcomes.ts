@@ -1,109 +1,64 @@
 /**
  * What becomes of an execution's outcome: the work queue's verbs (forget, a
- * rate-limited retry) and the little the agent must remember between tries:
- * results written (the cache lags the write), results not written yet, and
- * since when a run is throttled. The one place the agent decides to retry.
+ * rate-limited retry) and the throttling of a run, whose state lives with the
+ * run (runs.ts). With decision.ts, the one place the agent decides to retry.
  */
-import { Reason, type ModuleRun } from '../api/types.ts';
+import { Reason, type NodeModulesRequest } from '../api/types.ts';
 import { retryAfterMs } from '../kube/errors.ts';
 import type { WorkQueue } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
-import { startedKey } from './attempts.ts';
 import { throttleVerdict } from './decision.ts';
+import type { Execution } from './execution.ts';
 import type { AgentMetrics } from './metrics.ts';
-import type { Execution, Outcome, RunPipeline } from './pipeline.ts';
-
-/** A result the API server did not take yet: written on the run's next try. */
-export interface Unreported {
-  run: ModuleRun;
-  exec: Execution;
-  status: NonNullable<ModuleRun['status']>;
-}
-
-/** A run being throttled for its current generation: since when (its first try), and how often. */
-interface Throttled {
-  uid: string;
-  generation: number;
-  firstAttemptMs: number;
-  tries: number;
-}
+import type { Outcome, RunPipeline } from './pipeline.ts';
+import type { AgentRuns } from './runs.ts';
 
 /** What Outcomes works with. */
 export interface OutcomesOptions {
   queue: WorkQueue;
   pipeline: RunPipeline;
   metrics: AgentMetrics;
+  runs: AgentRuns;
   /** The slot wait a throttled try spent: its first try began this long before it was throttled. */
   busyTimeoutMs: number;
 }
 
-/** See the module comment. */
+/** See the module comment. Queue keys are request UIDs. */
 export class Outcomes {
   readonly #o: OutcomesOptions;
-  /** Run UID → the generation whose result this agent wrote (bridges the cache's lag after a write). */
-  readonly #reported = new Map<string, number>();
-  readonly #unreported = new Map<string, Unreported>();
-  readonly #throttled = new Map<string, Throttled>();
-  /** (run UID, generation, attempt) this process started a helper for (attempts.ts startedKey). */
-  readonly #started = new Set<string>();
 
   constructor(opts: OutcomesOptions) {
     this.#o = opts;
   }
 
-  /** Remembers that this process started the helper of `exec`'s attempt. */
-  markStarted(exec: Pick<Execution, 'uid' | 'generation' | 'attempt'>): void {
-    this.#started.add(startedKey(exec.uid, exec.generation, exec.attempt));
-  }
-
-  /** Whether this process started a helper for that attempt of that run generation. */
-  startedHere(uid: string, generation: number, attempt: number): boolean {
-    return this.#started.has(startedKey(uid, generation, attempt));
-  }
-
-  /** The generation of this run UID whose result this agent wrote, if any. */
-  reportedGeneration(uid: string): number | undefined {
-    return this.#reported.get(uid);
-  }
-
-  /** A result of this run that the API server did not take yet. */
-  unreported(name: string): Unreported | undefined {
-    return this.#unreported.get(name);
-  }
-
-  /** Forgets an unwritten result that no longer belongs to the run (recreated, superseded). */
-  dropUnreported(name: string): void {
-    this.#unreported.delete(name);
-  }
-
-  async settle(name: string, run: ModuleRun, exec: Execution, outcome: Outcome, log: Logger): Promise<void> {
+  async settle(entry: NodeModulesRequest, exec: Execution, outcome: Outcome, log: Logger): Promise<void> {
+    const uid = entry.uid;
     switch (outcome.kind) {
-      case 'done':
-        this.#reported.set(exec.uid, exec.generation);
-        this.#unreported.delete(name);
-        this.#throttled.delete(name);
-        this.#o.queue.forget(name);
+      case 'done': {
+        const run = this.#o.runs.get(uid);
+        if (run) delete run.throttle;
+        this.#o.queue.forget(uid);
         return;
+      }
       case 'parked':
       case 'cancelled':
-        this.#o.queue.forget(name);
+        this.#o.queue.forget(uid);
         return;
       case 'conflict':
-        log.info('claim conflicted; deciding again from fresh state', {
-          retryInMs: this.#o.queue.addRateLimited(name),
+        log.info('claim lost; deciding again from fresh state', {
+          retryInMs: this.#o.queue.addRateLimited(uid),
         });
         return;
-      case 'unreported':
-        this.#unreported.set(name, { run: outcome.run, exec, status: outcome.status });
-        log.warn('result not written yet; retrying', {
+      case 'unclaimed':
+        log.warn('the claim was not written; nothing ran, deciding again', {
           error: errorMessage(outcome.error),
           // A 429/503 says when to come back; the queue waits at least that long.
-          retryInMs: this.#o.queue.addRateLimited(name, retryAfterMs(outcome.error)),
+          retryInMs: this.#o.queue.addRateLimited(uid, retryAfterMs(outcome.error)),
         });
         return;
       case 'throttled': {
-        const final = await this.#onThrottled(name, run, exec, outcome.message, log);
-        if (final) await this.settle(name, run, exec, final, log);
+        const final = await this.#onThrottled(entry, exec, outcome.message, log);
+        if (final) await this.settle(entry, exec, final, log);
         return;
       }
     }
@@ -115,38 +70,30 @@ export class Outcomes {
    * the final report's outcome once failed.
    */
   async #onThrottled(
-    name: string,
-    run: ModuleRun,
+    entry: NodeModulesRequest,
     exec: Execution,
     message: string,
     log: Logger,
   ): Promise<Outcome | undefined> {
     const now = Date.now();
-    const seen = this.#throttled.get(name);
-    const t: Throttled =
-      seen?.uid === exec.uid && seen.generation === exec.generation
-        ? seen
-        : {
-            uid: exec.uid,
-            generation: exec.generation,
-            firstAttemptMs: now - this.#o.busyTimeoutMs,
-            tries: 0,
-          };
+    const run = this.#o.runs.run(entry.uid);
+    if (run.throttle?.generation !== exec.generation)
+      run.throttle = { generation: exec.generation, firstAttemptMs: now - this.#o.busyTimeoutMs, tries: 0 };
+    const t = run.throttle;
     t.tries++;
-    this.#throttled.set(name, t);
     this.#o.pipeline.throttleWarning(message, log);
     const verdict = throttleVerdict({
       firstAttemptMs: t.firstAttemptMs,
       nowMs: now,
-      nextDelayMs: this.#o.queue.backoff(name),
-      timeoutSeconds: run.spec.timeoutSeconds,
+      nextDelayMs: this.#o.queue.backoff(entry.uid),
+      timeoutSeconds: entry.timeoutSeconds,
     });
     if (verdict === 'retry') {
-      const retryInMs = this.#o.queue.addRateLimited(name);
+      const retryInMs = this.#o.queue.addRateLimited(entry.uid);
       this.#o.metrics.throttleRetries.inc();
       log.info('throttled; retrying with backoff', { tries: t.tries, retryInMs });
       this.#o.pipeline.ownerEvent(
-        run,
+        entry,
         'Warning',
         Reason.Throttled,
         `${message}; try ${t.tries}, retrying in ${retryInMs / 1000} s`,
@@ -154,23 +101,14 @@ export class Outcomes {
       return undefined;
     }
     this.#o.metrics.throttled.inc();
-    this.#throttled.delete(name);
+    delete run.throttle;
     const waited = (now - t.firstAttemptMs) / 1000;
     const text = t.tries > 1 ? `${message} (tried ${t.tries} times over ${waited.toFixed(1)} s)` : message;
     return this.#o.pipeline.finish(
-      run,
+      entry,
       exec,
       { phase: 'Failed', reason: Reason.Throttled, message: text },
       log,
     );
-  }
-
-  /** The run is gone: drop what this agent remembered about it (`live`: the UIDs still cached). */
-  forgetRun(name: string, live: ReadonlySet<string>): void {
-    this.#unreported.delete(name);
-    this.#throttled.delete(name);
-    this.#o.queue.forget(name);
-    for (const uid of this.#reported.keys()) if (!live.has(uid)) this.#reported.delete(uid);
-    for (const key of this.#started) if (!live.has(key.split('/')[0] ?? '')) this.#started.delete(key);
   }
 }

@@ -1,9 +1,10 @@
 /**
- * One run carried out, as the kernel's __request_module() carries out one
- * request: a few guard clauses, then the throttle, then the helper.
+ * One request carried out on this node, as the kernel's __request_module()
+ * carries out one request: a few guard clauses, then the throttle, then the
+ * helper.
  *
- *   check   spec valid, for this node; helper path set; module policy on the name
- *           and parameters asked (a dry run: on everything modprobe would load, then stop)
+ *   check   entry valid; helper path set; module policy on the name and
+ *           parameters asked (a dry run: on everything modprobe would load, then stop)
  *   lane    an earlier request's run of the same module on this node goes first (ordering.ts)
  *   gate    helpers Enabled (else wait, then park: the run stays pending)
  *   slot    a helper slot within the busy timeout (else Throttled)
@@ -14,51 +15,39 @@
  *           / Process); for Process, traced, with the kernel's state read before and after
  *   verify  what the kernel shows decides the reason (src/kernel/outcome.ts): NotLoaded,
  *           AlreadyLoaded, Removed, InUse, ..., and the errno and the kernel's lines
- *   report  the result, unless the run went away or moved on
+ *   report  the result, unless the request left the node or moved on
  *
- *
+ * Claims and results go through the run store (runs.ts) and the node's status
+ * reporter (reporter.ts), which writes them in the node's NodeModules status.
  * `execute()` never retries by itself: it says what happened (an Outcome),
  * and the agent's work queue does every retry (rate-limited, per run).
  */
-import {
-  API_VERSION,
-  MAX_RESOLVED,
-  Reason,
-  actionOf,
-  controllingRequest,
-  type ModuleRun,
-  type ModuleRunStatus,
-} from '../api/types.ts';
-import { validateRunSpec } from '../api/validation.ts';
+import { API_VERSION, MAX_RESOLVED, Reason, actionOf, type NodeModulesRequest } from '../api/types.ts';
+import { validateEntry } from '../api/validation.ts';
 import { startHelper } from '../helper/runner.ts';
-import { isNotFound, isConflict, statusCode } from '../kube/errors.ts';
-import type { EventRecorder, EventTarget } from '../kube/events.ts';
-import { retryOnConflict, type Resources } from '../kube/resources.ts';
-import { errorMessage, type Logger } from '../observability/logger.ts';
 import { decideOutcome } from '../kernel/outcome.ts';
 import type { KernelWitness } from '../kernel/witness.ts';
+import type { EventRecorder, EventTarget } from '../kube/events.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
 import { checkOnNode, type NodeCheck } from '../policy/check.ts';
 import type { NodeResolver } from '../policy/noderesolver.ts';
+import type { Execution } from './execution.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { NodeHelpers } from './nodehelpers.ts';
-import { afterInvalid, cleanReport } from './reporttext.ts';
+import type { StatusReporter } from './reporter.ts';
 import {
   earlyStatus,
   exitedCleanly,
   helperCommand,
   resultStatus,
   statusToWrite,
-  type ResultOwner,
+  type ResultFields,
 } from './result.ts';
+import { startedKey, type AgentRuns } from './runs.ts';
 import type { AgentSettings } from './settings.ts';
 import { CancelledError, ThrottledError, type HelperSlots } from './slots.ts';
 
-/** One run being carried out (waiting for a slot, or its helper running). */
-export interface Execution extends ResultOwner {
-  cancel: AbortController;
-  /** Set once it holds a helper slot (claim under way or done): shutdown leaves it to finish. */
-  inSlot: boolean;
-}
+export type { Execution } from './execution.ts';
 
 /** What one execution came to; the agent turns it into forget / a rate-limited retry. */
 export type Outcome =
@@ -68,19 +57,24 @@ export type Outcome =
   | { kind: 'parked' }
   /** Cancelled (deleted, superseded, agent stopping) before its helper started. */
   | { kind: 'cancelled' }
-  /** The claim lost a race with another write: decide again from fresh state, after a backoff. */
+  /** The claim lost a race with another agent's write: decide again from fresh state, after a backoff. */
   | { kind: 'conflict' }
   /** No slot freed up within the busy timeout; nothing ran. */
   | { kind: 'throttled'; message: string }
-  /** A result that could not be written yet: kept, and written on the next try. */
-  | { kind: 'unreported'; run: ModuleRun; status: ModuleRunStatus; error: unknown };
+  /** The claim could not be written (an API error): nothing ran; decide again after a backoff. */
+  | { kind: 'unclaimed'; error: unknown };
 
 /** What the pipeline works with; the agent wires these. */
 export interface PipelineOptions {
   nodeName: string;
   helperPath: string;
   instanceId: string;
-  resources: Resources;
+  runs: AgentRuns;
+  reporter: Pick<StatusReporter, 'flush'>;
+  /** The request's entry in the node's spec now (undefined: taken off the node). */
+  entry: (uid: string) => NodeModulesRequest | undefined;
+  /** The boot the node's spec is for now (spec.bootID): a final result of another boot is no claim. */
+  specBootID: () => string | undefined;
   events: EventRecorder;
   metrics: AgentMetrics;
   slots: HelperSlots;
@@ -89,14 +83,12 @@ export interface PipelineOptions {
   freezeWaitMs: number;
   /** The node's boot ID at claim time. */
   bootId: () => Promise<string>;
-  /** Called right before a helper is started for an execution (attempts.ts: what started here). */
-  onHelperStart?: (exec: Execution) => void;
   /**
-   * Resolves true when the run's turn in its module's lane has come (ordering.ts: an earlier
+   * Resolves true when the request's turn in its module's lane has come (ordering.ts: an earlier
    * request's run of the same module goes first), false when the execution was cancelled while
    * it waited. Unset: no lanes.
    */
-  laneTurn?: (run: ModuleRun, exec: Execution, log: Logger) => Promise<boolean>;
+  laneTurn?: (entry: NodeModulesRequest, exec: Execution, log: Logger) => Promise<boolean>;
   /** How to ask modprobe what a request really loads; unset = the policy sees the name asked only. */
   resolver?: NodeResolver;
   /** modprobe flags before `-q`, the same the resolver uses (--modprobe-args); [] on a real node. */
@@ -121,25 +113,24 @@ export class RunPipeline {
     this.#o = opts;
   }
 
-  /** check → gate → slot → claim → preExec → run → report, for one generation of one run. */
-  async execute(run: ModuleRun, exec: Execution, log: Logger): Promise<Outcome> {
-    const name = run.metadata.name ?? '';
-    const refusal = await this.#check(run, log);
-    if (refusal) return this.finish(run, exec, refusal, log);
+  /** check → gate → slot → policy → claim → run → report, for one generation of one request. */
+  async execute(entry: NodeModulesRequest, exec: Execution, log: Logger): Promise<Outcome> {
+    const refusal = await this.#check(entry, log);
+    if (refusal) return this.finish(entry, exec, refusal, log);
 
-    // One module, one lane: a load and a removal of one module never race. A run refused above
-    // never waits here; one that waits holds no slot.
-    if (this.#o.laneTurn && !(await this.#o.laneTurn(run, exec, log))) return { kind: 'cancelled' };
+    // One module, one lane: a load and a removal of one module never race. A request refused
+    // above never waits here; one that waits holds no slot.
+    if (this.#o.laneTurn && !(await this.#o.laneTurn(entry, exec, log))) return { kind: 'cancelled' };
 
     // Freezing or Disabled: wait a while, then park; the run stays pending and nothing is lost.
     if (!(await this.#o.helpers.whenEnabled(this.#o.freezeWaitMs, exec.cancel.signal))) {
       if (exec.cancel.signal.aborted) return { kind: 'cancelled' };
-      this.#o.helpers.park(name, log);
+      this.#o.helpers.park(entry.uid, log);
       return { kind: 'parked' };
     }
 
     const waitStart = performance.now();
-    let inSlot: Outcome | { claimed: ModuleRun; status: ModuleRunStatus };
+    let inSlot: Outcome | { status: ResultFields };
     try {
       // The slot is held while the helper lives, as the kernel holds its count; the final report
       // is written after it is released, so a slow API server never keeps a slot busy.
@@ -148,13 +139,13 @@ export class RunPipeline {
         this.#o.metrics.slotWait.observe((performance.now() - waitStart) / 1000);
         // Helpers may have been disabled while this run waited for its slot.
         if (this.#o.helpers.state !== 'Enabled') {
-          this.#o.helpers.park(name, log);
+          this.#o.helpers.park(entry.uid, log);
           return { kind: 'parked' } as const;
         }
         // Right before exec: the policy in force now, on what modprobe would load now.
-        const check = await this.#policy(run, log, true);
-        if (!check.ok) return { claimed: run, status: refusedStatus(check) };
-        return this.#claimAndRun(run, exec, log, check);
+        const check = await this.#policy(entry, log, true);
+        if (!check.ok) return { status: refusedStatus(check) };
+        return this.#claimAndRun(entry, exec, log, check);
       }, exec.cancel.signal);
     } catch (err) {
       if (err instanceof CancelledError) {
@@ -167,23 +158,21 @@ export class RunPipeline {
           kind: 'throttled',
           message:
             `${err.message} (max ${slots.max} concurrent helpers on node ${nodeName}, ` +
-            `busy timeout ${slots.busyTimeoutMs / 1000} s); ${run.spec.module} was not loaded`,
+            `busy timeout ${slots.busyTimeoutMs / 1000} s); ${entry.module} was not loaded`,
         };
       }
       throw err;
     }
     if ('kind' in inSlot) return inSlot;
-    return this.finish(inSlot.claimed, exec, inSlot.status, log);
+    return this.finish(entry, exec, inSlot.status, log);
   }
 
-  /** The guard clauses before any slot is taken: a final status when the run must not run. */
-  async #check(run: ModuleRun, log: Logger): Promise<ModuleRunStatus | undefined> {
-    const { spec } = run;
-    const invalid = validateRunSpec(spec);
-    if (invalid || spec.nodeName !== this.#o.nodeName) {
-      const message = invalid ?? `run is for node ${spec.nodeName}, not ${this.#o.nodeName}`;
-      log.warn('refusing invalid run', { reason: message });
-      return { phase: 'Failed', reason: Reason.InvalidSpec, message };
+  /** The guard clauses before any slot is taken: a final result when the request must not run. */
+  async #check(entry: NodeModulesRequest, log: Logger): Promise<ResultFields | undefined> {
+    const invalid = validateEntry(entry);
+    if (invalid) {
+      log.warn('refusing invalid request', { reason: invalid });
+      return { phase: 'Failed', reason: Reason.InvalidSpec, message: invalid };
     }
     if (this.#o.helperPath === '') {
       return {
@@ -194,15 +183,15 @@ export class RunPipeline {
     }
     // security_kernel_module_request(): the policy again, since admission can be bypassed. A dry
     // run stops here, after exactly the check a real load gets inside the slot, right before exec.
-    const check = await this.#policy(run, log, spec.dryRun === true);
+    const check = await this.#policy(entry, log, entry.dryRun === true);
     if (!check.ok) return refusedStatus(check);
-    if (!spec.dryRun) return undefined;
+    if (!entry.dryRun) return undefined;
     const loads = check.resolved ? ` (${check.resolved.join(', ')})` : '';
-    const verb = actionOf(spec) === 'Remove' ? 'removed' : 'loaded';
+    const verb = actionOf(entry) === 'Remove' ? 'removed' : 'loaded';
     return {
       phase: 'Succeeded',
       reason: Reason.DryRun,
-      message: `dry run: ${spec.module} would be ${verb}${loads}; the helper was not run`,
+      message: `dry run: ${entry.module} would be ${verb}${loads}; the helper was not run`,
       ...(check.resolved ? { resolved: check.resolved } : {}),
     };
   }
@@ -211,15 +200,14 @@ export class RunPipeline {
    * The module policy in force (src/policy/check.ts) on the name and parameters asked and, when
    * `resolve` and the agent has a resolver, on every module modprobe would load for them.
    */
-  async #policy(run: ModuleRun, log: Logger, resolve: boolean): Promise<NodeCheck> {
-    const { spec } = run;
+  async #policy(entry: NodeModulesRequest, log: Logger, resolve: boolean): Promise<NodeCheck> {
     const resolver = resolve ? this.#o.resolver : undefined;
     const check = await checkOnNode(
       this.#o.settings.policy,
       resolver,
-      { module: spec.module, parameters: spec.parameters ?? [], action: actionOf(spec) },
+      { module: entry.module, parameters: entry.parameters ?? [], action: actionOf(entry) },
       // Dry runs wait behind the runs about to change a kernel.
-      spec.dryRun ? 'low' : 'high',
+      entry.dryRun ? 'low' : 'high',
     );
     if (!check.ok) {
       if (check.reason === Reason.Denied) this.#o.metrics.denied.inc();
@@ -229,80 +217,79 @@ export class RunPipeline {
   }
 
   /**
-   * Claims the run and runs its helper to the end. Returns what is left to report: the early
+   * Claims the request and runs its helper to the end. Returns what is left to report: the early
    * report of `wait: Exec`/`None` is written by then (the helper outlives it); the exit status is
    * returned for `wait: Process`.
    */
   async #claimAndRun(
-    run: ModuleRun,
+    entry: NodeModulesRequest,
     exec: Execution,
     log: Logger,
     check: NodeCheck,
-  ): Promise<Outcome | { claimed: ModuleRun; status: ModuleRunStatus }> {
-    const { spec } = run;
-    const { helperPath, instanceId, modprobeArgs } = this.#o;
+  ): Promise<Outcome | { status: ResultFields }> {
+    const { helperPath, modprobeArgs } = this.#o;
     const { resolved } = check;
-    const action = actionOf(spec);
-    const command = helperCommand(helperPath, action, spec.module, modprobeArgs);
+    const action = actionOf(entry);
+    const command = helperCommand(helperPath, action, entry.module, modprobeArgs);
     const bootID = await this.#o.bootId();
-    const startTime = new Date().toISOString();
-    const base = {
-      startTime,
+    const base: ResultFields = {
+      startTime: new Date().toISOString(),
       bootID,
-      attempt: exec.attempt,
-      claimedBy: instanceId,
       ...(resolved ? { resolved } : {}),
     };
-    let claimed: ModuleRun;
+    // The claim: durable before exec, so a crash after this point is seen as an interruption.
+    const claim = this.#hold(entry, exec, {
+      ...base,
+      phase: 'Running',
+      reason: Reason.Running,
+      message: `running ${command}`,
+    });
+    if ('drop' in claim) {
+      log.info('claim dropped', { reason: claim.drop });
+      return claim.claimedBy ? { kind: 'conflict' } : { kind: 'done' };
+    }
     try {
-      // The claim: durable before exec, so a crash after this point is seen as an interruption.
-      claimed = await this.#o.resources.updateRunStatus({
-        ...run,
-        status: {
-          ...base,
-          observedGeneration: exec.generation,
-          phase: 'Running',
-          reason: Reason.Running,
-          message: `running ${command}`,
-        },
-      });
-    } catch (err) {
-      if (isNotFound(err)) return { kind: 'done' }; // deleted meanwhile
-      // Our cached copy was stale; the watch brings the new one, and the run is decided again.
-      if (isConflict(err)) return { kind: 'conflict' };
-      throw err;
+      await this.#o.reporter.flush();
+    } catch (error) {
+      return { kind: 'unclaimed', error };
+    }
+    const held = this.#o.runs.get(entry.uid)?.result;
+    if (held !== claim.write) {
+      // Another agent process of this node claimed it meanwhile (reporter.ts): it is theirs.
+      log.info('claim lost to another agent process', { claimedBy: held?.claimedBy });
+      return { kind: 'conflict' };
     }
     if (exec.takesOverFrom !== undefined) {
       log.warn('run was interrupted (agent restart or lost claim); running it again', {
         attempt: exec.attempt,
       });
       this.ownerEvent(
-        run,
+        entry,
         'Warning',
         Reason.Interrupted,
         `attempt ${exec.attempt - 1} was interrupted (agent restart); retrying (attempt ${exec.attempt})`,
       );
     }
     if (exec.cancel.signal.aborted) {
-      // Deleted or superseded between slot and claim: nothing runs; the run is going away or is decided again.
+      // Taken off the node or superseded between slot and claim: nothing runs; decided again.
       log.info('run cancelled after claim, before exec', { reason: String(exec.cancel.signal.reason) });
       return { kind: 'cancelled' };
     }
     // The kernel's state before: the resolved set for a load (the name asked without a resolver),
     // the alias targets for a removal. Only a run whose exit status is reported is judged on it.
-    const reported = spec.wait === 'Process';
+    const reported = entry.wait === 'Process';
     const watched =
       action === 'Remove'
-        ? [...(check.targets ?? [spec.module])]
-        : [...(check.modules?.map((m) => m.name) ?? [spec.module])];
+        ? [...(check.targets ?? [entry.module])]
+        : [...(check.modules?.map((m) => m.name) ?? [entry.module])];
     const before = reported ? await this.#o.witness.before(watched) : undefined;
-    log.info('starting helper', { helper: helperPath, wait: spec.wait, action });
-    this.#o.onHelperStart?.(exec);
+    log.info('starting helper', { helper: helperPath, wait: entry.wait, action });
+    this.#o.runs.run(entry.uid).started.add(startedKey(exec.generation, exec.attempt, bootID));
     const handle = startHelper({
       helperPath,
-      module: spec.module,
-      parameters: spec.parameters ?? [],
-      timeoutMs: spec.timeoutSeconds * 1000,
+      module: entry.module,
+      parameters: entry.parameters ?? [],
+      timeoutMs: entry.timeoutSeconds * 1000,
       capabilities: this.#o.settings.capabilities,
       outputLimitBytes: STDERR_TAIL_BYTES,
       action,
@@ -312,22 +299,22 @@ export class RunPipeline {
     });
     this.#o.metrics.started.inc();
     let early: Outcome | undefined;
-    if (spec.wait !== 'Process') {
-      const started = spec.wait === 'Exec' ? await handle.started : undefined;
+    if (entry.wait !== 'Process') {
+      const started = entry.wait === 'Exec' ? await handle.started : undefined;
       early = await this.finish(
-        claimed,
+        entry,
         exec,
-        { ...base, ...earlyStatus(spec.wait, helperPath, started) },
+        { ...base, ...earlyStatus(entry.wait, helperPath, started) },
         log,
       );
     }
     const result = await handle.finished;
-    let status: ModuleRunStatus = { ...base, ...resultStatus(result, command, spec) };
+    let status: ResultFields = { ...base, ...resultStatus(result, command, entry) };
     if (before && exitedCleanly(result)) {
       // What the kernel says: verified modules, the refused call's errno, the kernel's own lines.
       const outcome = decideOutcome({
         action,
-        module: spec.module,
+        module: entry.module,
         command,
         exitCode: result.exitCode ?? -1,
         stderrLine: result.stderrTail.trim().split('\n').pop() ?? '',
@@ -345,7 +332,7 @@ export class RunPipeline {
       status.reason ?? 'Unknown',
       (result.finishTime.getTime() - result.startTime.getTime()) / 1000,
     );
-    if (!early) return { claimed, status };
+    if (!early) return { status };
     log.info('helper finished (not reported: wait is not Process)', {
       reason: status.reason,
       exitCode: status.exitCode,
@@ -353,95 +340,64 @@ export class RunPipeline {
     return early;
   }
 
-  /** Reports a final status; an API error keeps it as an unreported result for the next try. */
-  async finish(run: ModuleRun, exec: Execution, status: ModuleRunStatus, log: Logger): Promise<Outcome> {
-    try {
-      await this.report(run, exec, status, log);
-      return { kind: 'done' };
-    } catch (err) {
-      log.warn('reporting the result failed; it is kept and written on the next try', {
-        error: errorMessage(err),
-      });
-      return { kind: 'unreported', run, status, error: err };
-    }
+  /**
+   * Holds `status` as the request's result (runs.ts), unless the request left the node or moved
+   * on, or another agent claimed it (result.ts statusToWrite): then says why it is dropped.
+   */
+  #hold(entry: NodeModulesRequest, exec: Execution, status: ResultFields) {
+    const run = this.#o.runs.run(entry.uid);
+    const verdict = statusToWrite(
+      this.#o.entry(entry.uid),
+      run.result,
+      exec,
+      status,
+      this.#o.instanceId,
+      new Date(),
+      this.#o.specBootID(),
+    );
+    if ('write' in verdict) this.#o.runs.report(entry.uid, verdict.write, exec);
+    return verdict;
   }
 
   /**
-   * Writes a result, unless the run went away or moved on: the result of a
-   * deleted or superseded run is dropped (logged), never written over a newer
-   * one. A conflicting write is read and tried again a few times (bounded,
-   * with jitter); other API errors reject (the caller keeps the result).
-   * Resolves true when written.
+   * Reports a final result: held at once (the decision sees it), written by the node's status
+   * reporter, which keeps trying if the API server does not take it now. The result of a request
+   * that left the node or moved on is dropped (logged), never written over a newer one.
    */
-  async report(run: ModuleRun, exec: Execution, status: ModuleRunStatus, log: Logger): Promise<boolean> {
-    const name = run.metadata.name ?? '';
-    const write = async (latest: ModuleRun | undefined): Promise<boolean> => {
-      const verdict = statusToWrite(latest, exec, status, this.#o.instanceId, new Date());
-      if ('drop' in verdict || !latest) {
-        log.info('drop' in verdict ? verdict.drop : 'run deleted; result dropped', {
-          reason: status.reason,
-          ...('drop' in verdict && verdict.claimedBy ? { claimedBy: verdict.claimedBy } : {}),
-        });
-        return false;
-      }
-      return this.#writeResult(latest, verdict.write, log);
-    };
-    // First over the run as we last had it (usually our own claim as the API server returned it),
-    // without reading it again: the write carries that resourceVersion, so it is taken only if
-    // nothing changed since. A stale copy (409) or a deleted run (404) is then read and decided
-    // again. Saves a GET round trip on the path from claim to result (issue 10).
-    let written: boolean | undefined;
-    if (run.metadata.resourceVersion) {
-      try {
-        written = await write(run);
-      } catch (err) {
-        if (!isConflict(err) && !isNotFound(err)) throw err;
-      }
+  async finish(
+    entry: NodeModulesRequest,
+    exec: Execution,
+    status: ResultFields,
+    log: Logger,
+  ): Promise<Outcome> {
+    const verdict = this.#hold(entry, exec, status);
+    if ('drop' in verdict) {
+      log.info(verdict.drop, {
+        reason: status.reason,
+        ...(verdict.claimedBy ? { claimedBy: verdict.claimedBy } : {}),
+      });
+      return { kind: 'done' };
     }
-    written ??= await retryOnConflict(async () => write(await this.#o.resources.getRun(name)));
-    if (!written) return false;
+    try {
+      await this.#o.reporter.flush();
+    } catch (err) {
+      log.warn('writing the result failed; the node status reporter writes it later', {
+        error: errorMessage(err),
+      });
+    }
     log.log(status.phase === 'Succeeded' ? 'info' : 'warn', 'run finished', {
       phase: status.phase,
       reason: status.reason,
       exitCode: status.exitCode,
       detail: status.message,
     });
-    // Failures only: a success is in the run's and the request's status already, and one Normal
+    // Failures only: a success is in the node's and the request's status already, and one Normal
     // Event per node would be a fourth write per node in a fan-out (issue 10). The controller
-    // records one summary Event for a request over several nodes (controller/fold.ts).
+    // records one summary Event for a request over several nodes (controller/pacing.ts).
     if (status.phase !== 'Succeeded') {
-      this.ownerEvent(run, 'Warning', status.reason ?? 'Failed', status.message ?? status.reason ?? '');
+      this.ownerEvent(entry, 'Warning', status.reason ?? 'Failed', status.message ?? status.reason ?? '');
     }
-    return true;
-  }
-
-  /**
-   * Writes a result over `run`. A 422 (the API server found the body invalid: a text over its
-   * CRD's maxLength, a field an older CRD lacks) is final for that body, so it is not retried as
-   * it is: the result is written shortened, then minimal, then given up with an error log
-   * (reporttext.ts). Other errors reject. Resolves true when a form of the result was written.
-   */
-  async #writeResult(run: ModuleRun, status: ModuleRunStatus, log: Logger): Promise<boolean> {
-    const clean = cleanReport(status);
-    let body = clean;
-    for (let refusals = 1; ; refusals++) {
-      try {
-        await this.#o.resources.updateRunStatus({ ...run, status: body });
-        return true;
-      } catch (err) {
-        if (statusCode(err) !== 422) throw err;
-        const next = afterInvalid(clean, refusals, identityOf, errorMessage(err));
-        if ('drop' in next) {
-          log.error('result dropped: the API server refuses it as invalid', { detail: next.drop });
-          return false;
-        }
-        log.warn('the API server refused the result as invalid; writing it shortened', {
-          refusals,
-          error: errorMessage(err),
-        });
-        body = next.write;
-      }
-    }
+    return { kind: 'done' };
   }
 
   /**
@@ -462,23 +418,20 @@ export class RunPipeline {
     this.#o.events.event(nodeTarget(this.#o.nodeName), 'Warning', 'Throttling', text);
   }
 
-  /** An Event on the ModuleRequest that owns the run, about this node's part of it. */
-  ownerEvent(run: ModuleRun, type: 'Normal' | 'Warning', reason: string, message: string): void {
-    const o = controllingRequest(run);
-    if (!o) return;
-    const { target, message: text } = requestEvent(this.#o.nodeName, o, message);
+  /** An Event on the ModuleRequest the entry names, about this node's part of it. */
+  ownerEvent(
+    entry: Pick<NodeModulesRequest, 'name' | 'uid'>,
+    type: 'Normal' | 'Warning',
+    reason: string,
+    message: string,
+  ): void {
+    const { target, message: text } = requestEvent(this.#o.nodeName, entry, message);
     this.#o.events.event(target, type, reason, text);
   }
 }
 
-/** What identifies a result when it must be written minimal: everything but its texts and lists. */
-function identityOf(s: ModuleRunStatus): ModuleRunStatus {
-  const { message: _m, stderrTail: _t, resolved: _r, ...rest } = s;
-  return rest;
-}
-
-/** The final status of a run the policy check refused (Denied / ResolveFailed), with what it resolved to. */
-function refusedStatus(check: NodeCheck): ModuleRunStatus {
+/** The final result of a request the policy check refused (Denied / ResolveFailed), with what it resolved to. */
+function refusedStatus(check: NodeCheck): ResultFields {
   return {
     phase: 'Failed',
     reason: check.reason ?? Reason.Denied,

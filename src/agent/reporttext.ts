@@ -1,7 +1,7 @@
 /**
- * The text an agent writes into a result (a run's status today; whatever
- * object holds a node's results tomorrow): inert and bounded, and what to
- * write when the API server refuses a result anyway. Pure; the functions
+ * The text an agent writes into a result (an entry of its node's NodeModules
+ * status): inert and bounded, and what to write when the API server refuses a
+ * result anyway. Pure; the functions
  * read and return only the text fields, whatever object carries them.
  *
  * Why: a result the API server refuses as invalid (422: a field over its
@@ -11,12 +11,13 @@
  * falls back to a shortened form, then to a minimal one, then gives up.
  */
 import { boundText, stripControl } from '../api/text.ts';
+import { RESULT_LIMITS } from '../api/types.ts';
 
-/** The ModuleRun CRD's maxLength of status.message (crds/kmod.dev_moduleruns.yaml). */
-export const MAX_MESSAGE = 4096;
-/** The ModuleRun CRD's maxLength of status.stderrTail. */
-export const MAX_STDERR_TAIL = 4096;
-/** The ModuleRun CRD's maxLength of status.reason. */
+/** The NodeModules CRD's maxLength of status.results[].message (crds/kmod.dev_nodemodules.yaml). */
+export const MAX_MESSAGE = RESULT_LIMITS.message;
+/** The NodeModules CRD's maxLength of status.results[].stderrTail. */
+export const MAX_STDERR_TAIL = RESULT_LIMITS.stderrTail;
+/** The NodeModules CRD's maxLength of status.results[].reason. */
 export const MAX_REASON = 128;
 /** The shortened form's bound of message and stderr tail: what any sane schema takes. */
 export const SHORT_TEXT = 512;

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ModuleRun } from '../api/types.ts';
+import type { NodeModulesRequest, NodeModulesResult } from '../api/types.ts';
 import type { HelperResult } from '../helper/runner.ts';
-import { earlyStatus, helperCommand, resultStatus, statusToWrite } from './result.ts';
+import { earlyStatus, helperCommand, resultStatus, statusToWrite, supersedes } from './result.ts';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 const t1 = new Date('2026-01-01T00:00:01Z');
@@ -75,31 +75,62 @@ test('early reports: None at once, Exec once started or failed to start', () => 
 });
 
 const owner = { uid: 'u1', generation: 2, attempt: 3, takesOverFrom: 'n/old' };
-function latest(status: ModuleRun['status'], meta: Partial<ModuleRun['metadata']> = {}): ModuleRun {
-  return {
-    metadata: { name: 'r', uid: 'u1', generation: 2, ...meta },
-    spec: {} as ModuleRun['spec'],
-    status,
-  };
-}
+const entry: NodeModulesRequest = {
+  name: 'r',
+  uid: 'u1',
+  generation: 2,
+  module: 'm',
+  wait: 'Process',
+  timeoutSeconds: 60,
+};
+const held = (over: Partial<NodeModulesResult>): NodeModulesResult => ({ name: 'r', uid: 'u1', ...over });
 
-test('statusToWrite drops the result of a deleted, recreated, superseded or foreign-claimed run', () => {
+test('statusToWrite drops the result of a request taken off the node, recreated, superseded or claimed by another agent', () => {
   const s = { phase: 'Succeeded' as const, reason: 'Completed' };
-  assert.deepEqual(statusToWrite(undefined, owner, s, 'me', t1), { drop: 'run deleted; result dropped' });
-  assert.ok('drop' in statusToWrite(latest({}, { uid: 'u2' }), owner, s, 'me', t1));
-  assert.deepEqual(statusToWrite(latest({}, { generation: 3 }), owner, s, 'me', t1), {
-    drop: 'run superseded by a newer generation; result dropped',
+  assert.deepEqual(statusToWrite(undefined, undefined, owner, s, 'me', t1), {
+    drop: 'request taken off the node; result dropped',
   });
-  assert.deepEqual(statusToWrite(latest({ observedGeneration: 2, claimedBy: 'other' }), owner, s, 'me', t1), {
-    drop: 'run claimed by another agent; result dropped',
-    claimedBy: 'other',
+  assert.ok('drop' in statusToWrite({ ...entry, uid: 'u2' }, undefined, owner, s, 'me', t1));
+  assert.deepEqual(statusToWrite({ ...entry, generation: 3 }, undefined, owner, s, 'me', t1), {
+    drop: 'request superseded by a newer generation; result dropped',
   });
+  assert.deepEqual(
+    statusToWrite(entry, held({ observedGeneration: 2, claimedBy: 'other' }), owner, s, 'me', t1),
+    {
+      drop: 'run claimed by another agent; result dropped',
+      claimedBy: 'other',
+    },
+  );
+});
+
+test('statusToWrite: a final result of an earlier boot, by an agent process gone with it, is no claim and carries nothing', () => {
+  const old = held({
+    observedGeneration: 2,
+    phase: 'Succeeded',
+    claimedBy: 'n/gone',
+    bootID: 'boot-1',
+    startTime: t0.toISOString(),
+  });
+  const fresh = { uid: 'u1', generation: 2, attempt: 1 };
+  const claim = { phase: 'Running' as const, reason: 'Running', bootID: 'boot-2' };
+  const after = statusToWrite(entry, old, fresh, claim, 'me', t1, 'boot-2');
+  assert.ok('write' in after, JSON.stringify(after));
+  assert.equal(after.write.claimedBy, 'me');
+  assert.equal(after.write.bootID, 'boot-2');
+  assert.equal(after.write.startTime, undefined, 'nothing carried over from the old boot');
+  // A refusal on the new boot (no boot of its own) does not take the old boot's either.
+  const denied = statusToWrite(entry, old, fresh, { phase: 'Failed', reason: 'Denied' }, 'me', t1, 'boot-2');
+  assert.ok('write' in denied);
+  assert.equal(denied.write.bootID, undefined);
+  // The same result on the boot the spec is for is someone else's final word: dropped.
+  assert.ok('drop' in statusToWrite(entry, old, fresh, claim, 'me', t1, 'boot-1'));
 });
 
 test('statusToWrite keeps the claim of this generation (boot, start) and never an older one', () => {
   const s = { phase: 'Failed' as const, reason: 'ExitCode', exitCode: 1 };
   const mine = statusToWrite(
-    latest({
+    entry,
+    held({
       observedGeneration: 2,
       claimedBy: 'n/old',
       bootID: 'b1',
@@ -113,6 +144,8 @@ test('statusToWrite keeps the claim of this generation (boot, start) and never a
   );
   assert.deepEqual(mine, {
     write: {
+      name: 'r',
+      uid: 'u1',
       observedGeneration: 2,
       attempt: 3,
       claimedBy: 'me',
@@ -125,7 +158,8 @@ test('statusToWrite keeps the claim of this generation (boot, start) and never a
     },
   });
   const older = statusToWrite(
-    latest({ observedGeneration: 1, bootID: 'b0', exitCode: 9 }),
+    entry,
+    held({ observedGeneration: 1, bootID: 'b0', exitCode: 9 }),
     owner,
     s,
     'me',
@@ -133,6 +167,23 @@ test('statusToWrite keeps the claim of this generation (boot, start) and never a
   );
   assert.ok('write' in older);
   assert.equal(older.write.bootID, undefined, 'nothing carried over from generation 1');
+});
+
+test('supersedes: a newer generation, or a live claim of the same or a later attempt by someone not taken over from', () => {
+  const ours = {
+    result: held({ observedGeneration: 2, attempt: 2, claimedBy: 'me', phase: 'Running' }),
+    owner,
+  };
+  assert.equal(supersedes(held({ observedGeneration: 3 }), ours, 'me'), true);
+  assert.equal(supersedes(held({ observedGeneration: 1, claimedBy: 'x', attempt: 9 }), ours, 'me'), false);
+  assert.equal(supersedes(held({ observedGeneration: 2, claimedBy: 'x', attempt: 2 }), ours, 'me'), true);
+  assert.equal(supersedes(held({ observedGeneration: 2, claimedBy: 'x', attempt: 1 }), ours, 'me'), false);
+  assert.equal(
+    supersedes(held({ observedGeneration: 2, claimedBy: 'n/old', attempt: 2 }), ours, 'me'),
+    false,
+  );
+  assert.equal(supersedes(held({ observedGeneration: 2, claimedBy: 'me', attempt: 5 }), ours, 'me'), false);
+  assert.equal(supersedes(held({ observedGeneration: 2 }), { result: undefined }, 'me'), true);
 });
 
 test('the command a message shows: a removal has -r; modprobe flags come before -q', () => {

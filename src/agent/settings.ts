@@ -18,7 +18,9 @@ import type { KubeConfig, V1ConfigMap } from '@kubernetes/client-node';
 import { capMaskFromNames, capNamesFromMask, capsAdded, parseCapList } from '../helper/capabilities.ts';
 import { Informer } from '../kube/informer.ts';
 import type { Logger } from '../observability/logger.ts';
-import { compilePolicy, type ModulePolicy } from '../policy/modulepolicy.ts';
+import { compilePolicy, type PolicyState } from '../policy/modulepolicy.ts';
+
+export type { PolicyState } from '../policy/modulepolicy.ts';
 
 /** namespace/name of a ConfigMap. */
 export interface ConfigMapRef {
@@ -34,10 +36,6 @@ export interface CapabilityMasks {
 /** ConfigMap keys of the agent config. */
 export const BOUNDING_KEY = 'capabilityBounding';
 export const INHERITABLE_KEY = 'capabilityInheritable';
-
-/** The policy as the agent sees it: none configured, a compiled policy, or why it cannot be used. */
-export type PolicyState =
-  { kind: 'none' } | { kind: 'policy'; policy: ModulePolicy } | { kind: 'broken'; reason: string };
 
 export interface AgentSettingsOptions {
   kc: KubeConfig;

@@ -1,26 +1,18 @@
 /**
  * The kmod.dev/v1alpha1 API: ModuleRequest (what a person asks for) and
- * ModuleRun (one request on one node, the controller's dispatch unit).
- * The CRDs in crds/ are the schema the apiserver enforces; these types
- * describe the same objects for the TypeScript side.
+ * NodeModules (one per node, named after it: the requests that apply to the
+ * node, written by the controller, and their results there, written by the
+ * node's agent; docs/nodemodules.md). The CRDs in crds/ are the schema the
+ * apiserver enforces; these types describe the same objects for the
+ * TypeScript side.
  */
-import type { V1ObjectMeta, V1OwnerReference } from '@kubernetes/client-node';
+import type { V1ObjectMeta } from '@kubernetes/client-node';
 
 export const GROUP = 'kmod.dev';
 export const VERSION = 'v1alpha1';
 export const API_VERSION = `${GROUP}/${VERSION}`;
 export const REQUEST_PLURAL = 'modulerequests';
-export const RUN_PLURAL = 'moduleruns';
-
-/** Label on a ModuleRun naming its request's UID (names can exceed label-value length, UIDs cannot). */
-export const LABEL_REQUEST_UID = 'kmod.dev/request-uid';
-/** Label on a ModuleRun naming its request (set when the name fits in a label value). */
-export const LABEL_REQUEST_NAME = 'kmod.dev/request';
-/**
- * Annotation on a ModuleRun: its request's creationTimestamp. On a node, requests for the same
- * module run one at a time in the order their requests were created (src/agent/ordering.ts).
- */
-export const ANNOTATION_REQUEST_CREATED = 'kmod.dev/request-created';
+export const NODE_MODULES_PLURAL = 'nodemodules';
 
 /** call_usermodehelper's wait modes (UMH_WAIT_PROC, UMH_WAIT_EXEC, UMH_NO_WAIT). */
 export type WaitMode = 'Process' | 'Exec' | 'None';
@@ -91,6 +83,11 @@ export const Reason = {
   Interrupted: 'Interrupted',
   /** Waiting for the agent to pick the run up. */
   Dispatching: 'Dispatching',
+  /**
+   * The node already holds MAX_REQUESTS_PER_NODE requests (or its spec budget is spent): this
+   * one is not placed on it until room frees up.
+   */
+  NodeFull: 'NodeFull',
   /** The agent claimed the run and is (about to be) running the helper. */
   Running: 'Running',
 } as const;
@@ -173,23 +170,43 @@ export interface ModuleRequest {
   status?: ModuleRequestStatus;
 }
 
-export interface ModuleRunSpec {
-  nodeName: string;
+/** Defaults the CRD applies; applied again when reading objects that predate them. */
+export const DEFAULT_WAIT: WaitMode = 'Process';
+export const DEFAULT_TIMEOUT_SECONDS = 60;
+export const MAX_TIMEOUT_SECONDS = 3600;
+/** The most entries status.resolved (and status.verified) holds (the CRDs' maxItems). */
+export const MAX_RESOLVED = 64;
+
+/** True for phases that will not change without a new generation or boot. */
+export function isTerminal(phase: RunPhase | undefined): boolean {
+  return phase === 'Succeeded' || phase === 'Failed';
+}
+
+/**
+ * One request as it applies to one node: an entry of NodeModules.spec.requests, written by the
+ * controller from the ModuleRequest (which it names, by name and UID, at one generation).
+ */
+export interface NodeModulesRequest {
+  name: string;
+  uid: string;
+  /** The request's creationTimestamp: on a node, requests for one module run in this order. */
+  created?: string;
+  /** The ModuleRequest generation to carry out; a new one runs again. */
+  generation: number;
   module: string;
   /** Copied from the request: Load (default) or Remove. */
   action?: Action;
   parameters?: string[];
   wait: WaitMode;
   timeoutSeconds: number;
-  /** The request generation this run carries out. */
-  requestGeneration?: number;
-  /** The node boot ID this run is for; changed by the controller when the node reboots. */
-  bootID?: string;
-  /** Copied from the request: resolve and check, never run the helper. */
   dryRun?: boolean;
 }
 
-export interface ModuleRunStatus {
+/** One request's result on one node: an entry of NodeModules.status.results, written by the agent. */
+export interface NodeModulesResult {
+  name: string;
+  uid: string;
+  /** The request generation this result is for. */
   observedGeneration?: number;
   phase?: RunPhase;
   reason?: string;
@@ -203,11 +220,6 @@ export interface ModuleRunStatus {
   bootID?: string;
   attempt?: number;
   claimedBy?: string;
-  /**
-   * What modprobe resolves the run to on this node, in load order (dependencies and softdeps
-   * included, modules the node loads through an `install` command too); at most MAX_RESOLVED
-   * entries.
-   */
   resolved?: string[];
   /** Modules confirmed in the kernel after a load (built-in ones count), or confirmed gone after a removal. */
   verified?: string[];
@@ -220,20 +232,62 @@ export interface ModuleRunStatus {
   kernelLog?: string;
 }
 
-export interface ModuleRun {
+export interface NodeModulesSpec {
+  /** The node's boot ID the requests are for (from the Node); a result of another boot runs again. */
+  bootID?: string;
+  /** The requests that apply to the node, oldest first. */
+  requests?: NodeModulesRequest[];
+}
+
+/** Counts over the requests of the spec the agent last acted on (for `kubectl get nodemodules`). */
+export interface NodeModulesSummary {
+  requests: number;
+  succeeded: number;
+  failed: number;
+  pending: number;
+  running: number;
+}
+
+export interface NodeModulesStatus {
+  /** The metadata.generation of the spec the agent last acted on. */
+  observedGeneration?: number;
+  /** The agent process (instance) that wrote this status last. */
+  agent?: string;
+  summary?: NodeModulesSummary;
+  /** The most recent failure among the requests, in one line. */
+  lastFailure?: string;
+  results?: NodeModulesResult[];
+}
+
+/** One per node, named after it and owned by its Node; see the module comment. */
+export interface NodeModules {
   apiVersion?: string;
   kind?: string;
   metadata: V1ObjectMeta;
-  spec: ModuleRunSpec;
-  status?: ModuleRunStatus;
+  spec: NodeModulesSpec;
+  status?: NodeModulesStatus;
 }
 
-/** Defaults the CRD applies; applied again when reading objects that predate them. */
-export const DEFAULT_WAIT: WaitMode = 'Process';
-export const DEFAULT_TIMEOUT_SECONDS = 60;
-export const MAX_TIMEOUT_SECONDS = 3600;
-/** The most entries status.resolved (and status.verified) holds (the CRDs' maxItems). */
-export const MAX_RESOLVED = 64;
+/**
+ * The most requests one node holds (the CRD's maxItems). With the spec and status budgets below,
+ * a full object stays far below etcd's 1.5 MiB request limit (docs/nodemodules.md measures it).
+ */
+export const MAX_REQUESTS_PER_NODE = 256;
+/** Bytes of JSON the controller lets a node's spec.requests take; a request past it fails NodeFull. */
+export const NODE_SPEC_BUDGET_BYTES = 256 * 1024;
+/** Bytes of JSON the agent lets a node's status.results take; it trims finished results' bulky fields first. */
+export const NODE_STATUS_BUDGET_BYTES = 384 * 1024;
+/** The CRD's bounds on a result's text fields (the agent cuts to them before writing). */
+export const RESULT_LIMITS = {
+  message: 1024,
+  stderrTail: 1024,
+  lastFailure: 512,
+  kernelLog: 1024,
+  names: 64,
+  name: 64,
+  errno: 32,
+} as const;
+
 /** The most bytes status.kernelLog holds (the CRDs' maxLength). */
 export const MAX_KERNEL_LOG_BYTES = 1024;
 /** The most lines status.kernelLog holds. */
@@ -242,14 +296,4 @@ export const MAX_KERNEL_LOG_LINES = 8;
 /** A spec's action, with the default applied. */
 export function actionOf(spec: { action?: Action }): Action {
   return spec.action ?? DEFAULT_ACTION;
-}
-
-/** True for phases that will not change without a new generation or boot. */
-export function isTerminal(phase: RunPhase | undefined): boolean {
-  return phase === 'Succeeded' || phase === 'Failed';
-}
-
-/** The ModuleRequest that controls a run (its ownerReference with controller: true), if any. */
-export function controllingRequest(run: ModuleRun): V1OwnerReference | undefined {
-  return run.metadata.ownerReferences?.find((o) => o.kind === 'ModuleRequest' && o.controller);
 }

@@ -6,7 +6,7 @@ import {
   nodeNameError,
   parametersError,
   validateRequestSpec,
-  validateRunSpec,
+  validateEntry,
 } from './validation.ts';
 import { HOSTILE_VALUES, badInputs } from '../../test/support/corpus.ts';
 
@@ -95,14 +95,23 @@ test('every malformed request of the corpus is refused naming its field; denied 
   }
 });
 
+const entry = {
+  name: 'r',
+  uid: 'u',
+  generation: 1,
+  module: 'fs-ext4',
+  wait: 'Process',
+  timeoutSeconds: 60,
+} as const;
+
 test('a field the schema does not know is refused by name', () => {
   assert.match(
     validateRequestSpec({ module: 'x', nodeName: 'n', helper: '/bin/sh' } as never) ?? '',
     /spec\.helper is not a field of ModuleRequest/,
   );
   assert.match(
-    validateRunSpec({ nodeName: 'n', module: 'x', wait: 'Process', timeoutSeconds: 1, x: 1 } as never) ?? '',
-    /spec\.x is not a field of ModuleRun/,
+    validateEntry({ ...entry, x: 1 } as never) ?? '',
+    /spec\.requests\[r\]\.x is not a field of a NodeModules request/,
   );
 });
 
@@ -147,15 +156,20 @@ test('a request targets exactly one of nodeName or nodeSelector', () => {
   assert.match(validateRequestSpec(undefined) ?? '', /spec is required/);
 });
 
-test('the agent re-checks a run spec', () => {
-  assert.equal(
-    validateRunSpec({ nodeName: 'n', module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 }),
-    undefined,
+test('the agent re-checks each entry of its node’s spec, naming the request', () => {
+  assert.equal(validateEntry(entry), undefined);
+  assert.match(
+    validateEntry({ ...entry, module: '-x' }) ?? '',
+    /^spec\.requests\[r\]: .*must not start with '-'/,
   );
   assert.match(
-    validateRunSpec({ nodeName: 'n', module: '-x', wait: 'Process', timeoutSeconds: 60 }) ?? '',
-    /must not start with '-'/,
+    validateEntry({ ...entry, parameters: ['a=$(x)'] }) ?? '',
+    /spec\.parameters\[0\] value may contain only/,
   );
+  assert.match(validateEntry({ ...entry, uid: '' }) ?? '', /spec\.requests\[r\]\.uid is required/);
+  assert.match(validateEntry({ ...entry, generation: 0 }) ?? '', /generation must be a whole number/);
+  const { wait: _w, ...noWait } = entry;
+  assert.match(validateEntry(noWait as never) ?? '', /\.wait is required/);
 });
 
 test('labelKeyError: label keys as Kubernetes accepts them, the field named otherwise', () => {

@@ -9,7 +9,7 @@ import {
   MAX_TIMEOUT_SECONDS,
   WAIT_MODES,
   type ModuleRequestSpec,
-  type ModuleRunSpec,
+  type NodeModulesRequest,
 } from './types.ts';
 
 /**
@@ -124,25 +124,32 @@ const REQUEST_FIELDS: ReadonlySet<string> = new Set([
   'timeoutSeconds',
   'dryRun',
 ]);
-const RUN_FIELDS: ReadonlySet<string> = new Set([
+const ENTRY_FIELDS: ReadonlySet<string> = new Set([
+  'name',
+  'uid',
+  'created',
+  'generation',
   'module',
   'action',
   'parameters',
-  'nodeName',
   'wait',
   'timeoutSeconds',
-  'requestGeneration',
-  'bootID',
   'dryRun',
+  'action',
 ]);
 
 /**
  * A field the schema does not know: the apiserver prunes or refuses these, so one that reaches
  * us came past a CRD without its schema, and may mean something to a newer agent than us.
  */
-function unknownFieldError(spec: object, known: ReadonlySet<string>, kind: string): string | undefined {
+function unknownFieldError(
+  spec: object,
+  known: ReadonlySet<string>,
+  kind: string,
+  prefix = 'spec',
+): string | undefined {
   const unknown = Object.keys(spec).find((k) => !known.has(k));
-  return unknown === undefined ? undefined : `spec.${unknown} is not a field of ${kind}`;
+  return unknown === undefined ? undefined : `${prefix}.${unknown} is not a field of ${kind}`;
 }
 
 /** Validates a ModuleRequest spec; returns the first problem found, or undefined. */
@@ -191,22 +198,28 @@ function dryRunError(dryRun: unknown): string | undefined {
     : 'spec.dryRun must be true or false';
 }
 
-/** Validates a ModuleRun spec (the agent's last check before exec); returns the first problem, or undefined. */
-export function validateRunSpec(spec: ModuleRunSpec | undefined): string | undefined {
-  if (!spec || typeof spec !== 'object') return 'spec is required';
-  const unknown = unknownFieldError(spec, RUN_FIELDS, 'ModuleRun');
+/**
+ * Validates one entry of a node's NodeModules spec (the agent's last check before exec); returns
+ * the first problem, naming the field as `spec.requests[NAME].FIELD`, or undefined.
+ */
+export function validateEntry(entry: NodeModulesRequest | undefined): string | undefined {
+  if (!entry || typeof entry !== 'object') return 'spec.requests[]: entry is required';
+  const at = `spec.requests[${typeof entry.name === 'string' ? entry.name : '?'}]`;
+  const unknown = unknownFieldError(entry, ENTRY_FIELDS, 'a NodeModules request', at);
   if (unknown) return unknown;
-  // The agent uses these as they are: a run (unlike a request) carries them explicitly.
-  if (spec.wait === undefined) return 'spec.wait is required';
-  if (spec.timeoutSeconds === undefined) return 'spec.timeoutSeconds is required';
-  return (
-    nodeNameError(spec.nodeName) ??
-    moduleNameError(spec.module) ??
-    actionError(spec) ??
-    parametersError(spec.parameters) ??
-    waitAndTimeoutError(spec) ??
-    dryRunError(spec.dryRun)
-  );
+  if (typeof entry.uid !== 'string' || entry.uid === '') return `${at}.uid is required`;
+  if (!Number.isInteger(entry.generation) || entry.generation < 1)
+    return `${at}.generation must be a whole number >= 1`;
+  // The agent uses these as they are: an entry (unlike a request) carries them explicitly.
+  if (entry.wait === undefined) return `${at}.wait is required`;
+  if (entry.timeoutSeconds === undefined) return `${at}.timeoutSeconds is required`;
+  const problem =
+    moduleNameError(entry.module) ??
+    actionError(entry) ??
+    parametersError(entry.parameters) ??
+    waitAndTimeoutError(entry) ??
+    dryRunError(entry.dryRun);
+  return problem && `${at}: ${problem}`;
 }
 
 /** Why `key` is not a valid label key (`[prefix/]name`), naming `field`; undefined when it is. */

@@ -32,8 +32,8 @@ import { createLogger, errorMessage, type Logger } from '../observability/logger
 const USAGE = `usage: kmod-operator <command> [flags]   (-h, --help on any command: this text)
 
 commands:
-  controller   reconcile ModuleRequests into per-node ModuleRuns and report status
-  agent        carry out this node's ModuleRuns (run as a DaemonSet)
+  controller   resolve ModuleRequests to nodes, write each node's NodeModules, report status
+  agent        carry out the requests of this node's NodeModules (run as a DaemonSet)
   local        everything on this machine: control plane, CRDs, controller, one agent, examples
   cluster up|down
                start (in the background) or stop the local control plane; writes .local/kubeconfig
@@ -224,7 +224,7 @@ async function controllerCommand(args: string[]): Promise<void> {
     kc,
     logger,
     registry,
-    concurrency: positiveInt('concurrency', values.concurrency, 4),
+    tuning: { concurrency: positiveInt('concurrency', values.concurrency, 4) },
     targets: { excludeNodesWithLabels },
     leaderElection: values['leader-elect']
       ? { namespace: values['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'kmod-system' }

@@ -1,9 +1,18 @@
 /**
- * The ModuleRequest controller: resolves each request to nodes, keeps one
- * ModuleRun per targeted node, and folds the runs back into the request's
- * status. Level-triggered: every event only enqueues the request's name; the
- * reconcile reads the whole current state from the caches and converges, so a
- * missed or repeated event, a restart or a relist changes nothing.
+ * The ModuleRequest controller. Two keyed work queues, level-triggered (every
+ * event only says "look at this key again"; the reconcile reads the current
+ * state from the caches and converges, so a missed or repeated event, a
+ * restart or a relist changes nothing):
+ *
+ *   requests  (key: request name) resolve the request's target nodes, record
+ *             them in the assignment table, and sum its nodes' results (from
+ *             their NodeModules) up into its status;
+ *   nodes     (key: node name) write each node's NodeModules spec: the
+ *             requests the table assigns to it (nodesync.ts).
+ *
+ * The controller keeps one unscoped watch each on ModuleRequests, NodeModules
+ * and Nodes; each agent watches only its own node's NodeModules by name, which
+ * the API server dispatches in O(1) (docs/nodemodules.md).
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -11,13 +20,14 @@ import type { KubeConfig, V1Node } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import {
   GROUP,
+  NODE_MODULES_PLURAL,
   Reason,
   REQUEST_PLURAL,
-  RUN_PLURAL,
   VERSION,
-  controllingRequest,
+  isTerminal,
   type ModuleRequest,
-  type ModuleRun,
+  type NodeModules,
+  type NodeResult,
 } from '../api/types.ts';
 import { validateRequestSpec } from '../api/validation.ts';
 import { EventRecorder } from '../kube/events.ts';
@@ -28,76 +38,89 @@ import { LeaderElector } from '../kube/leaderelection.ts';
 import { Resources } from '../kube/resources.ts';
 import { WorkQueue, type ReconcileResult } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
+import { Assignments } from './assignments.ts';
+import { ControllerMemory } from './memory.ts';
 import { ControllerMetrics } from './metrics.ts';
-import { DEFAULT_FOLD, isIdle, type FoldOptions, type FoldState } from './fold.ts';
+import { NodeSync, requestTarget } from './nodesync.ts';
+import { createdOf, desiredEntry, type NodeLimits } from './nodespec.ts';
+import { DEFAULT_PACING, isIdle, knownStatus, type PacingOptions } from './pacing.ts';
+import { ProgressIndex, type Urgency } from './progress.ts';
+import { resultOn } from './results.ts';
+import { deleteRetiredCrds } from './retired.ts';
 import { summarize, type MissingNode } from './status.ts';
-import { recordWrites, withWrites, type WrittenRun, type WrittenRuns } from './written.ts';
-import { RunIndex, type RunEventUrgency } from './runindex.ts';
-import { ReconcileSteps, asTarget, joined } from './steps.ts';
+import { StatusWriter, asTarget } from './statuswriter.ts';
 import { bootIdOf, describeTarget, resolveTargets, targetsNode, type TargetOptions } from './targets.ts';
 
 export interface ControllerOptions {
   kc: KubeConfig;
   logger: Logger;
   registry: Registry;
-  /** Parallel reconciles (distinct requests). */
-  concurrency?: number;
   /** Lease-based leader election; off for single-replica local mode and tests. */
   leaderElection?: { namespace: string; name?: string; identity?: string; leaseDurationMs?: number } | false;
-  /** Full re-delivery of cached objects (the level-triggered safety net). */
+  /** How nodeSelector targets are resolved (`--exclude-nodes-with-label`): see TargetOptions. */
+  targets?: TargetOptions;
+  /**
+   * Called when this replica loses the lease. Reconciles have stopped by then; the CLI exits the
+   * process (as controller-runtime does) so a fresh one campaigns with clean state. Without it the
+   * replica keeps campaigning and starts new queues when it leads again.
+   */
+  onLostLeadership?: () => void;
+  /** Rarely changed knobs; every one has a default that production uses. */
+  tuning?: ControllerTuning;
+}
+
+/** The controller's rarely changed knobs (ControllerOptions.tuning). */
+export interface ControllerTuning {
+  /** Parallel reconciles of distinct requests. Default 4 (`--concurrency`). */
+  concurrency?: number;
+  /**
+   * Parallel reconciles of distinct nodes: node spec writes in flight at once. Default 16: a big
+   * fan-out stays well under the API server's default mutating in-flight limit (200), so it never
+   * starves everyone else (the agents' status writes included), while N nodes take about N / 16
+   * round trips instead of N.
+   */
+  nodeConcurrency?: number;
+  /** Full re-delivery of cached objects (the level-triggered safety net). Default the informer's. */
   resyncMs?: number;
   /**
    * The watchdog on the informers' watches: one that received nothing, not even a bookmark, for
    * this long is reconnected (src/kube/watch.ts). Default DEFAULT_WATCH_TIMEOUT_MS; tests shorten it.
    */
   watchTimeoutMs?: number;
-  /** How nodeSelector targets are resolved (`--exclude-nodes-with-label`): see TargetOptions. */
-  targets?: TargetOptions;
   /**
-   * Called when this replica loses the lease. Reconciles have stopped by then; the CLI exits the
-   * process (as controller-runtime does) so a fresh one campaigns with clean state. Without it the
-   * replica keeps campaigning and starts a new queue when it leads again.
-   */
-  onLostLeadership?: () => void;
-  /**
-   * How request status writes are folded (fold.ts): an unsettled status (Pending, Running) is
+   * How request status writes are paced (pacing.ts): an unsettled status (Pending, Running) is
    * written only after staying unwritten `delayMs`, and unsettled writes are `intervalMs` apart;
-   * a settled one is written at once. Default DEFAULT_FOLD (1 s, 1 s).
+   * a settled one is written at once. Default DEFAULT_PACING (1 s, 1 s).
    */
-  statusFold?: Partial<FoldOptions>;
+  statusPacing?: Partial<PacingOptions>;
+  /** The per-node limits (default: the API's, NODE_LIMITS); tests pass small ones. */
+  nodeLimits?: NodeLimits;
 }
 
-/**
- * Beyond this many runs, a request's run progress is reconciled at most once per fold interval
- * (#onRun). At or below it a pass costs little and every event is reconciled at once, which keeps
- * a one-node request's Running as prompt as before.
- */
-export const PROGRESS_FOLD_MIN_RUNS = 50;
-
 const requestsPath = `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`;
-const runsPath = `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`;
+const nodeModulesPath = `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`;
 
 /** Runs the controller; `start()` resolves once caches are synced (and, with leader election, once leading). */
 export class Controller {
   readonly #opts: ControllerOptions;
   readonly #log: Logger;
-  readonly #steps: ReconcileSteps;
+  readonly #status: StatusWriter;
   readonly #events: EventRecorder;
   readonly #metrics: ControllerMetrics;
   readonly #requests: Informer<ModuleRequest>;
-  readonly #runs: Informer<ModuleRun>;
-  /** Runs by the request that owns them, from the run informer's events. */
-  readonly #runIndex = new RunIndex();
-  /** Request name → how many nodes its last reconcile targeted (#onRun). */
-  readonly #targetCounts = new Map<string, number>();
+  readonly #nodeModules: Informer<NodeModules>;
   readonly #nodes: Informer<V1Node>;
-  readonly #fold: FoldOptions;
-  /** Request name → what fold.ts needs to know about its status writes (this term only). */
-  readonly #foldStates = new Map<string, FoldState>();
-  /** Request name → the runs we wrote that the run cache has not shown back yet (written.ts). */
-  readonly #writtenRuns = new Map<string, WrittenRuns>();
-  /** The work queue of the current leadership term (a new one each term); undefined while not leading. */
-  #queue: WorkQueue | undefined;
+  readonly #pacing: PacingOptions;
+  /** Which requests apply to which node (built when leading starts, kept by the request reconciles). */
+  readonly #assignments = new Assignments();
+  /** What the controller remembers between reconciles, in one place (memory.ts). */
+  readonly #memory = new ControllerMemory();
+  /** How far each request has got on its nodes (from the NodeModules events). */
+  readonly #progress = new ProgressIndex();
+  readonly #nodeSync: NodeSync;
+  /** The queues of the current leadership term (new ones each term); undefined while not leading. */
+  #requestQueue: WorkQueue | undefined;
+  #nodeQueue: WorkQueue | undefined;
   #elector: LeaderElector | undefined;
   #running = false;
   #leading = false;
@@ -105,10 +128,11 @@ export class Controller {
   constructor(opts: ControllerOptions) {
     this.#opts = opts;
     this.#log = opts.logger;
-    this.#fold = { ...DEFAULT_FOLD, ...opts.statusFold };
-    for (const [k, v] of Object.entries(this.#fold)) {
+    const tuning = opts.tuning ?? {};
+    this.#pacing = { ...DEFAULT_PACING, ...tuning.statusPacing };
+    for (const [k, v] of Object.entries(this.#pacing)) {
       if (!Number.isFinite(v) || v < 0)
-        throw new Error(`statusFold.${k} must be a number >= 0 (ms), got ${v}`);
+        throw new Error(`statusPacing.${k} must be a number >= 0 (ms), got ${v}`);
     }
     const { kc } = opts;
     const resources = new Resources(kc);
@@ -118,47 +142,64 @@ export class Controller {
       host: hostname(),
       logger: opts.logger,
     });
-    this.#steps = new ReconcileSteps(resources, this.#events);
+    this.#status = new StatusWriter(resources, this.#events);
     this.#metrics = new ControllerMetrics(opts.registry, () =>
       this.#requests.list().map((r) => r.status?.phase),
     );
-    const { resyncMs, watchTimeoutMs } = opts;
+    const { resyncMs, watchTimeoutMs } = tuning;
     const common = { kc, logger: opts.logger, resyncMs, watchTimeoutMs };
     this.#requests = new Informer<ModuleRequest>({ ...common, path: requestsPath });
-    this.#runs = new Informer<ModuleRun>({ ...common, path: runsPath });
+    this.#nodeModules = new Informer<NodeModules>({ ...common, path: nodeModulesPath });
     this.#nodes = new Informer<V1Node>({ ...common, path: '/api/v1/nodes' });
-    const enqueueRequest = (r: ModuleRequest) => r.metadata.name && this.#queue?.add(r.metadata.name);
-    this.#requests.on('add', enqueueRequest);
-    this.#requests.on('update', enqueueRequest);
-    this.#requests.on('delete', enqueueRequest);
-    // Runs are indexed by the request that owns them (runindex.ts), which also says whether an
-    // event needs a reconcile now or only progress that the next folded status write carries.
-    this.#runs.on('add', (run) => this.#onRun(this.#runIndex.upsert(run)));
-    this.#runs.on('update', (run, old) => this.#onRun(this.#runIndex.upsert(run, old)));
-    this.#runs.on('delete', (run) => {
-      const request = this.#runIndex.remove(run);
-      if (request) this.#queue?.add(request);
+    this.#nodeSync = new NodeSync({
+      resources,
+      events: this.#events,
+      memory: this.#memory,
+      assignments: this.#assignments,
+      node: (name) => this.#nodes.get(name),
+      cached: (name) => this.#nodeModules.get(name),
+      requeueRequest: (name) => this.#requestQueue?.add(name),
+      logger: opts.logger,
+      limits: tuning.nodeLimits,
     });
+
+    const onRequest = (r: ModuleRequest) => r.metadata.name && this.#requestQueue?.add(r.metadata.name);
+    for (const ev of ['add', 'update', 'delete'] as const) this.#requests.on(ev, onRequest);
+
+    // A node's object moved: the requests whose results it moved look again (progress.ts says how
+    // soon); a spec that is not what this controller wrote (edited, deleted) is converged again.
+    const onNodeModules = (old: NodeModules | undefined, next: NodeModules | undefined) => {
+      const name = (next ?? old)?.metadata.name ?? '';
+      for (const { request, urgency } of this.#progress.update(name, old, next))
+        this.#onProgress(request, urgency);
+      if (!next || old?.metadata.generation !== next.metadata.generation) this.#nodeQueue?.add(name);
+    };
+    this.#nodeModules.on('add', (nm) => onNodeModules(undefined, nm));
+    this.#nodeModules.on('update', (nm, old) => onNodeModules(old, nm));
+    this.#nodeModules.on('delete', (nm) => onNodeModules(nm, undefined));
+
     // Node heartbeats change status every few seconds; only joins, leaves, label and boot changes
     // matter, and only to the requests that target the node as it is or as it was.
-    const onNode = (node: V1Node, old?: V1Node) => {
+    const onNode = (node: V1Node, old?: V1Node, gone = false) => {
       if (old && !labelsChanged(node, old) && bootIdOf(node) === bootIdOf(old)) return;
       const targets = this.#opts.targets;
       for (const r of this.#requests.list()) {
         if (!r.metadata.name) continue;
         if (targetsNode(r, node, targets) || (old && targetsNode(r, old, targets)))
-          this.#queue?.add(r.metadata.name);
+          this.#requestQueue?.add(r.metadata.name);
       }
+      if (gone || !old || bootIdOf(node) !== bootIdOf(old)) this.#nodeQueue?.add(node.metadata?.name ?? '');
     };
     this.#nodes.on('add', (n) => onNode(n));
     this.#nodes.on('update', onNode);
-    this.#nodes.on('delete', (n) => onNode(n));
+    this.#nodes.on('delete', (n) => onNode(n, undefined, true));
   }
 
   /** Why the controller is not ready, or undefined when it is (for /readyz). */
   readiness(): string | undefined {
     if (!this.#running) return 'not started';
-    if (!this.#requests.synced || !this.#runs.synced || !this.#nodes.synced) return 'caches not synced';
+    if (!this.#requests.synced || !this.#nodeModules.synced || !this.#nodes.synced)
+      return 'caches not synced';
     return undefined;
   }
 
@@ -167,10 +208,10 @@ export class Controller {
     return this.#leading;
   }
 
-  /** Starts the caches and, once leading, the work queue. */
+  /** Starts the caches and, once leading, the work queues. */
   async start(): Promise<void> {
     this.#running = true;
-    await Promise.all([this.#requests.start(), this.#runs.start(), this.#nodes.start()]);
+    await Promise.all([this.#requests.start(), this.#nodeModules.start(), this.#nodes.start()]);
     const le = this.#opts.leaderElection;
     if (!le) {
       this.#startLeading();
@@ -191,9 +232,7 @@ export class Controller {
         // Another replica may already reconcile: stop at once, as controller-runtime exits.
         this.#log.warn('lost the leader lease; stopping reconciles', { identity });
         this.#leading = false;
-        const queue = this.#queue;
-        this.#queue = undefined;
-        void queue?.stop();
+        void this.#stopQueues();
         this.#opts.onLostLeadership?.();
       },
     });
@@ -202,36 +241,64 @@ export class Controller {
   #startLeading(): void {
     if (!this.#running) return; // won the lease while stopping
     this.#leading = true;
-    // A previous term's writes say nothing about what another leader wrote since.
-    this.#foldStates.clear();
-    this.#writtenRuns.clear();
+    // A previous term's memory says nothing about what another leader wrote since.
+    this.#memory.clear();
+    // Every request's nodes are known before any node's spec is written (assignments.ts).
+    this.#assignments.clear();
+    for (const r of this.#requests.list()) this.#assign(r);
     this.#log.info('reconciling ModuleRequests');
-    const queue = new WorkQueue({
-      name: 'modulerequests',
-      reconcile: (key) => this.#reconcileTimed(key),
-      concurrency: this.#opts.concurrency ?? 4,
-      logger: this.#log,
-      onRetry: (key, attempt, err) => this.#onRetry(key, attempt, err),
-    });
-    this.#queue = queue;
-    queue.start();
-    for (const r of this.#requests.list()) if (r.metadata.name) queue.add(r.metadata.name);
+    void deleteRetiredCrds(this.#opts.kc, this.#log);
+    const queue = (
+      name: string,
+      concurrency: number,
+      reconcile: (key: string) => Promise<ReconcileResult | void>,
+    ) =>
+      new WorkQueue({
+        name,
+        reconcile,
+        concurrency,
+        logger: this.#log,
+        onRetry: (key, attempt, err) => this.#onRetry(name, key, attempt, err),
+      });
+    this.#requestQueue = queue('modulerequests', this.#opts.tuning?.concurrency ?? 4, (key) =>
+      this.#timed('request', () => this.#reconcileRequest(key)),
+    );
+    this.#nodeQueue = queue('nodemodules', this.#opts.tuning?.nodeConcurrency ?? 16, (key) =>
+      this.#timed('node', () => this.#nodeSync.reconcile(key)),
+    );
+    this.#requestQueue.start();
+    this.#nodeQueue.start();
+    for (const r of this.#requests.list()) if (r.metadata.name) this.#requestQueue.add(r.metadata.name);
+    const nodes = new Set([
+      ...this.#assignments.nodes(),
+      ...this.#nodeModules.list().map((nm) => nm.metadata.name ?? ''),
+    ]);
+    for (const n of nodes) if (n) this.#nodeQueue.add(n);
+  }
+
+  async #stopQueues(): Promise<void> {
+    const queues = [this.#requestQueue, this.#nodeQueue];
+    this.#requestQueue = undefined;
+    this.#nodeQueue = undefined;
+    await Promise.all(queues.filter((q) => q !== undefined).map((q) => q.stop()));
   }
 
   /** Stops reconciling, releases the lease, stops the caches. */
   async stop(): Promise<void> {
     this.#running = false;
     this.#leading = false;
-    await this.#queue?.stop();
-    this.#queue = undefined;
+    await this.#stopQueues();
     await this.#elector?.stop();
-    await Promise.all([this.#requests.stop(), this.#runs.stop(), this.#nodes.stop()]);
+    await Promise.all([this.#requests.stop(), this.#nodeModules.stop(), this.#nodes.stop()]);
     await this.#events.flush();
   }
 
   /** Resolves when nothing is queued or in flight (tests). */
-  idle(): Promise<void> {
-    return this.#queue?.idle() ?? Promise.resolve();
+  async idle(): Promise<void> {
+    for (;;) {
+      await Promise.all([this.#requestQueue?.idle(), this.#nodeQueue?.idle()]);
+      if (!this.#requestQueue?.length && !this.#nodeQueue?.length) return;
+    }
   }
 
   /** Resolves once the Events recorded so far are written (tests that check an Event is absent). */
@@ -240,43 +307,45 @@ export class Controller {
   }
 
   /**
-   * Enqueues the request a run event concerns. Progress on a request over more than
-   * PROGRESS_FOLD_MIN_RUNS nodes waits up to one fold interval, so the reconciles of a big
-   * fan-out come about once a second instead of once per event (each walks every node); on a
-   * smaller request every event is reconciled at once, as is the event that finishes the last
-   * outstanding run (what `kubectl wait` waits for). Nothing is lost: the delayed add always comes.
+   * A node's result for a request moved. Progress on a request over more than
+   * PROGRESS_BATCH_MIN_NODES nodes waits up to one pacing interval, so the reconciles of a big
+   * fan-out come about once a second instead of once per event (each walks every node); nothing
+   * is lost: the delayed add always comes.
    */
-  #onRun(judged: { request: string; urgency: RunEventUrgency } | undefined): void {
-    if (!judged) return;
-    // The size of a pass: the runs known, or the nodes the last pass targeted (a dispatch's own
-    // creates arrive while the index still holds few of its runs).
-    const size = Math.max(
-      this.#runIndex.counts(judged.request).runs,
-      this.#targetCounts.get(judged.request) ?? 0,
-    );
-    if (judged.urgency === 'progress' && size > PROGRESS_FOLD_MIN_RUNS) {
-      this.#queue?.addAfter(judged.request, this.#fold.intervalMs);
-    } else {
-      this.#queue?.add(judged.request);
+  #onProgress(request: string, urgency: Urgency): void {
+    if (urgency === 'progress') this.#requestQueue?.addAfter(request, this.#pacing.intervalMs);
+    else this.#requestQueue?.add(request);
+  }
+
+  #onRetry(queue: string, key: string, attempt: number, err: unknown): void {
+    this.#metrics.retries.inc();
+    const msg = errorMessage(err);
+    this.#log.warn('reconcile failed; retrying with backoff', { queue, key, attempt, error: msg });
+    const req = queue === 'modulerequests' ? this.#requests.get(key) : undefined;
+    if (req) this.#events.event(asTarget(req), 'Warning', 'ReconcileError', `retry ${attempt}: ${msg}`);
+    // A node's write keeps failing: tell the requests waiting on it (their status names no node error).
+    if (queue === 'nodemodules') {
+      for (const a of this.#assignments.of(key))
+        this.#events.event(
+          requestTarget(a.entry),
+          'Warning',
+          'ReconcileError',
+          `node ${key}: retry ${attempt}: ${msg}`,
+        );
     }
   }
 
-  #onRetry(key: string, attempt: number, err: unknown): void {
-    this.#metrics.retries.inc();
-    const msg = errorMessage(err);
-    this.#log.warn('reconcile failed; retrying with backoff', { request: key, attempt, error: msg });
-    const req = this.#requests.get(key);
-    if (req) this.#events.event(asTarget(req), 'Warning', 'ReconcileError', `retry ${attempt}: ${msg}`);
-  }
-
-  async #reconcileTimed(name: string): Promise<ReconcileResult | void> {
-    const end = this.#metrics.reconcileDuration.startTimer();
+  async #timed(
+    kind: 'request' | 'node',
+    fn: () => Promise<ReconcileResult | void>,
+  ): Promise<ReconcileResult | void> {
+    const end = this.#metrics.reconcileDuration.startTimer({ kind });
     try {
-      const r = await this.#reconcile(name);
-      this.#metrics.reconciles.inc({ result: 'success' });
+      const r = await fn();
+      this.#metrics.reconciles.inc({ kind, result: 'success' });
       return r;
     } catch (err) {
-      this.#metrics.reconciles.inc({ result: isConflict(err) ? 'conflict' : 'error' });
+      this.#metrics.reconciles.inc({ kind, result: isConflict(err) ? 'conflict' : 'error' });
       throw err;
     } finally {
       end();
@@ -284,68 +353,128 @@ export class Controller {
   }
 
   /**
-   * One pass of the checklist: delete orphans; gone → done; invalid → fail; converge each node;
-   * retire runs no longer targeted; fold status. An API error on one node does not stop the
-   * others or the status write: errors are collected and handed to the queue together at the end
-   * (its rate-limited retry), as KMM's reconcilers join theirs.
+   * Records the nodes `req` applies to in the assignment table (none when it is gone, being
+   * deleted or invalid) and queues the nodes whose specs that changes. Pure on the caches.
    */
-  async #reconcile(name: string): Promise<ReconcileResult | void> {
-    const req = this.#requests.get(name);
-    const named = this.#runIndex.runsOf(name);
-    const errors: unknown[] = [];
-    await this.#steps.deleteOrphans(req, named, errors);
-    if (!req || req.metadata.deletionTimestamp) {
-      this.#foldStates.delete(name);
-      this.#writtenRuns.delete(name);
-      this.#targetCounts.delete(name);
-      return joined(errors);
+  #assign(req: ModuleRequest): { targets: V1Node[]; missing?: string } {
+    const name = req.metadata.name ?? '';
+    let changed: string[];
+    let resolved: { targets: V1Node[]; missing?: string } = { targets: [] };
+    if (req.metadata.deletionTimestamp || validateRequestSpec(req.spec)) {
+      changed = this.#assignments.unassign(name);
+    } else {
+      const { nodes, missing } = resolveTargets(req, this.#nodes.list(), this.#opts.targets);
+      resolved = missing === undefined ? { targets: nodes } : { targets: nodes, missing };
+      changed = this.#assignments.assign(
+        name,
+        createdOf(req),
+        desiredEntry(req),
+        nodes.map((n) => n.metadata?.name ?? ''),
+      );
     }
-    let fold = this.#foldStates.get(name);
-    if (!fold) this.#foldStates.set(name, (fold = {}));
-    const log = this.#log.child({ request: name, module: req.spec?.module });
-    let written = this.#writtenRuns.get(name);
-    if (!written) this.#writtenRuns.set(name, (written = new Map<string, WrittenRun>()));
-    const ownRuns = withWrites(
-      named.filter((r) => controllingRequest(r)?.uid === req.metadata.uid),
-      written,
-    ).filter((r) => controllingRequest(r)?.uid === req.metadata.uid);
+    for (const n of changed) this.#nodeQueue?.add(n);
+    return resolved;
+  }
 
+  /**
+   * One pass of the request's checklist: gone → take it off its nodes, forget it; invalid → fail,
+   * run nothing; otherwise record its nodes (the node queue writes them) and sum their results up
+   * into its status, written at the pace pacing.ts sets.
+   */
+  async #reconcileRequest(name: string): Promise<ReconcileResult | void> {
+    const req = this.#requests.get(name);
+    if (!req || req.metadata.deletionTimestamp) {
+      for (const n of this.#assignments.unassign(name)) this.#nodeQueue?.add(n);
+      this.#memory.forget(name);
+      return;
+    }
+    const mem = this.#memory.request(name);
+    const log = this.#log.child({ request: name, module: req.spec?.module });
     const invalid = validateRequestSpec(req.spec);
     if (invalid) {
       // Admission should have refused it; it got through (no CRD rules, a bypass): fail loudly, run nothing.
-      const node = req.spec?.nodeName ?? '-';
-      const missing = [{ nodeName: node, reason: Reason.InvalidSpec, message: invalid }];
+      this.#assign(req);
+      const missing = [{ nodeName: req.spec?.nodeName ?? '-', reason: Reason.InvalidSpec, message: invalid }];
       const status = summarize(req, [], missing, describeTarget(req));
-      await this.#steps.writeStatus(req, status, log, fold, this.#fold);
-      return joined(errors);
+      await this.#status.write(req, status, log, mem.pacing, this.#pacing);
+      return;
     }
+    const { targets, missing } = this.#assign(req);
+    const results: NodeResult[] = [];
+    const missingNodes: MissingNode[] = [];
+    const targeted = new Set<string>();
+    for (const node of targets) {
+      const nodeName = node.metadata?.name ?? '';
+      targeted.add(nodeName);
+      const refused = mem.refused.get(nodeName);
+      if (refused) missingNodes.push(refused);
+      else results.push(resultOn(req, nodeName, this.#nodeModules.get(nodeName), bootIdOf(node)));
+    }
+    for (const n of mem.refused.keys()) if (!targeted.has(n)) mem.refused.delete(n);
+    if (missing !== undefined) missingNodes.push(this.#missingNode(req, missing, mem.outstanding, log));
+    this.#selectedNodesGone(req, targeted, mem.outstanding, log);
+    mem.outstanding = new Set(results.filter((r) => !isTerminal(r.phase)).map((r) => r.nodeName));
+    if (missing !== undefined && missingNodes.at(-1)?.reason === Reason.NodeDeleted)
+      mem.outstanding.add(missing);
 
-    const nodes = this.#nodes.list();
-    const { nodes: targets, missing } = resolveTargets(req, nodes, this.#opts.targets);
-    this.#targetCounts.set(name, targets.length);
-    const { current, refused } = await this.#steps.convergeNodes(req, targets, ownRuns, log, errors);
-    recordWrites(ownRuns, current, written);
-    if (written.size === 0) this.#writtenRuns.delete(name);
-    const targeted = new Set(targets.map((n) => n.metadata?.name ?? ''));
-    const existing = new Set(nodes.map((n) => n.metadata?.name ?? ''));
-    const deleted = await this.#steps.retireRuns(req, ownRuns, targeted, existing, log, errors);
+    const status = summarize(req, results, missingNodes, describeTarget(req));
+    const deferredMs = await this.#status.write(req, status, log, mem.pacing, this.#pacing);
+    // A settled request with nothing else remembered is dropped once the cache has caught up.
+    if (isIdle(mem.pacing, status) && mem.refused.size === 0 && mem.outstanding.size === 0)
+      this.#memory.forget(name);
+    if (deferredMs !== undefined) return { requeueAfterMs: deferredMs };
+  }
 
-    const missingNodes: MissingNode[] = [...refused, ...deleted];
-    if (missing && !deleted.some((n) => n.nodeName === missing)) {
-      missingNodes.push({
-        nodeName: missing,
+  /**
+   * The outcome of a nodeName target that does not exist: deleted before its result (it was
+   * outstanding, or the request's status says so already) or not found (never there, or it
+   * finished before it went; the request runs when a node of that name joins).
+   */
+  #missingNode(
+    req: ModuleRequest,
+    nodeName: string,
+    outstanding: ReadonlySet<string>,
+    log: Logger,
+  ): MissingNode {
+    const before = knownStatus(req, this.#memory.request(req.metadata.name ?? '').pacing).nodes?.find(
+      (n) => n.nodeName === nodeName,
+    );
+    const deleted =
+      outstanding.has(nodeName) ||
+      before?.reason === Reason.NodeDeleted ||
+      (before !== undefined && !isTerminal(before.phase));
+    if (!deleted)
+      return {
+        nodeName,
         reason: Reason.NodeNotFound,
-        message: `node ${missing} does not exist; waiting for it to join`,
-      });
+        message: `node ${nodeName} does not exist; waiting for it to join`,
+      };
+    if (before?.reason !== Reason.NodeDeleted)
+      log.warn('node deleted before its run finished', { node: nodeName });
+    return {
+      nodeName,
+      reason: Reason.NodeDeleted,
+      message: `node ${nodeName} was deleted before the run finished`,
+    };
+  }
+
+  /** A selected node that left (scale-down, replacement) while its result was outstanding: said in an Event. */
+  #selectedNodesGone(
+    req: ModuleRequest,
+    targeted: ReadonlySet<string>,
+    outstanding: ReadonlySet<string>,
+    log: Logger,
+  ): void {
+    if (req.spec.nodeName !== undefined) return;
+    for (const n of outstanding) {
+      if (targeted.has(n) || this.#nodes.get(n)) continue;
+      log.warn('selected node deleted before its run finished', { node: n });
+      this.#events.event(
+        asTarget(req),
+        'Warning',
+        Reason.NodeDeleted,
+        `node ${n} was deleted before its run finished; it is no longer targeted`,
+      );
     }
-    const status = summarize(req, current, missingNodes, describeTarget(req));
-    const deferredMs = await this.#steps.writeStatus(req, status, log, fold, this.#fold);
-    // A settled request's state is dropped once the cache has caught up with its write.
-    if (isIdle(fold, status)) this.#foldStates.delete(name);
-    joined(errors);
-    // A deferred status write is due then; a refused dispatch may be allowed later (the policy
-    // can change): look again in a while.
-    const after = Math.min(deferredMs ?? Infinity, refused.length ? 60_000 : Infinity);
-    if (after !== Infinity) return { requeueAfterMs: after };
   }
 }

@@ -3,21 +3,22 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { RunPhase } from '../api/types.ts';
 
 export class ControllerMetrics {
-  readonly reconciles: Counter<'result'>;
-  readonly reconcileDuration: Histogram;
+  readonly reconciles: Counter<'kind' | 'result'>;
+  readonly reconcileDuration: Histogram<'kind'>;
   readonly retries: Counter;
   readonly requestsByPhase: Gauge<'phase'>;
 
   constructor(registry: Registry, phases: () => Iterable<RunPhase | undefined>) {
     this.reconciles = new Counter({
       name: 'kmod_controller_reconciles_total',
-      help: 'ModuleRequest reconciles by result (success, error, conflict).',
-      labelNames: ['result'],
+      help: "Reconciles by kind (request: a ModuleRequest and its status; node: a node's NodeModules spec) and result (success, error, conflict).",
+      labelNames: ['kind', 'result'],
       registers: [registry],
     });
     this.reconcileDuration = new Histogram({
       name: 'kmod_controller_reconcile_duration_seconds',
-      help: 'Time one ModuleRequest reconcile takes.',
+      help: 'Time one reconcile takes, by kind (request, node).',
+      labelNames: ['kind'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: [registry],
     });

@@ -1,38 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ModuleRequest, ModuleRun, ModuleRunStatus } from '../api/types.ts';
-import { MAX_LISTED_NODES, nodeResultOf, summarize } from './status.ts';
+import type { ModuleRequest, NodeResult } from '../api/types.ts';
+import { MAX_LISTED_NODES, summarize } from './status.ts';
 
 const req: ModuleRequest = {
   metadata: { name: 'r', generation: 2 },
   spec: { module: 'fs-ext4', nodeSelector: {} },
 };
-const run = (node: string, status?: ModuleRunStatus, generation = 1): ModuleRun => ({
-  metadata: { name: `r-${node}`, generation },
-  spec: { nodeName: node, module: 'fs-ext4', wait: 'Process', timeoutSeconds: 60 },
-  status,
-});
-const ok = { observedGeneration: 1, phase: 'Succeeded' as const, reason: 'Completed', exitCode: 0 };
-const bad = {
-  observedGeneration: 1,
-  phase: 'Failed' as const,
-  reason: 'ExitCode',
-  exitCode: 1,
-  message: 'exited 1',
-};
-
-test('a run whose status is for an older generation counts as pending', () => {
-  assert.equal(nodeResultOf(run('a', ok, 2)).phase, 'Pending');
-  assert.equal(nodeResultOf(run('a', ok, 1)).phase, 'Succeeded');
-  assert.equal(nodeResultOf(run('a')).reason, 'Dispatching');
-  const behind = { ...run('a', ok, 1), spec: { ...run('a').spec, requestGeneration: 1 } };
-  assert.equal(
-    nodeResultOf(behind, 2).phase,
-    'Pending',
-    'the run still carries the previous request generation',
-  );
-  assert.equal(nodeResultOf(behind, 1).phase, 'Succeeded');
-});
+/** A node's result as results.ts reports it; no result yet: Pending (Dispatching). */
+const run = (node: string, result?: Omit<NodeResult, 'nodeName'>): NodeResult =>
+  result ? { nodeName: node, ...result } : { nodeName: node, phase: 'Pending', reason: 'Dispatching' };
+const ok = { phase: 'Succeeded' as const, reason: 'Completed', exitCode: 0 };
+const bad = { phase: 'Failed' as const, reason: 'ExitCode', exitCode: 1, message: 'exited 1' };
 
 test('all succeeded: Succeeded=True, Failed=False, progress and exit code of the one node', () => {
   const s = summarize(req, [run('a', ok)], [], 'node/a', '2026-01-01T00:00:00Z');
@@ -110,7 +89,7 @@ const trio = (s: ReturnType<typeof summarize>) =>
   });
 
 test('runs outstanding: Reconciling=True (kstatus InProgress), not Ready, not Stalled', () => {
-  const running = { observedGeneration: 1, phase: 'Running' as const, reason: 'Running' };
+  const running = { phase: 'Running' as const, reason: 'Running' };
   const s = summarize(req, [run('a', ok), run('b', running), run('c')], [], 'all');
   assert.equal(s.phase, 'Running');
   assert.deepEqual(trio(s), [

@@ -1,5 +1,5 @@
 /**
- * Folds a request's runs into its status: per-node results (bounded), counts,
+ * Sums a request's per-node results up into its status: per-node results (bounded), counts,
  * phase, and the conditions that `kubectl wait` and GitOps health checks read:
  * Succeeded / Failed (this API's own), and Ready / Reconciling / Stalled, the
  * ones kstatus (Flux's health checks, `kstatus`-aware tools) and most
@@ -16,7 +16,6 @@ import {
   type Condition,
   type ModuleRequest,
   type ModuleRequestStatus,
-  type ModuleRun,
   type NodeResult,
   type PhaseCounts,
   type RunPhase,
@@ -25,46 +24,11 @@ import {
 /** Up to this many nodes every node is listed; beyond it only unfinished and failed ones (up to the same number). */
 export const MAX_LISTED_NODES = 50;
 
-/** A node the request names but which has no run (it does not exist). */
+/** A node whose outcome is not a result of its agent: it does not exist, was deleted, is full, or refused the dispatch. */
 export interface MissingNode {
   nodeName: string;
   reason: string;
   message: string;
-}
-
-/**
- * What one run means for its node. A status for an older generation of the run, or a run that
- * does not yet carry the request's generation, counts as not yet picked up.
- */
-export function nodeResultOf(run: ModuleRun, requestGeneration?: number): NodeResult {
-  const st = run.status;
-  const nodeName = run.spec.nodeName;
-  const behind =
-    requestGeneration !== undefined &&
-    run.spec.requestGeneration !== undefined &&
-    run.spec.requestGeneration !== requestGeneration;
-  if (!st || st.observedGeneration !== run.metadata.generation || !st.phase || behind) {
-    return { nodeName, phase: 'Pending', reason: Reason.Dispatching, message: 'waiting for the node agent' };
-  }
-  const r: NodeResult = { nodeName, phase: st.phase };
-  for (const k of [
-    'reason',
-    'message',
-    'exitCode',
-    'signal',
-    'stderrTail',
-    'startTime',
-    'finishTime',
-    'bootID',
-    'attempt',
-    'resolved',
-    'verified',
-    'errno',
-    'kernelLog',
-  ] as const) {
-    if (st[k] !== undefined) (r as unknown as Record<string, unknown>)[k] = st[k];
-  }
-  return r;
 }
 
 function condition(
@@ -85,10 +49,10 @@ function condition(
 
 const ORDER: Record<RunPhase, number> = { Failed: 0, Running: 1, Pending: 2, Succeeded: 3 };
 
-/** Computes the request's status from its runs and missing nodes. */
+/** Computes the request's status from its nodes' results (results.ts) and the nodes it is missing on. */
 export function summarize(
   req: ModuleRequest,
-  runs: readonly ModuleRun[],
+  nodeResults: readonly NodeResult[],
   missing: readonly MissingNode[],
   target: string,
   now = new Date().toISOString(),
@@ -101,7 +65,7 @@ export function summarize(
       reason: m.reason,
       message: m.message,
     })),
-    ...runs.map((r) => nodeResultOf(r, generation)),
+    ...nodeResults,
   ];
   const counts: PhaseCounts = { total: results.length, pending: 0, running: 0, succeeded: 0, failed: 0 };
   for (const r of results) counts[r.phase.toLowerCase() as 'pending' | 'running' | 'succeeded' | 'failed']++;

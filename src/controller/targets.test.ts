@@ -1,18 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { V1Node } from '@kubernetes/client-node';
-import type { ModuleRequest, ModuleRun } from '../api/types.ts';
-import {
-  describeTarget,
-  desiredRunSpec,
-  newRun,
-  CONTROL_PLANE_LABEL,
-  rebooted,
-  resolveTargets,
-  runName,
-  runSpecDiffers,
-  targetsNode,
-} from './targets.ts';
+import type { ModuleRequest } from '../api/types.ts';
+import { describeTarget, CONTROL_PLANE_LABEL, resolveTargets, targetsNode } from './targets.ts';
 
 const node = (name: string, labels: Record<string, string> = {}, bootID = 'boot-1'): V1Node => ({
   metadata: { name, labels },
@@ -97,58 +87,4 @@ test('targetsNode: which requests a node event concerns (nodeName, selector, exc
   );
   assert.equal(targetsNode(req({ nodeSelector: { [CONTROL_PLANE_LABEL]: '' } }), cp, opts), true);
   assert.equal(targetsNode({ metadata: { name: 'bad' } } as ModuleRequest, node('a')), false, 'no spec');
-});
-
-test('run names are valid, bounded, and differ per node and per request incarnation', () => {
-  const long = { ...req({ nodeName: 'a' }), metadata: { name: 'x'.repeat(253), uid: 'u' } };
-  assert.ok(runName(long, 'a').length <= 253);
-  assert.notEqual(runName(req({}), 'a'), runName(req({}), 'b'));
-  assert.notEqual(
-    runName(req({}), 'a'),
-    runName({ ...req({}), metadata: { name: 'req', uid: 'uid-2' } }, 'a'),
-  );
-  assert.match(runName(req({}), 'a'), /^req-[0-9a-f]{12}$/);
-});
-
-test('a new run is owned by its request and carries its spec, generation and the node boot', () => {
-  const r = newRun(req({ nodeSelector: {}, parameters: ['a=1'] }, 3), nodes[0]!);
-  assert.equal(r.metadata.ownerReferences?.[0]?.uid, 'uid-1');
-  assert.equal(r.metadata.ownerReferences?.[0]?.controller, true);
-  assert.deepEqual(r.spec, {
-    nodeName: 'a',
-    module: 'nvidia_uvm',
-    wait: 'Process',
-    timeoutSeconds: 60,
-    requestGeneration: 3,
-    bootID: 'boot-1',
-    parameters: ['a=1'],
-  });
-});
-
-test('a spec change or new request generation makes the run differ', () => {
-  const d = desiredRunSpec(req({ nodeName: 'a' }), nodes[0]!);
-  assert.equal(runSpecDiffers(d, { ...d }), false);
-  assert.equal(runSpecDiffers(d, { ...d, parameters: ['x=1'] }), true);
-  assert.equal(runSpecDiffers(d, { ...d, requestGeneration: 2 }), true);
-  assert.equal(runSpecDiffers(d, { ...d, bootID: 'other' }), false, 'boot changes are rebooted()’s business');
-});
-
-test('rebooted: a finished run on an earlier boot of its node', () => {
-  const run: ModuleRun = {
-    metadata: { name: 'r', generation: 1 },
-    spec: { nodeName: 'a', module: 'm', wait: 'Process', timeoutSeconds: 60, bootID: 'boot-1' },
-    status: { observedGeneration: 1, phase: 'Succeeded', bootID: 'boot-1' },
-  };
-  assert.equal(rebooted(run, node('a', {}, 'boot-1')), false);
-  assert.equal(rebooted(run, node('a', {}, 'boot-2')), true);
-  assert.equal(
-    rebooted({ ...run, status: { ...run.status, phase: 'Running' } }, node('a', {}, 'boot-2')),
-    false,
-  );
-  assert.equal(
-    rebooted({ ...run, spec: { ...run.spec, bootID: 'boot-2' } }, node('a', {}, 'boot-2')),
-    false,
-    'already re-dispatched',
-  );
-  assert.equal(rebooted(run, node('a', {}, '')), false, 'unknown boot');
 });

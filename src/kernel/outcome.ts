@@ -19,7 +19,7 @@
  * | Remove | ≠ 0  | a target marked [permanent], or EBUSY with none    | Permanent       |
  * | Remove | ≠ 0  | otherwise                                          | ExitCode        |
  *
- * Nothing here reads a file or knows the ModuleRun object: the agent (or any
+ * Nothing here reads a file or knows the NodeModules object: the agent (or any
  * other shape of it) gathers the evidence and writes the result.
  */
 import { Reason, type Action, type RunPhase } from '../api/types.ts';

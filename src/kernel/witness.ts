@@ -4,7 +4,7 @@
  * exits (sysfs.ts), the kernel log's mark before and its lines after
  * (kmsg.ts), and the helper's traced module calls (trace.ts, from the
  * runner's result). The only I/O of the kernel folder's decision; it knows
- * nothing of the ModuleRun object.
+ * nothing of the NodeModules object.
  */
 import { normalizeModuleName } from '../policy/modulepolicy.ts';
 import type { KernelLog } from './kmsg.ts';

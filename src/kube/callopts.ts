@@ -25,6 +25,11 @@ export function mergePatch(opt?: CallOptions): CallOptions {
   return setHeaderOptions('Content-Type', PatchStrategy.MergePatch, opt);
 }
 
+/** Sends the body as a JSON patch (RFC 6902): a list of operations, `test` ones included. */
+export function jsonPatch(opt?: CallOptions): CallOptions {
+  return setHeaderOptions('Content-Type', PatchStrategy.JsonPatch, opt);
+}
+
 /**
  * Aborts the request (rejecting with a TimeoutError) if it has not completed
  * within `ms`. Without it a request on a connection that went silent waits

@@ -30,7 +30,7 @@ const REUSED = Symbol('kmod.reuseConnections');
 /**
  * A hash of the dispatcher options, computed on every API call. Buffers (CA, certificate, key)
  * go into the hash as bytes, so the key changes with them; JSON.stringify would first turn each
- * into an array of numbers, which cost ~0.8 s of CPU per process in a 2,000-node fan-out.
+ * into an array of numbers on every call (bench/RESULTS.md has what that cost).
  */
 function optionsKey(options: unknown): string {
   const hash = createHash('sha256');

@@ -25,10 +25,18 @@ export function readCrds(dir = CRD_DIR): V1CustomResourceDefinition[] {
     .flatMap((f) => loadAllYaml(readFileSync(join(dir, f), 'utf8')) as V1CustomResourceDefinition[]);
 }
 
-/** Creates or replaces the CRDs, then waits until each is Established. */
+/** Creates or replaces the CRDs of `dir`, then waits until each is Established. */
 export async function installCrds(kc: KubeConfig, dir = CRD_DIR, timeoutMs = 30_000): Promise<void> {
+  await installCrdObjects(kc, readCrds(dir), timeoutMs);
+}
+
+/** Creates or replaces `crds`, then waits until each is Established. */
+export async function installCrdObjects(
+  kc: KubeConfig,
+  crds: V1CustomResourceDefinition[],
+  timeoutMs = 30_000,
+): Promise<void> {
   const api = kc.makeApiClient(ApiextensionsV1Api);
-  const crds = readCrds(dir);
   for (const crd of crds) {
     const name = crd.metadata?.name ?? '';
     try {

@@ -23,9 +23,9 @@
  * - a configurable watch inactivity timeout and bookmarks (see watch.ts);
  * - a transform applied to every object before it is cached, by default
  *   stripManagedFields (client-go's TransformStripManagedFields): nothing in
- *   the operator reads managedFields, and they are ~45 % of a ModuleRequest's
- *   JSON and ~40 % of a ModuleRun's (bench/RESULTS.md), held for every
- *   cached object for the life of the process.
+ *   the operator reads managedFields, and they are a large part of every
+ *   cached object's JSON (bench/RESULTS.md), held for the life of the
+ *   process.
  */
 import {
   ListWatch,
@@ -38,6 +38,12 @@ import { errorMessage } from '../observability/logger.ts';
 import { isGone, statusCode } from './errors.ts';
 import { getJson } from './request.ts';
 import { BookmarkingWatch, DEFAULT_WATCH_TIMEOUT_MS } from './watch.ts';
+
+/**
+ * Deadline for one list request (each page): a list hanging on a half-open connection must fail
+ * and be retried rather than stall the informer.
+ */
+const LIST_TIMEOUT_MS = 60_000;
 
 /** The object events an Informer delivers. */
 export type InformerEvent = 'add' | 'update' | 'delete';
@@ -58,8 +64,6 @@ export interface InformerOptions<T> {
   resyncMs?: number;
   /** Reconnect a watch that received nothing (not even a bookmark) for this long. Default 90 s. */
   watchTimeoutMs?: number;
-  /** Deadline for one list request (each page). Default 60 s. */
-  listTimeoutMs?: number;
   /** Objects per list page. Default 500. */
   listPageSize?: number;
   /**
@@ -219,7 +223,7 @@ export class Informer<T extends KubernetesObject> {
 
   async #list(): Promise<KubernetesListObject<T>> {
     const { kc, path, fieldSelector, labelSelector } = this.#opts;
-    const timeoutMs = this.#opts.listTimeoutMs ?? 60_000;
+    const timeoutMs = LIST_TIMEOUT_MS;
     const items: T[] = [];
     let cont: string | undefined;
     let last: RawList<T>;

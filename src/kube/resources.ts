@@ -1,16 +1,17 @@
 /**
  * Typed access to the project's custom resources (cluster-scoped,
  * kmod.dev/v1alpha1) through client-node's CustomObjectsApi, so that
- * controller and agent code reads as "get the request", "claim the run",
- * not as group/version/plural plumbing.
+ * controller and agent code reads as "get the request", "write the node's
+ * status", not as group/version/plural plumbing.
  *
- * Two write styles, on purpose:
- * - status of a ModuleRequest: JSON merge patch (RFC 7386) of /status. Only
- *   the controller writes it, and a merge patch cannot clobber fields it did
- *   not send. Arrays (conditions, nodes) are replaced whole.
- * - status of a ModuleRun: PUT of /status carrying metadata.resourceVersion.
- *   The agent's claim ("Running, attempt n, claimedBy me") must fail if
- *   anyone changed the run since it was read; the 409 is that signal.
+ * Write styles, on purpose:
+ * - status of a ModuleRequest, spec of a NodeModules: JSON merge patch
+ *   (RFC 7386). Only the controller writes them, and a merge patch cannot
+ *   clobber fields it did not send. Arrays are replaced whole.
+ * - status of a NodeModules: JSON patch (RFC 6902) whose `test` operations
+ *   make the agent's write conditional on the object and on who wrote the
+ *   status last (src/agent/reporter.ts), not on the resourceVersion, which
+ *   the controller's spec writes move.
  *
  * Every call has a deadline (default 30 s): a request stuck on a silent
  * connection must fail, and the work queue retry it, rather than hang.
@@ -18,35 +19,38 @@
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import {
   GROUP,
+  NODE_MODULES_PLURAL,
   REQUEST_PLURAL,
-  RUN_PLURAL,
   VERSION,
   type ModuleRequest,
   type ModuleRequestStatus,
-  type ModuleRun,
-  type ModuleRunSpec,
+  type NodeModules,
+  type NodeModulesSpec,
 } from '../api/types.ts';
-import { mergePatch, withTimeout, type CallOptions } from './callopts.ts';
+import { jsonPatch, mergePatch, withTimeout, type CallOptions } from './callopts.ts';
+
+/** One JSON patch (RFC 6902) operation. */
+export interface JsonPatchOp {
+  op: 'test' | 'add' | 'replace' | 'remove';
+  path: string;
+  value?: unknown;
+}
 import { isConflict, isObjectNotFound } from './errors.ts';
 
 /** Options for Resources. */
 export interface ResourcesOptions {
   /** Deadline of each API call, in ms. Default 30 000. */
   timeoutMs?: number;
-  /** Objects per page when listing. Default 500. */
-  pageSize?: number;
 }
 
 /** See the module comment. Errors are client-node's ApiException (classify with errors.ts). */
 export class Resources {
   readonly #api: CustomObjectsApi;
   readonly #timeoutMs: number;
-  readonly #pageSize: number;
 
   constructor(kc: KubeConfig, opts: ResourcesOptions = {}) {
     this.#api = kc.makeApiClient(CustomObjectsApi);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
-    this.#pageSize = opts.pageSize ?? 500;
   }
 
   /** The ModuleRequest, or undefined if it does not exist. */
@@ -66,74 +70,61 @@ export class Resources {
     )) as ModuleRequest;
   }
 
-  /** Creates a ModuleRun (409 if one of that name exists). */
-  async createRun(run: ModuleRun): Promise<ModuleRun> {
-    return (await this.#api.createClusterCustomObject(
-      { ...this.#run, body: run },
-      this.#call(),
-    )) as ModuleRun;
+  /** The node's NodeModules, or undefined if it does not exist. */
+  async getNodeModules(name: string): Promise<NodeModules | undefined> {
+    return orUndefined(name, this.#api.getClusterCustomObject({ ...this.#nm, name }, this.#call()));
   }
 
-  /** The ModuleRun, or undefined if it does not exist. */
-  async getRun(name: string): Promise<ModuleRun | undefined> {
-    return orUndefined(name, this.#api.getClusterCustomObject({ ...this.#run, name }, this.#call()));
+  /** Creates a node's NodeModules (409 if it exists). */
+  async createNodeModules(obj: NodeModules): Promise<NodeModules> {
+    return (await this.#api.createClusterCustomObject(
+      { ...this.#nm, body: obj },
+      this.#call(),
+    )) as NodeModules;
   }
 
   /**
-   * Replaces the run's status (PUT /status) if the run is unchanged since
-   * `run` was read: rejects with a 409 conflict otherwise (isConflict), and
-   * refuses a run without metadata.resourceVersion (an unconditional write
-   * would defeat the point). The spec in `run` is ignored by the apiserver.
+   * Merge-patches a node's NodeModules spec with `spec` (the controller owns it): `requests` is
+   * replaced whole, as a merge patch replaces lists. Unconditional: only the leading controller
+   * writes specs, from the same caches a successor would read.
    */
-  async updateRunStatus(run: ModuleRun): Promise<ModuleRun> {
-    const name = run.metadata.name;
-    if (!name) throw new Error('updateRunStatus: run has no metadata.name');
-    if (!run.metadata.resourceVersion)
-      throw new Error(`updateRunStatus ${name}: run has no metadata.resourceVersion`);
-    return (await this.#api.replaceClusterCustomObjectStatus(
-      { ...this.#run, name, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'ModuleRun', ...run } },
-      this.#call(),
-    )) as ModuleRun;
-  }
-
-  /** Merge-patches the run's spec (e.g. a new bootID). Bumps metadata.generation when something changed. */
-  async patchRunSpec(name: string, spec: Partial<ModuleRunSpec>): Promise<ModuleRun> {
+  async patchNodeModulesSpec(name: string, spec: NodeModulesSpec): Promise<NodeModules> {
     return (await this.#api.patchClusterCustomObject(
-      { ...this.#run, name, body: { spec } },
+      { ...this.#nm, name, body: { spec: { bootID: spec.bootID ?? '', requests: spec.requests ?? [] } } },
       this.#call(mergePatch()),
-    )) as ModuleRun;
+    )) as NodeModules;
   }
 
-  /** Deletes the run; a run that is already gone is not an error. */
-  async deleteRun(name: string): Promise<void> {
+  /**
+   * Writes a node's NodeModules status with a JSON patch (RFC 6902) of `ops` (the agent's status
+   * writer: `test` operations first make it conditional on what it last saw, without conflicting
+   * with the controller's spec writes). A failed `test` is a 422.
+   */
+  async patchNodeModulesStatus(name: string, ops: JsonPatchOp[]): Promise<NodeModules> {
+    return (await this.#api.patchClusterCustomObjectStatus(
+      { ...this.#nm, name, body: ops },
+      this.#call(jsonPatch()),
+    )) as NodeModules;
+  }
+
+  /** Deletes a node's NodeModules if its UID is `uid` (not a newer one of the same name); gone is not an error. */
+  async deleteNodeModules(name: string, uid: string): Promise<void> {
     try {
-      await this.#api.deleteClusterCustomObject({ ...this.#run, name }, this.#call());
+      await this.#api.deleteClusterCustomObject(
+        { ...this.#nm, name, body: { preconditions: { uid } } },
+        this.#call(),
+      );
     } catch (err) {
-      if (!isObjectNotFound(err, name)) throw err;
+      if (!isObjectNotFound(err, name) && !isConflict(err)) throw err;
     }
   }
 
-  /** Every ModuleRun matching `labelSelector` (all if omitted), read page by page. */
-  async listRuns(labelSelector?: string): Promise<ModuleRun[]> {
-    const runs: ModuleRun[] = [];
-    let cont: string | undefined;
-    do {
-      const page = (await this.#api.listClusterCustomObject(
-        { ...this.#run, labelSelector, limit: this.#pageSize, _continue: cont },
-        this.#call(),
-      )) as { items?: ModuleRun[]; metadata?: { continue?: string } };
-      runs.push(...(page.items ?? []));
-      cont = page.metadata?.continue || undefined;
-    } while (cont);
-    return runs;
+  get #nm() {
+    return { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
   }
 
   get #req() {
     return { group: GROUP, version: VERSION, plural: REQUEST_PLURAL };
-  }
-
-  get #run() {
-    return { group: GROUP, version: VERSION, plural: RUN_PLURAL };
   }
 
   #call(opt?: CallOptions): CallOptions {

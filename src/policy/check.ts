@@ -8,10 +8,9 @@
  * waited stops it, and by dry runs, which stop after it.
  */
 import { MAX_RESOLVED, Reason, type Action } from '../api/types.ts';
-import type { PolicyState } from '../agent/settings.ts';
 import type { Priority } from './limiter.ts';
 import { judge } from './judge.ts';
-import { parameterRefusal, policyRefusal, removalRefusal } from './modulepolicy.ts';
+import { parameterRefusal, policyRefusal, removalRefusal, type PolicyState } from './modulepolicy.ts';
 import type { NodeResolver } from './noderesolver.ts';
 import { configPathsOf, findConfigLine, resolvedNames, type ResolvedModule } from './resolve.ts';
 

@@ -33,6 +33,10 @@ export function normalizeModuleName(module: string): string {
   return module.replaceAll('-', '_');
 }
 
+/** The policy as the agent holds it: none configured, a compiled policy, or why it cannot be used. */
+export type PolicyState =
+  { kind: 'none' } | { kind: 'policy'; policy: ModulePolicy } | { kind: 'broken'; reason: string };
+
 /** Module name of a module file's path: the file name without `.ko` and a compression suffix. */
 export function moduleNameOfPath(path: string): string {
   return normalizeModuleName((path.split('/').pop() ?? '').replace(/\.ko(\.(xz|gz|zst))?$/, ''));

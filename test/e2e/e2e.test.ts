@@ -38,7 +38,7 @@ import {
   KubeConfig,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { mergePatch } from '../../src/kube/callopts.ts';
+import { jsonPatch, mergePatch } from '../../src/kube/callopts.ts';
 import { ensureBinaries, type ControlPlane } from '../../src/cluster/controlplane.ts';
 import { GROUP, REQUEST_PLURAL, VERSION, type ModuleRequest } from '../../src/api/types.ts';
 import { eventually } from '../support/cluster.ts';
@@ -558,46 +558,33 @@ test('node restriction with the token the kubelet projected into the agent pod',
 
 async function restrictedWrites(asAgent: KubeConfig): Promise<void> {
   await createRequest('e2e-other', { module: 'demo_fs', nodeName: OTHER_NODE });
-  const runs = kc.makeApiClient(CustomObjectsApi);
-  const runOf = async (nodeName: string, request: string) =>
-    waitFor(`the ModuleRun of ${request} on ${nodeName}`, async () => {
-      const list = (await runs.listClusterCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: 'moduleruns',
-      })) as {
-        items: Array<{
-          metadata: { name: string; labels?: Record<string, string> };
-          spec: { nodeName: string };
-        }>;
-      };
-      return list.items.find(
-        (r) => r.spec.nodeName === nodeName && r.metadata.labels?.['kmod.dev/request'] === request,
-      );
+  const admin = kc.makeApiClient(CustomObjectsApi);
+  const nodeModules = { group: GROUP, version: VERSION, plural: 'nodemodules' };
+  // Each node's NodeModules, once the controller has placed the request there.
+  const holding = async (nodeName: string, request: string) =>
+    waitFor(`${nodeName}'s NodeModules holding ${request}`, async () => {
+      const nm = (await admin
+        .getClusterCustomObject({ ...nodeModules, name: nodeName })
+        .catch(() => undefined)) as { spec?: { requests?: Array<{ name: string }> } } | undefined;
+      return nm?.spec?.requests?.some((e) => e.name === request) ? nm : undefined;
     });
-  const own = await runOf(NODE, 'e2e-all');
-  const other = await runOf(OTHER_NODE, 'e2e-other');
-  const agentRuns = asAgent.makeApiClient(CustomObjectsApi);
-  // The agent writes runs through the status subresource (its RBAC allows nothing else on them).
+  await holding(NODE, 'e2e-all');
+  await holding(OTHER_NODE, 'e2e-other');
+  const agentApi = asAgent.makeApiClient(CustomObjectsApi);
+  // The agent writes its node's status, as its reporter does (a JSON patch; RBAC allows nothing else).
   const mark = (name: string) =>
-    agentRuns.patchClusterCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        plural: 'moduleruns',
-        name,
-        body: { metadata: { annotations: { 'e2e/touched': 'yes' } } },
-      },
-      mergePatch(),
+    agentApi.patchClusterCustomObjectStatus(
+      { ...nodeModules, name, body: [{ op: 'test', path: '/metadata/name', value: name }] },
+      jsonPatch(),
     );
-  // Its own node's run: allowed.
-  await mark(own.metadata.name);
-  // Another node's run: refused by the node restriction.
-  const r1 = await refusal(mark(other.metadata.name));
+  // Its own node's NodeModules: allowed.
+  await mark(NODE);
+  // Another node's: refused by the node restriction.
+  const r1 = await refusal(mark(OTHER_NODE));
   assert.equal(r1.code, 403, r1.message);
   assert.match(
     r1.message,
-    new RegExp(`agent on node ${NODE} may not write ModuleRun ${other.metadata.name} of node ${OTHER_NODE}`),
+    new RegExp(`agent on node ${NODE} may not write NodeModules ${OTHER_NODE} of another node`),
   );
   // Its own Node: only the helpers-state annotations, not labels.
   const agentCore = asAgent.makeApiClient(CoreV1Api);
@@ -701,7 +688,7 @@ test('helm uninstall removes everything it installed; the CRDs stay (Helm’s cr
   );
   const crds = kubectl('get', 'crd', '-o', 'name');
   assert.match(crds, /modulerequests.kmod.dev/);
-  assert.match(crds, /moduleruns.kmod.dev/);
+  assert.match(crds, /nodemodules.kmod.dev/);
 });
 
 test('kubectl apply -f crds/ -f deploy/, as the README says, with the image and this machine’s settings overridden', async () => {

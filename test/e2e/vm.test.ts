@@ -119,6 +119,9 @@ async function diagnose(): Promise<string> {
   return [
     run(['get', 'nodes,pods,modulerequests', '-A', '-o', 'wide']),
     run(['get', 'events', '-A', '--sort-by=.lastTimestamp']),
+    // Each node's requests and results as its agent reported them, and what the agents logged.
+    run(['get', 'nodemodules', '-o', 'yaml']),
+    run(['logs', '-n', NS, '-l', 'app.kubernetes.io/component=agent', '--prefix', '--tail=40']),
     `guest kubelet log and kernel log:\n${guestLog}`,
   ].join('\n');
 }

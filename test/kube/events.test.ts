@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, type CoreV1Event } from '@kubernetes/client-node';
 import { useControlPlane } from '../support/cluster.ts';
-import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
+import { GROUP, NODE_MODULES_PLURAL, VERSION, type NodeModules } from '../../src/api/types.ts';
 import { CUT_MARK } from '../../src/api/text.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { EventRecorder, type EventTarget } from '../../src/kube/events.ts';
@@ -12,7 +12,7 @@ const env = useControlPlane({ controllerManager: false });
 
 void describe('EventRecorder', () => {
   let core: CoreV1Api;
-  let run: ModuleRun;
+  let run: NodeModules;
 
   /** Events about `uid`, found the way `kubectl describe` finds them. */
   const eventsFor = async (uid: string): Promise<CoreV1Event[]> =>
@@ -24,14 +24,14 @@ void describe('EventRecorder', () => {
     run = (await crs.createClusterCustomObject({
       group: GROUP,
       version: VERSION,
-      plural: RUN_PLURAL,
+      plural: NODE_MODULES_PLURAL,
       body: {
         apiVersion: `${GROUP}/${VERSION}`,
-        kind: 'ModuleRun',
+        kind: 'NodeModules',
         metadata: { name: 'ev-run' },
-        spec: { nodeName: 'n1', module: 'dummy', wait: 'Process', timeoutSeconds: 10 },
+        spec: {},
       },
-    })) as ModuleRun;
+    })) as NodeModules;
   });
 
   void it('writes a core/v1 Event about a cluster-scoped object into namespace default', async () => {
@@ -57,7 +57,7 @@ void describe('EventRecorder', () => {
       },
       {
         apiVersion: 'kmod.dev/v1alpha1',
-        kind: 'ModuleRun',
+        kind: 'NodeModules',
         name: 'ev-run',
         namespace: undefined,
         resourceVersion: run.metadata.resourceVersion,

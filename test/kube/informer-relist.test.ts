@@ -8,15 +8,16 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { CustomObjectsApi } from '@kubernetes/client-node';
 import { eventually, useControlPlane } from '../support/cluster.ts';
-import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
 import { isGone } from '../../src/kube/errors.ts';
 import { Informer } from '../../src/kube/informer.ts';
 import { FaultProxy } from '../support/faultproxy.ts';
 import { memoryLogger } from '../support/logs.ts';
+import { WIDGETS_PATH, installWidgets, widget, widgets, type Widget } from '../support/widgets.ts';
 
 const env = useControlPlane({
   controllerManager: false,
   apiServerFlags: ['--watch-cache=false', '--etcd-compaction-interval=1s'],
+  setup: (e) => installWidgets(e.kc),
 });
 
 void describe('Informer after 410 Gone', () => {
@@ -28,22 +29,12 @@ void describe('Informer after 410 Gone', () => {
   void it('relists, and reports what changed meanwhile as add and delete', async () => {
     const crs = env.kc.makeApiClient(CustomObjectsApi);
     const create = (name: string) =>
-      crs.createClusterCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: RUN_PLURAL,
-        body: {
-          apiVersion: `${GROUP}/${VERSION}`,
-          kind: 'ModuleRun',
-          metadata: { name },
-          spec: { nodeName: 'g-node', module: 'dummy', wait: 'Process', timeoutSeconds: 10 },
-        },
-      });
+      crs.createClusterCustomObject({ ...widgets, body: widget(name, 'g-node') });
     const proxy = await FaultProxy.start(env.cp.server);
     const { logger, entries } = memoryLogger();
-    const inf = new Informer<ModuleRun>({
+    const inf = new Informer<Widget>({
       kc: proxy.kubeConfig(env.kc),
-      path: `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`,
+      path: WIDGETS_PATH,
       fieldSelector: 'spec.nodeName=g-node',
       logger,
       restartBackoffMs: { min: 200, max: 200 },
@@ -66,7 +57,7 @@ void describe('Informer after 410 Gone', () => {
     // and etcd compacts past its resourceVersion.
     proxy.refuse(true);
     proxy.freeze();
-    await crs.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: RUN_PLURAL, name: 'g-1' });
+    await crs.deleteClusterCustomObject({ ...widgets, name: 'g-1' });
     await create('g-3');
     // Until etcd has compacted past the informer's list, resuming its watch would still work: wait
     // for the apiserver itself to answer 410 for that resourceVersion.
@@ -76,9 +67,7 @@ void describe('Informer after 410 Gone', () => {
       async () => {
         try {
           await crs.listClusterCustomObject({
-            group: GROUP,
-            version: VERSION,
-            plural: RUN_PLURAL,
+            ...widgets,
             resourceVersion: listedAt,
             resourceVersionMatch: 'Exact',
           });

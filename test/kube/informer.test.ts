@@ -2,23 +2,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, type V1Node } from '@kubernetes/client-node';
 import { eventually, useControlPlane } from '../support/cluster.ts';
-import { GROUP, RUN_PLURAL, VERSION, type ModuleRun } from '../../src/api/types.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { Informer } from '../../src/kube/informer.ts';
 import { FaultProxy } from '../support/faultproxy.ts';
 import { memoryLogger } from '../support/logs.ts';
+import { WIDGETS_PATH, installWidgets, widget, widgets, type Widget } from '../support/widgets.ts';
 
-const env = useControlPlane();
-const RUNS_PATH = `/apis/${GROUP}/${VERSION}/${RUN_PLURAL}`;
-
-function run(name: string, nodeName: string): ModuleRun {
-  return {
-    apiVersion: `${GROUP}/${VERSION}`,
-    kind: 'ModuleRun',
-    metadata: { name },
-    spec: { nodeName, module: 'dummy', wait: 'Process', timeoutSeconds: 10 },
-  };
-}
+const env = useControlPlane({ setup: (e) => installWidgets(e.kc) });
 
 void describe('Informer', () => {
   let crs: CustomObjectsApi;
@@ -27,14 +17,8 @@ void describe('Informer', () => {
   const proxies: FaultProxy[] = [];
 
   const createRun = (name: string, node: string) =>
-    crs.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
-      body: run(name, node),
-    });
-  const deleteRun = (name: string) =>
-    crs.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: RUN_PLURAL, name });
+    crs.createClusterCustomObject({ ...widgets, body: widget(name, node) });
+  const deleteRun = (name: string) => crs.deleteClusterCustomObject({ ...widgets, name });
   const track = <T extends { stop(): Promise<void> }>(i: T): T => (informers.push(i), i);
 
   before(() => {
@@ -80,13 +64,13 @@ void describe('Informer', () => {
     assert.equal(inf.get('n-new-a'), undefined);
   });
 
-  void it('with a field selector on ModuleRun spec.nodeName delivers only that node’s runs', async () => {
+  void it('with a field selector on a custom resource’s selectable spec.nodeName delivers only that node’s objects', async () => {
     await createRun('fs-pre-1', 'fs-node-1');
     await createRun('fs-pre-2', 'fs-node-2');
     const inf = track(
-      new Informer<ModuleRun>({
+      new Informer<Widget>({
         kc: env.kc,
-        path: RUNS_PATH,
+        path: WIDGETS_PATH,
         fieldSelector: 'spec.nodeName=fs-node-1',
         logger: silentLogger(),
       }),
@@ -114,9 +98,9 @@ void describe('Informer', () => {
     for (let i = 1; i <= 5; i++) await createRun(`pg-${i}`, 'pg-node');
     const { logger, entries } = memoryLogger();
     const inf = track(
-      new Informer<ModuleRun>({
+      new Informer<Widget>({
         kc: env.kc,
-        path: RUNS_PATH,
+        path: WIDGETS_PATH,
         fieldSelector: 'spec.nodeName=pg-node',
         logger,
         listPageSize: 2,
@@ -136,23 +120,23 @@ void describe('Informer', () => {
   void it('caches listed and watched objects without managedFields unless told otherwise; a PUT of a cached object keeps the stored ones', async () => {
     await createRun('mf-1', 'mf-node');
     const stripped = track(
-      new Informer<ModuleRun>({
+      new Informer<Widget>({
         kc: env.kc,
-        path: RUNS_PATH,
+        path: WIDGETS_PATH,
         fieldSelector: 'spec.nodeName=mf-node',
         logger: silentLogger(),
       }),
     );
     const asServed = track(
-      new Informer<ModuleRun>({
+      new Informer<Widget>({
         kc: env.kc,
-        path: RUNS_PATH,
+        path: WIDGETS_PATH,
         fieldSelector: 'spec.nodeName=mf-node',
         logger: silentLogger(),
         transform: () => {},
       }),
     );
-    const delivered: ModuleRun[] = [];
+    const delivered: Widget[] = [];
     stripped.on('add', (r) => delivered.push(r));
     stripped.on('update', (r) => delivered.push(r));
     await stripped.start();
@@ -171,18 +155,14 @@ void describe('Informer', () => {
     const cached = stripped.get('mf-1');
     assert.ok(cached);
     await crs.replaceClusterCustomObjectStatus({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
+      ...widgets,
       name: 'mf-1',
       body: { ...cached, status: { phase: 'Pending' } },
     });
     const stored = (await crs.getClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: RUN_PLURAL,
+      ...widgets,
       name: 'mf-1',
-    })) as ModuleRun;
+    })) as Widget;
     assert.ok(stored.metadata.managedFields?.length, 'managedFields kept by the update');
     await eventually('the update reached the stripped cache, still without managedFields', () => {
       const r = stripped.get('mf-1');
@@ -192,9 +172,9 @@ void describe('Informer', () => {
 
   void it('survives handlers that throw or reject, and logs them', async () => {
     const { logger, entries } = memoryLogger();
-    const inf = new Informer<ModuleRun>({
+    const inf = new Informer<Widget>({
       kc: env.kc,
-      path: RUNS_PATH,
+      path: WIDGETS_PATH,
       fieldSelector: 'spec.nodeName=h-node',
       logger,
     });
@@ -222,9 +202,9 @@ void describe('Informer', () => {
   void it('re-delivers every cached object as update on resync', async () => {
     await createRun('rs-1', 'rs-node');
     await createRun('rs-2', 'rs-node');
-    const inf = new Informer<ModuleRun>({
+    const inf = new Informer<Widget>({
       kc: env.kc,
-      path: RUNS_PATH,
+      path: WIDGETS_PATH,
       fieldSelector: 'spec.nodeName=rs-node',
       logger: silentLogger(),
       resyncMs: 150,
@@ -242,9 +222,9 @@ void describe('Informer', () => {
     const proxy = await FaultProxy.start(env.cp.server);
     proxies.push(proxy);
     const { logger, entries } = memoryLogger();
-    const inf = new Informer<ModuleRun>({
+    const inf = new Informer<Widget>({
       kc: proxy.kubeConfig(env.kc),
-      path: RUNS_PATH,
+      path: WIDGETS_PATH,
       fieldSelector: 'spec.nodeName=fz-node',
       logger,
       // Long enough that seeing fz-1, freezing and creating fz-2 all happen on the one connection
@@ -278,9 +258,9 @@ void describe('Informer', () => {
     proxies.push(proxy);
     proxy.refuse(true);
     const { logger, entries } = memoryLogger();
-    const inf = new Informer<ModuleRun>({
+    const inf = new Informer<Widget>({
       kc: proxy.kubeConfig(env.kc),
-      path: RUNS_PATH,
+      path: WIDGETS_PATH,
       fieldSelector: 'spec.nodeName=rt-node',
       logger,
       restartBackoffMs: { min: 50, max: 400 },
@@ -319,9 +299,9 @@ void describe('Informer', () => {
   });
 
   void it('calls no handler once stop() has resolved', async () => {
-    const inf = new Informer<ModuleRun>({
+    const inf = new Informer<Widget>({
       kc: env.kc,
-      path: RUNS_PATH,
+      path: WIDGETS_PATH,
       fieldSelector: 'spec.nodeName=st-node',
       logger: silentLogger(),
       resyncMs: 50,
@@ -337,9 +317,9 @@ void describe('Informer', () => {
     // A witness on the same runs, still running: once it has seen st-2 and resynced twice, the
     // stopped informer had every chance to call a handler (for the event or a resync).
     const witness = track(
-      new Informer<ModuleRun>({
+      new Informer<Widget>({
         kc: env.kc,
-        path: RUNS_PATH,
+        path: WIDGETS_PATH,
         fieldSelector: 'spec.nodeName=st-node',
         logger: silentLogger(),
         resyncMs: 50,
@@ -359,9 +339,9 @@ void describe('Informer', () => {
     proxies.push(proxy);
     proxy.refuse(true);
     const { logger, entries } = memoryLogger();
-    const inf = new Informer<ModuleRun>({
+    const inf = new Informer<Widget>({
       kc: proxy.kubeConfig(env.kc),
-      path: RUNS_PATH,
+      path: WIDGETS_PATH,
       logger,
       restartBackoffMs: { min: 20, max: 40 },
     });

@@ -1,34 +1,25 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { CustomObjectsApi } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { useControlPlane } from '../support/cluster.ts';
 import {
   GROUP,
-  LABEL_REQUEST_NAME,
   REQUEST_PLURAL,
   VERSION,
   type ModuleRequest,
-  type ModuleRun,
+  type NodeModules,
+  type NodeModulesRequest,
 } from '../../src/api/types.ts';
 import { isConflict, statusCode } from '../../src/kube/errors.ts';
 import { Resources, retryOnConflict } from '../../src/kube/resources.ts';
 
 const env = useControlPlane({ controllerManager: false });
 
-function newRun(name: string, nodeName: string, request = 'r'): ModuleRun {
-  return {
-    apiVersion: `${GROUP}/${VERSION}`,
-    kind: 'ModuleRun',
-    metadata: { name, labels: { [LABEL_REQUEST_NAME]: request } },
-    spec: { nodeName, module: 'dummy', wait: 'Process', timeoutSeconds: 10 },
-  };
-}
-
 void describe('Resources', () => {
   let res: Resources;
 
   before(() => {
-    res = new Resources(env.kc, { pageSize: 2 });
+    res = new Resources(env.kc);
   });
 
   /** Creates a ModuleRequest for node n1 (each test its own, so that each can run alone). */
@@ -80,76 +71,93 @@ void describe('Resources', () => {
     assert.equal((await res.getRequest('req-status'))?.status?.progress, '1/1');
   });
 
-  void it('creates, gets, lists (by label, across pages) and deletes runs', async () => {
-    for (const [name, node, req] of [
-      ['run-a1', 'a1', 'alpha'],
-      ['run-a2', 'a2', 'alpha'],
-      ['run-a3', 'a3', 'alpha'],
-      ['run-b1', 'b1', 'beta'],
-    ] as const) {
-      const created = await res.createRun(newRun(name, node, req));
-      assert.equal(created.metadata.name, name);
-      assert.ok(created.metadata.uid);
-    }
-    await assert.rejects(res.createRun(newRun('run-a1', 'a1')), (err) => isConflict(err));
-    assert.equal((await res.getRun('run-a2'))?.spec.nodeName, 'a2');
-    assert.equal(await res.getRun('run-zz'), undefined);
-    const alpha = await res.listRuns(`${LABEL_REQUEST_NAME}=alpha`);
+  const nodeModules = (name: string): NodeModules => ({
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: 'NodeModules',
+    metadata: { name },
+    spec: { bootID: 'b1', requests: [entry('r1')] },
+  });
+  const entry = (name: string, generation = 1): NodeModulesRequest => ({
+    name,
+    uid: `${name}-uid`,
+    generation,
+    module: 'dummy',
+    wait: 'Process',
+    timeoutSeconds: 10,
+  });
+
+  void it('creates, gets and deletes a node’s NodeModules; a delete names the UID it means', async () => {
+    const created = await res.createNodeModules(nodeModules('nm-a'));
+    assert.ok(created.metadata.uid);
+    await assert.rejects(res.createNodeModules(nodeModules('nm-a')), (err) => isConflict(err));
+    assert.equal((await res.getNodeModules('nm-a'))?.spec.requests?.[0]?.name, 'r1');
+    assert.equal(await res.getNodeModules('nm-zz'), undefined);
+    await res.deleteNodeModules('nm-a', 'not-its-uid'); // another incarnation: left alone
+    assert.ok(await res.getNodeModules('nm-a'));
+    await res.deleteNodeModules('nm-a', created.metadata.uid ?? '');
+    await res.deleteNodeModules('nm-a', created.metadata.uid ?? ''); // already gone: fine
+    assert.equal(await res.getNodeModules('nm-a'), undefined);
+  });
+
+  void it('merge-patches the spec: requests replaced whole, the generation moves, status untouched', async () => {
+    await res.createNodeModules(nodeModules('nm-spec'));
+    await res.patchNodeModulesStatus('nm-spec', [{ op: 'add', path: '/status', value: { agent: 'a1' } }]);
+    const patched = await res.patchNodeModulesSpec('nm-spec', { bootID: 'b2', requests: [entry('r2', 3)] });
     assert.deepEqual(
-      alpha.map((r) => r.metadata.name).sort(),
-      ['run-a1', 'run-a2', 'run-a3'],
-      'pages of 2 joined',
+      patched.spec.requests?.map((e) => [e.name, e.generation]),
+      [['r2', 3]],
     );
-    assert.equal((await res.listRuns()).length >= 4, true);
-    await res.deleteRun('run-b1');
-    await res.deleteRun('run-b1'); // already gone: fine
-    assert.equal(await res.getRun('run-b1'), undefined);
+    assert.equal(patched.spec.bootID, 'b2');
+    assert.equal(patched.metadata.generation, 2);
+    assert.equal(patched.status?.agent, 'a1', 'a spec write leaves the status alone');
+    const emptied = await res.patchNodeModulesSpec('nm-spec', { bootID: 'b2', requests: [] });
+    assert.deepEqual(emptied.spec.requests, []);
   });
 
-  void it('updates run status only from the current resourceVersion (409 otherwise)', async () => {
-    const run = await res.createRun(newRun('run-claim', 'c1'));
-    const claimed = await res.updateRunStatus({
-      ...run,
-      status: { phase: 'Running', attempt: 1, claimedBy: 'agent-1' },
-    });
-    assert.equal(claimed.status?.claimedBy, 'agent-1');
-    assert.notEqual(claimed.metadata.resourceVersion, run.metadata.resourceVersion);
-    // A second agent working from the stale read loses.
-    await assert.rejects(
-      res.updateRunStatus({ ...run, status: { phase: 'Running', attempt: 1, claimedBy: 'agent-2' } }),
-      (err) => isConflict(err),
-    );
-    const { resourceVersion: _rv, ...noRv } = run.metadata;
-    await assert.rejects(res.updateRunStatus({ ...run, metadata: noRv }), /resourceVersion/);
-    assert.equal((await res.getRun('run-claim'))?.status?.claimedBy, 'agent-1');
-  });
-
-  void it('merge-patches run spec; the apiserver still enforces immutability', async () => {
-    const run = await res.createRun(newRun('run-spec', 's1'));
-    const patched = await res.patchRunSpec('run-spec', { bootID: 'boot-2' });
-    assert.equal(patched.spec.bootID, 'boot-2');
-    assert.equal(patched.spec.module, 'dummy', 'other fields kept');
-    assert.equal(patched.metadata.generation, (run.metadata.generation ?? 0) + 1);
-    await assert.rejects(
-      res.patchRunSpec('run-spec', { nodeName: 'elsewhere' }),
-      (err) => statusCode(err) === 422,
-    );
+  void it('status: a JSON patch’s test on the last writer holds across spec writes and fails (422) after another writer', async () => {
+    await res.createNodeModules(nodeModules('nm-status'));
+    const write = (expected: string | null, agent: string) =>
+      res.patchNodeModulesStatus('nm-status', [
+        { op: 'test', path: expected === null ? '/status' : '/status/agent', value: expected },
+        { op: 'add', path: '/status', value: { agent, lastFailure: `by ${agent}` } },
+      ]);
+    assert.equal((await write(null, 'a1')).status?.agent, 'a1', 'first write: no status yet');
+    await res.patchNodeModulesSpec('nm-status', { bootID: 'b9', requests: [] }); // the controller writes
+    const second = await write('a1', 'a1');
+    assert.equal(second.status?.lastFailure, 'by a1', 'the spec write in between did not make it fail');
+    assert.equal(second.spec.bootID, 'b9', 'nor did the status write touch the spec');
+    await write('a1', 'a2'); // another agent process takes over
+    await assert.rejects(write('a1', 'a1'), (err) => statusCode(err) === 422);
+    await assert.rejects(write(null, 'a1'), (err) => statusCode(err) === 422, 'a status exists now');
+    assert.equal((await res.getNodeModules('nm-status'))?.status?.agent, 'a2');
   });
 
   void it('retryOnConflict re-runs a read-modify-write that lost a race', async () => {
-    await res.createRun(newRun('run-race', 'r1'));
+    const core = env.kc.makeApiClient(CoreV1Api);
+    await core.createNamespacedConfigMap({
+      namespace: 'default',
+      body: { metadata: { name: 'race' }, data: {} },
+    });
     let calls = 0;
     const result = await retryOnConflict(async () => {
       calls++;
-      const current = (await res.getRun('run-race')) as ModuleRun;
+      const current = await core.readNamespacedConfigMap({ namespace: 'default', name: 'race' });
       if (calls === 1) {
         // Someone else writes between our read and our write.
-        await res.updateRunStatus({ ...current, status: { phase: 'Pending', message: 'other writer' } });
+        await core.replaceNamespacedConfigMap({
+          namespace: 'default',
+          name: 'race',
+          body: { ...current, data: { other: 'writer' } },
+        });
       }
-      return res.updateRunStatus({ ...current, status: { phase: 'Running', attempt: calls } });
+      return core.replaceNamespacedConfigMap({
+        namespace: 'default',
+        name: 'race',
+        body: { ...current, data: { ...current.data, attempt: String(calls) } },
+      });
     });
     assert.equal(calls, 2);
-    assert.equal(result.status?.attempt, 2);
+    assert.deepEqual(result.data, { other: 'writer', attempt: '2' });
   });
 
   void it('retryOnConflict gives up after the given attempts and does not retry other errors', async () => {

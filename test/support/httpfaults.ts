@@ -115,6 +115,11 @@ export class HttpFaultProxy {
     return this.#rules.reduce((n, r) => n + r.times, 0);
   }
 
+  /** The rules with hits left, as `METHOD path ×times left` (for a failure message). */
+  get unspent(): string[] {
+    return this.#rules.filter((r) => r.times > 0).map((r) => `${r.method} ${String(r.path)} ×${r.times}`);
+  }
+
   /** A copy of `kc` whose current cluster points at this proxy. */
   kubeConfig(kc: KubeConfig): KubeConfig {
     return pointedAt(kc, this.url);

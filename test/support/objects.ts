@@ -1,21 +1,31 @@
 /**
  * Test fixtures on the real control plane: simulated nodes (Node objects with
- * a boot ID, as a kubelet would register them), requests and runs, and a fake
- * helper script that records every invocation.
+ * a boot ID, as a kubelet would register them), requests, each node's
+ * NodeModules seen as one run per (node, request), and a fake helper script
+ * that records every invocation.
  */
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1Node,
+} from '@kubernetes/client-node';
 import {
   API_VERSION,
   GROUP,
+  NODE_MODULES_PLURAL,
   REQUEST_PLURAL,
-  RUN_PLURAL,
   VERSION,
   type ModuleRequest,
   type ModuleRequestSpec,
-  type ModuleRun,
+  type NodeModules,
+  type NodeModulesRequest,
+  type NodeModulesResult,
 } from '../../src/api/types.ts';
 import { isAlreadyExists, isNotFound } from '../../src/kube/errors.ts';
 import { eventually } from './cluster.ts';
@@ -189,11 +199,69 @@ export async function listRequests(kc: KubeConfig): Promise<ModuleRequest[]> {
   return list.items;
 }
 
-export async function listRuns(kc: KubeConfig): Promise<ModuleRun[]> {
-  const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject(crd(RUN_PLURAL))) as {
-    items: ModuleRun[];
+/** Every node's NodeModules. */
+export async function listNodeModules(kc: KubeConfig): Promise<NodeModules[]> {
+  const list = (await kc
+    .makeApiClient(CustomObjectsApi)
+    .listClusterCustomObject(crd(NODE_MODULES_PLURAL))) as {
+    items: NodeModules[];
   };
   return list.items;
+}
+
+/** A node's NodeModules, or undefined. */
+export async function getNodeModules(kc: KubeConfig, node: string): Promise<NodeModules | undefined> {
+  try {
+    return (await kc
+      .makeApiClient(CustomObjectsApi)
+      .getClusterCustomObject({ ...crd(NODE_MODULES_PLURAL), name: node })) as NodeModules;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/** One request on one node, as its node's NodeModules holds it: the spec entry and its result there. */
+export interface NodeRun {
+  nodeName: string;
+  entry: NodeModulesRequest;
+  result?: NodeModulesResult;
+}
+
+/**
+ * Writes `fields` as the node's result for `run`'s request, replacing the node's status, as an
+ * agent's credentials could (tests that act as the agent, or as a rogue one).
+ */
+export async function writeNodeResult(
+  kc: KubeConfig,
+  run: NodeRun,
+  fields: Omit<NodeModulesResult, 'name' | 'uid' | 'observedGeneration'>,
+): Promise<void> {
+  const result: NodeModulesResult = {
+    name: run.entry.name,
+    uid: run.entry.uid,
+    observedGeneration: run.entry.generation,
+    ...fields,
+  };
+  await kc.makeApiClient(CustomObjectsApi).patchClusterCustomObjectStatus(
+    {
+      ...crd(NODE_MODULES_PLURAL),
+      name: run.nodeName,
+      body: [{ op: 'add', path: '/status', value: { results: [result] } }],
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
+  );
+}
+
+/** Every (node, request) of every node's NodeModules: what the agents are asked to run and what they reported. */
+export async function listRuns(kc: KubeConfig): Promise<NodeRun[]> {
+  return (await listNodeModules(kc)).flatMap((nm) => {
+    const results = new Map((nm.status?.results ?? []).map((r) => [r.uid, r]));
+    return (nm.spec.requests ?? []).map((entry) => {
+      const result = results.get(entry.uid);
+      return { nodeName: nm.metadata.name ?? '', entry, ...(result ? { result } : {}) };
+    });
+  });
 }
 
 /** Waits until the request's condition `type` has `status` for its current generation; returns the request. */

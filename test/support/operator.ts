@@ -15,8 +15,8 @@ export function startController(kc: KubeConfig, extra: Partial<ControllerOptions
     kc,
     logger: testLogger('controller'),
     registry: new Registry(),
-    resyncMs: 0,
     ...extra,
+    tuning: { resyncMs: 0, ...extra.tuning },
   });
   return c.start().then(() => c);
 }

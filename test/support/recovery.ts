@@ -68,11 +68,11 @@ export async function claimedNow(kc: KubeConfig, prefix: string, nodeName?: stri
     (await listRuns(kc))
       .filter(
         (r) =>
-          r.spec.module.includes(`-${prefix}-`) &&
-          r.status?.phase === 'Running' &&
-          (!nodeName || r.spec.nodeName === nodeName),
+          r.entry.module.includes(`-${prefix}-`) &&
+          r.result?.phase === 'Running' &&
+          (!nodeName || r.nodeName === nodeName),
       )
-      .map((r) => r.spec.module),
+      .map((r) => r.entry.module),
   );
 }
 

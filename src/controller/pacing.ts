@@ -1,10 +1,10 @@
 /**
- * When a request's status is written, and which Event a written status records. Pure (time is a
- * parameter), so the folding rules are unit-tested without a cluster.
+ * When a request's status is written (its pacing), and which Event a written status records. Pure
+ * (time is a parameter), so the pacing rules are unit-tested without a cluster.
  *
- * Why fold: every status write is an API write and, on a one-node request, a round trip on the
+ * Why pace: every status write is an API write and, on a one-node request, a round trip on the
  * path from create to result. A run that finishes quickly would otherwise have its request
- * written Pending (run created), Running (claimed) and then terminal, each one waiting for the
+ * written Pending (dispatched), Running (claimed) and then terminal, each one waiting for the
  * previous. So:
  *
  * - a settled status (every node reports a final result, or there is nothing to wait for) is
@@ -17,15 +17,15 @@
  *
  * Nothing is lost by deferring: a deferred status is recomputed from the caches by the requeued
  * reconcile (level-triggered), and after a controller restart the first reconcile computes it
- * afresh from every run; the state kept here only saves writes, it never carries results.
+ * afresh from every node's result; the state kept here only saves writes, it never carries results.
  */
 import type { ModuleRequest, ModuleRequestStatus } from '../api/types.ts';
 
-/** Defaults for ControllerOptions.statusFold; see the module comment. */
-export const DEFAULT_FOLD = {
+/** Defaults for ControllerOptions.statusPacing; see the module comment. */
+export const DEFAULT_PACING = {
   /**
    * 1 s: longer than a quick helper's claim-to-result (modprobe of a module already loaded takes
-   * milliseconds; the bench's sequential p50 is a few hundred ms end to end), short enough that
+   * milliseconds), short enough that
    * a person watching `kubectl get` sees a slow load go Running without noticing the wait.
    */
   delayMs: 1000,
@@ -33,13 +33,13 @@ export const DEFAULT_FOLD = {
   intervalMs: 1000,
 } as const;
 
-export interface FoldOptions {
+export interface PacingOptions {
   delayMs: number;
   intervalMs: number;
 }
 
 /** What the controller remembers about one request's status writes (in memory; lost on restart by design). */
-export interface FoldState {
+export interface PacingState {
   /** When the status first differed from the written one without being written (ms). */
   since?: number;
   /** When the status was last written (ms). */
@@ -57,7 +57,7 @@ export interface FoldState {
  * lags it. Once the cache has moved past that version the copy is dropped (memory: a controller
  * holding thousands of requests keeps no second status of each).
  */
-export function knownStatus(req: ModuleRequest, state: FoldState): ModuleRequestStatus {
+export function knownStatus(req: ModuleRequest, state: PacingState): ModuleRequestStatus {
   const w = state.written;
   if (w && w.overResourceVersion !== undefined && w.overResourceVersion === req.metadata.resourceVersion) {
     return w.status;
@@ -67,7 +67,7 @@ export function knownStatus(req: ModuleRequest, state: FoldState): ModuleRequest
 }
 
 /** True when the state holds nothing worth keeping: no deferred write, no write the cache lags. */
-export function isIdle(state: FoldState, status: ModuleRequestStatus): boolean {
+export function isIdle(state: PacingState, status: ModuleRequestStatus): boolean {
   return state.since === undefined && state.written === undefined && isSettled(status);
 }
 
@@ -78,7 +78,7 @@ export function isSettled(status: ModuleRequestStatus): boolean {
   return c.total === 0 || c.pending + c.running === 0;
 }
 
-export type FoldDecision = { write: true } | { write: false; afterMs?: number };
+export type PacingDecision = { write: true } | { write: false; afterMs?: number };
 
 /**
  * Whether to write `next` now (`changed`: it differs from the written status), or in how many ms
@@ -87,10 +87,10 @@ export type FoldDecision = { write: true } | { write: false; afterMs?: number };
 export function decideWrite(
   next: ModuleRequestStatus,
   changed: boolean,
-  state: FoldState,
+  state: PacingState,
   now: number,
-  opts: FoldOptions,
-): FoldDecision {
+  opts: PacingOptions,
+): PacingDecision {
   if (!changed) {
     delete state.since;
     return { write: false };

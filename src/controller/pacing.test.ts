@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ModuleRequest, ModuleRequestStatus, PhaseCounts, RunPhase } from '../api/types.ts';
-import { decideWrite, isIdle, isSettled, knownStatus, statusEvent, type FoldState } from './fold.ts';
+import { decideWrite, isIdle, isSettled, knownStatus, statusEvent, type PacingState } from './pacing.ts';
 
 const opts = { delayMs: 1000, intervalMs: 1000 };
 const status = (phase: RunPhase, c: Partial<PhaseCounts>, generation = 1): ModuleRequestStatus => ({
@@ -27,21 +27,21 @@ test('settled: every node reports a final result, or nothing is targeted', () =>
 });
 
 test('a quick result: Pending and Running are never written, the settled status at once', () => {
-  const s: FoldState = {};
+  const s: PacingState = {};
   assert.deepEqual(decideWrite(pending, true, s, 0, opts), { write: false, afterMs: 1000 });
   assert.deepEqual(decideWrite(running, true, s, 300, opts), { write: false, afterMs: 700 });
   assert.deepEqual(decideWrite(done, true, s, 400, opts), { write: true });
 });
 
 test('a slow run is written Running once it stayed unwritten for the delay', () => {
-  const s: FoldState = {};
+  const s: PacingState = {};
   decideWrite(pending, true, s, 0, opts);
   decideWrite(running, true, s, 200, opts);
   assert.deepEqual(decideWrite(running, true, s, 1000, opts), { write: true });
 });
 
 test('after a write, unsettled writes are at least the interval apart; a settled one is not held', () => {
-  const s: FoldState = { lastWrite: 5000 };
+  const s: PacingState = { lastWrite: 5000 };
   const progress = status('Running', { total: 50, succeeded: 10, running: 40 });
   // The delay has long passed since the change was first seen, but the last write was 200 ms ago.
   s.since = 1000;
@@ -52,14 +52,14 @@ test('after a write, unsettled writes are at least the interval apart; a settled
 });
 
 test('an unchanged status is not written and clears a pending deferral', () => {
-  const s: FoldState = { since: 10, lastWrite: 1 };
+  const s: PacingState = { since: 10, lastWrite: 1 };
   assert.deepEqual(decideWrite(running, false, s, 5000, opts), { write: false });
   assert.equal(s.since, undefined);
   assert.equal(s.lastWrite, 1);
 });
 
 test('while the cache lags our own write, the written status is what the server holds', () => {
-  const s: FoldState = { written: { overResourceVersion: '5', status: done } };
+  const s: PacingState = { written: { overResourceVersion: '5', status: done } };
   assert.equal(knownStatus({ ...req, status: pending }, s), done, 'cache still at the version written over');
   assert.equal(knownStatus({ ...req, metadata: { resourceVersion: '6' }, status: done }, s), done);
   assert.equal(s.written, undefined, 'dropped once the cache moved past it');
