@@ -162,8 +162,13 @@ function removal(e: Evidence, common: Common, failed: ReturnType<typeof failedCa
   // kmod refuses a built-in or in-use module itself, without a system call; the kernel's state says why.
   for (const t of targets) {
     const m = e.after.get(t);
-    if (!m || m.state === 'absent') continue;
-    if (m.state === 'builtin') {
+    // A built-in module without parameters has no /sys/module directory at all (ext4 on Debian's
+    // cloud kernel): modprobe's own resolution (`builtin NAME`, from modules.builtin) says it.
+    const builtIn =
+      m?.state === 'builtin' ||
+      e.modules?.some((x) => x.how === 'builtin' && normalizeModuleName(x.name) === t);
+    if (!builtIn && (!m || m.state === 'absent')) continue;
+    if (builtIn) {
       return {
         ...common,
         phase: 'Failed',
