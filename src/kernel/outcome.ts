@@ -167,7 +167,6 @@ function removal(e: Evidence, common: Common, failed: ReturnType<typeof failedCa
     const builtIn =
       m?.state === 'builtin' ||
       e.modules?.some((x) => x.how === 'builtin' && normalizeModuleName(x.name) === t);
-    if (!builtIn && (!m || m.state === 'absent')) continue;
     if (builtIn) {
       return {
         ...common,
@@ -176,6 +175,7 @@ function removal(e: Evidence, common: Common, failed: ReturnType<typeof failedCa
         message: `${e.command} exited with status ${e.exitCode}: ${t} is built into the kernel and cannot be removed`,
       };
     }
+    if (!m || m.state === 'absent') continue;
     if (m.holders.length || (m.refcnt ?? 0) > 0) {
       const by = m.holders.length ? `used by ${m.holders.join(', ')}` : 'held by a user of the module';
       return {
