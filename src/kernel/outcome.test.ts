@@ -152,6 +152,19 @@ test('removals: Removed, AlreadyRemoved, NotRemoved, InUse naming holders, Built
     rm({ exitCode: 1, after: states({ name: 'dummy', state: 'builtin', holders: [], permanent: false }) }),
   );
   assert.equal(builtin.reason, 'BuiltIn');
+  // Built in without parameters: no /sys/module directory, only modprobe's `builtin ext4` says so.
+  const noSysfs = decideOutcome(
+    loadOf('ext4', {
+      action: 'Remove',
+      command: '/sbin/modprobe -r -q -- ext4',
+      exitCode: 1,
+      modules: [{ name: 'ext4', how: 'builtin' }],
+      targets: ['ext4'],
+      after: states(absent('ext4')),
+    }),
+  );
+  assert.deepEqual([noSysfs.phase, noSysfs.reason], ['Failed', 'BuiltIn']);
+  assert.match(noSysfs.message, /ext4 is built into the kernel and cannot be removed/);
   const permanent = decideOutcome(
     rm({
       exitCode: 1,

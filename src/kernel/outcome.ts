@@ -162,8 +162,12 @@ function removal(e: Evidence, common: Common, failed: ReturnType<typeof failedCa
   // kmod refuses a built-in or in-use module itself, without a system call; the kernel's state says why.
   for (const t of targets) {
     const m = e.after.get(t);
-    if (!m || m.state === 'absent') continue;
-    if (m.state === 'builtin') {
+    // A built-in module without parameters has no /sys/module directory at all (ext4 on Debian's
+    // cloud kernel): modprobe's own resolution (`builtin NAME`, from modules.builtin) says it.
+    const builtIn =
+      m?.state === 'builtin' ||
+      e.modules?.some((x) => x.how === 'builtin' && normalizeModuleName(x.name) === t);
+    if (builtIn) {
       return {
         ...common,
         phase: 'Failed',
@@ -171,6 +175,7 @@ function removal(e: Evidence, common: Common, failed: ReturnType<typeof failedCa
         message: `${e.command} exited with status ${e.exitCode}: ${t} is built into the kernel and cannot be removed`,
       };
     }
+    if (!m || m.state === 'absent') continue;
     if (m.holders.length || (m.refcnt ?? 0) > 0) {
       const by = m.holders.length ? `used by ${m.holders.join(', ')}` : 'held by a user of the module';
       return {

@@ -186,7 +186,7 @@ function values(image: string): string {
       // One controller, on this machine's node.
       controller: { replicas: 1, nodeSelector: { 'kubernetes.io/hostname': HOST_NODE } },
       // Removal is off by default: the removal scenarios name the modules they remove.
-      modulePolicy: { allowRemove: '^(dummy|libcrc32c|crc32c_(generic|intel))$' },
+      modulePolicy: { allowRemove: '^(dummy|libcrc32c|crc32c_(generic|intel)|vrf|ext4|nlmon)$' },
       agent: {
         ...agentTreeValues(tree),
         // Node runs ~20x slower under TCG: time to start, and time to answer a probe.
@@ -453,6 +453,34 @@ test('removal refused by the kernel: libcrc32c while xfs uses it ends InUse, and
   assert.ok(await guestHas('/sys/module/libcrc32c'));
   assert.ok(await guestHas('/sys/module/xfs'));
   assert.ok((await guestModules()).find((m) => m.name === 'libcrc32c')?.usedBy.includes('xfs'));
+});
+
+test('removals the kernel will not do, or need not: vrf ([permanent]) ends Permanent, ext4 (built in) BuiltIn, nlmon (not loaded) AlreadyRemoved', async () => {
+  // vrf has an init function and no exit function: the kernel marks it [permanent] and refuses
+  // delete_module (EBUSY). It stays loaded for the rest of this boot; no other scenario uses it.
+  await request('vm-vrf', { module: 'vrf', nodeName: VM_NODE });
+  assert.equal(resultOn(await settled('vm-vrf', 'Succeeded'), VM_NODE).exitCode, 0);
+  assert.match(await inGuest('grep "^vrf " /proc/modules'), /\[permanent\]/);
+  await request('vm-vrf-remove', { module: 'vrf', action: 'Remove', nodeName: VM_NODE });
+  const permanent = resultOn(await settled('vm-vrf-remove', 'Failed'), VM_NODE);
+  assert.equal(permanent.reason, 'Permanent', JSON.stringify(permanent));
+  assert.match(permanent.message ?? '', /vrf has no exit function \(\[permanent\]\)/);
+  assert.ok(await guestHas('/sys/module/vrf'), 'vrf is still loaded');
+
+  // ext4 is built into the cloud kernel (the guest's root file system): modprobe -r refuses it.
+  assert.match(await inGuest('grep -c "/ext4.ko$" /lib/modules/$(uname -r)/modules.builtin'), /^1/);
+  await request('vm-ext4-remove', { module: 'ext4', action: 'Remove', nodeName: VM_NODE });
+  const builtIn = resultOn(await settled('vm-ext4-remove', 'Failed'), VM_NODE);
+  assert.equal(builtIn.reason, 'BuiltIn', JSON.stringify(builtIn));
+  assert.match(builtIn.message ?? '', /ext4 is built into the kernel and cannot be removed/);
+
+  // nlmon is not loaded in this boot (7b loads it after the reboot): nothing to remove, and said so.
+  assert.equal(await guestHas('/sys/module/nlmon'), false);
+  await request('vm-nlmon-remove', { module: 'nlmon', action: 'Remove', nodeName: VM_NODE });
+  const already = resultOn(await settled('vm-nlmon-remove', 'Succeeded'), VM_NODE);
+  assert.equal(already.reason, 'AlreadyRemoved', JSON.stringify(already));
+  assert.equal(already.exitCode, 0);
+  assert.equal(await guestHas('/sys/module/nlmon'), false);
 });
 
 test('5. the kernel refuses a parameter value: loop max_loop=abc fails and nothing is loaded', async () => {
