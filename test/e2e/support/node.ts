@@ -23,6 +23,11 @@
  * kills and deletes every container and sandbox, stops containerd and its
  * shims, unmounts whatever the kubelet and containerd mounted under the temp
  * dir, and removes it; `leftovers()` reports what would still be there.
+ * Killing the sandboxes bypasses the CRI, whose StopPodSandbox is what
+ * unmounts a pod's network namespace: so containerd keeps them under its own
+ * state dir (`netns_mounts_under_state_dir`, nodeconfig.ts), never in the
+ * machine-wide /run/netns, and stop() releases exactly those its sandboxes
+ * had (read from containerd before it stops).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
@@ -254,6 +259,18 @@ function isMountPoint(path: string): boolean {
     .some((l) => l.split(' ')[4] === path);
 }
 
+/**
+ * Unmounts and removes the netns bind mounts at `paths` (what containerd's CRI plugin does on
+ * StopPodSandbox, which a node killed under its pods never gets). Only paths this node's
+ * containerd reported: other runs on this machine may have theirs beside them.
+ */
+function releaseNetns(paths: Iterable<string>): void {
+  for (const p of paths) {
+    if (isMountPoint(p)) spawnSync('umount', ['-l', p], { stdio: 'ignore' });
+    if (!isMountPoint(p)) rmSync(p, { force: true });
+  }
+}
+
 /** The mounted cgroup hierarchies (v1 controllers and the unified one). */
 function cgroupHierarchies(): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8')
@@ -330,6 +347,7 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
       }
     }
     for (let i = 0; i < 50 && processesMentioning(dir).length > 0; i++) await sleep(100);
+    releaseNetns(netns);
     unmountAll(dir);
     removeCgroups(newCgroups);
     process.removeListener('exit', onExit);
@@ -344,6 +362,7 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
     for (const p of procs) if (p.child.pid && alive(p)) spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
     for (const p of processesMentioning(dir)) spawnSync('kill', ['-KILL', String(p.pid)]);
     spawnSync('sleep', ['0.5']);
+    releaseNetns(netns);
     unmountAll(dir);
     removeCgroups(newCgroups);
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
