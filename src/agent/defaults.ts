@@ -21,8 +21,8 @@ export const DEFAULT_CAPABILITIES: {
   readonly bounding: readonly string[];
   readonly inheritable: readonly string[];
 } = Object.freeze({ bounding: DEFAULT_BOUNDING_CAPS, inheritable: DEFAULT_INHERITABLE_CAPS });
-/** Resolutions (modprobe's read-only questions) at once on a node: each is two short modprobe processes. */
-export const DEFAULT_RESOLVE_CONCURRENCY = 4;
+/** Resolutions at once on a node (policy/noderesolver.ts owns it: policy/ imports nothing from agent/). */
+export { DEFAULT_RESOLVE_CONCURRENCY } from '../policy/noderesolver.ts';
 /** The tracer (strace) and the kernel log reader the agent runs by default; '' turns either off. */
 export const DEFAULT_TRACER = '/usr/bin/strace';
 export const DEFAULT_DMESG = '/usr/bin/dmesg';

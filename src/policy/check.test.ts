@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { PolicyState } from '../agent/settings.ts';
+import type { PolicyState } from './modulepolicy.ts';
 import { buildModuleTree, demoResolver } from '../local/demo.ts';
 import { checkOnNode, type NodeCheck } from './check.ts';
 import { compilePolicy } from './modulepolicy.ts';

@@ -14,7 +14,6 @@
  *
  * Its `resolve()` never rejects, as resolveModule() never does.
  */
-import { DEFAULT_RESOLVE_CONCURRENCY } from '../agent/defaults.ts';
 import { Limiter, type Priority } from './limiter.ts';
 import {
   configFingerprint,
@@ -27,6 +26,8 @@ import {
 
 /** Names whose resolution is remembered, by default. */
 export const DEFAULT_RESOLUTION_CACHE = 256;
+/** Resolutions (modprobe's read-only questions) at once on a node: each is two short modprobe processes. */
+export const DEFAULT_RESOLVE_CONCURRENCY = 4;
 
 /** How a NodeResolver is set up. */
 export interface NodeResolverOptions {
