@@ -23,6 +23,11 @@
  * kills and deletes every container and sandbox, stops containerd and its
  * shims, unmounts whatever the kubelet and containerd mounted under the temp
  * dir, and removes it; `leftovers()` reports what would still be there.
+ * Killing the sandboxes bypasses the CRI, whose StopPodSandbox is what
+ * unmounts a pod's network namespace: so containerd keeps them under its own
+ * state dir (`netns_mounts_under_state_dir`, nodeconfig.ts), never in the
+ * machine-wide /run/netns, and stop() releases exactly those its sandboxes
+ * had (read from containerd before it stops).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
@@ -99,7 +104,7 @@ export interface RealNode {
   ctr(args: string[]): string;
   /** Stops everything and removes the temp dir (idempotent). */
   stop(): Promise<void>;
-  /** What the node left behind after stop(): processes, mounts (empty = clean). */
+  /** What the node left behind after stop(): processes, mounts, cgroups, its pods' netns (empty = clean). */
   leftovers(): string[];
 }
 
@@ -212,6 +217,60 @@ function killContainers(dir: string): void {
   }
 }
 
+/**
+ * The network namespace of a pod sandbox, from `ctr containers info`'s JSON: the CRI
+ * plugin's sandbox container (label io.cri-containerd.kind=sandbox) joins the netns
+ * the plugin bind-mounted for the pod (a `cni-<uuid>` file); undefined for a
+ * hostNetwork pod or any other container.
+ */
+export function sandboxNetnsPath(info: unknown): string | undefined {
+  const c = info as {
+    Labels?: Record<string, string>;
+    Spec?: { linux?: { namespaces?: Array<{ type?: string; path?: string }> } };
+  } | null;
+  if (c?.Labels?.['io.cri-containerd.kind'] !== 'sandbox') return undefined;
+  const path = c.Spec?.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+  return path || undefined;
+}
+
+/** The netns paths of the pod sandboxes the containerd on `sock` knows (synchronous; none if it does not answer). */
+function sandboxNetns(sock: string): string[] {
+  const ctr = (args: string[]) =>
+    spawnSync('ctr', ['--address', sock, '-n', 'k8s.io', ...args], { encoding: 'utf8', timeout: 30_000 });
+  const ids = ctr(['containers', 'ls', '-q']).stdout?.split('\n').filter(Boolean) ?? [];
+  const paths: string[] = [];
+  for (const id of ids) {
+    const r = ctr(['containers', 'info', id]);
+    if (r.status !== 0) continue;
+    try {
+      const path = sandboxNetnsPath(JSON.parse(r.stdout));
+      if (path) paths.push(path);
+    } catch {
+      /* removed meanwhile, or not JSON */
+    }
+  }
+  return paths;
+}
+
+/** Whether `path` is still a mount point (a netns bind mount) in this mount namespace. */
+function isMountPoint(path: string): boolean {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === path);
+}
+
+/**
+ * Unmounts and removes the netns bind mounts at `paths` (what containerd's CRI plugin does on
+ * StopPodSandbox, which a node killed under its pods never gets). Only paths this node's
+ * containerd reported: other runs on this machine may have theirs beside them.
+ */
+function releaseNetns(paths: Iterable<string>): void {
+  for (const p of paths) {
+    if (isMountPoint(p)) spawnSync('umount', ['-l', p], { stdio: 'ignore' });
+    if (!isMountPoint(p)) rmSync(p, { force: true });
+  }
+}
+
 /** The mounted cgroup hierarchies (v1 controllers and the unified one). */
 function cgroupHierarchies(): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8')
@@ -258,6 +317,14 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
 
+  // The network namespaces of this node's pod sandboxes, as containerd's CRI plugin named them
+  // (read before containerd stops): leftovers() reports any that still exist. Only these are
+  // ours: other test runs on this machine have theirs.
+  const netns = new Set<string>();
+  const recordNetns = () => {
+    for (const p of sandboxNetns(sock)) netns.add(p);
+  };
+
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -265,6 +332,7 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
     const kubelet = procs.find((p) => p.name === 'kubelet');
     // The kubelet may ignore SIGTERM while it syncs pods: kill it outright.
     if (kubelet) await kill(kubelet, 'SIGKILL', 5000);
+    recordNetns();
     // Containers (sandboxes included) outlive the kubelet and containerd in their shims: kill
     // them with runc itself (it needs no daemon), then stop containerd.
     killContainers(dir);
@@ -279,6 +347,7 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
       }
     }
     for (let i = 0; i < 50 && processesMentioning(dir).length > 0; i++) await sleep(100);
+    releaseNetns(netns);
     unmountAll(dir);
     removeCgroups(newCgroups);
     process.removeListener('exit', onExit);
@@ -288,10 +357,12 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
   const onExit = () => {
     for (const p of procs)
       if (p.child.pid && alive(p) && p.name === 'kubelet') spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
+    recordNetns();
     killContainers(dir);
     for (const p of procs) if (p.child.pid && alive(p)) spawnSync('kill', ['-KILL', `-${p.child.pid}`]);
     for (const p of processesMentioning(dir)) spawnSync('kill', ['-KILL', String(p.pid)]);
     spawnSync('sleep', ['0.5']);
+    releaseNetns(netns);
     unmountAll(dir);
     removeCgroups(newCgroups);
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
@@ -400,6 +471,7 @@ export async function startNode(opts: NodeOptions): Promise<RealNode> {
         ...processesMentioning(dir).map((p) => `process ${p.pid}: ${p.cmd}`),
         ...mountsUnder(dir).map((m) => `mount ${m}`),
         ...newCgroups.filter((d) => existsSync(d)).map((d) => `cgroup ${d}`),
+        ...[...netns].filter((p) => existsSync(p) || isMountPoint(p)).map((p) => `netns ${p}`),
         ...(existsSync(dir) ? [`dir ${dir}`] : []),
       ],
     };

@@ -47,6 +47,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   restrict_oom_score_adj = true
   disable_apparmor = true
   enable_selinux = false
+  # The pods' network namespaces go under the CRI plugin's state dir (<state>/io.containerd.grpc.v1.cri/netns),
+  # not the machine-wide /run/netns: the plugin removes a netns only when the sandbox is stopped through
+  # the CRI, and a node that is torn down without that (a killed test run) must take them with its own dir.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
