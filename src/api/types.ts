@@ -85,7 +85,7 @@ export const Reason = {
   Dispatching: 'Dispatching',
   /**
    * The node already holds MAX_REQUESTS_PER_NODE requests (or its spec budget is spent): this
-   * one is not placed on it until room frees up.
+   * one waits (Pending) and is placed when room frees up.
    */
   NodeFull: 'NodeFull',
   /** The agent claimed the run and is (about to be) running the helper. */
@@ -273,7 +273,7 @@ export interface NodeModules {
  * a full object stays far below etcd's 1.5 MiB request limit (docs/nodemodules.md measures it).
  */
 export const MAX_REQUESTS_PER_NODE = 256;
-/** Bytes of JSON the controller lets a node's spec.requests take; a request past it fails NodeFull. */
+/** Bytes of JSON the controller lets a node's spec.requests take; a request past it waits NodeFull. */
 export const NODE_SPEC_BUDGET_BYTES = 256 * 1024;
 /** Bytes of JSON the agent lets a node's status.results take; it trims finished results' bulky fields first. */
 export const NODE_STATUS_BUDGET_BYTES = 384 * 1024;

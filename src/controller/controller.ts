@@ -45,7 +45,7 @@ import { NodeSync, requestTarget } from './nodesync.ts';
 import { createdOf, desiredEntry, type NodeLimits } from './nodespec.ts';
 import { DEFAULT_PACING, isIdle, knownStatus, type PacingOptions } from './pacing.ts';
 import { ProgressIndex, type Urgency } from './progress.ts';
-import { resultOn } from './results.ts';
+import { answeredDryRuns, resultOn } from './results.ts';
 import { deleteRetiredCrds } from './retired.ts';
 import { summarize, type MissingNode } from './status.ts';
 import { StatusWriter, asTarget } from './statuswriter.ts';
@@ -365,11 +365,13 @@ export class Controller {
     } else {
       const { nodes, missing } = resolveTargets(req, this.#nodes.list(), this.#opts.targets);
       resolved = missing === undefined ? { targets: nodes } : { targets: nodes, missing };
+      // A dry run already answered on a node (in its stored status) leaves that node: room for others.
+      const answered = answeredDryRuns(req);
       changed = this.#assignments.assign(
         name,
         createdOf(req),
         desiredEntry(req),
-        nodes.map((n) => n.metadata?.name ?? ''),
+        nodes.map((n) => n.metadata?.name ?? '').filter((n) => !answered.has(n)),
       );
     }
     for (const n of changed) this.#nodeQueue?.add(n);
@@ -400,6 +402,7 @@ export class Controller {
       return;
     }
     const { targets, missing } = this.#assign(req);
+    const answered = answeredDryRuns(req);
     const results: NodeResult[] = [];
     const missingNodes: MissingNode[] = [];
     const targeted = new Set<string>();
@@ -407,7 +410,9 @@ export class Controller {
       const nodeName = node.metadata?.name ?? '';
       targeted.add(nodeName);
       const refused = mem.refused.get(nodeName);
-      if (refused) missingNodes.push(refused);
+      const answer = answered.get(nodeName);
+      if (answer) results.push(answer);
+      else if (refused) missingNodes.push(refused);
       else results.push(resultOn(req, nodeName, this.#nodeModules.get(nodeName), bootIdOf(node)));
     }
     for (const n of mem.refused.keys()) if (!targeted.has(n)) mem.refused.delete(n);

@@ -50,7 +50,7 @@ test('entries compare field by field: spec, generation, action; not key order', 
   assert.equal(sameEntry(e, { ...e, action: 'Load' }), true, 'Load is the default');
 });
 
-test('placement: oldest first within the count limit; the rest fail NodeFull naming the limit', () => {
+test('placement: oldest first within the count limit; the rest wait (Pending, NodeFull) naming the limit', () => {
   const all = [1, 2, 3, 4].map((i) => assigned(i));
   const p = placeRequests('n1', all, undefined, { maxRequests: 3, specBudgetBytes: 1 << 20 });
   assert.deepEqual(
@@ -58,8 +58,8 @@ test('placement: oldest first within the count limit; the rest fail NodeFull nam
     ['r1', 'r2', 'r3'],
   );
   assert.deepEqual(
-    p.full.map((f) => [f.assigned.request, f.outcome.reason, f.outcome.nodeName]),
-    [['r4', 'NodeFull', 'n1']],
+    p.full.map((f) => [f.assigned.request, f.outcome.phase, f.outcome.reason, f.outcome.nodeName]),
+    [['r4', 'Pending', 'NodeFull', 'n1']],
   );
   assert.match(p.full[0]?.outcome.message ?? '', /node n1: it holds 3 requests, the most one node takes/);
 });
@@ -109,4 +109,28 @@ test('a new NodeModules is named after its node and owned by it (not controlled,
     { apiVersion: 'v1', kind: 'Node', name: 'n1', uid: 'node-uid' },
   ]);
   assert.equal(nm.kind, 'NodeModules');
+});
+
+test('placement: a waiting load or removal goes before waiting dry runs, older or not; placed dry runs stay', () => {
+  // r1 (a dry run) is on the node; r2, r3 are older dry runs waiting; r4 a load, r5 a removal.
+  const all = [
+    assigned(1, { dryRun: true }),
+    assigned(2, { dryRun: true }),
+    assigned(3, { dryRun: true }),
+    assigned(4),
+    assigned(5, { action: 'Remove' }),
+  ];
+  const p = placeRequests('n1', all, [entry(1, { dryRun: true })], {
+    maxRequests: 3,
+    specBudgetBytes: 1 << 20,
+  });
+  assert.deepEqual(
+    p.requests.map((e) => e.name),
+    ['r1', 'r4', 'r5'],
+    'oldest first within the object',
+  );
+  assert.deepEqual(
+    p.full.map((f) => f.assigned.request),
+    ['r2', 'r3'],
+  );
 });

@@ -4,9 +4,12 @@
  * per-node limits. Pure functions, unit-tested without a cluster.
  *
  * Placement is sticky: a request already in the node's spec keeps its place,
- * and new ones fill the room left, oldest first. Taking a placed request out
- * would cancel it (and drop its result), so a newer request can never push an
- * older one out, even one created in the same second under a smaller name.
+ * and new ones fill the room left, oldest first (loads and removals before
+ * dry runs). Taking a placed request out would cancel it (and drop its
+ * result), so a newer request can never push an older one out, even one
+ * created in the same second under a smaller name.
+ * A request that does not fit waits (Pending, NodeFull) until room frees up:
+ * a request is deleted, or a dry run is answered (results.ts, answeredDryRuns).
  */
 import type { V1Node, V1OwnerReference } from '@kubernetes/client-node';
 import {
@@ -77,9 +80,13 @@ export function placeRequests(
   limits: NodeLimits = NODE_LIMITS,
 ): Placement {
   const placed = new Set((current ?? []).map((e) => e.uid));
+  const waiting = assigned.filter((a) => !placed.has(a.entry.uid));
   const order = [
     ...assigned.filter((a) => placed.has(a.entry.uid)),
-    ...assigned.filter((a) => !placed.has(a.entry.uid)),
+    // Loads and removals before dry runs (as the agent resolves them): a burst of dry runs
+    // filling the node never holds a real load back longer than one dry run's answer.
+    ...waiting.filter((a) => !a.entry.dryRun),
+    ...waiting.filter((a) => a.entry.dryRun),
   ];
   const kept: Assigned[] = [];
   const full: Placement['full'] = [];
@@ -113,6 +120,7 @@ export function placeRequests(
 function nodeFull(nodeName: string, why: string): MissingNode {
   return {
     nodeName,
+    phase: 'Pending',
     reason: Reason.NodeFull,
     message: `not placed on node ${nodeName}: ${why}; it is placed when room frees up (delete requests that are no longer needed)`,
   };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ModuleRequest, NodeModules, NodeModulesResult } from '../api/types.ts';
-import { finishedResult, resultOn } from './results.ts';
+import { answeredDryRuns, finishedResult, resultOn } from './results.ts';
 
 const req: ModuleRequest = {
   metadata: { name: 'r', uid: 'u1', generation: 2 },
@@ -62,4 +62,35 @@ test('finishedResult: final, for the entry’s generation, on the boot given', (
   assert.equal(finishedResult({ uid: 'u1', generation: 3 }, ok, 'b1'), undefined);
   assert.equal(finishedResult(e, ok, 'b9'), undefined);
   assert.equal(finishedResult(e, undefined, 'b1'), undefined);
+});
+
+test('a dry run is answered on the nodes its stored status holds an agent’s final answer for, at its generation', () => {
+  const answer = { phase: 'Succeeded' as const, reason: 'DryRun', finishTime: '2026-12-05T10:00:00Z' };
+  const dry: ModuleRequest = {
+    metadata: { name: 'd', uid: 'u1', generation: 3 },
+    spec: { module: 'm', nodeSelector: {}, dryRun: true },
+    status: {
+      observedGeneration: 3,
+      nodes: [
+        { nodeName: 'n1', ...answer },
+        { nodeName: 'n2', phase: 'Failed', reason: 'Denied', finishTime: '2026-12-05T10:00:01Z' },
+        { nodeName: 'n3', phase: 'Running', reason: 'Running' },
+        { nodeName: 'n4', phase: 'Pending', reason: 'NodeFull' },
+        { nodeName: 'n5', phase: 'Failed', reason: 'NodeNotFound', message: 'node n5 does not exist' },
+      ],
+    },
+  };
+  assert.deepEqual([...answeredDryRuns(dry).keys()], ['n1', 'n2'], 'final answers of an agent only');
+  assert.equal(answeredDryRuns(dry).get('n1')?.reason, 'DryRun');
+  assert.equal(
+    answeredDryRuns({ ...dry, metadata: { ...dry.metadata, generation: 4 } }).size,
+    0,
+    'an edited request is asked again',
+  );
+  assert.equal(
+    answeredDryRuns({ ...dry, spec: { module: 'm', nodeSelector: {} } }).size,
+    0,
+    'a load stays on its nodes (it runs again after a reboot)',
+  );
+  assert.equal(answeredDryRuns({ ...dry, status: undefined }).size, 0);
 });

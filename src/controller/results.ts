@@ -5,6 +5,11 @@
  * A result counts only when it is for the request as it is now (same UID,
  * same generation) and for the node's current boot: a result of an earlier
  * boot means the module is gone, and the agent runs the request again.
+ *
+ * A dry run is the exception once it is answered: it changed nothing on the
+ * node, so its answer does not expire with a boot, and once the request's
+ * stored status holds it the entry leaves the node (answeredDryRuns), so a
+ * burst of dry runs drains through a node's 256 places instead of filling it.
  */
 import {
   Reason,
@@ -76,6 +81,24 @@ export function resultOn(
   for (const k of RESULT_FIELDS)
     if (r[k] !== undefined) (out as unknown as Record<string, unknown>)[k] = r[k];
   return out;
+}
+
+/**
+ * The nodes whose dry-run answer the request's stored status (as the API server has it, not a
+ * write still on its way) holds for the request's current generation, with that answer. Only
+ * an agent's answer counts (it has a finishTime): a node that is missing, full or refused the
+ * dispatch has no answer and keeps being tried. The request's entry leaves these nodes, and
+ * its status keeps listing their answers from here. A request listing more than
+ * MAX_LISTED_NODES nodes omits its successes, so those stay on their nodes as before.
+ */
+export function answeredDryRuns(req: ModuleRequest): ReadonlyMap<string, NodeResult> {
+  const answered = new Map<string, NodeResult>();
+  const status = req.status;
+  if (!req.spec.dryRun || !status || status.observedGeneration !== (req.metadata.generation ?? 1))
+    return answered;
+  for (const n of status.nodes ?? [])
+    if (isTerminal(n.phase) && n.finishTime !== undefined) answered.set(n.nodeName, n);
+  return answered;
 }
 
 /** The fields of a node's result that the request's status lists. */

@@ -54,6 +54,22 @@ test('a missing node is a failure with its reason', () => {
   assert.equal(s.conditions?.find((c) => c.type === 'Failed')?.reason, 'NodeNotFound');
 });
 
+test('a full node is a wait, not a failure: Pending and Reconciling, the reason on the node', () => {
+  const full = { nodeName: 'n2', phase: 'Pending' as const, reason: 'NodeFull', message: 'not placed' };
+  const s = summarize(req, [run('n1', ok)], [full], 'role=gpu');
+  assert.equal(s.phase, 'Pending');
+  assert.deepEqual(s.counts, { total: 2, pending: 1, running: 0, succeeded: 1, failed: 0 });
+  assert.equal(s.conditions?.find((c) => c.type === 'Failed')?.status, 'False');
+  assert.equal(s.conditions?.find((c) => c.type === 'Reconciling')?.status, 'True');
+  assert.deepEqual(
+    s.nodes?.map((n) => [n.nodeName, n.phase, n.reason]),
+    [
+      ['n2', 'Pending', 'NodeFull'],
+      ['n1', 'Succeeded', 'Completed'],
+    ],
+  );
+});
+
 test('no matching node: pending, with a reason saying so', () => {
   const s = summarize(req, [], [], 'role=gpu');
   assert.equal(s.phase, 'Pending');

@@ -27,6 +27,8 @@ export const MAX_LISTED_NODES = 50;
 /** A node whose outcome is not a result of its agent: it does not exist, was deleted, is full, or refused the dispatch. */
 export interface MissingNode {
   nodeName: string;
+  /** Failed unless said: a full node is a wait (Pending), like a Pod no node has room for. */
+  phase?: 'Pending' | 'Failed';
   reason: string;
   message: string;
 }
@@ -61,7 +63,7 @@ export function summarize(
   const results: NodeResult[] = [
     ...missing.map((m): NodeResult => ({
       nodeName: m.nodeName,
-      phase: 'Failed',
+      phase: m.phase ?? 'Failed',
       reason: m.reason,
       message: m.message,
     })),
