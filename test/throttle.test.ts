@@ -67,7 +67,7 @@ test('a throttled run is retried with backoff until its timeoutSeconds is spent;
   );
   assert.match(
     retried,
-    /^Warning\/Throttled: node node-throttle: all 1 helper slots stayed busy .*; try \d+, retrying in \d+ s$/,
+    /^Warning\/Throttled: node node-throttle: all 1 helper slots stayed busy .*; try \d+, retrying in \d+\.\d s$/,
   );
   // Not failed while retrying: still Pending, or not written yet (an unsettled status is written
   // only after it stood for a second: controller/fold.ts).

@@ -69,6 +69,8 @@ import { AgentRuns, startedKey } from './runs.ts';
 import { AgentSettings, type ConfigMapRef } from './settings.ts';
 import { HelperSlots } from './slots.ts';
 
+/** How long the agent waits for a status write (see where it is used). */
+export const STATUS_WRITE_TIMEOUT_MS = 65_000;
 /** How an Agent is set up; unset numbers take defaults.ts's values. */
 export interface AgentOptions {
   kc: KubeConfig;
@@ -182,6 +184,7 @@ export class Agent {
       baseDelayMs: RETRY_BASE_DELAY_MS,
       maxDelayMs: RETRY_MAX_DELAY_MS,
       forgetOnSuccess: false,
+      jitter: true,
       logger: opts.logger,
     });
     this.#helpers = new NodeHelpers({
@@ -215,7 +218,11 @@ export class Agent {
         this.#events.event(nodeTarget(nodeName), 'Normal', 'CapabilityNarrowed', message),
     });
     this.#reporter = new StatusReporter({
-      resources: new Resources(kc),
+      // Past the API server's own deadline for a request (--request-timeout, 60 s by default): a
+      // write abandoned while the server still queues it is applied anyway, and its retry is
+      // one more write on a server that is already behind (measured: the 5,000-node fan-out,
+      // bench/RESULTS.md). A silent connection is still given up, 5 s after the server would.
+      resources: new Resources(kc, { timeoutMs: STATUS_WRITE_TIMEOUT_MS }),
       nodeName,
       instanceId: this.#instanceId,
       runs: this.#runs,

@@ -96,7 +96,7 @@ export class Outcomes {
         entry,
         'Warning',
         Reason.Throttled,
-        `${message}; try ${t.tries}, retrying in ${retryInMs / 1000} s`,
+        `${message}; try ${t.tries}, retrying in ${(retryInMs / 1000).toFixed(1)} s`,
       );
       return undefined;
     }

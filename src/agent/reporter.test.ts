@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { NodeModules, NodeModulesRequest, NodeModulesResult } from '../api/types.ts';
 import type { JsonPatchOp } from '../kube/resources.ts';
 import { silentLogger } from '../observability/logger.ts';
-import { composeStatus, StatusReporter, summarizeNode } from './reporter.ts';
+import { composeStatus, retryDelay, StatusReporter, summarizeNode } from './reporter.ts';
 import { AgentRuns } from './runs.ts';
 
 const entry = (i: number, generation = 1): NodeModulesRequest => ({
@@ -220,4 +220,19 @@ test('a request that left the spec leaves the status at the next write', async (
   );
   assert.equal(server.stored.status?.summary?.requests, 1);
   rep.stop();
+});
+
+test('retry delays: exponential, capped, a random half to all of it (equal jitter), at least Retry-After', () => {
+  const at = (r: number) => () => r;
+  assert.deepEqual(
+    [1, 2, 3, 4, 8].map((n) => retryDelay(500, 30_000, n, undefined, at(1))),
+    [500, 1000, 2000, 4000, 30_000],
+  );
+  assert.equal(retryDelay(500, 30_000, 3, undefined, at(0)), 1000, 'never less than half the backoff');
+  assert.equal(retryDelay(500, 30_000, 1, 5000, at(0)), 5000, 'the server asked for 5 s');
+  assert.equal(retryDelay(500, 30_000, 1, 90_000, at(0)), 30_000, 'capped');
+  const spread = new Set(
+    Array.from({ length: 50 }, () => retryDelay(500, 30_000, 3, undefined, Math.random)),
+  );
+  assert.ok(spread.size > 10, `agents failing together retry apart (${spread.size} distinct delays of 50)`);
 });

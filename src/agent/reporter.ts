@@ -46,6 +46,24 @@ export const PRUNE_DELAY_MS = 2000;
 /** Writes tried again at once after a failed `test` (another writer), before backing off. */
 const TAKEOVER_RETRIES = 3;
 
+/**
+ * The wait before retry `failures` (1 for the first): exponential from `baseMs` up to `maxMs`, of
+ * which a random half (equal jitter), and never less than the server's Retry-After. Why jitter:
+ * the agents of a fan-out fail together when the API server falls behind, and agents retrying
+ * in step would hit it together again, every time.
+ */
+export function retryDelay(
+  baseMs: number,
+  maxMs: number,
+  failures: number,
+  retryAfter: number | undefined,
+  random: () => number,
+): number {
+  const backoff = Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1));
+  const jittered = Math.round(backoff / 2 + random() * (backoff / 2));
+  return Math.min(maxMs, Math.max(jittered, retryAfter ?? 0));
+}
+
 /** What the reporter works with. */
 export interface ReporterOptions {
   resources: Pick<Resources, 'patchNodeModulesStatus' | 'getNodeModules'>;
@@ -57,6 +75,8 @@ export interface ReporterOptions {
   budgetBytes?: number;
   /** Backoff of a failed write (default 500 ms doubling to 30 s). */
   backoff?: { baseMs: number; maxMs: number };
+  /** Source of the retries' jitter (tests pin it). */
+  random?: () => number;
   /** Results another agent process wrote won over this one's (their runs must be decided again). */
   onTakenOver?: (uids: string[]) => void;
 }
@@ -178,8 +198,7 @@ export class StatusReporter {
 
   #delay(err: unknown): number {
     const { baseMs, maxMs } = this.#o.backoff ?? { baseMs: 500, maxMs: 30_000 };
-    const backoff = Math.min(maxMs, baseMs * 2 ** (this.#failures - 1));
-    return Math.min(maxMs, Math.max(backoff, retryAfterMs(err) ?? 0));
+    return retryDelay(baseMs, maxMs, this.#failures, retryAfterMs(err), this.#o.random ?? Math.random);
   }
 
   /** One write of the whole status; on a failed `test`, reads the object, merges, and writes again. */

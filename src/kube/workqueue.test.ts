@@ -279,6 +279,25 @@ void describe('WorkQueue', () => {
     await q.stop();
   });
 
+  void it('with jitter, a retry waits a random half to all of its backoff, never less than Retry-After', async () => {
+    const draws = [0, 1, 0.5, 0];
+    const q = queue(() => undefined, {
+      baseDelayMs: 100,
+      maxDelayMs: 1000,
+      forgetOnSuccess: false,
+      jitter: true,
+      random: () => draws.shift() ?? 0,
+    });
+    q.start();
+    assert.deepEqual(
+      [q.addRateLimited('a'), q.addRateLimited('a'), q.addRateLimited('a')],
+      [50, 200, 300],
+      'of 100, 200, 400: the half, all, three quarters',
+    );
+    assert.equal(q.addRateLimited('a', 2000), 1000, 'Retry-After (capped) wins over a shorter jittered wait');
+    await q.stop();
+  });
+
   void it('waits at least the Retry-After of a failure, even through adds meanwhile, capped at the max delay', async () => {
     const times: number[] = [];
     let fail = 1;

@@ -58,11 +58,20 @@ export interface WorkQueueOptions {
    * the reconcile only starts work that calls `forget()` itself once done.
    */
   forgetOnSuccess?: boolean;
+  /**
+   * Whether a retry waits a random half to all of its backoff (equal jitter) instead of all of
+   * it. Default false (client-go's rate limiter has none); the agents set it, since a fan-out's
+   * agents fail together when the API server falls behind and would otherwise retry in step.
+   */
+  jitter?: boolean;
+  /** Source of the jitter (tests pin it). Default Math.random. */
+  random?: () => number;
 }
 
 /** See the module comment for the guarantees. */
 export class WorkQueue {
-  readonly #opts: Required<Omit<WorkQueueOptions, 'onRetry'>> & Pick<WorkQueueOptions, 'onRetry'>;
+  readonly #opts: Required<Omit<WorkQueueOptions, 'onRetry' | 'random'>> &
+    Pick<WorkQueueOptions, 'onRetry' | 'random'>;
   /** Keys ready to be reconciled, in arrival order. */
   #ready: string[] = [];
   /** Keys that need a reconcile: waiting in #ready, or re-added while in flight. */
@@ -79,7 +88,14 @@ export class WorkQueue {
   #stopped = false;
 
   constructor(opts: WorkQueueOptions) {
-    this.#opts = { concurrency: 1, baseDelayMs: 5, maxDelayMs: 60_000, forgetOnSuccess: true, ...opts };
+    this.#opts = {
+      concurrency: 1,
+      baseDelayMs: 5,
+      maxDelayMs: 60_000,
+      forgetOnSuccess: true,
+      jitter: false,
+      ...opts,
+    };
     if (!(this.#opts.concurrency >= 1)) throw new Error(`workqueue ${opts.name}: concurrency must be >= 1`);
   }
 
@@ -127,6 +143,7 @@ export class WorkQueue {
    */
   addRateLimited(key: string, retryAfterMs?: number): number {
     let delay = this.backoff(key);
+    if (this.#opts.jitter) delay = Math.round(delay / 2 + (this.#opts.random ?? Math.random)() * (delay / 2));
     if (retryAfterMs !== undefined && retryAfterMs > 0) {
       const wait = Math.min(retryAfterMs, this.#opts.maxDelayMs);
       this.#notBefore.set(key, Date.now() + wait);
