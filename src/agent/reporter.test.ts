@@ -36,8 +36,11 @@ function fakeServer(initial: NodeModules) {
   let stored = structuredClone(initial);
   const writes: JsonPatchOp[][] = [];
   let failNext: Error | undefined;
+  let applied: Array<() => void> = [];
   return {
     writes,
+    /** Resolves once the next write is applied (not refused). */
+    nextApplied: () => new Promise<void>((resolve) => applied.push(resolve)),
     get stored() {
       return stored;
     },
@@ -74,6 +77,9 @@ function fakeServer(initial: NodeModules) {
           ...stored.metadata,
           resourceVersion: String(Number(stored.metadata.resourceVersion) + 1),
         };
+        const waiting = applied;
+        applied = [];
+        waiting.forEach((resolve) => resolve());
         return Promise.resolve(structuredClone(stored));
       },
     },
@@ -192,10 +198,10 @@ test('a failed write is retried by itself while something is unwritten; the flus
   rep.adopt(server.stored);
   server.failNext(Object.assign(new Error('etcd timeout'), { code: 500 }));
   runs.report('u1', result(1));
+  const retried = server.nextApplied();
   await assert.rejects(rep.flush(), /etcd timeout/);
   assert.equal(runs.get('u1')?.dirty, true);
-  const deadline = Date.now() + 5000;
-  while (runs.get('u1')?.dirty && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  await retried;
   assert.equal(
     server.stored.status?.results?.[0]?.phase,
     'Succeeded',

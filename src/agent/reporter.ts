@@ -35,6 +35,7 @@ import {
 } from '../api/types.ts';
 import { retryAfterMs, statusCode } from '../kube/errors.ts';
 import type { JsonPatchOp, Resources } from '../kube/resources.ts';
+import { equalJitter } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { cut, fitResults } from './budget.ts';
 import { afterInvalid } from './reporttext.ts';
@@ -60,8 +61,7 @@ export function retryDelay(
   random: () => number,
 ): number {
   const backoff = Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1));
-  const jittered = Math.round(backoff / 2 + random() * (backoff / 2));
-  return Math.min(maxMs, Math.max(jittered, retryAfter ?? 0));
+  return Math.min(maxMs, Math.max(equalJitter(backoff, random), retryAfter ?? 0));
 }
 
 /** What the reporter works with. */

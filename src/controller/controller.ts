@@ -51,6 +51,13 @@ import { summarize, type MissingNode } from './status.ts';
 import { StatusWriter, asTarget } from './statuswriter.ts';
 import { bootIdOf, describeTarget, resolveTargets, targetsNode, type TargetOptions } from './targets.ts';
 
+/** What #assign found for a request: its target nodes, the nodeName that does not exist, the nodes its dry run is answered on. */
+interface Assignment {
+  targets: V1Node[];
+  missing?: string;
+  answered: ReadonlyMap<string, NodeResult>;
+}
+
 export interface ControllerOptions {
   kc: KubeConfig;
   logger: Logger;
@@ -356,17 +363,17 @@ export class Controller {
    * Records the nodes `req` applies to in the assignment table (none when it is gone, being
    * deleted or invalid) and queues the nodes whose specs that changes. Pure on the caches.
    */
-  #assign(req: ModuleRequest): { targets: V1Node[]; missing?: string } {
+  #assign(req: ModuleRequest): Assignment {
     const name = req.metadata.name ?? '';
     let changed: string[];
-    let resolved: { targets: V1Node[]; missing?: string } = { targets: [] };
+    let resolved: Assignment = { targets: [], answered: new Map() };
     if (req.metadata.deletionTimestamp || validateRequestSpec(req.spec)) {
       changed = this.#assignments.unassign(name);
     } else {
       const { nodes, missing } = resolveTargets(req, this.#nodes.list(), this.#opts.targets);
-      resolved = missing === undefined ? { targets: nodes } : { targets: nodes, missing };
       // A dry run already answered on a node (in its stored status) leaves that node: room for others.
       const answered = answeredDryRuns(req);
+      resolved = { targets: nodes, answered, ...(missing === undefined ? {} : { missing }) };
       changed = this.#assignments.assign(
         name,
         createdOf(req),
@@ -401,8 +408,7 @@ export class Controller {
       await this.#status.write(req, status, log, mem.pacing, this.#pacing);
       return;
     }
-    const { targets, missing } = this.#assign(req);
-    const answered = answeredDryRuns(req);
+    const { targets, missing, answered } = this.#assign(req);
     const results: NodeResult[] = [];
     const missingNodes: MissingNode[] = [];
     const targeted = new Set<string>();

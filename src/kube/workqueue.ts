@@ -37,6 +37,11 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
 }
 
+/** A random half to all of `ms` ("equal jitter"): retries that failed together spread out. */
+export function equalJitter(ms: number, random: () => number = Math.random): number {
+  return Math.round(ms / 2 + random() * (ms / 2));
+}
+
 /** How a WorkQueue is set up. */
 export interface WorkQueueOptions {
   /** Names the queue in logs. */
@@ -143,7 +148,7 @@ export class WorkQueue {
    */
   addRateLimited(key: string, retryAfterMs?: number): number {
     let delay = this.backoff(key);
-    if (this.#opts.jitter) delay = Math.round(delay / 2 + (this.#opts.random ?? Math.random)() * (delay / 2));
+    if (this.#opts.jitter) delay = equalJitter(delay, this.#opts.random);
     if (retryAfterMs !== undefined && retryAfterMs > 0) {
       const wait = Math.min(retryAfterMs, this.#opts.maxDelayMs);
       this.#notBefore.set(key, Date.now() + wait);
