@@ -61,13 +61,15 @@ import { Floor } from './floor.ts';
 import { ensureNode } from '../test/support/objects.ts';
 import {
   apiserverCpuSeconds,
+  apiserverRefusedWrites,
   apiserverWrites,
   inParallel,
   percentile,
   procStats,
   projectRoot,
   settledWrites,
-  startAgentHost,
+  agentsPerProcess,
+  startAgentHosts,
   startAgentProcess,
   startControllerProcess,
   stopComponent,
@@ -125,6 +127,8 @@ export interface Result {
   /** Writes the API server served per (request, node), the user's create of the request left out. */
   writesPerRequestNode?: number;
   writesByResource?: WriteCounts;
+  /** Of those, the ones the API server refused, by resource and HTTP code (retried by the operator). */
+  writesRefused?: WriteCounts;
   floorWritesPerRequestNode?: number;
   controller?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number };
   agents?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number; processes: string };
@@ -204,10 +208,14 @@ try {
     }
   };
   /** Runs `fn` and counts the API server's writes it caused. */
-  const counted = async <T>(fn: () => Promise<T>): Promise<{ value: T; writes: WriteCounts }> => {
+  const counted = async <T>(
+    fn: () => Promise<T>,
+  ): Promise<{ value: T; writes: WriteCounts; refused: WriteCounts }> => {
     const before = await apiserverWrites(cp);
+    const refusedBefore = await apiserverRefusedWrites(cp);
     const value = await fn();
-    return { value, writes: writesBetween(before, await settledWrites(cp)) };
+    const writes = writesBetween(before, await settledWrites(cp));
+    return { value, writes, refused: writesBetween(refusedBefore, await apiserverRefusedWrites(cp)) };
   };
   /** The operator's writes (the API server's own lease and endpoints upkeep left out), less the user's creates. */
   const total = (w: WriteCounts, leaveOutUserCreates: number) =>
@@ -344,15 +352,16 @@ try {
     pairs: number,
     userCreates: number,
     body: () => Promise<{ wallSeconds: number; lat?: number[] }>,
-    agentOpts: Parameters<typeof startAgentHost>[3] = {},
+    agentOpts: Parameters<typeof startAgentHosts>[3] = {},
   ) => {
-    const host = await startAgentHost(cp, nodes, helper, agentOpts);
+    const hosts = await startAgentHosts(cp, nodes, helper, agentOpts);
     try {
       const ctl0 = procStats(ctl.child.pid ?? 0);
-      const host0 = procStats(host.child.pid ?? 0);
+      const hosts0 = hosts.stats();
       const api0 = await apiserverCpuSeconds(cp);
-      const { value, writes } = await counted(body);
+      const { value, writes, refused } = await counted(body);
       const apiCpu = (await apiserverCpuSeconds(cp)) - api0;
+      const agentStats = hosts.stats();
       const result: Result = {
         ...r,
         wallSeconds: +value.wallSeconds.toFixed(2),
@@ -361,14 +370,19 @@ try {
           : {}),
         writesPerRequestNode: +(total(writes, userCreates) / pairs).toFixed(2),
         writesByResource: writes,
+        ...(Object.keys(refused).length ? { writesRefused: refused } : {}),
         controller: usage(ctl, ctl0),
-        agents: { ...usage(host, host0), processes: `${nodes.length} agents in one process` },
+        agents: {
+          ...agentStats,
+          cpuSeconds: +(agentStats.cpuSeconds - hosts0.cpuSeconds).toFixed(2),
+          processes: `${nodes.length} agents in ${hosts.processes.length} process${hosts.processes.length > 1 ? 'es' : ''} (at most ${agentsPerProcess()} each)`,
+        },
         apiserverCpuSeconds: +apiCpu.toFixed(2),
       };
       results.push(result);
       return result;
     } finally {
-      await stopComponent(host);
+      await hosts.stop();
     }
   };
 

@@ -96,8 +96,9 @@ export interface ControllerTuning {
   watchTimeoutMs?: number;
   /**
    * How request status writes are paced (pacing.ts): an unsettled status (Pending, Running) is
-   * written only after staying unwritten `delayMs`, and unsettled writes are `intervalMs` apart;
-   * a settled one is written at once. Default DEFAULT_PACING (1 s, 1 s).
+   * written only after staying unwritten `delayMs`, and unsettled writes are `intervalMs` apart
+   * (more on a big fan-out: progressIntervalMs); a settled one is written at once. Default
+   * DEFAULT_PACING.
    */
   statusPacing?: Partial<PacingOptions>;
   /** The per-node limits (default: the API's, NODE_LIMITS); tests pass small ones. */
