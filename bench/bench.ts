@@ -26,6 +26,8 @@
  *                     without the burst (500/300/20 at both scales)
  *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
  *   controller-memory the controller with BENCH_STORED requests stored, 100 per node (full 10000, small 1000)
+ * BENCH_AGENTS_PER_PROCESS: simulated agents per bench/agents.ts process (default 1,000).
+ * BENCH_CONTROLLER_ARGS: flags added to the controller's command line (space-separated).
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
  * BENCH_RESULTS=path writes the results there instead of bench/results.json
  * BENCH_MERGE=1 replaces only this run's rows in the results file (each with this run's machine),
@@ -109,6 +111,8 @@ const sizes = {
 const HOUSEKEEPING = new Set(['leases', 'endpoints', 'endpointslices']);
 /** In-flight creates when requests are "submitted at once" (client and floor alike). */
 const SUBMIT_CONCURRENCY = 50;
+/** BENCH_CONTROLLER_ARGS: flags added to `kmod-operator controller` (space-separated), e.g. `--node-concurrency=32`. */
+const controllerArgs = (process.env.BENCH_CONTROLLER_ARGS ?? '').split(' ').filter(Boolean);
 const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
 const wanted = (name: string) => only.size === 0 || only.has(name);
 
@@ -296,7 +300,7 @@ try {
   await deleteAll();
 
   // ---- The operator. ----
-  controller = await startControllerProcess(cp);
+  controller = await startControllerProcess(cp, controllerArgs);
   const ctl = controller;
   const terminalAt = new Map<string, number>();
   const watcher = new Informer<ModuleRequest>({
@@ -725,7 +729,7 @@ try {
     const wall = (performance.now() - t0) / 1000;
     const busy = procStats(ctl.child.pid ?? 0);
     await stopComponent(ctl);
-    controller = await startControllerProcess(cp);
+    controller = await startControllerProcess(cp, controllerArgs);
     const fresh = controller;
     await settledWrites(cp);
     const s = procStats(fresh.child.pid ?? 0);

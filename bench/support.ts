@@ -156,7 +156,8 @@ export async function startAgentHosts(
   const stop = async () => void (await Promise.all(processes.map((c) => stopComponent(c))));
   try {
     // One after another: each starts its agents in batches, and the API server answers their lists.
-    for (const [i, group] of groups.entries()) processes.push(await startAgentHost(cp, group, helper, opts, i));
+    for (const [i, group] of groups.entries())
+      processes.push(await startAgentHost(cp, group, helper, opts, i));
   } catch (err) {
     await stop();
     throw err;

@@ -201,11 +201,13 @@ test('make bench BENCH_SCALE=full: the full scale path, with its sizes shrunk', 
 });
 
 test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts: one fan-out alone, shrunk to 4 nodes', async () => {
-  // The README's 5,000-node row takes minutes; the same command with BENCH_FANOUT=4.
+  // The README's 5,000-node row takes minutes; the same command with BENCH_FANOUT=4, and its
+  // simulated agents split over processes as the 5,000 are (1,000 a process; here 2).
   const path = join(dir, 'fanout.json');
   const out = await run('node_modules/.bin/node', ['bench/bench.ts'], {
     BENCH_ONLY: 'fanout',
     BENCH_FANOUT: '4',
+    BENCH_AGENTS_PER_PROCESS: '2',
     BENCH_RESULTS: path,
   });
   const { results } = readResults(path, out);
@@ -215,6 +217,7 @@ test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts:
   );
   assertAgainstFloor(results[0] as Row, false);
   assert.ok((results[0]?.dispatchSeconds ?? 0) > 0, 'says when every run was dispatched');
+  assert.equal(results[0]?.agents?.processes, '4 agents in 2 processes (at most 2 each)');
 });
 
 test('BENCH_ONLY=dryrun-burst node_modules/.bin/node bench/bench.ts: the dry-run burst alone, shrunk', async () => {
