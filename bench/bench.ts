@@ -69,6 +69,7 @@ import {
   percentile,
   procStats,
   projectRoot,
+  settle,
   settledWrites,
   agentsPerProcess,
   startAgentHosts,
@@ -200,12 +201,20 @@ try {
       await api.deleteCollectionClusterCustomObject({ group: GROUP, version: VERSION, plural });
   };
 
+  /** Before a scenario's measured part: the machine at rest (support.ts settle); says when it did not get there. */
+  const atRest = async (what: string, pids: number[]) => {
+    const s = await settle(cp, pids);
+    if (!s.settled)
+      console.error(`${what}: still ${s.cores.toFixed(2)} cores busy after ${s.waitedMs} ms; measuring anyway`);
+  };
+
   // ---- The floor: what an ideal design cannot avoid, by a bare client (bench/floor.ts). ----
   /** Runs `fn` with the name-scoped watches of `nodes` open, as the agents would hold them. */
   const withFloor = async <T>(nodes: string[], fn: (floor: Floor) => Promise<T>): Promise<T> => {
     const floor = new Floor(kc, cp);
     try {
       await floor.watch(nodes);
+      await atRest('floor', []);
       return await fn(floor);
     } finally {
       floor.close();
@@ -360,6 +369,7 @@ try {
   ) => {
     const hosts = await startAgentHosts(cp, nodes, helper, agentOpts);
     try {
+      await atRest(r.name, [ctl.child.pid ?? 0, ...hosts.processes.map((c) => c.child.pid ?? 0)]);
       const ctl0 = procStats(ctl.child.pid ?? 0);
       const hosts0 = hosts.stats();
       const api0 = await apiserverCpuSeconds(cp);

@@ -314,6 +314,33 @@ export async function apiserverCpuSeconds(cp: ControlPlane): Promise<number> {
   return Number(m[1]);
 }
 
+/**
+ * Waits until the API server and the processes `pids` are at rest: their CPU over one window
+ * together under `maxCores`. A scenario (and its floor) starts from rest, not while the API server
+ * still answers a thousand agents' first lists or kube-controller-manager takes in new Nodes, which
+ * would be charged to whichever ran first. Gives up after `maxMs`; says how it ended.
+ */
+export async function settle(
+  cp: ControlPlane,
+  pids: number[],
+  { maxCores = 0.25, windowMs = 1000, maxMs = 60_000 } = {},
+): Promise<{ waitedMs: number; settled: boolean; cores: number }> {
+  const t0 = performance.now();
+  const cpu = async () =>
+    (await apiserverCpuSeconds(cp)) + pids.reduce((sum, pid) => sum + procStats(pid).cpuSeconds, 0);
+  let before = await cpu();
+  for (;;) {
+    const start = performance.now();
+    await new Promise((r) => setTimeout(r, windowMs));
+    const now = await cpu();
+    const cores = (now - before) / ((performance.now() - start) / 1000);
+    before = now;
+    const waitedMs = Math.round(performance.now() - t0);
+    if (cores < maxCores) return { waitedMs, settled: true, cores };
+    if (waitedMs > maxMs) return { waitedMs, settled: false, cores };
+  }
+}
+
 /** The labels and value of each apiserver_request_total series in kube-apiserver's /metrics. */
 async function apiserverRequestSeries(
   cp: ControlPlane,

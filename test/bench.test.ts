@@ -387,7 +387,11 @@ test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node ben
     command: string;
     scenarios: Record<
       string,
-      { wallSeconds: { median: number; each: number[] }; floorSeconds: { each: number[] } }
+      {
+        wallSeconds: { median: number; each: number[] };
+        floorSeconds: { each: number[] };
+        ratio?: { median: number; each: number[] };
+      }
     >;
   };
   assert.equal(results.command, 'node_modules/.bin/node bench/repeat.ts 2 BENCH_ONLY=fanout BENCH_FANOUT=2');
@@ -395,6 +399,11 @@ test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node ben
   assert.equal(fan?.wallSeconds.each.length, 2);
   assert.equal(fan.floorSeconds.each.length, 2);
   assert.equal(fan.wallSeconds.median, Number(m[1]), 'the file holds what it printed');
+  // Each run's own ratio to its floor, and their median, as printed.
+  assert.equal(fan.ratio?.each.length, 2);
+  const ratio = /^fanout-2: ratio median ×([\d.]+)(?:, apiserverCpuRatio median ×[\d.]+)?$/m.exec(out);
+  assert.ok(ratio, out);
+  assert.equal(fan.ratio.median, Number(ratio[1]));
   await assert.rejects(
     run('node_modules/.bin/node', ['bench/repeat.ts', 'six']),
     /RUNS \(the first argument\) must be a positive whole number, got 'six'/,
