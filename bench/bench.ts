@@ -205,7 +205,9 @@ try {
   const atRest = async (what: string, pids: number[]) => {
     const s = await settle(cp, pids);
     if (!s.settled)
-      console.error(`${what}: still ${s.cores.toFixed(2)} cores busy after ${s.waitedMs} ms; measuring anyway`);
+      console.error(
+        `${what}: still ${s.cores.toFixed(2)} cores busy after ${s.waitedMs} ms; measuring anyway`,
+      );
   };
 
   // ---- The floor: what an ideal design cannot avoid, by a bare client (bench/floor.ts). ----
