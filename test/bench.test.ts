@@ -371,12 +371,12 @@ test('node_modules/.bin/node bench/burst.ts 200: all Succeeded, the figures, and
   );
 });
 
-test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node bench/repeat.ts 6 BENCH_ONLY=fanout BENCH_FANOUT=1000: each run and the median', async () => {
-  // Two runs of a fan-out over 2 nodes, not six over 1,000 (minutes).
+test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repeat.ts 3 BENCH_SCALE=full BENCH_ONLY=sequential,many,fanout,controller-memory: each run and the median', async () => {
+  // Two runs of a fan-out over 2 nodes at full scale's settings, not three of four scenarios at full sizes (half an hour).
   const path = join(dir, 'repeat.json');
   const out = await run(
     'node_modules/.bin/node',
-    ['bench/repeat.ts', '2', 'BENCH_ONLY=fanout', 'BENCH_FANOUT=2'],
+    ['bench/repeat.ts', '2', 'BENCH_SCALE=full', 'BENCH_ONLY=fanout', 'BENCH_FANOUT=2'],
     { BENCH_RESULTS: path },
   );
   assert.equal(out.match(/^run [12]: fanout-2 [\d.]+ s \(floor [\d.]+ s\)$/gm)?.length, 2, out);
@@ -394,7 +394,10 @@ test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node ben
       }
     >;
   };
-  assert.equal(results.command, 'node_modules/.bin/node bench/repeat.ts 2 BENCH_ONLY=fanout BENCH_FANOUT=2');
+  assert.equal(
+    results.command,
+    'node_modules/.bin/node bench/repeat.ts 2 BENCH_SCALE=full BENCH_ONLY=fanout BENCH_FANOUT=2',
+  );
   const fan = results.scenarios['fanout-2'];
   assert.equal(fan?.wallSeconds.each.length, 2);
   assert.equal(fan.floorSeconds.each.length, 2);
