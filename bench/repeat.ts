@@ -42,7 +42,10 @@ const figuresOf = (row: Result): Record<string, number | undefined> => ({
   controllerMiB: row.controller ? +row.controller.rssMiB.toFixed(1) : undefined,
   agentsMiB: row.agents ? +row.agents.rssMiB.toFixed(1) : undefined,
 });
-const byScenario = new Map<string, { wall: number[]; floor: number[]; figures: Map<string, number[]> }>();
+const byScenario = new Map<
+  string,
+  { sizes: Result['sizes']; wall: number[]; floor: number[]; figures: Map<string, number[]> }
+>();
 for (let i = 1; i <= runs; i++) {
   const path = join(dir, `run-${i}.json`);
   const r = spawnSync(join(projectRoot, 'node_modules/.bin/node'), [join(projectRoot, 'bench/bench.ts')], {
@@ -54,7 +57,12 @@ for (let i = 1; i <= runs; i++) {
   });
   if (r.status !== 0) throw new Error(`run ${i} of bench/bench.ts failed (exit ${r.status}):\n${r.stdout}`);
   for (const row of (JSON.parse(readFileSync(path, 'utf8')) as { results: Result[] }).results) {
-    const s = byScenario.get(row.name) ?? { wall: [], floor: [], figures: new Map<string, number[]>() };
+    const s = byScenario.get(row.name) ?? {
+      sizes: row.sizes,
+      wall: [],
+      floor: [],
+      figures: new Map<string, number[]>(),
+    };
     s.wall.push(row.wallSeconds);
     if (row.floor) s.floor.push(row.floor.wallSeconds);
     for (const [k, v] of Object.entries(figuresOf(row)))
@@ -73,6 +81,7 @@ const scenarios = Object.fromEntries(
   [...byScenario].map(([name, s]) => [
     name,
     {
+      sizes: s.sizes,
       wallSeconds: { ...summary(s.wall), each: s.wall },
       floorSeconds: { ...summary(s.floor), each: s.floor },
       ...Object.fromEntries([...s.figures].map(([k, xs]) => [k, { ...summary(xs), each: xs }])),
@@ -83,9 +92,10 @@ for (const [name, s] of Object.entries(scenarios)) {
   console.log(
     `${name}: median ${s.wallSeconds.median} s (min ${s.wallSeconds.min}, max ${s.wallSeconds.max}) over ${runs} runs; floor median ${s.floorSeconds.median} s`,
   );
+  const figures = byScenario.get(name)?.figures;
   const ratios = (['ratio', 'p50Ratio', 'p99Ratio', 'apiserverCpuRatio'] as const)
-    .map((k) => (k in s ? `${k} median ×${(s as Record<string, { median: number }>)[k]?.median}` : ''))
-    .filter(Boolean);
+    .filter((k) => figures?.has(k))
+    .map((k) => `${k} median ×${summary(figures?.get(k) ?? []).median}`);
   if (ratios.length) console.log(`${name}: ${ratios.join(', ')}`);
 }
 writeResults(

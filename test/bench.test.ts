@@ -388,6 +388,7 @@ test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repe
     scenarios: Record<
       string,
       {
+        sizes: Record<string, number>;
         wallSeconds: { median: number; each: number[] };
         floorSeconds: { each: number[] };
         ratio?: { median: number; each: number[] };
@@ -400,6 +401,7 @@ test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repe
   );
   const fan = results.scenarios['fanout-2'];
   assert.equal(fan?.wallSeconds.each.length, 2);
+  assert.deepEqual(fan.sizes, { requests: 1, nodes: 2 }, 'the sizes each run measured');
   assert.equal(fan.floorSeconds.each.length, 2);
   assert.equal(fan.wallSeconds.median, Number(m[1]), 'the file holds what it printed');
   // Each run's own ratio to its floor, and their median, as printed.
