@@ -1,6 +1,6 @@
 /**
  * Many simulated nodes' agents in one process (for the benchmarks and fault
- * tests): one in-process Agent per name in BENCH_NODES (comma-separated),
+ * tests; the benchmarks start several, BENCH_AGENTS_PER_PROCESS each): one in-process Agent per name in BENCH_NODES (comma-separated),
  * all with the helper BENCH_HELPER and the AgentOptions in BENCH_AGENT_OPTS
  * (JSON), against BENCH_KUBECONFIG. Prints "agents ready" once every agent
  * has started; SIGTERM stops them all. The Node objects must exist, with a

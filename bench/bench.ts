@@ -11,7 +11,10 @@
  * same concurrency (bench/floor.ts): create request → write the node's
  * object → its name-scoped watch delivers it → claim → one helper spawn
  * through the real setpriv chain → result → request status, with every
- * node's name-scoped watch open.
+ * node's name-scoped watch open. Each scenario and each floor starts with the
+ * machine at rest (support.ts settle), and the floors with a warm API server
+ * (a warm-up fan-out over 200 names and 200 one-node requests, not measured). Simulated nodes' agents run in
+ * bench/agents.ts processes of BENCH_AGENTS_PER_PROCESS (1,000) agents each.
  *
  * Scenarios (sizes: BENCH_SCALE=small|full, each overridable):
  *   sequential        1 node, BENCH_SEQ requests one after another (full 40, small 10)
@@ -26,6 +29,8 @@
  *                     without the burst (500/300/20 at both scales)
  *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
  *   controller-memory the controller with BENCH_STORED requests stored, 100 per node (full 10000, small 1000)
+ * BENCH_AGENTS_PER_PROCESS: simulated agents per bench/agents.ts process (default 1,000).
+ * BENCH_CONTROLLER_ARGS: flags added to the controller's command line (space-separated).
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
  * BENCH_RESULTS=path writes the results there instead of bench/results.json
  * BENCH_MERGE=1 replaces only this run's rows in the results file (each with this run's machine),
@@ -61,13 +66,16 @@ import { Floor } from './floor.ts';
 import { ensureNode } from '../test/support/objects.ts';
 import {
   apiserverCpuSeconds,
+  apiserverRefusedWrites,
   apiserverWrites,
   inParallel,
   percentile,
   procStats,
   projectRoot,
+  settle,
   settledWrites,
-  startAgentHost,
+  agentsPerProcess,
+  startAgentHosts,
   startAgentProcess,
   startControllerProcess,
   stopComponent,
@@ -107,6 +115,8 @@ const sizes = {
 const HOUSEKEEPING = new Set(['leases', 'endpoints', 'endpointslices']);
 /** In-flight creates when requests are "submitted at once" (client and floor alike). */
 const SUBMIT_CONCURRENCY = 50;
+/** BENCH_CONTROLLER_ARGS: flags added to `kmod-operator controller` (space-separated), e.g. `--node-concurrency=32`. */
+const controllerArgs = (process.env.BENCH_CONTROLLER_ARGS ?? '').split(' ').filter(Boolean);
 const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
 const wanted = (name: string) => only.size === 0 || only.has(name);
 
@@ -125,6 +135,8 @@ export interface Result {
   /** Writes the API server served per (request, node), the user's create of the request left out. */
   writesPerRequestNode?: number;
   writesByResource?: WriteCounts;
+  /** Of those, the ones the API server refused, by resource and HTTP code (retried by the operator). */
+  writesRefused?: WriteCounts;
   floorWritesPerRequestNode?: number;
   controller?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number };
   agents?: { rssMiB: number; peakRssMiB: number; cpuSeconds: number; processes: string };
@@ -192,22 +204,36 @@ try {
       await api.deleteCollectionClusterCustomObject({ group: GROUP, version: VERSION, plural });
   };
 
+  /** Before a scenario's measured part: the machine at rest (support.ts settle); says when it did not get there. */
+  const atRest = async (what: string, pids: number[]) => {
+    const s = await settle(cp, pids);
+    if (!s.settled)
+      console.error(
+        `${what}: still ${s.cores.toFixed(2)} cores busy after ${s.waitedMs} ms; measuring anyway`,
+      );
+  };
+
   // ---- The floor: what an ideal design cannot avoid, by a bare client (bench/floor.ts). ----
   /** Runs `fn` with the name-scoped watches of `nodes` open, as the agents would hold them. */
   const withFloor = async <T>(nodes: string[], fn: (floor: Floor) => Promise<T>): Promise<T> => {
     const floor = new Floor(kc, cp);
     try {
       await floor.watch(nodes);
+      await atRest('floor', []);
       return await fn(floor);
     } finally {
       floor.close();
     }
   };
   /** Runs `fn` and counts the API server's writes it caused. */
-  const counted = async <T>(fn: () => Promise<T>): Promise<{ value: T; writes: WriteCounts }> => {
+  const counted = async <T>(
+    fn: () => Promise<T>,
+  ): Promise<{ value: T; writes: WriteCounts; refused: WriteCounts }> => {
     const before = await apiserverWrites(cp);
+    const refusedBefore = await apiserverRefusedWrites(cp);
     const value = await fn();
-    return { value, writes: writesBetween(before, await settledWrites(cp)) };
+    const writes = writesBetween(before, await settledWrites(cp));
+    return { value, writes, refused: writesBetween(refusedBefore, await apiserverRefusedWrites(cp)) };
   };
   /** The operator's writes (the API server's own lease and endpoints upkeep left out), less the user's creates. */
   const total = (w: WriteCounts, leaveOutUserCreates: number) =>
@@ -219,6 +245,21 @@ try {
     string,
     { wallSeconds: number; p50Ms?: number; p99Ms?: number; writes: number; apiserverCpuSeconds: number }
   >();
+  // A warm-up, not measured: a fresh API server grows its heap, fills its watch cache and settles
+  // its connections during its first thousand writes, and the floors run first. Without this the
+  // first floor of a run was measured on a cold server (a 1,000-node fan-out's floor took 10–12 s
+  // alone against 7–8 s after other floors) and the operator's ratio looked better than it is.
+  if (wanted('many') || wanted('fanout') || wanted('sequential')) {
+    const warm = Array.from({ length: 200 }, (_, i) => `floor-warm-${i}`);
+    await withFloor(warm, async (floor) => {
+      await floor.request('floor-warm-fanout', warm, SUBMIT_CONCURRENCY);
+      await inParallel(
+        Array.from({ length: 200 }, (_, i) => i),
+        SUBMIT_CONCURRENCY,
+        async (i) => void (await floor.request(`floor-warm-${i}`, [warm[i % warm.length] ?? ''], 1)),
+      );
+    });
+  }
   /** Runs a floor scenario, counting its writes and the API server's CPU. */
   const floorCounted = async <T>(fn: () => Promise<T>) => {
     const cpu0 = await apiserverCpuSeconds(cp);
@@ -288,7 +329,7 @@ try {
   await deleteAll();
 
   // ---- The operator. ----
-  controller = await startControllerProcess(cp);
+  controller = await startControllerProcess(cp, controllerArgs);
   const ctl = controller;
   const terminalAt = new Map<string, number>();
   const watcher = new Informer<ModuleRequest>({
@@ -344,15 +385,17 @@ try {
     pairs: number,
     userCreates: number,
     body: () => Promise<{ wallSeconds: number; lat?: number[] }>,
-    agentOpts: Parameters<typeof startAgentHost>[3] = {},
+    agentOpts: Parameters<typeof startAgentHosts>[3] = {},
   ) => {
-    const host = await startAgentHost(cp, nodes, helper, agentOpts);
+    const hosts = await startAgentHosts(cp, nodes, helper, agentOpts);
     try {
+      await atRest(r.name, [ctl.child.pid ?? 0, ...hosts.processes.map((c) => c.child.pid ?? 0)]);
       const ctl0 = procStats(ctl.child.pid ?? 0);
-      const host0 = procStats(host.child.pid ?? 0);
+      const hosts0 = hosts.stats();
       const api0 = await apiserverCpuSeconds(cp);
-      const { value, writes } = await counted(body);
+      const { value, writes, refused } = await counted(body);
       const apiCpu = (await apiserverCpuSeconds(cp)) - api0;
+      const agentStats = hosts.stats();
       const result: Result = {
         ...r,
         wallSeconds: +value.wallSeconds.toFixed(2),
@@ -361,14 +404,19 @@ try {
           : {}),
         writesPerRequestNode: +(total(writes, userCreates) / pairs).toFixed(2),
         writesByResource: writes,
+        ...(Object.keys(refused).length ? { writesRefused: refused } : {}),
         controller: usage(ctl, ctl0),
-        agents: { ...usage(host, host0), processes: `${nodes.length} agents in one process` },
+        agents: {
+          ...agentStats,
+          cpuSeconds: +(agentStats.cpuSeconds - hosts0.cpuSeconds).toFixed(2),
+          processes: `${nodes.length} agents in ${hosts.processes.length} process${hosts.processes.length > 1 ? 'es' : ''} (at most ${agentsPerProcess()} each)`,
+        },
         apiserverCpuSeconds: +apiCpu.toFixed(2),
       };
       results.push(result);
       return result;
     } finally {
-      await stopComponent(host);
+      await hosts.stop();
     }
   };
 
@@ -711,7 +759,7 @@ try {
     const wall = (performance.now() - t0) / 1000;
     const busy = procStats(ctl.child.pid ?? 0);
     await stopComponent(ctl);
-    controller = await startControllerProcess(cp);
+    controller = await startControllerProcess(cp, controllerArgs);
     const fresh = controller;
     await settledWrites(cp);
     const s = procStats(fresh.child.pid ?? 0);

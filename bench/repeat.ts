@@ -2,8 +2,11 @@
  * `make bench` scenarios run several times, for figures that vary from run to
  * run (the fan-out over 1,000 nodes): runs `bench/bench.ts` RUNS times with
  * the given variables, each writing its own results to a temporary file, and
- * writes every run's wall time and floor with their median, min and max per
- * scenario to bench/results-repeat.json (or BENCH_RESULTS=path).
+ * writes every run's figures with their median, min and max per scenario to
+ * bench/results-repeat.json (or BENCH_RESULTS=path): wall time and floor, and
+ * where a row has them the ratios to the floor (wall, p50, p99, the API
+ * server's CPU), the writes per (request, node) and the components' RSS. A
+ * ratio's median is the median of each run's own ratio, not a ratio of medians.
  *
  * Run: node_modules/.bin/node bench/repeat.ts RUNS [VAR=value...]
  * e.g. BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node bench/repeat.ts 6 BENCH_ONLY=fanout BENCH_FANOUT=1000
@@ -26,7 +29,23 @@ const loadAtStart = loadavg().map((x) => +x.toFixed(2));
 const dir = mkdtempSync(join(tmpdir(), 'kmod-repeat-'));
 process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
 
-const byScenario = new Map<string, { wall: number[]; floor: number[] }>();
+/** The figures kept per run of a row, beyond wall time and floor; a row without one leaves it out. */
+const figuresOf = (row: Result): Record<string, number | undefined> => ({
+  ratio: row.ratio?.wall,
+  p50Ratio: row.ratio?.p50,
+  p99Ratio: row.ratio?.p99,
+  apiserverCpuRatio:
+    row.apiserverCpuSeconds !== undefined && row.floor?.apiserverCpuSeconds
+      ? +(row.apiserverCpuSeconds / row.floor.apiserverCpuSeconds).toFixed(2)
+      : undefined,
+  writesPerRequestNode: row.writesPerRequestNode,
+  controllerMiB: row.controller ? +row.controller.rssMiB.toFixed(1) : undefined,
+  agentsMiB: row.agents ? +row.agents.rssMiB.toFixed(1) : undefined,
+});
+const byScenario = new Map<
+  string,
+  { sizes: Result['sizes']; wall: number[]; floor: number[]; figures: Map<string, number[]> }
+>();
 for (let i = 1; i <= runs; i++) {
   const path = join(dir, `run-${i}.json`);
   const r = spawnSync(join(projectRoot, 'node_modules/.bin/node'), [join(projectRoot, 'bench/bench.ts')], {
@@ -38,9 +57,16 @@ for (let i = 1; i <= runs; i++) {
   });
   if (r.status !== 0) throw new Error(`run ${i} of bench/bench.ts failed (exit ${r.status}):\n${r.stdout}`);
   for (const row of (JSON.parse(readFileSync(path, 'utf8')) as { results: Result[] }).results) {
-    const s = byScenario.get(row.name) ?? { wall: [], floor: [] };
+    const s = byScenario.get(row.name) ?? {
+      sizes: row.sizes,
+      wall: [],
+      floor: [],
+      figures: new Map<string, number[]>(),
+    };
     s.wall.push(row.wallSeconds);
     if (row.floor) s.floor.push(row.floor.wallSeconds);
+    for (const [k, v] of Object.entries(figuresOf(row)))
+      if (v !== undefined) s.figures.set(k, [...(s.figures.get(k) ?? []), v]);
     byScenario.set(row.name, s);
     console.log(`run ${i}: ${row.name} ${row.wallSeconds} s (floor ${row.floor?.wallSeconds ?? '-'} s)`);
   }
@@ -55,15 +81,23 @@ const scenarios = Object.fromEntries(
   [...byScenario].map(([name, s]) => [
     name,
     {
+      sizes: s.sizes,
       wallSeconds: { ...summary(s.wall), each: s.wall },
       floorSeconds: { ...summary(s.floor), each: s.floor },
+      ...Object.fromEntries([...s.figures].map(([k, xs]) => [k, { ...summary(xs), each: xs }])),
     },
   ]),
 );
-for (const [name, s] of Object.entries(scenarios))
+for (const [name, s] of Object.entries(scenarios)) {
   console.log(
     `${name}: median ${s.wallSeconds.median} s (min ${s.wallSeconds.min}, max ${s.wallSeconds.max}) over ${runs} runs; floor median ${s.floorSeconds.median} s`,
   );
+  const figures = byScenario.get(name)?.figures;
+  const ratios = (['ratio', 'p50Ratio', 'p99Ratio', 'apiserverCpuRatio'] as const)
+    .filter((k) => figures?.has(k))
+    .map((k) => `${k} median ×${summary(figures?.get(k) ?? []).median}`);
+  if (ratios.length) console.log(`${name}: ${ratios.join(', ')}`);
+}
 writeResults(
   out,
   { command: ['node_modules/.bin/node bench/repeat.ts', runs, ...vars].join(' '), runs, scenarios },

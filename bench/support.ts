@@ -117,17 +117,74 @@ export function startAgentProcess(
 }
 
 /**
- * Starts bench/agents.ts: one process running an in-process Agent per node
- * (simulated nodes share a process; a real node runs one agent process).
- * Resolves once it printed that every agent has started.
+ * The simulated agents of a scenario: bench/agents.ts processes, each running an in-process Agent
+ * per node for up to `perProcess` nodes. A real node runs one agent process; packing thousands
+ * into one process would charge the operator for what no node pays (a helper forked from a
+ * 1.4 GB process copies its page tables; one heap's garbage collection pauses every agent).
  */
-export async function startAgentHost(
+export interface AgentHosts {
+  readonly processes: Component[];
+  /** RSS now and at peak, and CPU seconds so far, summed over the processes. */
+  stats(): ProcStats;
+  /** SIGTERM to every process; resolves once all have exited. */
+  stop(): Promise<void>;
+}
+
+/** Agents per bench/agents.ts process: BENCH_AGENTS_PER_PROCESS, default 1,000. */
+export function agentsPerProcess(): number {
+  const v = process.env.BENCH_AGENTS_PER_PROCESS ?? '1000';
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`BENCH_AGENTS_PER_PROCESS must be a positive whole number, got '${v}'`);
+  return n;
+}
+
+/**
+ * Starts the agents of `nodes` in ceil(nodes / perProcess) bench/agents.ts processes; resolves once
+ * every process printed that all its agents have started.
+ */
+export async function startAgentHosts(
   cp: ControlPlane,
   nodes: string[],
   helper: string,
   opts: { maxConcurrent?: number; busyTimeoutMs?: number; freezeWaitMs?: number } = {},
+  perProcess = agentsPerProcess(),
+): Promise<AgentHosts> {
+  const groups: string[][] = [];
+  for (let i = 0; i < nodes.length; i += perProcess) groups.push(nodes.slice(i, i + perProcess));
+  const processes: Component[] = [];
+  const stop = async () => void (await Promise.all(processes.map((c) => stopComponent(c))));
+  try {
+    // One after another: each starts its agents in batches, and the API server answers their lists.
+    for (const [i, group] of groups.entries())
+      processes.push(await startAgentHost(cp, group, helper, opts, i));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    processes,
+    stats: () =>
+      processes
+        .map((c) => procStats(c.child.pid ?? 0))
+        .reduce((a, b) => ({
+          rssMiB: a.rssMiB + b.rssMiB,
+          peakRssMiB: a.peakRssMiB + b.peakRssMiB,
+          cpuSeconds: a.cpuSeconds + b.cpuSeconds,
+        })),
+    stop,
+  };
+}
+
+/** Starts one bench/agents.ts process for `nodes`; resolves once it printed that every agent has started. */
+async function startAgentHost(
+  cp: ControlPlane,
+  nodes: string[],
+  helper: string,
+  opts: { maxConcurrent?: number; busyTimeoutMs?: number; freezeWaitMs?: number },
+  index: number,
 ): Promise<Component> {
-  const c = launch('agents', [join(projectRoot, 'bench/agents.ts')], 0, {
+  const c = launch(index ? `agents-${index}` : 'agents', [join(projectRoot, 'bench/agents.ts')], 0, {
     BENCH_KUBECONFIG: cp.kubeconfigPath,
     BENCH_NODES: nodes.join(','),
     BENCH_HELPER: helper,
@@ -257,6 +314,33 @@ export async function apiserverCpuSeconds(cp: ControlPlane): Promise<number> {
   return Number(m[1]);
 }
 
+/**
+ * Waits until the API server and the processes `pids` are at rest: their CPU over one window
+ * together under `maxCores`. A scenario (and its floor) starts from rest, not while the API server
+ * still answers a thousand agents' first lists or kube-controller-manager takes in new Nodes, which
+ * would be charged to whichever ran first. Gives up after `maxMs`; says how it ended.
+ */
+export async function settle(
+  cp: ControlPlane,
+  pids: number[],
+  { maxCores = 0.25, windowMs = 1000, maxMs = 60_000 } = {},
+): Promise<{ waitedMs: number; settled: boolean; cores: number }> {
+  const t0 = performance.now();
+  const cpu = async () =>
+    (await apiserverCpuSeconds(cp)) + pids.reduce((sum, pid) => sum + procStats(pid).cpuSeconds, 0);
+  let before = await cpu();
+  for (;;) {
+    const start = performance.now();
+    await new Promise((r) => setTimeout(r, windowMs));
+    const now = await cpu();
+    const cores = (now - before) / ((performance.now() - start) / 1000);
+    before = now;
+    const waitedMs = Math.round(performance.now() - t0);
+    if (cores < maxCores) return { waitedMs, settled: true, cores };
+    if (waitedMs > maxMs) return { waitedMs, settled: false, cores };
+  }
+}
+
 /** The labels and value of each apiserver_request_total series in kube-apiserver's /metrics. */
 async function apiserverRequestSeries(
   cp: ControlPlane,
@@ -278,6 +362,21 @@ export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
   for (const { labels, value } of await apiserverRequestSeries(cp)) {
     if (!WRITE_VERBS.has(labels.verb ?? '')) continue;
     const key = labels.subresource ? `${labels.resource}/${labels.subresource}` : (labels.resource ?? '');
+    counts[key] = (counts[key] ?? 0) + value;
+  }
+  return counts;
+}
+
+/**
+ * The writes of apiserverWrites that the API server refused, keyed `resource[/subresource] CODE`
+ * (429 throttled, 409 conflict, 422 invalid or a failed JSON-patch test, 504 timed out): where
+ * writes beyond the ideal come from.
+ */
+export async function apiserverRefusedWrites(cp: ControlPlane): Promise<WriteCounts> {
+  const counts: WriteCounts = {};
+  for (const { labels, value } of await apiserverRequestSeries(cp)) {
+    if (!WRITE_VERBS.has(labels.verb ?? '') || (labels.code ?? '').startsWith('2')) continue;
+    const key = `${labels.subresource ? `${labels.resource}/${labels.subresource}` : (labels.resource ?? '')} ${labels.code}`;
     counts[key] = (counts[key] ?? 0) + value;
   }
   return counts;

@@ -201,11 +201,13 @@ test('make bench BENCH_SCALE=full: the full scale path, with its sizes shrunk', 
 });
 
 test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts: one fan-out alone, shrunk to 4 nodes', async () => {
-  // The README's 5,000-node row takes minutes; the same command with BENCH_FANOUT=4.
+  // The README's 5,000-node row takes minutes; the same command with BENCH_FANOUT=4, and its
+  // simulated agents split over processes as the 5,000 are (1,000 a process; here 2).
   const path = join(dir, 'fanout.json');
   const out = await run('node_modules/.bin/node', ['bench/bench.ts'], {
     BENCH_ONLY: 'fanout',
     BENCH_FANOUT: '4',
+    BENCH_AGENTS_PER_PROCESS: '2',
     BENCH_RESULTS: path,
   });
   const { results } = readResults(path, out);
@@ -215,6 +217,7 @@ test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts:
   );
   assertAgainstFloor(results[0] as Row, false);
   assert.ok((results[0]?.dispatchSeconds ?? 0) > 0, 'says when every run was dispatched');
+  assert.equal(results[0]?.agents?.processes, '4 agents in 2 processes (at most 2 each)');
 });
 
 test('BENCH_ONLY=dryrun-burst node_modules/.bin/node bench/bench.ts: the dry-run burst alone, shrunk', async () => {
@@ -368,12 +371,12 @@ test('node_modules/.bin/node bench/burst.ts 200: all Succeeded, the figures, and
   );
 });
 
-test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node bench/repeat.ts 6 BENCH_ONLY=fanout BENCH_FANOUT=1000: each run and the median', async () => {
-  // Two runs of a fan-out over 2 nodes, not six over 1,000 (minutes).
+test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repeat.ts 3 BENCH_SCALE=full BENCH_ONLY=sequential,many,fanout,controller-memory: each run and the median', async () => {
+  // Two runs of a fan-out over 2 nodes at full scale's settings, not three of four scenarios at full sizes (half an hour).
   const path = join(dir, 'repeat.json');
   const out = await run(
     'node_modules/.bin/node',
-    ['bench/repeat.ts', '2', 'BENCH_ONLY=fanout', 'BENCH_FANOUT=2'],
+    ['bench/repeat.ts', '2', 'BENCH_SCALE=full', 'BENCH_ONLY=fanout', 'BENCH_FANOUT=2'],
     { BENCH_RESULTS: path },
   );
   assert.equal(out.match(/^run [12]: fanout-2 [\d.]+ s \(floor [\d.]+ s\)$/gm)?.length, 2, out);
@@ -384,14 +387,28 @@ test('BENCH_RESULTS=bench/results-fanout-1000-x6.json node_modules/.bin/node ben
     command: string;
     scenarios: Record<
       string,
-      { wallSeconds: { median: number; each: number[] }; floorSeconds: { each: number[] } }
+      {
+        sizes: Record<string, number>;
+        wallSeconds: { median: number; each: number[] };
+        floorSeconds: { each: number[] };
+        ratio?: { median: number; each: number[] };
+      }
     >;
   };
-  assert.equal(results.command, 'node_modules/.bin/node bench/repeat.ts 2 BENCH_ONLY=fanout BENCH_FANOUT=2');
+  assert.equal(
+    results.command,
+    'node_modules/.bin/node bench/repeat.ts 2 BENCH_SCALE=full BENCH_ONLY=fanout BENCH_FANOUT=2',
+  );
   const fan = results.scenarios['fanout-2'];
   assert.equal(fan?.wallSeconds.each.length, 2);
+  assert.deepEqual(fan.sizes, { requests: 1, nodes: 2 }, 'the sizes each run measured');
   assert.equal(fan.floorSeconds.each.length, 2);
   assert.equal(fan.wallSeconds.median, Number(m[1]), 'the file holds what it printed');
+  // Each run's own ratio to its floor, and their median, as printed.
+  assert.equal(fan.ratio?.each.length, 2);
+  const ratio = /^fanout-2: ratio median ×([\d.]+)(?:, apiserverCpuRatio median ×[\d.]+)?$/m.exec(out);
+  assert.ok(ratio, out);
+  assert.equal(fan.ratio.median, Number(ratio[1]));
   await assert.rejects(
     run('node_modules/.bin/node', ['bench/repeat.ts', 'six']),
     /RUNS \(the first argument\) must be a positive whole number, got 'six'/,

@@ -20,7 +20,13 @@ import {
   type KubernetesObject,
   type V1ConfigMap,
 } from '@kubernetes/client-node';
-import { API_VERSION, GROUP, NODE_MODULES_PLURAL, VERSION } from '../src/api/types.ts';
+import {
+  API_VERSION,
+  GROUP,
+  NODE_MODULES_PLURAL,
+  VERSION,
+  type NodeModulesRequest,
+} from '../src/api/types.ts';
 import { jsonPatch } from '../src/kube/callopts.ts';
 import { applyManifests } from '../src/kube/apply.ts';
 import { kubeconfigYaml } from '../src/cluster/controlplane.ts';
@@ -29,6 +35,7 @@ import { mergePatch } from '../src/kube/callopts.ts';
 import { errorMessage } from '../src/observability/logger.ts';
 import {
   admissionRefusal,
+  createNodeModules,
   createRequest,
   ensureNode,
   getNodeModules,
@@ -272,11 +279,8 @@ test('removal at dispatch: each new Remove entry of a node’s spec is judged by
     timeoutSeconds: 60,
     ...(action ? { action } : {}),
   });
-  const create = (name: string, requests: object[]) =>
-    api.createClusterCustomObject({
-      ...nm,
-      body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name }, spec: { requests } },
-    });
+  const create = (name: string, requests: ReturnType<typeof entry>[]) =>
+    createNodeModules(env.kc, name, { requests: requests as NodeModulesRequest[] });
   // The shipped policy has no allowRemove (in force again once the API server has the policy a
   // test before this one restored): a Remove entry is refused, naming it.
   let tries = 0;
@@ -507,14 +511,8 @@ test('node restriction: agent A may write the status of its own node’s NodeMod
     });
     tokens[node] = tr.status?.token ?? '';
   }
-  const admin = env.kc.makeApiClient(CustomObjectsApi);
   const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
-  for (const node of ['node-a', 'node-b']) {
-    await admin.createClusterCustomObject({
-      ...nm,
-      body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name: node }, spec: {} },
-    });
-  }
+  for (const node of ['node-a', 'node-b']) await createNodeModules(env.kc, node);
   const asAgent = (node: string) => {
     const kc = new KubeConfig();
     kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tokens[node] ?? '', `agent-${node}`));
@@ -597,12 +595,7 @@ test('node restriction: an agent token without a node name (not pod-bound) is re
   });
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfigYaml(env.cp.server, env.cp.caPem, tr.status?.token ?? '', 'unbound'));
-  await env.kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: NODE_MODULES_PLURAL,
-    body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name: 'node-unbound' }, spec: {} },
-  });
+  await createNodeModules(env.kc, 'node-unbound');
   await assert.rejects(
     kc.makeApiClient(CustomObjectsApi).patchClusterCustomObjectStatus(
       {

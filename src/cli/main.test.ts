@@ -39,3 +39,10 @@ test('--tracer and --dmesg: an absolute executable, or empty to go without', () 
   const off = sh('kmod_operator agent --tracer= --dmesg= --kubeconfig=/nonexistent/kubeconfig');
   assert.equal(off.status, 1, off.stderr);
 });
+
+test('--node-concurrency: a positive whole number, named in the refusal', () => {
+  const r = sh('kmod_operator controller --node-concurrency=0 --kubeconfig=/nonexistent/kubeconfig');
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--node-concurrency/);
+  assert.match(sh('kmod_operator --help').stdout + sh('kmod_operator --help').stderr, /--node-concurrency N/);
+});

@@ -22,6 +22,7 @@ import {
   DEFAULT_SHUTDOWN_GRACE_MS,
   DEFAULT_TRACER,
 } from '../agent/defaults.ts';
+import { DEFAULT_CONCURRENCY, DEFAULT_NODE_CONCURRENCY } from '../controller/defaults.ts';
 import { parseCapList } from '../helper/capabilities.ts';
 import { parseFlags } from './argv.ts';
 import { labelKeyError } from '../api/validation.ts';
@@ -45,7 +46,9 @@ common flags:
 controller flags:
   --leader-elect           use a Lease so only one replica reconciles (default: off)
   --leader-election-namespace NS   (default: $POD_NAMESPACE or kmod-system)
-  --concurrency N          parallel reconciles (default 4)
+  --concurrency N          parallel reconciles of requests (default ${DEFAULT_CONCURRENCY})
+  --node-concurrency N     parallel reconciles of nodes: NodeModules spec writes in flight at once
+                           (default ${DEFAULT_NODE_CONCURRENCY})
   --exclude-nodes-with-label KEY   keep nodes carrying label KEY (any value) out of nodeSelector
                            targets, unless the selector names KEY; repeatable. deploy/ and the
                            chart pass node-role.kubernetes.io/control-plane (default: none)
@@ -207,6 +210,7 @@ async function controllerCommand(args: string[]): Promise<void> {
     'leader-elect': { type: 'boolean', default: false },
     'leader-election-namespace': { type: 'string' },
     concurrency: { type: 'string' },
+    'node-concurrency': { type: 'string' },
     'exclude-nodes-with-label': { type: 'string', multiple: true, default: [] },
   });
   if (values === 'help') return help();
@@ -215,6 +219,11 @@ async function controllerCommand(args: string[]): Promise<void> {
     const error = labelKeyError(key, '--exclude-nodes-with-label');
     if (error) fail(error);
   }
+  // Flags are checked before anything connects: a typo is named, not hidden behind a kubeconfig error.
+  const tuning = {
+    concurrency: positiveInt('concurrency', values.concurrency, DEFAULT_CONCURRENCY),
+    nodeConcurrency: positiveInt('node-concurrency', values['node-concurrency'], DEFAULT_NODE_CONCURRENCY),
+  };
   const logger = createLogger('controller');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -224,7 +233,7 @@ async function controllerCommand(args: string[]): Promise<void> {
     kc,
     logger,
     registry,
-    tuning: { concurrency: positiveInt('concurrency', values.concurrency, 4) },
+    tuning,
     targets: { excludeNodesWithLabels },
     leaderElection: values['leader-elect']
       ? { namespace: values['leader-election-namespace'] ?? process.env.POD_NAMESPACE ?? 'kmod-system' }

@@ -14,6 +14,7 @@
  * and Nodes; each agent watches only its own node's NodeModules by name, which
  * the API server dispatches in O(1) (docs/nodemodules.md).
  */
+import { DEFAULT_CONCURRENCY, DEFAULT_NODE_CONCURRENCY } from './defaults.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { KubeConfig, V1Node } from '@kubernetes/client-node';
@@ -78,14 +79,9 @@ export interface ControllerOptions {
 
 /** The controller's rarely changed knobs (ControllerOptions.tuning). */
 export interface ControllerTuning {
-  /** Parallel reconciles of distinct requests. Default 4 (`--concurrency`). */
+  /** Parallel reconciles of distinct requests. Default DEFAULT_CONCURRENCY (`--concurrency`). */
   concurrency?: number;
-  /**
-   * Parallel reconciles of distinct nodes: node spec writes in flight at once. Default 16: a big
-   * fan-out stays well under the API server's default mutating in-flight limit (200), so it never
-   * starves everyone else (the agents' status writes included), while N nodes take about N / 16
-   * round trips instead of N.
-   */
+  /** Parallel reconciles of distinct nodes. Default DEFAULT_NODE_CONCURRENCY (`--node-concurrency`). */
   nodeConcurrency?: number;
   /** Full re-delivery of cached objects (the level-triggered safety net). Default the informer's. */
   resyncMs?: number;
@@ -96,8 +92,9 @@ export interface ControllerTuning {
   watchTimeoutMs?: number;
   /**
    * How request status writes are paced (pacing.ts): an unsettled status (Pending, Running) is
-   * written only after staying unwritten `delayMs`, and unsettled writes are `intervalMs` apart;
-   * a settled one is written at once. Default DEFAULT_PACING (1 s, 1 s).
+   * written only after staying unwritten `delayMs`, and unsettled writes are `intervalMs` apart
+   * (more on a big fan-out: progressIntervalMs); a settled one is written at once. Default
+   * DEFAULT_PACING.
    */
   statusPacing?: Partial<PacingOptions>;
   /** The per-node limits (default: the API's, NODE_LIMITS); tests pass small ones. */
@@ -267,11 +264,15 @@ export class Controller {
         logger: this.#log,
         onRetry: (key, attempt, err) => this.#onRetry(name, key, attempt, err),
       });
-    this.#requestQueue = queue('modulerequests', this.#opts.tuning?.concurrency ?? 4, (key) =>
-      this.#timed('request', () => this.#reconcileRequest(key)),
+    this.#requestQueue = queue(
+      'modulerequests',
+      this.#opts.tuning?.concurrency ?? DEFAULT_CONCURRENCY,
+      (key) => this.#timed('request', () => this.#reconcileRequest(key)),
     );
-    this.#nodeQueue = queue('nodemodules', this.#opts.tuning?.nodeConcurrency ?? 16, (key) =>
-      this.#timed('node', () => this.#nodeSync.reconcile(key)),
+    this.#nodeQueue = queue(
+      'nodemodules',
+      this.#opts.tuning?.nodeConcurrency ?? DEFAULT_NODE_CONCURRENCY,
+      (key) => this.#timed('node', () => this.#nodeSync.reconcile(key)),
     );
     this.#requestQueue.start();
     this.#nodeQueue.start();

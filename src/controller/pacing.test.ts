@@ -1,9 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ModuleRequest, ModuleRequestStatus, PhaseCounts, RunPhase } from '../api/types.ts';
-import { decideWrite, isIdle, isSettled, knownStatus, statusEvent, type PacingState } from './pacing.ts';
+import {
+  DEFAULT_PACING,
+  decideWrite,
+  isIdle,
+  isSettled,
+  knownStatus,
+  progressIntervalMs,
+  statusEvent,
+  type PacingState,
+} from './pacing.ts';
 
-const opts = { delayMs: 1000, intervalMs: 1000 };
+const opts = { ...DEFAULT_PACING };
 const status = (phase: RunPhase, c: Partial<PhaseCounts>, generation = 1): ModuleRequestStatus => ({
   phase,
   observedGeneration: generation,
@@ -49,6 +58,20 @@ test('after a write, unsettled writes are at least the interval apart; a settled
   assert.deepEqual(decideWrite(progress, true, s, 6000, opts), { write: true });
   const all = status('Succeeded', { total: 50, succeeded: 50 });
   assert.deepEqual(decideWrite(all, true, { lastWrite: 6000 }, 6001, opts), { write: true });
+});
+
+test('a big fan-out writes its progress further apart: 5 ms a node, at least 1 s, at most 10 s', () => {
+  assert.equal(progressIntervalMs(opts, 1), 1000);
+  assert.equal(progressIntervalMs(opts, 200), 1000);
+  assert.equal(progressIntervalMs(opts, 1000), 5000);
+  assert.equal(progressIntervalMs(opts, 5000), 10_000);
+  const progress = status('Running', { total: 1000, succeeded: 10, running: 990 });
+  const s: PacingState = { lastWrite: 5000, since: 1000 };
+  assert.deepEqual(decideWrite(progress, true, s, 6000, opts), { write: false, afterMs: 4000 });
+  assert.deepEqual(decideWrite(progress, true, s, 10_000, opts), { write: true });
+  // A settled status is never held back by the longer interval.
+  const all = status('Succeeded', { total: 1000, succeeded: 1000 });
+  assert.deepEqual(decideWrite(all, true, { lastWrite: 10_000 }, 10_001, opts), { write: true });
 });
 
 test('an unchanged status is not written and clears a pending deferral', () => {

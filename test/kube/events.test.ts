@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { CoreV1Api, CustomObjectsApi, type CoreV1Event } from '@kubernetes/client-node';
+import { CoreV1Api, type CoreV1Event } from '@kubernetes/client-node';
 import { useControlPlane } from '../support/cluster.ts';
-import { GROUP, NODE_MODULES_PLURAL, VERSION, type NodeModules } from '../../src/api/types.ts';
+import type { NodeModules } from '../../src/api/types.ts';
 import { CUT_MARK } from '../../src/api/text.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { EventRecorder, type EventTarget } from '../../src/kube/events.ts';
 import { memoryLogger } from '../support/logs.ts';
+import { createNodeModules } from '../support/objects.ts';
 
 const env = useControlPlane({ controllerManager: false });
 
@@ -20,18 +21,7 @@ void describe('EventRecorder', () => {
 
   before(async () => {
     core = env.kc.makeApiClient(CoreV1Api);
-    const crs = env.kc.makeApiClient(CustomObjectsApi);
-    run = (await crs.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: NODE_MODULES_PLURAL,
-      body: {
-        apiVersion: `${GROUP}/${VERSION}`,
-        kind: 'NodeModules',
-        metadata: { name: 'ev-run' },
-        spec: {},
-      },
-    })) as NodeModules;
+    run = await createNodeModules(env.kc, 'ev-run');
   });
 
   void it('writes a core/v1 Event about a cluster-scoped object into namespace default', async () => {

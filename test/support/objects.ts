@@ -209,6 +209,21 @@ export async function listNodeModules(kc: KubeConfig): Promise<NodeModules[]> {
   return list.items;
 }
 
+/**
+ * Creates node `name`'s NodeModules with `spec` (empty by default) through `kc`, as the controller
+ * would (with no owner: the tests that use it hold no Node of that name); resolves with the object.
+ */
+export async function createNodeModules(
+  kc: KubeConfig,
+  name: string,
+  spec: NodeModules['spec'] = {},
+): Promise<NodeModules> {
+  return (await kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+    ...crd(NODE_MODULES_PLURAL),
+    body: { apiVersion: API_VERSION, kind: 'NodeModules', metadata: { name }, spec },
+  })) as NodeModules;
+}
+
 /** A node's NodeModules, or undefined. */
 export async function getNodeModules(kc: KubeConfig, node: string): Promise<NodeModules | undefined> {
   try {
