@@ -14,7 +14,6 @@
  * and Nodes; each agent watches only its own node's NodeModules by name, which
  * the API server dispatches in O(1) (docs/nodemodules.md).
  */
-import { DEFAULT_CONCURRENCY, DEFAULT_NODE_CONCURRENCY } from './defaults.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { KubeConfig, V1Node } from '@kubernetes/client-node';
@@ -40,6 +39,7 @@ import { Resources } from '../kube/resources.ts';
 import { WorkQueue, type ReconcileResult } from '../kube/workqueue.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { Assignments } from './assignments.ts';
+import { DEFAULT_CONCURRENCY, DEFAULT_NODE_CONCURRENCY } from './defaults.ts';
 import { ControllerMemory } from './memory.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { NodeSync, requestTarget } from './nodesync.ts';
