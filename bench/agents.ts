@@ -1,8 +1,9 @@
 /**
  * Many simulated nodes' agents in one process (for the benchmarks and fault
- * tests; the benchmarks start several, BENCH_AGENTS_PER_PROCESS each): one in-process Agent per name in BENCH_NODES (comma-separated),
- * all with the helper BENCH_HELPER and the AgentOptions in BENCH_AGENT_OPTS
- * (JSON), against BENCH_KUBECONFIG. Prints "agents ready" once every agent
+ * tests; the benchmarks start several, BENCH_AGENTS_PER_PROCESS each): one
+ * in-process Agent per name in BENCH_NODES (comma-separated), all with the
+ * helper BENCH_HELPER and the AgentOptions in BENCH_AGENT_OPTS (JSON), against
+ * BENCH_KUBECONFIG. Prints "agents ready" once every agent
  * has started; SIGTERM stops them all. The Node objects must exist, with a
  * boot ID (the agents read it from the Node: bootIdSource 'node').
  *

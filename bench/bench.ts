@@ -13,8 +13,9 @@
  * through the real setpriv chain → result → request status, with every
  * node's name-scoped watch open. Each scenario and each floor starts with the
  * machine at rest (support.ts settle), and the floors with a warm API server
- * (a warm-up fan-out over 200 names and 200 one-node requests, not measured). Simulated nodes' agents run in
- * bench/agents.ts processes of BENCH_AGENTS_PER_PROCESS (1,000) agents each.
+ * (a warm-up fan-out over 200 names and 200 one-node requests, not
+ * measured). Simulated nodes' agents run in bench/agents.ts processes of
+ * BENCH_AGENTS_PER_PROCESS (1,000) agents each.
  *
  * Scenarios (sizes: BENCH_SCALE=small|full, each overridable):
  *   sequential        1 node, BENCH_SEQ requests one after another (full 40, small 10)
@@ -66,21 +67,20 @@ import { Floor } from './floor.ts';
 import { ensureNode } from '../test/support/objects.ts';
 import {
   apiserverCpuSeconds,
-  apiserverRefusedWrites,
-  apiserverWrites,
+  apiserverWriteCounts,
   inParallel,
   percentile,
   procStats,
   projectRoot,
   settle,
   settledWrites,
-  agentsPerProcess,
   startAgentHosts,
   startAgentProcess,
   startControllerProcess,
   stopComponent,
   treeRss,
   writesBetween,
+  type AgentHostOptions,
   type Component,
   type WriteCounts,
 } from './support.ts';
@@ -229,11 +229,11 @@ try {
   const counted = async <T>(
     fn: () => Promise<T>,
   ): Promise<{ value: T; writes: WriteCounts; refused: WriteCounts }> => {
-    const before = await apiserverWrites(cp);
-    const refusedBefore = await apiserverRefusedWrites(cp);
+    const before = await apiserverWriteCounts(cp);
     const value = await fn();
-    const writes = writesBetween(before, await settledWrites(cp));
-    return { value, writes, refused: writesBetween(refusedBefore, await apiserverRefusedWrites(cp)) };
+    const writes = writesBetween(before.writes, await settledWrites(cp));
+    const refused = writesBetween(before.refused, (await apiserverWriteCounts(cp)).refused);
+    return { value, writes, refused };
   };
   /** The operator's writes (the API server's own lease and endpoints upkeep left out), less the user's creates. */
   const total = (w: WriteCounts, leaveOutUserCreates: number) =>
@@ -254,9 +254,9 @@ try {
     await withFloor(warm, async (floor) => {
       await floor.request('floor-warm-fanout', warm, SUBMIT_CONCURRENCY);
       await inParallel(
-        Array.from({ length: 200 }, (_, i) => i),
+        warm,
         SUBMIT_CONCURRENCY,
-        async (i) => void (await floor.request(`floor-warm-${i}`, [warm[i % warm.length] ?? ''], 1)),
+        async (node, i) => void (await floor.request(`floor-warm-${i}`, [node], 1)),
       );
     });
   }
@@ -385,7 +385,7 @@ try {
     pairs: number,
     userCreates: number,
     body: () => Promise<{ wallSeconds: number; lat?: number[] }>,
-    agentOpts: Parameters<typeof startAgentHosts>[3] = {},
+    agentOpts: AgentHostOptions = {},
   ) => {
     const hosts = await startAgentHosts(cp, nodes, helper, agentOpts);
     try {
@@ -409,7 +409,7 @@ try {
         agents: {
           ...agentStats,
           cpuSeconds: +(agentStats.cpuSeconds - hosts0.cpuSeconds).toFixed(2),
-          processes: `${nodes.length} agents in ${hosts.processes.length} process${hosts.processes.length > 1 ? 'es' : ''} (at most ${agentsPerProcess()} each)`,
+          processes: `${nodes.length} agents in ${hosts.processes.length} process${hosts.processes.length > 1 ? 'es' : ''} (at most ${hosts.perProcess} each)`,
         },
         apiserverCpuSeconds: +apiCpu.toFixed(2),
       };

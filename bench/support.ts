@@ -124,14 +124,19 @@ export function startAgentProcess(
  */
 export interface AgentHosts {
   readonly processes: Component[];
+  /** At most this many agents in each process. */
+  readonly perProcess: number;
   /** RSS now and at peak, and CPU seconds so far, summed over the processes. */
   stats(): ProcStats;
   /** SIGTERM to every process; resolves once all have exited. */
   stop(): Promise<void>;
 }
 
+/** The AgentOptions a scenario's simulated agents get (bench/agents.ts BENCH_AGENT_OPTS). */
+export type AgentHostOptions = { maxConcurrent?: number; busyTimeoutMs?: number; freezeWaitMs?: number };
+
 /** Agents per bench/agents.ts process: BENCH_AGENTS_PER_PROCESS, default 1,000. */
-export function agentsPerProcess(): number {
+function agentsPerProcess(): number {
   const v = process.env.BENCH_AGENTS_PER_PROCESS ?? '1000';
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1)
@@ -147,7 +152,7 @@ export async function startAgentHosts(
   cp: ControlPlane,
   nodes: string[],
   helper: string,
-  opts: { maxConcurrent?: number; busyTimeoutMs?: number; freezeWaitMs?: number } = {},
+  opts: AgentHostOptions = {},
   perProcess = agentsPerProcess(),
 ): Promise<AgentHosts> {
   const groups: string[][] = [];
@@ -164,6 +169,7 @@ export async function startAgentHosts(
   }
   return {
     processes,
+    perProcess,
     stats: () =>
       processes
         .map((c) => procStats(c.child.pid ?? 0))
@@ -181,7 +187,7 @@ async function startAgentHost(
   cp: ControlPlane,
   nodes: string[],
   helper: string,
-  opts: { maxConcurrent?: number; busyTimeoutMs?: number; freezeWaitMs?: number },
+  opts: AgentHostOptions,
   index: number,
 ): Promise<Component> {
   const c = launch(index ? `agents-${index}` : 'agents', [join(projectRoot, 'bench/agents.ts')], 0, {
@@ -356,30 +362,30 @@ async function apiserverRequestSeries(
   return series;
 }
 
-/** Scrapes kube-apiserver's /metrics and sums apiserver_request_total over the write verbs, by resource. */
-export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
-  const counts: WriteCounts = {};
+/**
+ * One scrape of kube-apiserver's /metrics: apiserver_request_total over the write verbs, by
+ * resource (`writes`), and of those the ones it refused, keyed `resource[/subresource] CODE`
+ * (`refused`: 429 throttled, 409 conflict, 422 invalid or a failed JSON-patch test, 504 timed out),
+ * which is where writes beyond the ideal come from.
+ */
+export async function apiserverWriteCounts(
+  cp: ControlPlane,
+): Promise<{ writes: WriteCounts; refused: WriteCounts }> {
+  const writes: WriteCounts = {};
+  const refused: WriteCounts = {};
   for (const { labels, value } of await apiserverRequestSeries(cp)) {
     if (!WRITE_VERBS.has(labels.verb ?? '')) continue;
     const key = labels.subresource ? `${labels.resource}/${labels.subresource}` : (labels.resource ?? '');
-    counts[key] = (counts[key] ?? 0) + value;
+    writes[key] = (writes[key] ?? 0) + value;
+    if (!(labels.code ?? '').startsWith('2'))
+      refused[`${key} ${labels.code}`] = (refused[`${key} ${labels.code}`] ?? 0) + value;
   }
-  return counts;
+  return { writes, refused };
 }
 
-/**
- * The writes of apiserverWrites that the API server refused, keyed `resource[/subresource] CODE`
- * (429 throttled, 409 conflict, 422 invalid or a failed JSON-patch test, 504 timed out): where
- * writes beyond the ideal come from.
- */
-export async function apiserverRefusedWrites(cp: ControlPlane): Promise<WriteCounts> {
-  const counts: WriteCounts = {};
-  for (const { labels, value } of await apiserverRequestSeries(cp)) {
-    if (!WRITE_VERBS.has(labels.verb ?? '') || (labels.code ?? '').startsWith('2')) continue;
-    const key = `${labels.subresource ? `${labels.resource}/${labels.subresource}` : (labels.resource ?? '')} ${labels.code}`;
-    counts[key] = (counts[key] ?? 0) + value;
-  }
-  return counts;
+/** apiserverWriteCounts' writes by resource. */
+export async function apiserverWrites(cp: ControlPlane): Promise<WriteCounts> {
+  return (await apiserverWriteCounts(cp)).writes;
 }
 
 /**
