@@ -7,15 +7,15 @@
  * operator says about itself.
  *
  * The floor of a scenario is measured in the same run, before the operator
- * starts, by bare clients doing what an ideal design cannot avoid, at the
- * same concurrency (bench/floor.ts): create request → write the node's
- * object → its agent's name-scoped watch delivers it → claim → one helper
- * spawn through the real setpriv chain → result → the controller's unscoped
- * watch delivers it → request status; the floor's agents run in processes of
- * the operator's simulated agents' size (bench/floor-agents.ts). Each scenario and each floor starts with the
- * machine at rest (support.ts settle), and the floors with a warm API server
- * (a warm-up fan-out over 200 names and 200 one-node requests, not
- * measured). Simulated nodes' agents run in bench/agents.ts processes of
+ * starts, by bare clients doing what an ideal design cannot avoid, at the same
+ * concurrency (bench/floor.ts): create request → write the node's object → its
+ * agent's name-scoped watch delivers it → claim → one helper spawn through the
+ * real setpriv chain → result → the controller's unscoped watch delivers it →
+ * request status; the floor's agents run in processes of the operator's
+ * simulated agents' size (bench/floor-agents.ts). Each scenario and each floor
+ * starts with the machine at rest (support.ts settle), and the floors with a
+ * warm API server (a warm-up fan-out over 200 names and 200 one-node requests,
+ * not measured). Simulated nodes' agents run in bench/agents.ts processes of
  * BENCH_AGENTS_PER_PROCESS (1,000) agents each.
  *
  * Scenarios (sizes: BENCH_SCALE=small|full, each overridable):
@@ -31,7 +31,8 @@
  *                     without the burst (500/300/20 at both scales)
  *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
  *   controller-memory the controller with BENCH_STORED requests stored, 100 per node (full 10000, small 1000)
- * BENCH_AGENTS_PER_PROCESS: simulated agents per bench/agents.ts process (default 1,000).
+ * BENCH_AGENTS_PER_PROCESS: simulated agents per bench/agents.ts process, and the floor's agents per
+ *   bench/floor-agents.ts process (default 1,000).
  * BENCH_CONTROLLER_ARGS: flags added to the controller's command line (space-separated).
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
  * BENCH_RESULTS=path writes the results there instead of bench/results.json
