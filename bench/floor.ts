@@ -1,21 +1,24 @@
 /**
  * The floor of the benchmarks: what an ideal design on this API cannot avoid,
- * done by a bare client, measured in the same run as the operator. For one
+ * done by bare clients, measured in the same run as the operator. For one
  * request on a set of nodes:
  *
- *   create the request
- *   per node: write the node's object with the request's entry (the
- *             dispatch), wait for the node's own name-scoped watch to deliver
- *             it (how an agent learns of it), claim (a status write), spawn
- *             one helper through the real setpriv chain (/bin/true), write the
- *             result (a status write)
- *   write the request's status once.
+ *   the controller: create the request; per node, write the node's object
+ *             with the request's entry (the dispatch); learn each node's
+ *             result from its one unscoped watch of the nodes' objects; write
+ *             the request's status once, when every node has succeeded
+ *   per node, its agent (bench/floor-agents.ts): its name-scoped watch
+ *             delivers the entry; claim (a status write), one helper spawned
+ *             through the real setpriv chain (/bin/true), the result (a
+ *             status write)
  *
- * The N name-scoped watches (one per node, `fieldSelector=metadata.name=NODE`,
- * as the agents hold them) are open while the floor runs: they are what an
- * ideal design pays the API server for dispatch (test/dispatch.test.ts shows
- * it is O(1) per event), so the ratio compares like with like. A node's status
- * writes go one at a time, as one agent's would.
+ * These are the parts the issue that introduced per-node objects names: the N
+ * name-scoped watches (`fieldSelector=metadata.name=NODE`; test/dispatch.test.ts
+ * shows each event costs O(1) to dispatch) and one unscoped watch, because the
+ * results are written on the nodes and a controller can only learn them by
+ * watching. The floor's agents run in processes of the same size as the
+ * operator's simulated ones, so the simulation's own costs fall on both sides
+ * alike (see bench/floor-agents.ts).
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import {
@@ -30,55 +33,67 @@ import {
 } from '../src/api/types.ts';
 import type { ControlPlane } from '../src/cluster/controlplane.ts';
 import { jsonPatch, mergePatch } from '../src/kube/callopts.ts';
-import { startHelper } from '../src/helper/runner.ts';
-import { WatchStreams } from '../test/support/watchstreams.ts';
-import { inParallel } from './support.ts';
+import { Informer } from '../src/kube/informer.ts';
+import { silentLogger } from '../src/observability/logger.ts';
+import { inParallel, startFloorAgentHosts, type AgentHosts } from './support.ts';
 
 const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
 
 /** See the module comment. */
 export class Floor {
   readonly #api: CustomObjectsApi;
-  readonly #streams: WatchStreams;
-  /** Per node: resolvers waiting for the watch to show a request's entry (by UID). */
-  readonly #waiting = new Map<string, Map<string, () => void>>();
-  /** Per node: what the watch has shown so far (UIDs), for a waiter that comes late. */
-  readonly #seen = new Map<string, Set<string>>();
-  /**
-   * Per node: its spec writes one after another (the first creates it), and its status writes one
-   * after another (as one agent's); whether it exists and has a status yet.
-   */
-  readonly #nodes = new Map<
-    string,
-    { spec: Promise<unknown>; status: Promise<unknown>; hasStatus: boolean; exists: boolean }
-  >();
+  readonly #cp: ControlPlane;
+  /** The controller's unscoped watch of every node's object: an informer, as the operator's controller holds it. */
+  readonly #objects: Informer<NodeModules>;
+  #agents: AgentHosts | undefined;
+  /** Per request UID: the nodes whose result the controller's watch has shown as Succeeded. */
+  readonly #succeeded = new Map<string, Set<string>>();
+  /** Per request UID: how many nodes it waits for, and whom to tell once they all succeeded. */
+  readonly #waiting = new Map<string, { nodes: number; resolve: () => void }>();
+  /** Per node: its spec writes one after another (the first creates the object), and whether it exists. */
+  readonly #nodes = new Map<string, { spec: Promise<unknown>; exists: boolean }>();
 
   constructor(kc: KubeConfig, cp: ControlPlane) {
     this.#api = kc.makeApiClient(CustomObjectsApi);
-    this.#streams = new WatchStreams(cp.server, cp.caPem, cp.adminToken);
-  }
-
-  /** Opens the name-scoped watch of every node in `nodes` (the agents' watches); resolves once all are open. */
-  async watch(nodes: string[]): Promise<void> {
-    await inParallel(nodes, 100, async (node) => {
-      const w = await this.#streams.open(`/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`, {
-        fieldSelector: `metadata.name=${node}`,
-      });
-      w.onEvent = (ev) => {
-        const spec = (ev.object as unknown as NodeModules).spec;
-        for (const e of spec?.requests ?? []) {
-          let seen = this.#seen.get(node);
-          if (!seen) this.#seen.set(node, (seen = new Set()));
-          seen.add(e.uid);
-          this.#waiting.get(node)?.get(e.uid)?.();
-        }
-      };
+    this.#cp = cp;
+    this.#objects = new Informer<NodeModules>({
+      kc,
+      path: `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      logger: silentLogger(),
+      resyncMs: 0,
     });
   }
 
-  /** Closes the watches. */
-  close(): void {
-    this.#streams.close();
+  /**
+   * Starts the agents of `nodes` (bench/floor-agents.ts processes, each with its nodes' name-scoped
+   * watches open) and opens the controller's unscoped watch; resolves once all are open.
+   */
+  async start(nodes: string[]): Promise<void> {
+    const onObject = (obj: NodeModules) => {
+      for (const r of obj.status?.results ?? []) {
+        if (r.phase !== 'Succeeded') continue;
+        let done = this.#succeeded.get(r.uid);
+        if (!done) this.#succeeded.set(r.uid, (done = new Set()));
+        done.add(obj.metadata.name ?? '');
+        const waiter = this.#waiting.get(r.uid);
+        if (waiter && done.size >= waiter.nodes) waiter.resolve();
+      }
+    };
+    this.#objects.on('add', onObject);
+    this.#objects.on('update', onObject);
+    await this.#objects.start();
+    this.#agents = await startFloorAgentHosts(this.#cp, nodes);
+  }
+
+  /** The floor agents' process IDs (to wait for them at rest). */
+  get pids(): number[] {
+    return (this.#agents?.processes ?? []).map((c) => c.child.pid ?? 0);
+  }
+
+  /** Stops the agents and the controller's watch. */
+  async close(): Promise<void> {
+    await this.#objects.stop();
+    await this.#agents?.stop();
   }
 
   /** One request over `nodes` (nodeName for one, a selector for several); resolves with its latency in ms. */
@@ -99,7 +114,23 @@ export class Floor {
         },
       },
     })) as ModuleRequest;
-    await inParallel(nodes, concurrency, (node) => this.#onNode(req, node));
+    const uid = req.metadata.uid ?? '';
+    const allSucceeded = new Promise<void>((resolve) => {
+      if ((this.#succeeded.get(uid)?.size ?? 0) >= nodes.length) return resolve();
+      this.#waiting.set(uid, { nodes: nodes.length, resolve });
+    });
+    const entry: NodeModulesRequest = {
+      name,
+      uid,
+      generation: 1,
+      module: 'floor',
+      wait: 'Process',
+      timeoutSeconds: 60,
+    };
+    await inParallel(nodes, concurrency, (node) => this.#dispatch(node, entry));
+    await allSucceeded;
+    this.#waiting.delete(uid);
+    this.#succeeded.delete(uid);
     await this.#api.patchClusterCustomObjectStatus(
       {
         group: GROUP,
@@ -113,51 +144,10 @@ export class Floor {
     return performance.now() - t0;
   }
 
-  async #onNode(req: ModuleRequest, node: string): Promise<void> {
-    const entry: NodeModulesRequest = {
-      name: req.metadata.name ?? '',
-      uid: req.metadata.uid ?? '',
-      generation: 1,
-      module: 'floor',
-      wait: 'Process',
-      timeoutSeconds: 60,
-    };
-    const seen = new Promise<void>((resolve) => {
-      if (this.#seen.get(node)?.has(entry.uid)) return resolve();
-      let w = this.#waiting.get(node);
-      if (!w) this.#waiting.set(node, (w = new Map<string, () => void>()));
-      w.set(entry.uid, resolve);
-    });
-    await this.#dispatch(node, entry);
-    await seen;
-    this.#waiting.get(node)?.delete(entry.uid);
-    const startTime = new Date().toISOString();
-    await this.#status(node, {
-      name: entry.name,
-      uid: entry.uid,
-      observedGeneration: 1,
-      phase: 'Running',
-      attempt: 1,
-      startTime,
-    });
-    const h = startHelper({ helperPath: '/bin/true', module: 'floor', parameters: [], timeoutMs: 60_000 });
-    const r = await h.finished;
-    await this.#status(node, {
-      name: entry.name,
-      uid: entry.uid,
-      observedGeneration: 1,
-      phase: 'Succeeded',
-      reason: 'Completed',
-      exitCode: r.exitCode ?? -1,
-      attempt: 1,
-      startTime,
-      finishTime: new Date().toISOString(),
-    });
-  }
-
   /** The dispatch: the node's object created with the entry, or the entry appended to its spec. */
   async #dispatch(node: string, entry: NodeModulesRequest): Promise<void> {
-    const n = this.#node(node);
+    let n = this.#nodes.get(node);
+    if (!n) this.#nodes.set(node, (n = { spec: Promise.resolve(), exists: false }));
     const write = async () => {
       if (!n.exists) {
         n.exists = true;
@@ -181,30 +171,5 @@ export class Floor {
     const p = n.spec.then(write);
     n.spec = p.catch(() => undefined);
     await p;
-  }
-
-  /** A status write of the node's agent: one at a time per node. */
-  async #status(node: string, result: Record<string, unknown>): Promise<void> {
-    const n = this.#node(node);
-    const write = async () => {
-      const op = n.hasStatus
-        ? { op: 'add', path: '/status/results/-', value: result }
-        : { op: 'add', path: '/status', value: { results: [result] } };
-      n.hasStatus = true;
-      await this.#api.patchClusterCustomObjectStatus({ ...nm, name: node, body: [op] }, jsonPatch());
-    };
-    const p = n.status.then(write);
-    n.status = p.catch(() => undefined);
-    await p;
-  }
-
-  #node(node: string) {
-    let n = this.#nodes.get(node);
-    if (!n)
-      this.#nodes.set(
-        node,
-        (n = { spec: Promise.resolve(), status: Promise.resolve(), hasStatus: false, exists: false }),
-      );
-    return n;
   }
 }

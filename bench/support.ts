@@ -148,21 +148,50 @@ function agentsPerProcess(): number {
  * Starts the agents of `nodes` in ceil(nodes / perProcess) bench/agents.ts processes; resolves once
  * every process printed that all its agents have started.
  */
-export async function startAgentHosts(
+export function startAgentHosts(
   cp: ControlPlane,
   nodes: string[],
   helper: string,
   opts: AgentHostOptions = {},
   perProcess = agentsPerProcess(),
 ): Promise<AgentHosts> {
+  return startHosts('agents', nodes, perProcess, {
+    BENCH_KUBECONFIG: cp.kubeconfigPath,
+    BENCH_HELPER: helper,
+    BENCH_AGENT_OPTS: JSON.stringify(opts),
+  });
+}
+
+/**
+ * Starts the floor's agents of `nodes` (bench/floor-agents.ts) in processes of the operator's
+ * simulated agents' size; resolves once every process has its nodes' watches open.
+ */
+export function startFloorAgentHosts(cp: ControlPlane, nodes: string[]): Promise<AgentHosts> {
+  return startHosts('floor-agents', nodes, agentsPerProcess(), {
+    BENCH_KUBECONFIG: cp.kubeconfigPath,
+    BENCH_SERVER: cp.server,
+    BENCH_CA_PEM: cp.caPem,
+    BENCH_TOKEN: cp.adminToken,
+  });
+}
+
+/** Starts bench/SCRIPT.ts processes of up to `perProcess` of `nodes` each, with `env`. */
+async function startHosts(
+  script: 'agents' | 'floor-agents',
+  nodes: string[],
+  perProcess: number,
+  env: NodeJS.ProcessEnv,
+): Promise<AgentHosts> {
   const groups: string[][] = [];
   for (let i = 0; i < nodes.length; i += perProcess) groups.push(nodes.slice(i, i + perProcess));
   const processes: Component[] = [];
   const stop = async () => void (await Promise.all(processes.map((c) => stopComponent(c))));
   try {
-    // One after another: each starts its agents in batches, and the API server answers their lists.
+    // One after another: each starts its agents in batches, and the API server answers them.
     for (const [i, group] of groups.entries())
-      processes.push(await startAgentHost(cp, group, helper, opts, i));
+      processes.push(
+        await startHost(script, i ? `${script}-${i}` : script, { ...env, BENCH_NODES: group.join(',') }),
+      );
   } catch (err) {
     await stop();
     throw err;
@@ -182,20 +211,9 @@ export async function startAgentHosts(
   };
 }
 
-/** Starts one bench/agents.ts process for `nodes`; resolves once it printed that every agent has started. */
-async function startAgentHost(
-  cp: ControlPlane,
-  nodes: string[],
-  helper: string,
-  opts: AgentHostOptions,
-  index: number,
-): Promise<Component> {
-  const c = launch(index ? `agents-${index}` : 'agents', [join(projectRoot, 'bench/agents.ts')], 0, {
-    BENCH_KUBECONFIG: cp.kubeconfigPath,
-    BENCH_NODES: nodes.join(','),
-    BENCH_HELPER: helper,
-    BENCH_AGENT_OPTS: JSON.stringify(opts),
-  });
+/** Starts one bench/SCRIPT.ts process; resolves once it printed that every agent has started. */
+async function startHost(script: string, name: string, env: NodeJS.ProcessEnv): Promise<Component> {
+  const c = launch(name, [join(projectRoot, `bench/${script}.ts`)], 0, env);
   await new Promise<void>((res, rej) => {
     const check = () => {
       if (c.output().includes('agents ready')) {
@@ -204,7 +222,7 @@ async function startAgentHost(
       }
     };
     c.child.stdout?.on('data', check);
-    void c.exited.then((code) => rej(new Error(`agent host exited ${code}:\n${c.output()}`)));
+    void c.exited.then((code) => rej(new Error(`${name} exited ${code}:\n${c.output()}`)));
   });
   return c;
 }
