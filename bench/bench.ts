@@ -61,10 +61,8 @@ import {
 import { ensureBinaries, startControlPlane } from '../src/cluster/controlplane.ts';
 import { mergePatch } from '../src/kube/callopts.ts';
 import { installCrds } from '../src/kube/crds.ts';
-import { Informer } from '../src/kube/informer.ts';
 import { reuseConnections } from '../src/kube/connections.ts';
 import { buildModuleTree, demoResolver } from '../src/local/demo.ts';
-import { silentLogger } from '../src/observability/logger.ts';
 import { Floor } from './floor.ts';
 import { ensureNode } from '../test/support/objects.ts';
 import {
@@ -81,6 +79,7 @@ import {
   startControllerProcess,
   stopComponent,
   treeRss,
+  watchObjects,
   writesBetween,
   type AgentHostOptions,
   type Component,
@@ -277,19 +276,14 @@ try {
   const dispatchClock = async (request: string, n: number) => {
     let at = 0;
     const holding = new Set<string>();
-    const objects = new Informer<NodeModules>({
+    const objects = await watchObjects<NodeModules>(
       kc,
-      path: `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
-      logger: silentLogger(),
-      resyncMs: 0,
-    });
-    const onObject = (o: NodeModules) => {
-      if (o.spec.requests?.some((e) => e.name === request)) holding.add(o.metadata.name ?? '');
-      if (!at && holding.size >= n) at = performance.now();
-    };
-    objects.on('add', onObject);
-    objects.on('update', onObject);
-    await objects.start();
+      `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      (o) => {
+        if (o.spec.requests?.some((e) => e.name === request)) holding.add(o.metadata.name ?? '');
+        if (!at && holding.size >= n) at = performance.now();
+      },
+    );
     return { at: () => at, stop: () => objects.stop() };
   };
   /** Runs a floor scenario, counting its writes and the API server's CPU. */
@@ -373,24 +367,19 @@ try {
   controller = await startControllerProcess(cp, controllerArgs);
   const ctl = controller;
   const terminalAt = new Map<string, number>();
-  const watcher = new Informer<ModuleRequest>({
+  const watcher = await watchObjects<ModuleRequest>(
     kc,
-    path: `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
-    logger: silentLogger(),
-    resyncMs: 0,
-  });
-  const onRequest = (r: ModuleRequest) => {
-    const name = r.metadata.name ?? '';
-    if (
-      isTerminal(r.status?.phase) &&
-      r.status?.observedGeneration === r.metadata.generation &&
-      !terminalAt.has(name)
-    )
-      terminalAt.set(name, performance.now());
-  };
-  watcher.on('add', onRequest);
-  watcher.on('update', onRequest);
-  await watcher.start();
+    `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
+    (r) => {
+      const name = r.metadata.name ?? '';
+      if (
+        isTerminal(r.status?.phase) &&
+        r.status?.observedGeneration === r.metadata.generation &&
+        !terminalAt.has(name)
+      )
+        terminalAt.set(name, performance.now());
+    },
+  );
   const waitTerminal = async (names: string[], what: string, timeoutMs = 1_800_000) => {
     const deadline = Date.now() + timeoutMs;
     while (names.some((n) => !terminalAt.has(n))) {
@@ -630,26 +619,21 @@ try {
     // The agent's part of a load: from its run's creation (the controller's dispatch) to its result.
     const runSeen = new Map<string, number>();
     const runDone = new Map<string, number>();
-    const runs = new Informer<NodeModules>({
+    const runs = await watchObjects<NodeModules>(
       kc,
-      path: `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
-      fieldSelector: 'metadata.name=dry-node',
-      logger: silentLogger(),
-      resyncMs: 0,
-    });
-    const onRun = (nm: NodeModules) => {
-      const results = new Map((nm.status?.results ?? []).map((r) => [r.uid, r]));
-      for (const e of nm.spec.requests ?? []) {
-        if (!e.name.startsWith('load-')) continue;
-        if (!runSeen.has(e.name)) runSeen.set(e.name, performance.now());
-        const r = results.get(e.uid);
-        if (r?.observedGeneration === e.generation && isTerminal(r.phase) && !runDone.has(e.name))
-          runDone.set(e.name, performance.now());
-      }
-    };
-    runs.on('add', onRun);
-    runs.on('update', onRun);
-    await runs.start();
+      `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      (nm) => {
+        const results = new Map((nm.status?.results ?? []).map((r) => [r.uid, r]));
+        for (const e of nm.spec.requests ?? []) {
+          if (!e.name.startsWith('load-')) continue;
+          if (!runSeen.has(e.name)) runSeen.set(e.name, performance.now());
+          const r = results.get(e.uid);
+          if (r?.observedGeneration === e.generation && isTerminal(r.phase) && !runDone.has(e.name))
+            runDone.set(e.name, performance.now());
+        }
+      },
+      'metadata.name=dry-node',
+    );
     let peakTree = 0;
     let peakChildren = 0;
     const sampler = setInterval(() => {

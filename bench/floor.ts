@@ -33,9 +33,8 @@ import {
 } from '../src/api/types.ts';
 import type { ControlPlane } from '../src/cluster/controlplane.ts';
 import { jsonPatch, mergePatch } from '../src/kube/callopts.ts';
-import { Informer } from '../src/kube/informer.ts';
-import { silentLogger } from '../src/observability/logger.ts';
-import { inParallel, startFloorAgentHosts, type AgentHosts } from './support.ts';
+import type { Informer } from '../src/kube/informer.ts';
+import { inParallel, startFloorAgentHosts, watchObjects, type AgentHosts } from './support.ts';
 
 const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
 
@@ -43,8 +42,9 @@ const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
 export class Floor {
   readonly #api: CustomObjectsApi;
   readonly #cp: ControlPlane;
+  readonly #kc: KubeConfig;
   /** The controller's unscoped watch of every node's object: an informer, as the operator's controller holds it. */
-  readonly #objects: Informer<NodeModules>;
+  #objects: Informer<NodeModules> | undefined;
   #agents: AgentHosts | undefined;
   /** Per request UID: the nodes whose result the controller's watch has shown as Succeeded. */
   readonly #succeeded = new Map<string, Set<string>>();
@@ -56,12 +56,7 @@ export class Floor {
   constructor(kc: KubeConfig, cp: ControlPlane) {
     this.#api = kc.makeApiClient(CustomObjectsApi);
     this.#cp = cp;
-    this.#objects = new Informer<NodeModules>({
-      kc,
-      path: `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
-      logger: silentLogger(),
-      resyncMs: 0,
-    });
+    this.#kc = kc;
   }
 
   /**
@@ -69,19 +64,20 @@ export class Floor {
    * watches open) and opens the controller's unscoped watch; resolves once all are open.
    */
   async start(nodes: string[]): Promise<void> {
-    const onObject = (obj: NodeModules) => {
-      for (const r of obj.status?.results ?? []) {
-        if (r.phase !== 'Succeeded') continue;
-        let done = this.#succeeded.get(r.uid);
-        if (!done) this.#succeeded.set(r.uid, (done = new Set()));
-        done.add(obj.metadata.name ?? '');
-        const waiter = this.#waiting.get(r.uid);
-        if (waiter && done.size >= waiter.nodes) waiter.resolve();
-      }
-    };
-    this.#objects.on('add', onObject);
-    this.#objects.on('update', onObject);
-    await this.#objects.start();
+    this.#objects = await watchObjects<NodeModules>(
+      this.#kc,
+      `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      (obj) => {
+        for (const r of obj.status?.results ?? []) {
+          if (r.phase !== 'Succeeded') continue;
+          let done = this.#succeeded.get(r.uid);
+          if (!done) this.#succeeded.set(r.uid, (done = new Set()));
+          done.add(obj.metadata.name ?? '');
+          const waiter = this.#waiting.get(r.uid);
+          if (waiter && done.size >= waiter.nodes) waiter.resolve();
+        }
+      },
+    );
     this.#agents = await startFloorAgentHosts(this.#cp, nodes);
   }
 
@@ -92,7 +88,7 @@ export class Floor {
 
   /** Stops the agents and the controller's watch. */
   async close(): Promise<void> {
-    await this.#objects.stop();
+    await this.#objects?.stop();
     await this.#agents?.stop();
   }
 

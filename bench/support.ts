@@ -14,7 +14,10 @@ import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { join, resolve } from 'node:path';
 import { imageEntrypoint } from '../scripts/bundle.ts';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { freePort, type ControlPlane } from '../src/cluster/controlplane.ts';
+import { Informer } from '../src/kube/informer.ts';
+import { silentLogger } from '../src/observability/logger.ts';
 
 export const projectRoot = resolve(import.meta.dirname, '..');
 const node = join(projectRoot, 'node_modules/.bin/node');
@@ -460,4 +463,21 @@ export async function inParallel<T>(items: T[], limit: number, fn: (item: T, i: 
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/**
+ * A measuring watch: an informer on `path` (optionally one `fieldSelector`), quiet and without
+ * resyncs, that hands every added or updated object to `onObject`; resolves once it has listed.
+ */
+export async function watchObjects<T extends KubernetesObject>(
+  kc: KubeConfig,
+  path: string,
+  onObject: (obj: T) => void,
+  fieldSelector?: string,
+): Promise<Informer<T>> {
+  const informer = new Informer<T>({ kc, path, fieldSelector, logger: silentLogger(), resyncMs: 0 });
+  informer.on('add', onObject);
+  informer.on('update', onObject);
+  await informer.start();
+  return informer;
 }
