@@ -16,7 +16,7 @@
  * starts with the machine at rest (support.ts settle), and the floors with a
  * warm API server (a warm-up fan-out over 200 names and 200 one-node requests,
  * not measured). Simulated nodes' agents run in bench/agents.ts processes of
- * BENCH_AGENTS_PER_PROCESS (1,000) agents each.
+ * BENCH_AGENTS_PER_PROCESS (250) agents each, with the Dockerfile's node flags.
  *
  * Scenarios (sizes: BENCH_SCALE=small|full, each overridable):
  *   sequential        1 node, BENCH_SEQ requests one after another (full 40, small 10)
@@ -32,7 +32,7 @@
  *   agent-idle        a standalone `kmod-operator agent` process, idle: RSS, CPU
  *   controller-memory the controller with BENCH_STORED requests stored, 100 per node (full 10000, small 1000)
  * BENCH_AGENTS_PER_PROCESS: simulated agents per bench/agents.ts process, and the floor's agents per
- *   bench/floor-agents.ts process (default 1,000).
+ *   bench/floor-agents.ts process (default 250).
  * BENCH_CONTROLLER_ARGS: flags added to the controller's command line (space-separated).
  * BENCH_ONLY=name,name runs a subset. Targets are read from the table, not asserted.
  * BENCH_RESULTS=path writes the results there instead of bench/results.json
@@ -257,6 +257,52 @@ try {
   // its connections during its first thousand writes, and the floors run first. Without this the
   // first floor of a run was measured on a cold server (a 1,000-node fan-out's floor took 10–12 s
   // alone against 7–8 s after other floors) and the operator's ratio looked better than it is.
+  // ---- The instrument: when each request turns terminal, as a watcher of requests sees it. ----
+  // It runs for the floors too, so both sides' times end the same way (an event on a watch, not a
+  // write's response) and both carry its watch.
+  const terminalAt = new Map<string, number>();
+  const terminalWaiters = new Map<string, () => void>();
+  const watcher = await watchObjects<ModuleRequest>(
+    kc,
+    `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
+    (r) => {
+      const name = r.metadata.name ?? '';
+      if (
+        isTerminal(r.status?.phase) &&
+        r.status?.observedGeneration === r.metadata.generation &&
+        !terminalAt.has(name)
+      ) {
+        terminalAt.set(name, performance.now());
+        terminalWaiters.get(name)?.();
+      }
+    },
+  );
+  /** Resolves once every one of `names` is terminal; rejects naming `what` after `timeoutMs`. */
+  const waitTerminal = async (names: string[], what: string, timeoutMs = 1_800_000) => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), timeoutMs);
+    });
+    const each = names.map(
+      (n) =>
+        new Promise<void>((res) => {
+          if (terminalAt.has(n)) return res();
+          terminalWaiters.set(n, () => {
+            terminalWaiters.delete(n);
+            res();
+          });
+        }),
+    );
+    try {
+      await Promise.race([Promise.all(each), timeout]);
+    } finally {
+      clearTimeout(timer);
+      for (const n of names) terminalWaiters.delete(n);
+    }
+  };
+  /** Milliseconds from `t0` until `name` turned terminal. */
+  const terminalMs = (name: string, t0: number) => (terminalAt.get(name) ?? 0) - t0;
+
   if (wanted('many') || wanted('fanout') || wanted('sequential')) {
     const warm = Array.from({ length: 200 }, (_, i) => `floor-warm-${i}`);
     await withFloor(warm, async (floor) => {
@@ -301,8 +347,13 @@ try {
         apiserverCpuSeconds,
       } = await floorCounted(async () => {
         const lat: number[] = [];
-        for (let i = 0; i < sizes.sequential; i++)
-          lat.push(await floor.request(`floor-seq-${i}`, ['seq-node'], 1));
+        for (let i = 0; i < sizes.sequential; i++) {
+          const name = `floor-seq-${i}`;
+          const t0 = performance.now();
+          await floor.request(name, ['seq-node'], 1);
+          await waitTerminal([name], name);
+          lat.push(terminalMs(name, t0));
+        }
         return lat;
       });
       floors.set('sequential', {
@@ -322,13 +373,15 @@ try {
         writes,
         apiserverCpuSeconds,
       } = await floorCounted(async () => {
+        const names = Array.from({ length: sizes.requests }, (_, i) => `floor-many-${i}`);
         const t0 = performance.now();
         await inParallel(
-          Array.from({ length: sizes.requests }, (_, i) => i),
+          names,
           SUBMIT_CONCURRENCY,
-          async (i) => void (await floor.request(`floor-many-${i}`, [nodes[i % nodes.length] ?? ''], 1)),
+          async (name, i) => void (await floor.request(name, [nodes[i % nodes.length] ?? ''], 1)),
         );
-        return (performance.now() - t0) / 1000;
+        await waitTerminal(names, `the floor's ${names.length} requests`);
+        return Math.max(...names.map((n) => terminalMs(n, t0))) / 1000;
       });
       floors.set('many', {
         wallSeconds: wall,
@@ -349,7 +402,9 @@ try {
       } = await floorCounted(async () => {
         const clock = await dispatchClock(`floor-fan-${n}`, n);
         const t0 = performance.now();
-        const ms = await floor.request(`floor-fan-${n}`, nodes, SUBMIT_CONCURRENCY);
+        await floor.request(`floor-fan-${n}`, nodes, SUBMIT_CONCURRENCY);
+        await waitTerminal([`floor-fan-${n}`], `the floor's fan-out over ${n} nodes`);
+        const ms = terminalMs(`floor-fan-${n}`, t0);
         await clock.stop();
         floorDispatchSeconds.set(n, (clock.at() - t0) / 1000);
         return ms;
@@ -366,27 +421,6 @@ try {
   // ---- The operator. ----
   controller = await startControllerProcess(cp, controllerArgs);
   const ctl = controller;
-  const terminalAt = new Map<string, number>();
-  const watcher = await watchObjects<ModuleRequest>(
-    kc,
-    `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
-    (r) => {
-      const name = r.metadata.name ?? '';
-      if (
-        isTerminal(r.status?.phase) &&
-        r.status?.observedGeneration === r.metadata.generation &&
-        !terminalAt.has(name)
-      )
-        terminalAt.set(name, performance.now());
-    },
-  );
-  const waitTerminal = async (names: string[], what: string, timeoutMs = 1_800_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (names.some((n) => !terminalAt.has(n))) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
   const usage = (c: Component, since: { cpuSeconds: number }) => {
     const s = procStats(c.child.pid ?? 0);
     return { ...s, cpuSeconds: +(s.cpuSeconds - since.cpuSeconds).toFixed(2) };
@@ -469,7 +503,7 @@ try {
           const t0 = performance.now();
           await createRequest(name, { module: `m${i}`, nodeName: 'seq-node' });
           await waitTerminal([name], name);
-          if (i >= 0) lat.push((terminalAt.get(name) ?? 0) - t0); // seq--1 warms up
+          if (i >= 0) lat.push(terminalMs(name, t0)); // seq--1 warms up
         }
         return { wallSeconds: lat.reduce((a, b) => a + b, 0) / 1000, lat };
       },
@@ -502,7 +536,7 @@ try {
         const end = Math.max(...names.map((n) => terminalAt.get(n) ?? 0));
         return {
           wallSeconds: (end - t0) / 1000,
-          lat: names.map((n) => (terminalAt.get(n) ?? 0) - (created.get(n) ?? 0)),
+          lat: names.map((n) => terminalMs(n, created.get(n) ?? 0)),
         };
       },
     );
@@ -531,7 +565,7 @@ try {
         await waitTerminal([`fanout-${n}`], `fan-out over ${n} nodes`);
         await clock.stop();
         dispatchSeconds.set(n, (clock.at() - t0) / 1000);
-        return { wallSeconds: ((terminalAt.get(`fanout-${n}`) ?? 0) - t0) / 1000 };
+        return { wallSeconds: terminalMs(`fanout-${n}`, t0) / 1000 };
       },
     );
     compare(r, `fanout-${n}`);
@@ -582,7 +616,7 @@ try {
         );
         await waitTerminal(names, `burst of ${n}`);
         const end = Math.max(...names.map((x) => terminalAt.get(x) ?? 0));
-        return { wallSeconds: (end - t0) / 1000, lat: names.map((x) => (terminalAt.get(x) ?? 0) - t0) };
+        return { wallSeconds: (end - t0) / 1000, lat: names.map((x) => terminalMs(x, t0)) };
       },
       { maxConcurrent: 50, busyTimeoutMs: 600_000, freezeWaitMs: 600_000 },
     );
@@ -646,7 +680,7 @@ try {
         const t0 = performance.now();
         await createRequest(name, { module: `bench_${(i * 7) % sizes.treeModules}`, nodeName: 'dry-node' });
         await waitTerminal([name], `real load ${name}`);
-        return (terminalAt.get(name) ?? 0) - t0;
+        return terminalMs(name, t0);
       };
       const loadsAlone: number[] = [];
       for (let i = 0; i < sizes.loads; i++) loadsAlone.push(await loadOnce(`load-alone-${i}`, i));

@@ -3,10 +3,12 @@
  * done by bare clients, measured in the same run as the operator. For one
  * request on a set of nodes:
  *
- *   the controller: create the request; per node, write the node's object
- *             with the request's entry (the dispatch); learn each node's
- *             result from its one unscoped watch of the nodes' objects; write
- *             the request's status once, when every node has succeeded
+ *   the user:  create the request
+ *   the controller: learn of it from its one unscoped watch of requests;
+ *             per node, write the node's object with the request's entry
+ *             (the dispatch); learn each node's result from its one
+ *             unscoped watch of the nodes' objects; write the request's
+ *             status once, when every node has succeeded
  *   per node, its agent (bench/floor-agents.ts): its name-scoped watch
  *             delivers the entry; claim (a status write), one helper spawned
  *             through the real setpriv chain (/bin/true), the result (a
@@ -14,9 +16,11 @@
  *
  * These are the parts the issue that introduced per-node objects names: the N
  * name-scoped watches (`fieldSelector=metadata.name=NODE`; test/dispatch.test.ts
- * shows each event costs O(1) to dispatch) and one unscoped watch, because the
- * results are written on the nodes and a controller can only learn them by
- * watching. The floor's agents run in processes of the same size as the
+ * shows each event costs O(1) to dispatch) and two unscoped watches: the
+ * requests are created by users and the results written on the nodes, and a
+ * controller can only learn either by watching. (The floor's controller once
+ * ran in the creating client and took the request from the create's answer,
+ * a hop no real controller can skip.) The floor's agents run in processes of the same size as the
  * operator's simulated ones, so the simulation's own costs fall on both sides
  * alike (see bench/floor-agents.ts).
  */
@@ -45,6 +49,10 @@ export class Floor {
   readonly #kc: KubeConfig;
   /** The controller's unscoped watch of every node's object: an informer, as the operator's controller holds it. */
   #objects: Informer<NodeModules> | undefined;
+  /** The controller's unscoped watch of requests, where it learns of each one a user creates. */
+  #requests: Informer<ModuleRequest> | undefined;
+  /** Per request name: whom to hand the request to once the controller's watch shows it. */
+  readonly #created = new Map<string, (req: ModuleRequest) => void>();
   #agents: AgentHosts | undefined;
   /** Per request UID: the nodes whose result the controller's watch has shown as Succeeded. */
   readonly #succeeded = new Map<string, Set<string>>();
@@ -64,6 +72,11 @@ export class Floor {
    * watches open) and opens the controller's unscoped watch; resolves once all are open.
    */
   async start(nodes: string[]): Promise<void> {
+    this.#requests = await watchObjects<ModuleRequest>(
+      this.#kc,
+      `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
+      (req) => this.#created.get(req.metadata.name ?? '')?.(req),
+    );
     this.#objects = await watchObjects<NodeModules>(
       this.#kc,
       `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
@@ -89,13 +102,17 @@ export class Floor {
   /** Stops the agents and the controller's watch. */
   async close(): Promise<void> {
     await this.#objects?.stop();
+    await this.#requests?.stop();
     await this.#agents?.stop();
   }
 
-  /** One request over `nodes` (nodeName for one, a selector for several); resolves with its latency in ms. */
-  async request(name: string, nodes: string[], concurrency: number): Promise<number> {
-    const t0 = performance.now();
-    const req = (await this.#api.createClusterCustomObject({
+  /**
+   * One request over `nodes` (nodeName for one, a selector for several), created as a user would;
+   * resolves once the controller has written its terminal status.
+   */
+  async request(name: string, nodes: string[], concurrency: number): Promise<void> {
+    const seen = new Promise<ModuleRequest>((resolve) => this.#created.set(name, resolve));
+    await this.#api.createClusterCustomObject({
       group: GROUP,
       version: VERSION,
       plural: REQUEST_PLURAL,
@@ -109,8 +126,12 @@ export class Floor {
           nodeSelector: nodes.length === 1 ? undefined : { floor: 'yes' },
         },
       },
-    })) as ModuleRequest;
+    });
+    // The controller's part starts here, when its watch delivers the request.
+    const req = await seen;
+    this.#created.delete(name);
     const uid = req.metadata.uid ?? '';
+    const generation = req.metadata.generation ?? 1;
     const allSucceeded = new Promise<void>((resolve) => {
       if ((this.#succeeded.get(uid)?.size ?? 0) >= nodes.length) return resolve();
       this.#waiting.set(uid, { nodes: nodes.length, resolve });
@@ -118,7 +139,7 @@ export class Floor {
     const entry: NodeModulesRequest = {
       name,
       uid,
-      generation: 1,
+      generation,
       module: 'floor',
       wait: 'Process',
       timeoutSeconds: 60,
@@ -133,11 +154,16 @@ export class Floor {
         version: VERSION,
         plural: REQUEST_PLURAL,
         name,
-        body: { status: { phase: 'Succeeded', progress: `${nodes.length}/${nodes.length}` } },
+        body: {
+          status: {
+            phase: 'Succeeded',
+            observedGeneration: generation,
+            progress: `${nodes.length}/${nodes.length}`,
+          },
+        },
       },
       mergePatch(),
     );
-    return performance.now() - t0;
   }
 
   /** The dispatch: the node's object created with the entry, or the entry appended to its spec. */

@@ -13,7 +13,7 @@ import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { join, resolve } from 'node:path';
-import { imageEntrypoint } from '../scripts/bundle.ts';
+import { BUNDLE, imageEntrypoint } from '../scripts/bundle.ts';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { freePort, type ControlPlane } from '../src/cluster/controlplane.ts';
 import { Informer } from '../src/kube/informer.ts';
@@ -138,9 +138,13 @@ export interface AgentHosts {
 /** The AgentOptions a scenario's simulated agents get (bench/agents.ts BENCH_AGENT_OPTS). */
 export type AgentHostOptions = { maxConcurrent?: number; busyTimeoutMs?: number; freezeWaitMs?: number };
 
-/** Agents per bench/agents.ts process: BENCH_AGENTS_PER_PROCESS, default 1,000. */
+/**
+ * Agents per bench/agents.ts process: BENCH_AGENTS_PER_PROCESS, default 250. A node forks its
+ * helpers from one agent's process (about 85 MiB); the fewer agents share a process, the closer a
+ * simulated fork's cost is to a node's, on both sides (bench/RESULTS.md has 1,000 against 250).
+ */
 function agentsPerProcess(): number {
-  const v = process.env.BENCH_AGENTS_PER_PROCESS ?? '1000';
+  const v = process.env.BENCH_AGENTS_PER_PROCESS ?? '250';
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1)
     throw new Error(`BENCH_AGENTS_PER_PROCESS must be a positive whole number, got '${v}'`);
@@ -214,9 +218,20 @@ async function startHosts(
   };
 }
 
+/**
+ * Node's own flags in the Dockerfile's ENTRYPOINT (those before the bundle): the simulated agents,
+ * and the floor's, run with the heap settings a node's agent runs with. Without them a host of
+ * many agents grew a young generation of V8's default size, and with it the RSS every helper fork
+ * copies page tables for (bench/RESULTS.md).
+ */
+async function imageNodeFlags(): Promise<string[]> {
+  const { args } = await imageEntrypoint();
+  return args.slice(0, args.indexOf(BUNDLE));
+}
+
 /** Starts one bench/SCRIPT.ts process; resolves once it printed that every agent has started. */
 async function startHost(script: string, name: string, env: NodeJS.ProcessEnv): Promise<Component> {
-  const c = launch(name, [join(projectRoot, `bench/${script}.ts`)], 0, env);
+  const c = launch(name, [...(await imageNodeFlags()), join(projectRoot, `bench/${script}.ts`)], 0, env);
   await new Promise<void>((res, rej) => {
     const check = () => {
       if (c.output().includes('agents ready')) {

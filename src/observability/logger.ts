@@ -10,10 +10,14 @@ export type Logger = winston.Logger;
 
 /** Creates the process logger. `level` defaults to LOG_LEVEL or "info". */
 export function createLogger(component: string, level = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return winston.createLogger({
+  // winston formats every message before its transport compares levels, so a debug line at
+  // LOG_LEVEL=warn was timestamped and serialized, then dropped. Dropping it first costs nothing.
+  const enabled = winston.format((info) => (logger.isLevelEnabled(info.level) ? info : false));
+  const logger: Logger = winston.createLogger({
     level,
     defaultMeta: { component },
     format: winston.format.combine(
+      enabled(),
       winston.format.timestamp(),
       winston.format.errors({ stack: false }),
       winston.format.json(),
@@ -21,6 +25,7 @@ export function createLogger(component: string, level = process.env.LOG_LEVEL ??
     // stderr: stdout stays free for a command's own output (e.g. `local` prints status tables).
     transports: [new winston.transports.Console({ stderrLevels: Object.keys(winston.config.npm.levels) })],
   });
+  return logger;
 }
 
 /** A logger that drops everything (tests that do not care about logs). */
