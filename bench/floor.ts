@@ -70,8 +70,8 @@ export class Floor {
   readonly #succeeded = new Map<string, Set<string>>();
   /** Per request UID: how many nodes it waits for, and whom to tell once they all succeeded. */
   readonly #waiting = new Map<string, { nodes: number; resolve: () => void }>();
-  /** Per node: its spec writes one after another (the first creates the object), and whether it exists. */
-  readonly #nodes = new Map<string, { spec: Promise<unknown>; exists: boolean }>();
+  /** Per node: whether its object exists, its write in flight and the entries waiting for the next (#dispatch). */
+  readonly #nodes = new Map<string, FloorNode>();
 
   constructor(kc: KubeConfig, cp: ControlPlane) {
     this.#api = kc.makeApiClient(CustomObjectsApi);
@@ -185,7 +185,7 @@ export class Floor {
       wait: 'Process',
       timeoutSeconds: 60,
     };
-    await Promise.all(nodes.map((node) => this.#writes.add(() => this.#dispatch(node, entry))));
+    await Promise.all(nodes.map((node) => this.#dispatch(node, entry)));
     await allSucceeded;
     this.#waiting.delete(uid);
     this.#succeeded.delete(uid);
@@ -207,32 +207,63 @@ export class Floor {
     );
   }
 
-  /** The dispatch: the node's object created with the entry, or the entry appended to its spec. */
-  async #dispatch(node: string, entry: NodeModulesRequest): Promise<void> {
+  /**
+   * The dispatch: `entry` onto the node's object. A node has one write in flight at a time; the
+   * entries that arrive meanwhile go together in its next write, as the operator's controller
+   * writes every request that changed for a node at once. The first write creates the object, the
+   * later ones append (a JSON patch). A write takes one of the controller's NODE_WRITES places
+   * only while it is in flight.
+   */
+  #dispatch(node: string, entry: NodeModulesRequest): Promise<void> {
     let n = this.#nodes.get(node);
-    if (!n) this.#nodes.set(node, (n = { spec: Promise.resolve(), exists: false }));
-    const write = async () => {
-      if (!n.exists) {
-        n.exists = true;
-        await this.#api.createClusterCustomObject({
-          ...nm,
-          body: {
-            apiVersion: API_VERSION,
-            kind: 'NodeModules',
-            metadata: { name: node },
-            spec: { requests: [entry] },
-          },
-        });
-        return;
-      }
-      await this.#api.patchClusterCustomObject(
-        { ...nm, name: node, body: [{ op: 'add', path: '/spec/requests/-', value: entry }] },
-        jsonPatch(),
-      );
-    };
-    // The first write of a node creates it; later ones wait for that, then append.
-    const p = n.spec.then(write);
-    n.spec = p.catch(() => undefined);
-    await p;
+    if (!n) this.#nodes.set(node, (n = { exists: false, writing: false, waiting: [] }));
+    const written = new Promise<void>((resolve, reject) => n.waiting.push({ entry, resolve, reject }));
+    void this.#pumpNode(node, n);
+    return written;
   }
+
+  async #pumpNode(node: string, n: FloorNode): Promise<void> {
+    if (n.writing) return;
+    n.writing = true;
+    while (n.waiting.length > 0) {
+      const batch = n.waiting.splice(0);
+      const entries = batch.map((w) => w.entry);
+      try {
+        await this.#writes.add(async () => {
+          if (!n.exists) {
+            await this.#api.createClusterCustomObject({
+              ...nm,
+              body: {
+                apiVersion: API_VERSION,
+                kind: 'NodeModules',
+                metadata: { name: node },
+                spec: { requests: entries },
+              },
+            });
+            n.exists = true;
+            return;
+          }
+          await this.#api.patchClusterCustomObject(
+            {
+              ...nm,
+              name: node,
+              body: entries.map((value) => ({ op: 'add', path: '/spec/requests/-', value })),
+            },
+            jsonPatch(),
+          );
+        });
+        for (const w of batch) w.resolve();
+      } catch (err) {
+        for (const w of batch) w.reject(err);
+      }
+    }
+    n.writing = false;
+  }
+}
+
+/** The floor controller's view of one node's object: whether it exists, its write in flight, the entries waiting. */
+interface FloorNode {
+  exists: boolean;
+  writing: boolean;
+  waiting: { entry: NodeModulesRequest; resolve: () => void; reject: (err: unknown) => void }[];
 }
