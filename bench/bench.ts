@@ -8,11 +8,13 @@
  *
  * The floor of a scenario is measured in the same run, before the operator
  * starts, by bare clients doing what an ideal design cannot avoid, at the same
- * concurrency (bench/floor.ts): create request → write the node's object → its
- * agent's name-scoped watch delivers it → claim → one helper spawn through the
- * real setpriv chain → result → the controller's unscoped watch delivers it →
- * request status; the floor's agents run in processes of the operator's
- * simulated agents' size (bench/floor-agents.ts). Each scenario and each floor
+ * concurrency (bench/floor.ts): the user creates the request → the
+ * controller's unscoped watch delivers it → the controller writes the node's
+ * object → its agent's name-scoped watch delivers it → claim → one helper
+ * spawn through the real setpriv chain → result → the controller's unscoped
+ * watch delivers it → request status; the floor's agents run in processes of
+ * the operator's simulated agents' size (bench/floor-agents.ts). Both sides'
+ * times end when this bench's own watch of requests sees the request terminal. Each scenario and each floor
  * starts with the machine at rest (support.ts settle), and the floors with a
  * warm API server (a warm-up fan-out over 200 names and 200 one-node requests,
  * not measured). Simulated nodes' agents run in bench/agents.ts processes of
@@ -253,15 +255,17 @@ try {
     string,
     { wallSeconds: number; p50Ms?: number; p99Ms?: number; writes: number; apiserverCpuSeconds: number }
   >();
-  // A warm-up, not measured: a fresh API server grows its heap, fills its watch cache and settles
-  // its connections during its first thousand writes, and the floors run first. Without this the
-  // first floor of a run was measured on a cold server (a 1,000-node fan-out's floor took 10–12 s
-  // alone against 7–8 s after other floors) and the operator's ratio looked better than it is.
   // ---- The instrument: when each request turns terminal, as a watcher of requests sees it. ----
   // It runs for the floors too, so both sides' times end the same way (an event on a watch, not a
   // write's response) and both carry its watch.
   const terminalAt = new Map<string, number>();
-  const terminalWaiters = new Map<string, () => void>();
+  /** Per request name: settles when the watch sees it terminal (one promise, however many wait). */
+  const terminal = new Map<string, PromiseWithResolvers<void>>();
+  const whenTerminal = (name: string) => {
+    let t = terminal.get(name);
+    if (!t) terminal.set(name, (t = Promise.withResolvers<void>()));
+    return t;
+  };
   const watcher = await watchObjects<ModuleRequest>(
     kc,
     `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
@@ -273,7 +277,7 @@ try {
         !terminalAt.has(name)
       ) {
         terminalAt.set(name, performance.now());
-        terminalWaiters.get(name)?.();
+        whenTerminal(name).resolve();
       }
     },
   );
@@ -283,34 +287,27 @@ try {
     const timeout = new Promise<never>((_, rej) => {
       timer = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), timeoutMs);
     });
-    const each = names.map(
-      (n) =>
-        new Promise<void>((res) => {
-          if (terminalAt.has(n)) return res();
-          terminalWaiters.set(n, () => {
-            terminalWaiters.delete(n);
-            res();
-          });
-        }),
-    );
     try {
-      await Promise.race([Promise.all(each), timeout]);
+      await Promise.race([Promise.all(names.map((n) => whenTerminal(n).promise)), timeout]);
     } finally {
       clearTimeout(timer);
-      for (const n of names) terminalWaiters.delete(n);
     }
   };
   /** Milliseconds from `t0` until `name` turned terminal. */
   const terminalMs = (name: string, t0: number) => (terminalAt.get(name) ?? 0) - t0;
 
+  // A warm-up, not measured: a fresh API server grows its heap, fills its watch cache and settles
+  // its connections during its first thousand writes, and the floors run first. Without this the
+  // first floor of a run was measured on a cold server (a 1,000-node fan-out's floor took 10–12 s
+  // alone against 7–8 s after other floors) and the operator's ratio looked better than it is.
   if (wanted('many') || wanted('fanout') || wanted('sequential')) {
     const warm = Array.from({ length: 200 }, (_, i) => `floor-warm-${i}`);
     await withFloor(warm, async (floor) => {
-      await floor.request('floor-warm-fanout', warm, SUBMIT_CONCURRENCY);
+      await floor.request('floor-warm-fanout', warm);
       await inParallel(
         warm,
         SUBMIT_CONCURRENCY,
-        async (node, i) => void (await floor.request(`floor-warm-${i}`, [node], 1)),
+        async (node, i) => void (await floor.request(`floor-warm-${i}`, [node])),
       );
     });
   }
@@ -340,7 +337,7 @@ try {
   };
   if (wanted('sequential')) {
     await withFloor(['seq-node'], async (floor) => {
-      await floor.request('floor-seq-warmup', ['seq-node'], 1); // connections and JIT warm, as for the operator
+      await floor.request('floor-seq-warmup', ['seq-node']); // connections and JIT warm, as for the operator
       const {
         value: lat,
         writes,
@@ -350,7 +347,7 @@ try {
         for (let i = 0; i < sizes.sequential; i++) {
           const name = `floor-seq-${i}`;
           const t0 = performance.now();
-          await floor.request(name, ['seq-node'], 1);
+          await floor.request(name, ['seq-node']);
           await waitTerminal([name], name);
           lat.push(terminalMs(name, t0));
         }
@@ -375,11 +372,13 @@ try {
       } = await floorCounted(async () => {
         const names = Array.from({ length: sizes.requests }, (_, i) => `floor-many-${i}`);
         const t0 = performance.now();
-        await inParallel(
-          names,
-          SUBMIT_CONCURRENCY,
-          async (name, i) => void (await floor.request(name, [nodes[i % nodes.length] ?? ''], 1)),
-        );
+        // Submitted as the operator's are: 50 creates at a time; the floor's controller takes each
+        // as its watch delivers it.
+        const finished: Promise<void>[] = [];
+        await inParallel(names, SUBMIT_CONCURRENCY, async (name, i) => {
+          finished.push((await floor.submit(name, [nodes[i % nodes.length] ?? ''])).finished);
+        });
+        await Promise.all(finished);
         await waitTerminal(names, `the floor's ${names.length} requests`);
         return Math.max(...names.map((n) => terminalMs(n, t0))) / 1000;
       });
@@ -402,7 +401,7 @@ try {
       } = await floorCounted(async () => {
         const clock = await dispatchClock(`floor-fan-${n}`, n);
         const t0 = performance.now();
-        await floor.request(`floor-fan-${n}`, nodes, SUBMIT_CONCURRENCY);
+        await floor.request(`floor-fan-${n}`, nodes);
         await waitTerminal([`floor-fan-${n}`], `the floor's fan-out over ${n} nodes`);
         const ms = terminalMs(`floor-fan-${n}`, t0);
         await clock.stop();

@@ -35,12 +35,16 @@ import {
   type NodeModules,
   type NodeModulesRequest,
 } from '../src/api/types.ts';
+import PQueue from 'p-queue';
 import type { ControlPlane } from '../src/cluster/controlplane.ts';
+import { DEFAULT_NODE_CONCURRENCY } from '../src/controller/defaults.ts';
 import { jsonPatch, mergePatch } from '../src/kube/callopts.ts';
 import type { Informer } from '../src/kube/informer.ts';
-import { inParallel, startFloorAgentHosts, watchObjects, type AgentHosts } from './support.ts';
+import { startFloorAgentHosts, watchObjects, type AgentHosts } from './support.ts';
 
 const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
+/** The floor controller's node writes in flight at most: the operator controller's default `--node-concurrency`. */
+const NODE_WRITES = DEFAULT_NODE_CONCURRENCY;
 
 /** See the module comment. */
 export class Floor {
@@ -51,15 +55,23 @@ export class Floor {
   #objects: Informer<NodeModules> | undefined;
   /** The controller's unscoped watch of requests, where it learns of each one a user creates. */
   #requests: Informer<ModuleRequest> | undefined;
-  /** Per request name: whom to hand the request to once the controller's watch shows it. */
-  readonly #created = new Map<string, (req: ModuleRequest) => void>();
+  /** Per request name submitted and not yet seen by the controller's watch: its nodes, and whom to tell when it is done. */
+  readonly #pending = new Map<
+    string,
+    { nodes: string[]; resolve: () => void; reject: (err: unknown) => void }
+  >();
+  /**
+   * The controller's node writes, at most NODE_WRITES at once over all requests, as the operator's
+   * controller bounds its node reconciles (`--node-concurrency`, default 50).
+   */
+  readonly #writes = new PQueue({ concurrency: NODE_WRITES });
   #agents: AgentHosts | undefined;
   /** Per request UID: the nodes whose result the controller's watch has shown as Succeeded. */
   readonly #succeeded = new Map<string, Set<string>>();
   /** Per request UID: how many nodes it waits for, and whom to tell once they all succeeded. */
   readonly #waiting = new Map<string, { nodes: number; resolve: () => void }>();
-  /** Per node: its spec writes one after another (the first creates the object), and whether it exists. */
-  readonly #nodes = new Map<string, { spec: Promise<unknown>; exists: boolean }>();
+  /** Per node: whether its object exists, its write in flight and the entries waiting for the next (#dispatch). */
+  readonly #nodes = new Map<string, FloorNode>();
 
   constructor(kc: KubeConfig, cp: ControlPlane) {
     this.#api = kc.makeApiClient(CustomObjectsApi);
@@ -75,7 +87,7 @@ export class Floor {
     this.#requests = await watchObjects<ModuleRequest>(
       this.#kc,
       `/apis/${GROUP}/${VERSION}/${REQUEST_PLURAL}`,
-      (req) => this.#created.get(req.metadata.name ?? '')?.(req),
+      (req) => this.#onRequest(req),
     );
     this.#objects = await watchObjects<NodeModules>(
       this.#kc,
@@ -107,29 +119,58 @@ export class Floor {
   }
 
   /**
-   * One request over `nodes` (nodeName for one, a selector for several), created as a user would;
-   * resolves once the controller has written its terminal status.
+   * The user's part: creates request `name` over `nodes` (nodeName for one, a selector for
+   * several) and resolves once it is created, with `finished`: the controller's part, which starts
+   * when the controller's watch delivers the request and settles once the controller has written
+   * its terminal status. A user submitting many requests waits only for the creates, as the bench
+   * does for the operator; the controller works on every request it has seen at once.
    */
-  async request(name: string, nodes: string[], concurrency: number): Promise<void> {
-    const seen = new Promise<ModuleRequest>((resolve) => this.#created.set(name, resolve));
-    await this.#api.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: REQUEST_PLURAL,
-      body: {
-        apiVersion: API_VERSION,
-        kind: 'ModuleRequest',
-        metadata: { name },
-        spec: {
-          module: 'floor',
-          nodeName: nodes.length === 1 ? nodes[0] : undefined,
-          nodeSelector: nodes.length === 1 ? undefined : { floor: 'yes' },
+  async submit(name: string, nodes: string[]): Promise<{ finished: Promise<void> }> {
+    const finished = new Promise<void>((resolve, reject) =>
+      this.#pending.set(name, { nodes, resolve, reject }),
+    );
+    try {
+      await this.#api.createClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: REQUEST_PLURAL,
+        body: {
+          apiVersion: API_VERSION,
+          kind: 'ModuleRequest',
+          metadata: { name },
+          spec: {
+            module: 'floor',
+            nodeName: nodes.length === 1 ? nodes[0] : undefined,
+            nodeSelector: nodes.length === 1 ? undefined : { floor: 'yes' },
+          },
         },
-      },
-    });
-    // The controller's part starts here, when its watch delivers the request.
-    const req = await seen;
-    this.#created.delete(name);
+      });
+    } catch (err) {
+      this.#pending.delete(name);
+      throw err;
+    }
+    return { finished };
+  }
+
+  /** submit(), then its `finished`. */
+  async request(name: string, nodes: string[]): Promise<void> {
+    await (
+      await this.submit(name, nodes)
+    ).finished;
+  }
+
+  /** The controller's watch delivered a request: if it is one submitted here, its part starts. */
+  #onRequest(req: ModuleRequest): void {
+    const name = req.metadata.name ?? '';
+    const pending = this.#pending.get(name);
+    if (!pending) return;
+    this.#pending.delete(name);
+    this.#reconcile(req, pending.nodes).then(pending.resolve, pending.reject);
+  }
+
+  /** The controller's part of one request: every node's object written, every result seen, the status written. */
+  async #reconcile(req: ModuleRequest, nodes: string[]): Promise<void> {
+    const name = req.metadata.name ?? '';
     const uid = req.metadata.uid ?? '';
     const generation = req.metadata.generation ?? 1;
     const allSucceeded = new Promise<void>((resolve) => {
@@ -144,7 +185,7 @@ export class Floor {
       wait: 'Process',
       timeoutSeconds: 60,
     };
-    await inParallel(nodes, concurrency, (node) => this.#dispatch(node, entry));
+    await Promise.all(nodes.map((node) => this.#dispatch(node, entry)));
     await allSucceeded;
     this.#waiting.delete(uid);
     this.#succeeded.delete(uid);
@@ -166,32 +207,63 @@ export class Floor {
     );
   }
 
-  /** The dispatch: the node's object created with the entry, or the entry appended to its spec. */
-  async #dispatch(node: string, entry: NodeModulesRequest): Promise<void> {
+  /**
+   * The dispatch: `entry` onto the node's object. A node has one write in flight at a time; the
+   * entries that arrive meanwhile go together in its next write, as the operator's controller
+   * writes every request that changed for a node at once. The first write creates the object, the
+   * later ones append (a JSON patch). A write takes one of the controller's NODE_WRITES places
+   * only while it is in flight.
+   */
+  #dispatch(node: string, entry: NodeModulesRequest): Promise<void> {
     let n = this.#nodes.get(node);
-    if (!n) this.#nodes.set(node, (n = { spec: Promise.resolve(), exists: false }));
-    const write = async () => {
-      if (!n.exists) {
-        n.exists = true;
-        await this.#api.createClusterCustomObject({
-          ...nm,
-          body: {
-            apiVersion: API_VERSION,
-            kind: 'NodeModules',
-            metadata: { name: node },
-            spec: { requests: [entry] },
-          },
-        });
-        return;
-      }
-      await this.#api.patchClusterCustomObject(
-        { ...nm, name: node, body: [{ op: 'add', path: '/spec/requests/-', value: entry }] },
-        jsonPatch(),
-      );
-    };
-    // The first write of a node creates it; later ones wait for that, then append.
-    const p = n.spec.then(write);
-    n.spec = p.catch(() => undefined);
-    await p;
+    if (!n) this.#nodes.set(node, (n = { exists: false, writing: false, waiting: [] }));
+    const written = new Promise<void>((resolve, reject) => n.waiting.push({ entry, resolve, reject }));
+    void this.#pumpNode(node, n);
+    return written;
   }
+
+  async #pumpNode(node: string, n: FloorNode): Promise<void> {
+    if (n.writing) return;
+    n.writing = true;
+    while (n.waiting.length > 0) {
+      const batch = n.waiting.splice(0);
+      const entries = batch.map((w) => w.entry);
+      try {
+        await this.#writes.add(async () => {
+          if (!n.exists) {
+            await this.#api.createClusterCustomObject({
+              ...nm,
+              body: {
+                apiVersion: API_VERSION,
+                kind: 'NodeModules',
+                metadata: { name: node },
+                spec: { requests: entries },
+              },
+            });
+            n.exists = true;
+            return;
+          }
+          await this.#api.patchClusterCustomObject(
+            {
+              ...nm,
+              name: node,
+              body: entries.map((value) => ({ op: 'add', path: '/spec/requests/-', value })),
+            },
+            jsonPatch(),
+          );
+        });
+        for (const w of batch) w.resolve();
+      } catch (err) {
+        for (const w of batch) w.reject(err);
+      }
+    }
+    n.writing = false;
+  }
+}
+
+/** The floor controller's view of one node's object: whether it exists, its write in flight, the entries waiting. */
+interface FloorNode {
+  exists: boolean;
+  writing: boolean;
+  waiting: { entry: NodeModulesRequest; resolve: () => void; reject: (err: unknown) => void }[];
 }

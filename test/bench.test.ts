@@ -202,7 +202,7 @@ test('make bench BENCH_SCALE=full: the full scale path, with its sizes shrunk', 
 
 test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts: one fan-out alone, shrunk to 4 nodes', async () => {
   // The README's 5,000-node row takes minutes; the same command with BENCH_FANOUT=4, and its
-  // simulated agents split over processes as the 5,000 are (1,000 a process; here 2).
+  // simulated agents split over processes as the 5,000 are (250 a process; here 2).
   const path = join(dir, 'fanout.json');
   const out = await run('node_modules/.bin/node', ['bench/bench.ts'], {
     BENCH_ONLY: 'fanout',
