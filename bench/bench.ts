@@ -51,7 +51,6 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import {
-  API_VERSION,
   GROUP,
   NODE_MODULES_PLURAL,
   REQUEST_PLURAL,
@@ -66,7 +65,7 @@ import { installCrds } from '../src/kube/crds.ts';
 import { reuseConnections } from '../src/kube/connections.ts';
 import { buildModuleTree, demoResolver } from '../src/local/demo.ts';
 import { Floor } from './floor.ts';
-import { ensureNode } from '../test/support/objects.ts';
+import { createRequest as createModuleRequest, ensureNode } from '../test/support/objects.ts';
 import {
   apiserverCpuSeconds,
   apiserverWriteCounts,
@@ -202,13 +201,7 @@ try {
   const bootID = (name: string) => `${name}-boot-1`;
   const makeNodes = async (names: string[], labels: Record<string, string> = {}) =>
     inParallel(names, 20, (name) => ensureNode(kc, name, labels, bootID(name)));
-  const createRequest = async (name: string, spec: ModuleRequest['spec']) =>
-    (await api.createClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: REQUEST_PLURAL,
-      body: { apiVersion: API_VERSION, kind: 'ModuleRequest', metadata: { name }, spec },
-    })) as ModuleRequest;
+  const createRequest = (name: string, spec: ModuleRequest['spec']) => createModuleRequest(kc, name, spec);
   const deleteAll = async () => {
     for (const plural of [REQUEST_PLURAL, NODE_MODULES_PLURAL])
       await api.deleteCollectionClusterCustomObject({ group: GROUP, version: VERSION, plural });

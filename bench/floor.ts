@@ -40,6 +40,7 @@ import type { ControlPlane } from '../src/cluster/controlplane.ts';
 import { DEFAULT_NODE_CONCURRENCY } from '../src/controller/defaults.ts';
 import { jsonPatch, mergePatch } from '../src/kube/callopts.ts';
 import type { Informer } from '../src/kube/informer.ts';
+import { createRequest } from '../test/support/objects.ts';
 import { startFloorAgentHosts, watchObjects, type AgentHosts } from './support.ts';
 
 const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
@@ -130,20 +131,10 @@ export class Floor {
       this.#pending.set(name, { nodes, resolve, reject }),
     );
     try {
-      await this.#api.createClusterCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: REQUEST_PLURAL,
-        body: {
-          apiVersion: API_VERSION,
-          kind: 'ModuleRequest',
-          metadata: { name },
-          spec: {
-            module: 'floor',
-            nodeName: nodes.length === 1 ? nodes[0] : undefined,
-            nodeSelector: nodes.length === 1 ? undefined : { floor: 'yes' },
-          },
-        },
+      await createRequest(this.#kc, name, {
+        module: 'floor',
+        nodeName: nodes.length === 1 ? nodes[0] : undefined,
+        nodeSelector: nodes.length === 1 ? undefined : { floor: 'yes' },
       });
     } catch (err) {
       this.#pending.delete(name);
