@@ -383,7 +383,7 @@ test('node_modules/.bin/node bench/burst.ts 200: all Succeeded, the figures, and
   );
 });
 
-test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repeat.ts 3 BENCH_SCALE=full BENCH_ONLY=sequential,many,fanout,controller-memory: each run and the median', async () => {
+test('BENCH_RESULTS=bench/results-full-x4.json node_modules/.bin/node bench/repeat.ts 4 BENCH_SCALE=full BENCH_ONLY=sequential,many,fanout,controller-memory: each run and the median', async () => {
   // Two runs of a fan-out over 2 nodes at full scale's settings, not three of four scenarios at full sizes (half an hour).
   const path = join(dir, 'repeat.json');
   const out = await run(
