@@ -8,15 +8,22 @@
  * would; each appends its entry (a JSON patch), where the operator's agent
  * writes its whole status.
  *
+ * Each node has its own client and so its own connection to the API server
+ * (HTTP/2, its watch and its writes on it), as a node's agent process has: nodes
+ * are separate machines, and agents sharing one client would share HTTP/2
+ * sessions, whose writes the API server batches in a way no two real nodes
+ * allow (bench/RESULTS.md measured a floor with shared sessions 15 % faster).
+ * bench/agents.ts gives the operator's simulated agents a client each too.
+ *
  * The floor's agents run in processes of the same size as the operator's
  * simulated agents (bench/agents.ts, BENCH_AGENTS_PER_PROCESS each), so both
  * sides pay the same for what the simulation adds (many nodes on one event
  * loop, helpers forked from one big process) and neither runs its nodes on
  * fewer threads than the other. Prints "agents ready" once every watch is
- * open; SIGTERM stops it. Needs BENCH_KUBECONFIG, BENCH_SERVER, BENCH_CA_PEM
- * and BENCH_TOKEN.
+ * open; SIGTERM stops it. Needs BENCH_KUBECONFIG.
  */
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { readFileSync } from 'node:fs';
 import {
   GROUP,
   NODE_MODULES_PLURAL,
@@ -27,7 +34,8 @@ import {
 import { startHelper } from '../src/helper/runner.ts';
 import { jsonPatch } from '../src/kube/callopts.ts';
 import { reuseConnections } from '../src/kube/connections.ts';
-import { WatchStreams } from '../test/support/watchstreams.ts';
+import { BookmarkingWatch } from '../src/kube/watch.ts';
+import { errorMessage } from '../src/observability/logger.ts';
 import { inParallel } from './support.ts';
 
 const env = (name: string): string => {
@@ -35,23 +43,28 @@ const env = (name: string): string => {
   if (!v) throw new Error(`bench/floor-agents.ts needs ${name}`);
   return v;
 };
-const kc = new KubeConfig();
-kc.loadFromFile(env('BENCH_KUBECONFIG'));
-reuseConnections(kc); // as bench/agents.ts: one connection pool per process
-const api = kc.makeApiClient(CustomObjectsApi);
-const streams = new WatchStreams(env('BENCH_SERVER'), env('BENCH_CA_PEM'), env('BENCH_TOKEN'));
+const kubeconfig = readFileSync(env('BENCH_KUBECONFIG'), 'utf8');
+/** A node's own client: its own connection pool, as its own process would have. */
+const clientOf = () => {
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfig);
+  reuseConnections(kc);
+  return kc;
+};
 const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
 
 /** One node's ideal agent: the entries it has taken, and its status writes one after another. */
 class FloorAgent {
   readonly #node: string;
+  readonly #api: CustomObjectsApi;
   readonly #taken = new Set<string>();
   #writes: Promise<unknown> = Promise.resolve();
   #hasStatus = false;
   #uid = '';
 
-  constructor(node: string) {
+  constructor(node: string, kc: KubeConfig) {
     this.#node = node;
+    this.#api = kc.makeApiClient(CustomObjectsApi);
   }
 
   onObject(obj: NodeModules): void {
@@ -89,7 +102,7 @@ class FloorAgent {
         ? { op: 'add', path: '/status/results/-', value: result }
         : { op: 'add', path: '/status', value: { results: [result] } };
       this.#hasStatus = true;
-      await api.patchClusterCustomObjectStatus({ ...nm, name: this.#node, body: [op] }, jsonPatch());
+      await this.#api.patchClusterCustomObjectStatus({ ...nm, name: this.#node, body: [op] }, jsonPatch());
     };
     const p = this.#writes.then(write);
     this.#writes = p.catch((err: unknown) => console.error(`floor agent ${this.#node}: ${String(err)}`));
@@ -98,18 +111,35 @@ class FloorAgent {
 }
 
 const nodes = (process.env.BENCH_NODES ?? '').split(',').filter(Boolean);
+let stopping = false;
+const watches: BookmarkingWatch[] = [];
 await inParallel(nodes, 100, async (node) => {
-  const agent = new FloorAgent(node);
-  const w = await streams.open(`/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`, {
-    fieldSelector: `metadata.name=${node}`,
-  });
-  w.onEvent = (ev) => {
-    if (ev.type === 'ADDED' || ev.type === 'MODIFIED') agent.onObject(ev.object as unknown as NodeModules);
+  const kc = clientOf();
+  const agent = new FloorAgent(node, kc);
+  // The operator's watch plumbing (bookmarks, an inactivity timeout) on the node's own client; a
+  // watch that ends is opened again, and an entry shown twice is taken once (FloorAgent).
+  const watch = new BookmarkingWatch(kc);
+  watches.push(watch);
+  const open = async (): Promise<void> => {
+    await watch.watch(
+      `/apis/${GROUP}/${VERSION}/${NODE_MODULES_PLURAL}`,
+      { fieldSelector: `metadata.name=${node}` },
+      (type, obj) => {
+        if (type === 'ADDED' || type === 'MODIFIED') agent.onObject(obj as NodeModules);
+      },
+      (err) => {
+        if (stopping) return;
+        if (err) console.error(`floor agent ${node}: watch ended: ${errorMessage(err)}`);
+        void open().catch((e: unknown) => console.error(`floor agent ${node}: ${errorMessage(e)}`));
+      },
+    );
   };
+  await open();
 });
 console.log(`agents ready (${nodes.length})`);
 
 process.on('SIGTERM', () => {
-  streams.close();
+  stopping = true;
+  for (const w of watches) w.close();
   process.exit(0);
 });

@@ -46,11 +46,16 @@ const byScenario = new Map<
   string,
   { sizes: Result['sizes']; wall: number[]; floor: number[]; figures: Map<string, number[]> }
 >();
+/** Run i's order: as given, or alternating (see the module comment). */
+const orderOf = (i: number) =>
+  env.BENCH_ORDER ?? process.env.BENCH_ORDER ?? (i % 2 === 1 ? 'floor-first' : 'operator-first');
+const orders: string[] = [];
 for (let i = 1; i <= runs; i++) {
   const path = join(dir, `run-${i}.json`);
+  orders.push(orderOf(i));
   const r = spawnSync(join(projectRoot, 'node_modules/.bin/node'), [join(projectRoot, 'bench/bench.ts')], {
     cwd: projectRoot,
-    env: { ...process.env, ...env, BENCH_RESULTS: path },
+    env: { ...process.env, ...env, BENCH_ORDER: orderOf(i), BENCH_RESULTS: path },
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 64 * 1024 * 1024,
@@ -68,7 +73,9 @@ for (let i = 1; i <= runs; i++) {
     for (const [k, v] of Object.entries(figuresOf(row)))
       if (v !== undefined) s.figures.set(k, [...(s.figures.get(k) ?? []), v]);
     byScenario.set(row.name, s);
-    console.log(`run ${i}: ${row.name} ${row.wallSeconds} s (floor ${row.floor?.wallSeconds ?? '-'} s)`);
+    console.log(
+      `run ${i} (${orderOf(i)}): ${row.name} ${row.wallSeconds} s (floor ${row.floor?.wallSeconds ?? '-'} s)`,
+    );
   }
 }
 
@@ -100,6 +107,6 @@ for (const [name, s] of Object.entries(scenarios)) {
 }
 writeResults(
   out,
-  { command: ['node_modules/.bin/node bench/repeat.ts', runs, ...vars].join(' '), runs, scenarios },
+  { command: ['node_modules/.bin/node bench/repeat.ts', runs, ...vars].join(' '), runs, orders, scenarios },
   { loadAverageAtStart: loadAtStart },
 );

@@ -174,12 +174,7 @@ export function startAgentHosts(
  * simulated agents' size; resolves once every process has its nodes' watches open.
  */
 export function startFloorAgentHosts(cp: ControlPlane, nodes: string[]): Promise<AgentHosts> {
-  return startHosts('floor-agents', nodes, agentsPerProcess(), {
-    BENCH_KUBECONFIG: cp.kubeconfigPath,
-    BENCH_SERVER: cp.server,
-    BENCH_CA_PEM: cp.caPem,
-    BENCH_TOKEN: cp.adminToken,
-  });
+  return startHosts('floor-agents', nodes, agentsPerProcess(), { BENCH_KUBECONFIG: cp.kubeconfigPath });
 }
 
 /** Starts bench/SCRIPT.ts processes of up to `perProcess` of `nodes` each, with `env`. */

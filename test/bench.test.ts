@@ -119,7 +119,7 @@ function readResults(path: string, out: string): Results {
     'says where it wrote',
   );
   const results = JSON.parse(readFileSync(path, 'utf8')) as Results;
-  for (const key of ['cpus', 'memoryGiB', 'node', 'kubeApiserver', 'setpriv', 'scale', 'date'])
+  for (const key of ['cpus', 'memoryGiB', 'node', 'kubeApiserver', 'setpriv', 'scale', 'order', 'date'])
     assert.ok(results.machine[key] !== undefined, `machine.${key} recorded`);
   for (const r of results.results) {
     assert.ok(r.wallSeconds > 0, `${r.name}: wall time ${r.wallSeconds}`);
@@ -152,6 +152,8 @@ test('make bench: every scenario in the table and in results.json, with its docu
   assert.deepEqual(fan.sizes, { requests: 1, nodes: 3 });
   assertAgainstFloor(fan, false);
   assert.ok(isNum(fan.dispatchSeconds) && fan.dispatchSeconds > 0, 'fan-out: dispatch time');
+  const floorDispatch = fan.floor?.dispatchSeconds;
+  assert.ok(isNum(floorDispatch) && floorDispatch > 0, 'fan-out: the floor’s dispatch time');
   const burst = by.get('burst')!;
   assert.deepEqual(burst.sizes, { runs: 6, nodes: 1, cap: 50, helperSeconds: 1 });
   assert.equal(burst.floor?.wallSeconds, 1, 'the ideal: ceil(6 / 50) × 1 s');
@@ -189,15 +191,21 @@ test('make bench BENCH_SCALE=full: the full scale path, with its sizes shrunk', 
     ...SMALL,
     BENCH_FANOUT: '2,3',
     BENCH_ONLY: 'fanout',
+    // The other order (bench/repeat.ts alternates): the operator's side first, then the floors.
+    BENCH_ORDER: 'operator-first',
     BENCH_RESULTS: path,
   });
   const { machine, results } = readResults(path, out);
   assert.equal(machine.scale, 'full');
+  assert.equal(machine.order, 'operator-first');
   assert.deepEqual(
     results.map((r) => r.name),
     ['fanout-2', 'fanout-3'],
   );
-  for (const r of results) assertAgainstFloor(r, false);
+  for (const r of results) {
+    assertAgainstFloor(r, false);
+    assert.ok((r.floor?.dispatchSeconds ?? 0) > 0, `${r.name}: the floor's dispatch time, measured after`);
+  }
 });
 
 test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts: one fan-out alone, shrunk to 4 nodes', async () => {
@@ -277,6 +285,10 @@ test('a bad size is refused naming the variable, before anything starts', async 
   await assert.rejects(
     run('node_modules/.bin/node', ['bench/bench.ts'], { BENCH_SEQ: 'ten' }),
     /BENCH_SEQ must be a positive whole number, got 'ten'/,
+  );
+  await assert.rejects(
+    run('node_modules/.bin/node', ['bench/bench.ts'], { BENCH_ORDER: 'floor-last' }),
+    /BENCH_ORDER must be floor-first or operator-first, got 'floor-last'/,
   );
   await assert.rejects(
     run('node_modules/.bin/node', ['bench/burst.ts', '0']),
@@ -371,7 +383,7 @@ test('node_modules/.bin/node bench/burst.ts 200: all Succeeded, the figures, and
   );
 });
 
-test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repeat.ts 3 BENCH_SCALE=full BENCH_ONLY=sequential,many,fanout,controller-memory: each run and the median', async () => {
+test('BENCH_RESULTS=bench/results-full-x4.json node_modules/.bin/node bench/repeat.ts 4 BENCH_SCALE=full BENCH_ONLY=sequential,many,fanout,controller-memory: each run and the median', async () => {
   // Two runs of a fan-out over 2 nodes at full scale's settings, not three of four scenarios at full sizes (half an hour).
   const path = join(dir, 'repeat.json');
   const out = await run(
@@ -379,12 +391,15 @@ test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repe
     ['bench/repeat.ts', '2', 'BENCH_SCALE=full', 'BENCH_ONLY=fanout', 'BENCH_FANOUT=2'],
     { BENCH_RESULTS: path },
   );
-  assert.equal(out.match(/^run [12]: fanout-2 [\d.]+ s \(floor [\d.]+ s\)$/gm)?.length, 2, out);
+  // The two runs take the two orders (bench/bench.ts BENCH_ORDER); each has its floor either way.
+  assert.match(out, /^run 1 \(floor-first\): fanout-2 [\d.]+ s \(floor [\d.]+ s\)$/m);
+  assert.match(out, /^run 2 \(operator-first\): fanout-2 [\d.]+ s \(floor [\d.]+ s\)$/m);
   const m =
     /^fanout-2: median ([\d.]+) s \(min [\d.]+, max [\d.]+\) over 2 runs; floor median [\d.]+ s$/m.exec(out);
   assert.ok(m, out);
   const results = JSON.parse(readFileSync(path, 'utf8')) as {
     command: string;
+    orders: string[];
     scenarios: Record<
       string,
       {
@@ -399,6 +414,7 @@ test('BENCH_RESULTS=bench/results-full-x3.json node_modules/.bin/node bench/repe
     results.command,
     'node_modules/.bin/node bench/repeat.ts 2 BENCH_SCALE=full BENCH_ONLY=fanout BENCH_FANOUT=2',
   );
+  assert.deepEqual(results.orders, ['floor-first', 'operator-first']);
   const fan = results.scenarios['fanout-2'];
   assert.equal(fan?.wallSeconds.each.length, 2);
   assert.deepEqual(fan.sizes, { requests: 1, nodes: 2 }, 'the sizes each run measured');

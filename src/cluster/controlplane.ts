@@ -269,6 +269,21 @@ export function kubeconfigYaml(server: string, caPem: string, token: string, use
  * error carries the failing component's log tail.
  */
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  // freePort() hands out a port from the ephemeral range, free when asked; by the time etcd or
+  // kube-apiserver binds it, an outgoing connection (kube-apiserver's own to etcd, or any other
+  // process's) may hold it. Rare, but after a bench of thousands of connections it happened: a
+  // start that lost that race is started again on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startControlPlaneOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !(err instanceof Error) || !err.message.includes('address already in use'))
+        throw err;
+    }
+  }
+}
+
+async function startControlPlaneOnce(opts: ControlPlaneOptions): Promise<ControlPlane> {
   sweepStaleDirs();
   const binDir = opts.binDir ?? ensureBinaries();
   const dir = mkdtempSync(join(tmpdir(), tempPrefix));
