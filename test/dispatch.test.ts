@@ -136,10 +136,14 @@ test('a name-scoped watch: one object’s events reach only its own agent, and A
     growth(field) > 0,
     `spec.nodeName watches: CPU per event grew with the watches (${growth(field)} ms)`,
   );
-  // The claim: name-scoped watches add (almost) nothing per event, however many there are.
+  // The claim: name-scoped watches add (almost) nothing per event, however many there are. The
+  // figures come from a CPU counter of 10 ms resolution over a few hundred events, on a machine
+  // whose other work moves them: across two CI runs the name-scoped growth read 0.9 and 1.5 ms, the
+  // control's 6.0 and 5.3 ms. Dispatch in O(watches) would make the two about equal; half is the
+  // line that tells them apart without failing on that noise (a fifth did, once).
   assert.ok(
-    growth(name) < growth(field) / 5,
+    growth(name) < growth(field) / 2,
     `metadata.name watches: CPU per event grew by ${growth(name).toFixed(3)} ms from ${SMALL} to ${LARGE} watches, ` +
-      `not far below the field-selector control's ${growth(field).toFixed(3)} ms`,
+      `not below half the field-selector control's ${growth(field).toFixed(3)} ms`,
   );
 });
