@@ -10,25 +10,13 @@
  * A real node runs one agent process; RSS is measured on such a process
  * (bench/bench.ts, scenario agent-idle), not on this one.
  */
-import { KubeConfig } from '@kubernetes/client-node';
-import { readFileSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import { Agent, type AgentOptions } from '../src/agent/agent.ts';
-import { reuseConnections } from '../src/kube/connections.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { nodeClients } from './nodeclient.ts';
 
-const kubeconfig = readFileSync(process.env.BENCH_KUBECONFIG ?? '', 'utf8');
-/**
- * Each agent's own client, as each node's agent process has: one connection pool (src/kube/config.ts),
- * not a handshake per call, and not one shared with other nodes. Agents sharing a client would share
- * its HTTP/2 sessions, which no two real nodes do (bench/floor-agents.ts, bench/RESULTS.md).
- */
-const clientOf = () => {
-  const kc = new KubeConfig();
-  kc.loadFromString(kubeconfig);
-  reuseConnections(kc);
-  return kc;
-};
+/** Each agent's own client, as each node's agent process has (bench/nodeclient.ts). */
+const clientOf = nodeClients(process.env.BENCH_KUBECONFIG ?? '');
 const nodes = (process.env.BENCH_NODES ?? '').split(',').filter(Boolean);
 const extra = JSON.parse(process.env.BENCH_AGENT_OPTS ?? '{}') as Partial<AgentOptions>;
 const logger = createLogger('agent', process.env.BENCH_LOG_LEVEL ?? 'warn');

@@ -23,7 +23,6 @@
  * open; SIGTERM stops it. Needs BENCH_KUBECONFIG.
  */
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
-import { readFileSync } from 'node:fs';
 import {
   GROUP,
   NODE_MODULES_PLURAL,
@@ -33,9 +32,9 @@ import {
 } from '../src/api/types.ts';
 import { startHelper } from '../src/helper/runner.ts';
 import { jsonPatch } from '../src/kube/callopts.ts';
-import { reuseConnections } from '../src/kube/connections.ts';
 import { BookmarkingWatch } from '../src/kube/watch.ts';
 import { errorMessage } from '../src/observability/logger.ts';
+import { nodeClients } from './nodeclient.ts';
 import { inParallel } from './support.ts';
 
 const env = (name: string): string => {
@@ -43,14 +42,8 @@ const env = (name: string): string => {
   if (!v) throw new Error(`bench/floor-agents.ts needs ${name}`);
   return v;
 };
-const kubeconfig = readFileSync(env('BENCH_KUBECONFIG'), 'utf8');
-/** A node's own client: its own connection pool, as its own process would have. */
-const clientOf = () => {
-  const kc = new KubeConfig();
-  kc.loadFromString(kubeconfig);
-  reuseConnections(kc);
-  return kc;
-};
+/** A node's own client, as its own process would have (bench/nodeclient.ts). */
+const clientOf = nodeClients(env('BENCH_KUBECONFIG'));
 const nm = { group: GROUP, version: VERSION, plural: NODE_MODULES_PLURAL };
 
 /** One node's ideal agent: the entries it has taken, and its status writes one after another. */
