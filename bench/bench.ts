@@ -71,9 +71,11 @@ import { Floor } from './floor.ts';
 import { createRequest as createModuleRequest, ensureNode } from '../test/support/objects.ts';
 import {
   apiserverCpuSeconds,
+  apiserverState,
   apiserverWriteCounts,
   inParallel,
   percentile,
+  profileApiserver,
   procStats,
   projectRoot,
   settle,
@@ -86,6 +88,7 @@ import {
   watchObjects,
   writesBetween,
   type AgentHostOptions,
+  type ApiserverState,
   type Component,
   type WriteCounts,
 } from './support.ts';
@@ -129,6 +132,13 @@ const controllerArgs = (process.env.BENCH_CONTROLLER_ARGS ?? '').split(' ').filt
 const ORDER = process.env.BENCH_ORDER ?? 'floor-first';
 if (!['floor-first', 'operator-first'].includes(ORDER))
   throw new Error(`BENCH_ORDER must be floor-first or operator-first, got '${ORDER}'`);
+/**
+ * BENCH_PPROF: a directory; each fan-out's side (`fanout-N.pb.gz`, `floor-fanout-N.pb.gz`) gets a
+ * CPU profile of kube-apiserver, BENCH_PPROF_SECONDS long (default 120) from just before the
+ * create, for `go tool pprof -top -cum`. Each fan-out then waits for its profile to end.
+ */
+const pprofDir = process.env.BENCH_PPROF ? resolve(process.env.BENCH_PPROF) : undefined;
+const pprofSeconds = count('BENCH_PPROF_SECONDS', process.env.BENCH_PPROF_SECONDS ?? '120');
 const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
 const wanted = (name: string) => only.size === 0 || only.has(name);
 
@@ -139,6 +149,8 @@ export interface Result {
   wallSeconds: number;
   /** Fan-out: from the create until every run exists (the controller's dispatch alone). */
   dispatchSeconds?: number;
+  /** Fan-out: the API server's live heap and goroutines just before the create (support.ts apiserverState). */
+  apiserverAtStart?: ApiserverState;
   p50Ms?: number;
   p99Ms?: number;
   floor?: {
@@ -148,6 +160,7 @@ export interface Result {
     apiserverCpuSeconds?: number;
     /** Fan-out: the floor's own dispatch time, measured with the same clock. */
     dispatchSeconds?: number;
+    apiserverAtStart?: ApiserverState;
   };
   /** Operator ÷ floor: wall time, and p50/p99 where there are latencies. */
   ratio?: { wall: number; p50?: number; p99?: number };
@@ -340,6 +353,11 @@ try {
   };
   /** The floor's own dispatch time per fan-out size: every node's object written with its request. */
   const floorDispatchSeconds = new Map<number, number>();
+  /** The API server as each fan-out size's floor found it. */
+  const floorAtStart = new Map<number, ApiserverState>();
+  /** Starts BENCH_PPROF's profile of the API server for `name` (none without BENCH_PPROF). */
+  const pprof = (name: string) =>
+    pprofDir ? profileApiserver(cp, pprofSeconds, join(pprofDir, `${name}.pb.gz`)) : Promise.resolve();
   /** The floors of the scenarios that have one (sequential, many, fanout), each with its own floor agents. */
   const runFloors = async () => {
     if (wanted('sequential')) {
@@ -399,12 +417,15 @@ try {
     for (const n of wanted('fanout') ? sizes.fanout : []) {
       const nodes = Array.from({ length: n }, (_, i) => `floor-fan${n}-${i}`);
       await withFloor(nodes, async (floor) => {
+        let profile = Promise.resolve();
         const {
           value: ms,
           writes,
           apiserverCpuSeconds,
         } = await floorCounted(async () => {
           const clock = await dispatchClock(`floor-fan-${n}`, n);
+          floorAtStart.set(n, await apiserverState(cp));
+          profile = pprof(`floor-fanout-${n}`);
           const t0 = performance.now();
           await floor.request(`floor-fan-${n}`, nodes);
           await waitTerminal([`floor-fan-${n}`], `the floor's fan-out over ${n} nodes`);
@@ -413,6 +434,7 @@ try {
           floorDispatchSeconds.set(n, (clock.at() - t0) / 1000);
           return ms;
         });
+        await profile;
         floors.set(`fanout-${n}`, {
           wallSeconds: ms / 1000,
           writes: total(writes, 1) / n,
@@ -558,6 +580,8 @@ try {
     }
 
     const dispatchSeconds = new Map<number, number>();
+    const atStart = new Map<number, ApiserverState>();
+    let profile = Promise.resolve();
     for (const n of wanted('fanout') ? sizes.fanout : []) {
       const nodes = Array.from({ length: n }, (_, i) => `fan${n}-${i}`);
       await makeNodes(nodes, { fanout: String(n) });
@@ -574,6 +598,8 @@ try {
         async () => {
           // The controller's part alone: from the create until every node's object holds the request.
           const clock = await dispatchClock(`fanout-${n}`, n);
+          atStart.set(n, await apiserverState(cp));
+          profile = pprof(`fanout-${n}`);
           const t0 = performance.now();
           await createRequest(`fanout-${n}`, { module: 'fan', nodeSelector: { fanout: String(n) } });
           await waitTerminal([`fanout-${n}`], `fan-out over ${n} nodes`);
@@ -582,9 +608,13 @@ try {
           return { wallSeconds: terminalMs(`fanout-${n}`, t0) / 1000 };
         },
       );
+      await profile;
       r.dispatchSeconds = +(dispatchSeconds.get(n) ?? 0).toFixed(2);
+      r.apiserverAtStart = atStart.get(n);
       compare(r, `fanout-${n}`, () => {
-        if (r.floor) r.floor.dispatchSeconds = +(floorDispatchSeconds.get(n) ?? 0).toFixed(2);
+        if (!r.floor) return;
+        r.floor.dispatchSeconds = +(floorDispatchSeconds.get(n) ?? 0).toFixed(2);
+        r.floor.apiserverAtStart = floorAtStart.get(n);
       });
     }
   };
@@ -953,7 +983,11 @@ for (const r of results) {
     r.dispatchSeconds === undefined
       ? ''
       : `; every node's object held the request after ${r.dispatchSeconds} s (floor ${r.floor?.dispatchSeconds ?? '-'} s)`;
-  console.log(`${r.name}: goal ${r.goal}${dispatch}${r.notes ? `; ${r.notes}` : ''}`);
+  const held = (a?: ApiserverState) => (a ? `${a.heapMiB} MiB heap, ${a.goroutines} goroutines` : '-');
+  const server = r.apiserverAtStart
+    ? `; the API server held ${held(r.apiserverAtStart)} at the create (floor ${held(r.floor?.apiserverAtStart)})`
+    : '';
+  console.log(`${r.name}: goal ${r.goal}${dispatch}${server}${r.notes ? `; ${r.notes}` : ''}`);
 }
 console.log(`machine: ${JSON.stringify(machine)}`);
 console.log(`wrote ${resultsPath}`);

@@ -9,7 +9,7 @@
  * says about itself.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { join, resolve } from 'node:path';
@@ -323,22 +323,65 @@ export type WriteCounts = Record<string, number>;
 
 const WRITE_VERBS = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'APPLY']);
 
-/** kube-apiserver's /metrics, as text. */
-function scrapeApiserver(cp: ControlPlane): Promise<string> {
-  return new Promise<string>((res, rej) => {
+/** A GET of `path` on kube-apiserver as the admin: the body, or an error naming the status. */
+function getApiserver(cp: ControlPlane, path: string): Promise<Buffer> {
+  return new Promise<Buffer>((res, rej) => {
     const req = request(
-      `${cp.server}/metrics`,
+      `${cp.server}${path}`,
       { ca: cp.caPem, headers: { authorization: `Bearer ${cp.adminToken}` } },
       (resp) => {
-        let body = '';
-        resp.setEncoding('utf8');
-        resp.on('data', (c: string) => (body += c));
-        resp.on('end', () => res(body));
+        const chunks: Buffer[] = [];
+        resp.on('data', (c: Buffer) => chunks.push(c));
+        resp.on('end', () => {
+          const body = Buffer.concat(chunks);
+          if (resp.statusCode === 200) res(body);
+          else
+            rej(
+              new Error(`kube-apiserver ${path}: HTTP ${resp.statusCode}: ${body.toString().slice(0, 200)}`),
+            );
+        });
       },
     );
     req.on('error', rej);
     req.end();
   });
+}
+
+/** kube-apiserver's /metrics, as text. */
+async function scrapeApiserver(cp: ControlPlane): Promise<string> {
+  return (await getApiserver(cp, '/metrics')).toString('utf8');
+}
+
+export interface ApiserverState {
+  heapMiB: number;
+  goroutines: number;
+}
+
+/**
+ * The API server's live heap and goroutines (its Go runtime's metrics). A side's fan-out starts
+ * from the server the run has left (watches open, history kept), and these say how much it holds
+ * (bench/RESULTS.md: the operator's second 5,000-node run started from a heap a third larger).
+ */
+export async function apiserverState(cp: ControlPlane): Promise<ApiserverState> {
+  const text = await scrapeApiserver(cp);
+  const metric = (name: string) => {
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    if (!m?.[1]) throw new Error(`kube-apiserver /metrics has no ${name}`);
+    return Number(m[1]);
+  };
+  return {
+    heapMiB: +(metric('go_memstats_heap_inuse_bytes') / 2 ** 20).toFixed(1),
+    goroutines: metric('go_goroutines'),
+  };
+}
+
+/**
+ * Starts a CPU profile of kube-apiserver (its /debug/pprof/profile) for `seconds`; resolves once it
+ * is written to `path` (gzipped protobuf, for `go tool pprof`). The profile is fixed-length: time
+ * after the scenario ends adds only what the server did meanwhile.
+ */
+export async function profileApiserver(cp: ControlPlane, seconds: number, path: string): Promise<void> {
+  writeFileSync(path, await getApiserver(cp, `/debug/pprof/profile?seconds=${seconds}`));
 }
 
 /**

@@ -19,7 +19,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -208,16 +208,41 @@ test('make bench BENCH_SCALE=full: the full scale path, with its sizes shrunk', 
   }
 });
 
-test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts: one fan-out alone, shrunk to 4 nodes', async () => {
+test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts: one fan-out alone, shrunk to 4 nodes, with BENCH_PPROF', async () => {
   // The README's 5,000-node row takes minutes; the same command with BENCH_FANOUT=4, and its
-  // simulated agents split over processes as the 5,000 are (250 a process; here 2).
+  // simulated agents split over processes as the 5,000 are (250 a process; here 2). It also takes
+  // the API server's CPU profiles (bench/RESULTS.md's diagnosis), 1 s each here.
   const path = join(dir, 'fanout.json');
+  const profiles = join(dir, 'pprof');
+  mkdirSync(profiles);
   const out = await run('node_modules/.bin/node', ['bench/bench.ts'], {
     BENCH_ONLY: 'fanout',
     BENCH_FANOUT: '4',
     BENCH_AGENTS_PER_PROCESS: '2',
+    BENCH_PPROF: profiles,
+    BENCH_PPROF_SECONDS: '1',
     BENCH_RESULTS: path,
   });
+  // One profile per side, each a gzipped pprof protobuf as kube-apiserver writes it.
+  assert.deepEqual(readdirSync(profiles).sort(), ['fanout-4.pb.gz', 'floor-fanout-4.pb.gz']);
+  for (const f of readdirSync(profiles)) {
+    const head = readFileSync(join(profiles, f)).subarray(0, 2);
+    assert.deepEqual([...head], [0x1f, 0x8b], `${f} is gzip`);
+  }
+  // What the API server held as each side's create went in: both sides measured it.
+  const fan = readResults(path, out).results[0];
+  for (const [side, at] of [
+    ['operator', fan?.apiserverAtStart],
+    ['floor', fan?.floor?.apiserverAtStart],
+  ] as const)
+    assert.ok(
+      at && at.heapMiB > 0 && at.goroutines > 0,
+      `${side}: the API server at the create: ${JSON.stringify(at)}`,
+    );
+  assert.match(
+    out,
+    /fanout-4: .*the API server held [\d.]+ MiB heap, \d+ goroutines at the create \(floor [\d.]+ MiB heap, \d+ goroutines\)/,
+  );
   const { results } = readResults(path, out);
   assert.deepEqual(
     results.map((r) => r.name),
