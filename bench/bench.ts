@@ -581,8 +581,8 @@ try {
 
     const dispatchSeconds = new Map<number, number>();
     const atStart = new Map<number, ApiserverState>();
-    let profile = Promise.resolve();
     for (const n of wanted('fanout') ? sizes.fanout : []) {
+      let profile = Promise.resolve();
       const nodes = Array.from({ length: n }, (_, i) => `fan${n}-${i}`);
       await makeNodes(nodes, { fanout: String(n) });
       const r = await scenario(

@@ -364,15 +364,17 @@ export interface ApiserverState {
  */
 export async function apiserverState(cp: ControlPlane): Promise<ApiserverState> {
   const text = await scrapeApiserver(cp);
-  const metric = (name: string) => {
-    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-    if (!m?.[1]) throw new Error(`kube-apiserver /metrics has no ${name}`);
-    return Number(m[1]);
-  };
   return {
-    heapMiB: +(metric('go_memstats_heap_inuse_bytes') / 2 ** 20).toFixed(1),
-    goroutines: metric('go_goroutines'),
+    heapMiB: +(unlabelled(text, 'go_memstats_heap_inuse_bytes') / 2 ** 20).toFixed(1),
+    goroutines: unlabelled(text, 'go_goroutines'),
   };
+}
+
+/** The value of the unlabelled metric `name` in a /metrics text; throws naming it when absent. */
+function unlabelled(text: string, name: string): number {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  if (!m?.[1]) throw new Error(`kube-apiserver /metrics has no ${name}`);
+  return Number(m[1]);
 }
 
 /**
@@ -389,9 +391,7 @@ export async function profileApiserver(cp: ControlPlane, seconds: number, path: 
  * server shares the cores with everything else, so a scenario's figures say where they went.
  */
 export async function apiserverCpuSeconds(cp: ControlPlane): Promise<number> {
-  const m = /^process_cpu_seconds_total (\S+)$/m.exec(await scrapeApiserver(cp));
-  if (!m?.[1]) throw new Error('kube-apiserver /metrics has no process_cpu_seconds_total');
-  return Number(m[1]);
+  return unlabelled(await scrapeApiserver(cp), 'process_cpu_seconds_total');
 }
 
 /**

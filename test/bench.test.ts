@@ -230,7 +230,8 @@ test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts:
     assert.deepEqual([...head], [0x1f, 0x8b], `${f} is gzip`);
   }
   // What the API server held as each side's create went in: both sides measured it.
-  const fan = readResults(path, out).results[0];
+  const { results } = readResults(path, out);
+  const fan = results[0];
   for (const [side, at] of [
     ['operator', fan?.apiserverAtStart],
     ['floor', fan?.floor?.apiserverAtStart],
@@ -243,7 +244,6 @@ test('BENCH_ONLY=fanout BENCH_FANOUT=5000 node_modules/.bin/node bench/bench.ts:
     out,
     /fanout-4: .*the API server held [\d.]+ MiB heap, \d+ goroutines at the create \(floor [\d.]+ MiB heap, \d+ goroutines\)/,
   );
-  const { results } = readResults(path, out);
   assert.deepEqual(
     results.map((r) => r.name),
     ['fanout-4'],
